@@ -1,0 +1,32 @@
+# Two commands: `make demo` and `make test`. Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch==2.13.0 first: on these machines it is a local CPU build; anything else downloads gigabytes.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dpkit demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check dpkit accountants mechanisms audits tests benchmarks
+
+test: $(STAMP) lint
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest
+
+bench: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/accountants.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
