@@ -102,7 +102,6 @@ def opacus_calibrate(kind):
 
 def dpacc_calibrate(kind):
     def run(target, q, t):
-        import dp_accounting
         from dp_accounting import mechanism_calibration, pld, rdp
 
         make = pld.PLDAccountant if kind == "pld" else rdp.RdpAccountant

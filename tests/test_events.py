@@ -85,7 +85,8 @@ def test_events_need_events():
 
 def test_flatten_and_run_length():
     step = PoissonSampledEvent(0.01, GaussianEvent(1.0))
-    ledger = ComposedEvent([SelfComposedEvent(step, 10), step, SelfComposedEvent(ComposedEvent([step, NoOpEvent()]), 5)])
+    tail = SelfComposedEvent(ComposedEvent([step, NoOpEvent()]), 5)
+    ledger = ComposedEvent([SelfComposedEvent(step, 10), step, tail])
     pairs = list(flatten(ledger))
     assert sum(c for e, c in pairs if e == step) == 16
     assert run_length(pairs) == [(step, 16), (NoOpEvent(), 5)]
