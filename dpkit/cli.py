@@ -17,40 +17,31 @@ import time
 
 import click
 
+from accountants import validation
 from dpkit import __version__
 
 RELATIONS = ("add_or_remove", "replace_one")
 
 
 # ------------------------------------------------------------ option checks
-def _finite(value: float | None, param: click.Parameter) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"must be a finite number, got {value!r}", param=param)
-    return value
+def _checked(check):
+    """A click callback running one of accountants.validation's checks; its error names the value and range."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value is None:
+            return None
+        try:
+            return check(param.name, value)
+        except (ValueError, TypeError) as err:
+            raise click.BadParameter(str(err), param=param) from None
+
+    return callback
 
 
-def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not (_finite(value, param) > 0):
-        raise click.BadParameter(f"must be in (0, inf), got {value!r}", param=param)
-    return value
-
-
-def _sampling_rate(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not (_finite(value, param) > 0 and value <= 1):
-        raise click.BadParameter(f"must be in (0, 1], got {value!r}", param=param)
-    return value
-
-
-def _delta(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not (0 < _finite(value, param) < 1):
-        raise click.BadParameter(f"must be in (0, 1), got {value!r}", param=param)
-    return value
-
-
-def _steps(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise click.BadParameter(f"must be a whole number >= 1, got {value!r}", param=param)
-    return value
+_positive = _checked(validation.check_positive)
+_sampling_rate = _checked(validation.check_probability)
+_delta = _checked(lambda name, value: validation.check_delta(value, name))
+_steps = _checked(lambda name, value: validation.check_count(name, value, minimum=1))
 
 
 def _fmt(x: float) -> str:
