@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from scipy import optimize
+
 from accountants.accountant import PrivacyAccountant, create_accountant
 from accountants.events import DpEvent, dpsgd_event
 from accountants.validation import check_count, check_delta, check_positive, check_probability
@@ -33,37 +35,50 @@ def calibrate_noise(
     accountant: AccountantSpec = "pld",
     *,
     rtol: float = 1e-3,
+    guess: float = 1.0,
     max_noise: float = 1e6,
     **options,
 ) -> float:
-    """Smallest noise multiplier ``s`` (within ``rtol``) with epsilon(``make_event(s)``) <= ``target_epsilon``."""
+    """Smallest noise multiplier ``s`` (within ``rtol``) with epsilon(``make_event(s)``) <= ``target_epsilon``.
+
+    Brackets the crossing around ``guess`` (growing by 1.5x), then runs Brent's method on log(s); the returned
+    value is re-accounted and is on the valid side.
+    """
     target_epsilon = check_positive("target_epsilon", target_epsilon)
     delta = check_delta(delta)
     rtol = check_positive("rtol", rtol)
+    hi = check_positive("guess", guess)
     acc = _accountant(accountant, **options)
 
     def eps(sigma: float) -> float:
         return _epsilon(acc, make_event(sigma), delta)
 
-    hi = 1.0
-    while eps(hi) > target_epsilon:
-        hi *= 2.0
-        if hi > max_noise:
-            raise ValueError(
-                f"target_epsilon={target_epsilon} at delta={delta} needs a noise multiplier above {max_noise}"
-            )
-    lo = hi / 2.0
-    while eps(lo) <= target_epsilon:
-        hi, lo = lo, lo / 2.0
-        if lo < 1e-6:
-            return hi
-    # Invariant: eps(lo) > target >= eps(hi). Bisect in log space.
-    while hi / lo - 1.0 > rtol:
-        mid = math.sqrt(lo * hi)
-        if eps(mid) <= target_epsilon:
-            hi = mid
-        else:
-            lo = mid
+    def excess(log_sigma: float) -> float:
+        e = eps(math.exp(log_sigma))
+        return 1.0 if math.isinf(e) else math.log(e / target_epsilon) if e > 0 else -1.0
+
+    growth = 1.5
+    lo = hi
+    if eps(hi) > target_epsilon:
+        while eps(hi) > target_epsilon:
+            lo, hi = hi, hi * growth
+            if hi > max_noise:
+                raise ValueError(
+                    f"target_epsilon={target_epsilon} at delta={delta} needs a noise multiplier above {max_noise}"
+                )
+    else:
+        lo = hi / growth
+        while eps(lo) <= target_epsilon:
+            hi, lo = lo, lo / growth
+            if lo < 1e-6:
+                return hi
+    # eps(lo) > target >= eps(hi)
+    if hi / lo - 1.0 > rtol:
+        root = optimize.brentq(excess, math.log(lo), math.log(hi), xtol=rtol / 4)
+        candidate = math.exp(root) * (1 + rtol / 2)
+        while candidate < hi and eps(candidate) > target_epsilon:
+            candidate *= 1 + rtol / 2
+        hi = min(hi, candidate)
     return hi
 
 
@@ -104,8 +119,11 @@ def calibrate_noise_multiplier(
     """Noise multiplier for DP-SGD with Poisson sampling rate ``q`` over ``steps`` steps at (epsilon, delta)."""
     q = check_probability("sampling_probability", sampling_probability)
     steps = check_count("steps", steps, minimum=1)
+    guess = 1.0
+    if accountant == "pld":  # bracket the tight calibration with a cheap RDP one (PLD needs a little less noise)
+        guess = calibrate_noise(lambda s: dpsgd_event(s, q, steps), target_epsilon, delta, "rdp", rtol=1e-2)
     return calibrate_noise(
-        lambda s: dpsgd_event(s, q, steps), target_epsilon, delta, accountant, rtol=rtol, **options
+        lambda s: dpsgd_event(s, q, steps), target_epsilon, delta, accountant, rtol=rtol, guess=guess, **options
     )
 
 
