@@ -38,10 +38,7 @@ from accountants.events import (
     register_event,
 )
 from accountants.pld import PLDAccountant
-try:  # TEMP until rdp lands
-    from accountants.rdp import RDPAccountant
-except ImportError:
-    RDPAccountant = None
+from accountants.rdp import RDPAccountant
 
 __all__ = [
     "BudgetExceededError",
