@@ -23,7 +23,7 @@ accountant's neighbouring relation, so the formulas are the same under both rela
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -49,8 +49,6 @@ from accountants.validation import check_delta, check_nonnegative
 
 __all__ = ["RDPAccountant"]
 
-_CACHE_SIZE = 1024
-_RDP_CACHE: OrderedDict[tuple[DpEvent, str, tuple[float, ...]], np.ndarray] = OrderedDict()
 
 
 def _effective_gaussian_sigma(event: DpEvent) -> float | None:
@@ -166,60 +164,7 @@ class RDPAccountant(PrivacyAccountant):
 
     # ------------------------------------------------------------------ RDP of atoms
     def _atom_rdp(self, event: DpEvent) -> np.ndarray:
-        key = (event, self.neighbouring_relation.value, self._orders_key)
-        hit = _RDP_CACHE.get(key)
-        if hit is not None:
-            _RDP_CACHE.move_to_end(key)
-            return hit
-        rdp = self._compute_atom_rdp(event)
-        rdp.flags.writeable = False
-        _RDP_CACHE[key] = rdp
-        if len(_RDP_CACHE) > _CACHE_SIZE:
-            _RDP_CACHE.popitem(last=False)
-        return rdp
-
-    def _compute_atom_rdp(self, event: DpEvent) -> np.ndarray:
-        orders = self._orders
-        if isinstance(event, NoOpEvent):
-            return np.zeros_like(orders)
-        if isinstance(event, NonPrivateEvent):
-            return np.full_like(orders, np.inf)
-        if isinstance(event, GaussianEvent):
-            return ra.rdp_gaussian(event.noise_multiplier, orders)
-        if isinstance(event, LaplaceEvent):
-            return ra.rdp_laplace(event.scale, orders)
-        rr = _rr_epsilon(event)
-        if rr is not None:
-            eps, k = rr
-            log_p, log_q = ra.randomized_response_log_pair(eps, k)
-            # an eps-DP mechanism has D_alpha <= eps at every order; the cap only removes rounding noise
-            return np.minimum(ra._rdp_discrete_log(log_p, log_q, orders), eps)
-        if isinstance(event, PoissonSampledEvent):
-            q, inner = event.sampling_probability, event.event
-            if _is_noop(inner):
-                return np.zeros_like(orders)
-            sigma = _effective_gaussian_sigma(inner)
-            if sigma is not None:
-                return ra.rdp_poisson_gaussian(q, sigma, orders)
-            eps, k = _rr_epsilon(inner)
-            log_p, log_q = ra.randomized_response_log_pair(eps, k)
-            if q == 1.0:
-                log_mix = log_p
-            else:
-                log_mix = np.logaddexp(math.log1p(-q) + log_q, math.log(q) + log_p)
-            # removal: (mix, Q); addition: (Q, mix). _rdp_discrete_log takes the max of both directions.
-            rdp = ra._rdp_discrete_log(log_mix, log_q, orders)
-            # Poisson-subsampled eps-DP is log(1 + q (e^eps - 1))-DP (cap only removes rounding noise)
-            return np.minimum(rdp, math.log1p(q * math.expm1(eps)))
-        if isinstance(event, SampledWithoutReplacementEvent):
-            inner = event.event
-            if event.sample_size == 0 or _is_noop(inner):
-                return np.zeros_like(orders)
-            sigma = _effective_gaussian_sigma(inner)
-            return ra.rdp_sampled_without_replacement_gaussian(
-                event.source_dataset_size, event.sample_size, sigma, orders
-            )
-        raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")  # guarded by _supports_atom
+        return _cached_atom_rdp(event, self._orders_key)
 
     def _pure_epsilon(self, event: DpEvent) -> float:
         """D_infinity of an atom: its pure-DP epsilon (inf if it has none)."""
@@ -307,3 +252,54 @@ def _contains_sampling(event: DpEvent) -> bool:
     if isinstance(event, ComposedEvent):
         return any(_contains_sampling(e) for e in event.events)
     return False
+
+
+@lru_cache(maxsize=1024)
+def _cached_atom_rdp(event: DpEvent, orders_key: tuple[float, ...]) -> np.ndarray:
+    """RDP curve of one event on the given orders (read-only; cached, since calibration re-asks often)."""
+    rdp = _compute_atom_rdp(event, np.array(orders_key))
+    rdp.flags.writeable = False
+    return rdp
+
+
+def _compute_atom_rdp(event: DpEvent, orders: np.ndarray) -> np.ndarray:
+    if isinstance(event, NoOpEvent):
+        return np.zeros_like(orders)
+    if isinstance(event, NonPrivateEvent):
+        return np.full_like(orders, np.inf)
+    if isinstance(event, GaussianEvent):
+        return ra.rdp_gaussian(event.noise_multiplier, orders)
+    if isinstance(event, LaplaceEvent):
+        return ra.rdp_laplace(event.scale, orders)
+    rr = _rr_epsilon(event)
+    if rr is not None:
+        eps, k = rr
+        log_p, log_q = ra.randomized_response_log_pair(eps, k)
+        # an eps-DP mechanism has D_alpha <= eps at every order; the cap only removes rounding noise
+        return np.minimum(ra._rdp_discrete_log(log_p, log_q, orders), eps)
+    if isinstance(event, PoissonSampledEvent):
+        q, inner = event.sampling_probability, event.event
+        if _is_noop(inner):
+            return np.zeros_like(orders)
+        sigma = _effective_gaussian_sigma(inner)
+        if sigma is not None:
+            return ra.rdp_poisson_gaussian(q, sigma, orders)
+        eps, k = _rr_epsilon(inner)
+        log_p, log_q = ra.randomized_response_log_pair(eps, k)
+        if q == 1.0:
+            log_mix = log_p
+        else:
+            log_mix = np.logaddexp(math.log1p(-q) + log_q, math.log(q) + log_p)
+        # removal: (mix, Q); addition: (Q, mix). _rdp_discrete_log takes the max of both directions.
+        rdp = ra._rdp_discrete_log(log_mix, log_q, orders)
+        # Poisson-subsampled eps-DP is log(1 + q (e^eps - 1))-DP (cap only removes rounding noise)
+        return np.minimum(rdp, math.log1p(q * math.expm1(eps)))
+    if isinstance(event, SampledWithoutReplacementEvent):
+        inner = event.event
+        if event.sample_size == 0 or _is_noop(inner):
+            return np.zeros_like(orders)
+        sigma = _effective_gaussian_sigma(inner)
+        return ra.rdp_sampled_without_replacement_gaussian(
+            event.source_dataset_size, event.sample_size, sigma, orders
+        )
+    raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")  # guarded by _supports_atom
