@@ -172,48 +172,21 @@ def account(
     except (ValueError, TypeError) as err:
         raise click.UsageError(str(err)) from None
 
+    query = dict(
+        sampling_rate=sampling_rate, steps=steps, epochs=epochs, delta=delta, noise_multiplier=noise_multiplier,
+        target_epsilon=target_epsilon, neighbouring_relation=neighbouring_relation,
+    )
     if as_json:
-        _print_json(
-            accountant,
-            names,
-            results,
-            sigmas,
-            sampling_rate,
-            steps,
-            epochs,
-            delta,
-            noise_multiplier,
-            target_epsilon,
-            neighbouring_relation,
-        )
+        _print_json(accountant, names, results, sigmas, **query)
     elif len(names) == 1:
         name = names[0]
         click.echo(_fmt(sigmas[name] if target_epsilon is not None else results[name].epsilon))
     else:
-        _print_text(
-            names,
-            results,
-            sigmas,
-            sampling_rate,
-            steps,
-            delta,
-            noise_multiplier,
-            target_epsilon,
-            neighbouring_relation,
-        )
+        _print_text(names, results, sigmas, **query)
 
 
 def _print_json(
-    accountant,
-    names,
-    results,
-    sigmas,
-    sampling_rate,
-    steps,
-    epochs,
-    delta,
-    noise_multiplier,
-    target_epsilon,
+    accountant, names, results, sigmas, *, sampling_rate, steps, epochs, delta, noise_multiplier, target_epsilon,
     neighbouring_relation,
 ) -> None:
     out: dict = {
@@ -249,14 +222,7 @@ def _print_json(
 
 
 def _print_text(
-    names,
-    results,
-    sigmas,
-    sampling_rate,
-    steps,
-    delta,
-    noise_multiplier,
-    target_epsilon,
+    names, results, sigmas, *, sampling_rate, steps, epochs, delta, noise_multiplier, target_epsilon,
     neighbouring_relation,
 ) -> None:
     setting = f"q={_fmt(sampling_rate)}, {steps} steps, delta={delta:g}, {neighbouring_relation}"
