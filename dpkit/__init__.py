@@ -1,10 +1,17 @@
 """dpkit: a differential-privacy toolkit.
 
-dpkit is meant for three jobs: training models privately (DP-SGD and its successors), collecting statistics
-under local differential privacy, and auditing privacy claims. Today it ships the privacy accounting (the
-top-level ``accountants`` package: events, RDP and PLD accountants, calibration, budgets), the ``dpkit``
-command line (:mod:`dpkit.cli`) and the accounting report behind ``dpkit demo`` (:mod:`dpkit.report`); private
-training, the local-DP protocols (``mechanisms``) and the audits (``audits``) are on the roadmap.
+Three jobs: training models privately (DP-SGD: :class:`PrivacyEngine`), collecting statistics under local
+differential privacy (the ``mechanisms`` package), and auditing privacy claims (the ``audits`` package). Privacy is
+accounted by the ``accountants`` package (events, RDP and PLD accountants, calibration, budgets); the ``dpkit``
+command line is :mod:`dpkit.cli`.
 """
 
+from dpkit.data import PoissonBatchSampler
+from dpkit.grad_sample import IncompatibleModuleError
+from dpkit.module_fixer import fix_module
+from dpkit.optimizer import DPOptimizer
+from dpkit.privacy_engine import PrivacyEngine
+
 __version__ = "0.1.0"
+
+__all__ = ["DPOptimizer", "IncompatibleModuleError", "PoissonBatchSampler", "PrivacyEngine", "fix_module"]

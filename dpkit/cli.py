@@ -1,9 +1,8 @@
 """The ``dpkit`` command line.
 
 ``dpkit account`` answers the two everyday accounting questions for DP-SGD with Poisson sampling (epsilon of a
-run; noise multiplier for a target epsilon) under the RDP and/or PLD accountant; ``dpkit demo`` prints an
-accounting report for a CIFAR-10-sized run. The group is the place for later subcommands (ldp, audit-ldp,
-estimate-eps, train).
+run; noise multiplier for a target epsilon) under the RDP and/or PLD accountant; ``dpkit account-report`` prints
+an accounting report for a CIFAR-10-sized run; ``dpkit train-demo`` trains a small CNN privately on bundled data.
 
 Bad input ends with a one-line error that names the parameter and exit code 2 (click's usage-error code),
 never a traceback.
@@ -19,6 +18,7 @@ import click
 
 from accountants import validation
 from dpkit import __version__
+from dpkit.train_demo import train_demo_command
 
 RELATIONS = ("add_or_remove", "replace_one")
 
@@ -57,8 +57,7 @@ def _json_number(x: float) -> float | str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "-V", "--version", prog_name="dpkit")
 def main() -> None:
-    """dpkit: a differential-privacy toolkit (privacy accounting today; private training, local DP and audits
-    on the roadmap)."""
+    """dpkit: a differential-privacy toolkit: privacy accounting, private training, local DP, audits."""
 
 
 @main.command(short_help="Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.")
@@ -248,7 +247,7 @@ def _print_text(
             click.echo(f"  PLD needs {saving:.1f}% less noise than RDP")
 
 
-@main.command(short_help="Accounting report for a CIFAR-10-sized DP-SGD run.")
+@main.command("account-report", short_help="Accounting report for a CIFAR-10-sized DP-SGD run.")
 @click.option(
     "--dataset-size",
     type=click.IntRange(min=1),
@@ -272,8 +271,8 @@ def _print_text(
     help="Number of epochs (steps = ceil(epochs / q)).",
 )
 @click.option("--delta", type=float, default=1e-5, show_default=True, callback=_delta, help="Target delta.")
-def demo(dataset_size: int, batch_size: int, epochs: float, delta: float) -> None:
-    """Print an accounting report for a CIFAR-10-sized DP-SGD run (until private training exists).
+def account_report(dataset_size: int, batch_size: int, epochs: float, delta: float) -> None:
+    """Print an accounting report for a CIFAR-10-sized DP-SGD run.
 
     (a) epsilon under RDP and PLD at noise multipliers 0.8, 1.0, 1.2, 1.5; (b) the noise multiplier each
     accountant needs for epsilon 1, 3, 8, and how much PLD saves; with the seconds each computation took.
@@ -292,6 +291,9 @@ def demo(dataset_size: int, batch_size: int, epochs: float, delta: float) -> Non
         raise click.UsageError(str(err)) from None
     click.echo(text)
     click.echo(f"\nTotal: {time.perf_counter() - start:.1f} s")
+
+
+main.add_command(train_demo_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""The dpkit command line and the accounting report behind ``dpkit demo``."""
+"""The dpkit command line and the accounting report behind ``dpkit account-report``."""
 
 from __future__ import annotations
 
@@ -184,7 +184,9 @@ def test_errors_from_the_accountants_become_usage_errors():
 
 
 # ------------------------------------------------------------ help, version
-@pytest.mark.parametrize("args", [["--help"], ["account", "--help"], ["demo", "--help"], ["-h"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["account", "--help"], ["account-report", "--help"], ["train-demo", "--help"], ["-h"]]
+)
 def test_help(args):
     result = run(*args)
     assert result.exit_code == 0, result.output
@@ -254,11 +256,11 @@ def test_noise_table_small():
 
 
 def test_demo_command_small():
-    result = run("demo", "--epochs", "1")
+    result = run("account-report", "--epochs", "1")
     assert result.exit_code == 0, result.output
     assert "N=50000" in result.output and "eps_rdp" in result.output and "sigma_pld" in result.output
 
 
 def test_demo_bad_input():
-    result = run("demo", "--batch-size", "60000")
+    result = run("account-report", "--batch-size", "60000")
     assert result.exit_code == 2 and "--batch-size" in result.output

@@ -1,0 +1,173 @@
+"""Exact Poisson sampling for DP-SGD: every example joins each batch independently with probability q.
+
+:class:`PoissonBatchSampler` draws one batch per step with a single vectorized ``torch.rand(N) < q``; batch
+sizes follow Binomial(N, q) and may be 0 (the loader then yields an empty, correctly shaped batch: a valid
+step that releases only noise). The randomness of batch ``t`` is a function of (seed, t) only, so a resumed
+run draws exactly the batches the uninterrupted run would have (:mod:`dpkit.seeding`). In secure mode each
+batch is drawn from a generator seeded from the operating system's CSPRNG.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_map
+from torch.utils.data import DataLoader, IterableDataset, Sampler
+from torch.utils.data.dataloader import default_collate
+
+from dpkit.seeding import SAMPLER_STREAM, derive_seed, new_seed
+
+
+class PoissonBatchSampler(Sampler[list[int]]):
+    """Yields ``steps_per_epoch`` Poisson batches per pass (index lists), continuing from ``position``."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        sample_rate: float,
+        steps_per_epoch: int,
+        *,
+        seed: int | None = None,
+        secure: bool = False,
+    ):
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a whole number >= 1, got {num_samples!r}")
+        if not (isinstance(sample_rate, int | float) and 0 < sample_rate <= 1):
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be a whole number >= 1, got {steps_per_epoch!r}")
+        self.num_samples = num_samples
+        self.sample_rate = float(sample_rate)
+        self.steps_per_epoch = steps_per_epoch
+        self.secure = bool(secure)
+        self.seed = None if self.secure else (new_seed() if seed is None else int(seed))
+        self.position = 0  # batches drawn so far (over all epochs)
+        self._generator = torch.Generator()
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def draw(self, index: int) -> list[int]:
+        """The indices of batch number ``index``."""
+        seed = new_seed() if self.secure else derive_seed(self.seed, SAMPLER_STREAM, index)
+        self._generator.manual_seed(seed)
+        mask = torch.rand(self.num_samples, generator=self._generator) < self.sample_rate
+        return mask.nonzero().squeeze(1).tolist()
+
+    def __iter__(self):
+        # Continue the current epoch (after a resume mid-epoch), else run a whole one.
+        end = (self.position // self.steps_per_epoch + 1) * self.steps_per_epoch
+        while self.position < end:
+            batch = self.draw(self.position)
+            self.position += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "position": self.position, "secure": self.secure}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if bool(state["secure"]) != self.secure:
+            raise ValueError(f"sampler state has secure={state['secure']}, this sampler secure={self.secure}")
+        self.seed = None if state["seed"] is None else int(state["seed"])
+        self.position = int(state["position"])
+
+
+class EmptyBatchCollate:
+    """Wraps a collate function so that an empty index list gives a 0-length batch shaped like a real one."""
+
+    def __init__(self, collate_fn, dataset):
+        self.collate_fn = collate_fn if collate_fn is not None else default_collate
+        self.dataset = dataset
+
+    def __call__(self, batch):
+        if len(batch) > 0:
+            return self.collate_fn(batch)
+        proto = self.collate_fn([self.dataset[0]])
+        return tree_map(lambda x: x[:0], proto)
+
+
+def check_map_style(data_loader) -> int:
+    """The dataset size of a loader whose sampler can be replaced by Poisson sampling (else a clear error)."""
+    if not isinstance(data_loader, DataLoader):
+        raise TypeError(
+            f"data_loader must be a torch.utils.data.DataLoader, got {type(data_loader).__name__}; its "
+            "sampler is "
+            "replaced by Poisson sampling"
+        )
+    dataset = data_loader.dataset
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(
+            f"data_loader.dataset is an IterableDataset ({type(dataset).__name__}); Poisson sampling needs a "
+            "map-style dataset (with __len__ and __getitem__) so each example can be drawn independently"
+        )
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise TypeError(
+            f"data_loader.dataset ({type(dataset).__name__}) has no len(); Poisson sampling needs a "
+            "map-style "
+            "dataset with __len__ and __getitem__"
+        ) from None
+    if n < 1:
+        raise ValueError(f"data_loader.dataset must not be empty, got len(dataset)={n}")
+    return n
+
+
+def expected_batch_size(data_loader: DataLoader) -> int:
+    """The loader's batch size (or, with a custom batch sampler, dataset size / number of batches)."""
+    n = len(data_loader.dataset)
+    if data_loader.batch_size is not None:
+        return min(int(data_loader.batch_size), n)
+    return max(1, round(n / max(len(data_loader), 1)))
+
+
+def poisson_data_loader(
+    data_loader: DataLoader,
+    *,
+    sample_rate: float | None = None,
+    seed: int | None = None,
+    secure: bool = False,
+) -> DataLoader:
+    """A loader over the same dataset drawing Poisson batches (rate ``sample_rate``, default batch_size / N).
+
+    One pass yields round(1 / q) batches (an epoch in expectation). Workers, pinning and the collate function
+    of ``data_loader`` are kept; ``drop_last`` and ``shuffle`` have no meaning under Poisson sampling.
+    """
+    n = check_map_style(data_loader)
+    q = expected_batch_size(data_loader) / n if sample_rate is None else sample_rate
+    steps = steps_per_epoch(q)
+    sampler = PoissonBatchSampler(n, q, steps, seed=seed, secure=secure)
+    kwargs: dict[str, Any] = {}
+    if data_loader.num_workers > 0:
+        kwargs["prefetch_factor"] = data_loader.prefetch_factor
+        kwargs["persistent_workers"] = data_loader.persistent_workers
+    return DataLoader(
+        data_loader.dataset,
+        batch_sampler=sampler,
+        num_workers=data_loader.num_workers,
+        collate_fn=EmptyBatchCollate(data_loader.collate_fn, data_loader.dataset),
+        pin_memory=data_loader.pin_memory,
+        timeout=data_loader.timeout,
+        worker_init_fn=data_loader.worker_init_fn,
+        multiprocessing_context=data_loader.multiprocessing_context,
+        # A private generator: creating an iterator draws a worker base seed from it, and must not consume the
+        # global torch RNG (a resumed run creates one more iterator than the uninterrupted run).
+        generator=torch.Generator().manual_seed(sampler.seed if sampler.seed is not None else new_seed()),
+        pin_memory_device=data_loader.pin_memory_device,
+        **kwargs,
+    )
+
+
+def steps_per_epoch(sample_rate: float) -> int:
+    return max(1, round(1 / sample_rate))
+
+
+__all__ = [
+    "EmptyBatchCollate",
+    "PoissonBatchSampler",
+    "check_map_style",
+    "expected_batch_size",
+    "poisson_data_loader",
+    "steps_per_epoch",
+]

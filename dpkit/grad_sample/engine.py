@@ -1,0 +1,144 @@
+"""The per-sample gradient engine interface and its registry.
+
+The contract between an engine and the DP optimizer:
+
+1. ``attach()`` installs whatever the engine needs on the module (the module is never wrapped: it keeps its
+   type, attributes and methods) and validates it (:func:`~dpkit.grad_sample.validation.check_module`).
+2. The user runs forward and ``loss.backward()`` as usual, on one logical batch (any size; the engine
+   processes it in physical chunks of at most ``max_physical_batch_size`` examples to bound memory).
+3. ``clipped_sum(policy)`` returns, for each trainable parameter, ``sum_i c_i * g_i`` where ``g_i`` is example
+   i's gradient of its own loss term and ``c_i`` the policy's clip factor; with ``loss_reduction="mean"`` the
+   loss is taken to be the mean over the logical batch and ``g_i`` is rescaled accordingly.
+4. ``clear()`` forgets the recorded batch (``optimizer.zero_grad()`` and ``optimizer.step()`` call it).
+
+An engine may materialize per-example gradients (the generic ``functorch`` engine, one physical chunk at a
+time) or only per-example norms (ghost clipping, book-keeping): the interface asks for norms and a clipped sum
+only.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dpkit.grad_sample.clipping import ClippingPolicy
+
+_ENGINES: dict[str, type[GradSampleEngine]] = {}
+
+LOSS_REDUCTIONS = ("mean", "sum")
+
+
+def register_engine(name: str):
+    """Class decorator: make ``create_engine(name, ...)`` build this engine."""
+
+    def deco(cls: type[GradSampleEngine]) -> type[GradSampleEngine]:
+        if name in _ENGINES:
+            raise ValueError(f"grad-sample engine {name!r} is already registered")
+        _ENGINES[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
+def available_engines() -> list[str]:
+    return sorted(_ENGINES)
+
+
+def create_engine(name: str, module: nn.Module, params: Sequence[nn.Parameter], **kwargs) -> GradSampleEngine:
+    try:
+        cls = _ENGINES[name]
+    except KeyError:
+        raise ValueError(f"grad_sample_engine must be one of {available_engines()}, got {name!r}") from None
+    return cls(module, params, **kwargs)
+
+
+@dataclasses.dataclass
+class ClippedSum:
+    """Sum of clipped per-example gradients of one logical batch.
+
+    ``grads[l]`` has the shape of ``params[l]``; ``batch_size`` is the number of examples; ``norms`` holds
+    each example's gradient norm before clipping (all trainable parameters together), shape ``[batch_size]``.
+    """
+
+    grads: list[torch.Tensor]
+    batch_size: int
+    norms: torch.Tensor
+
+
+class GradSampleEngine(abc.ABC):
+    """Computes clipped per-example gradient sums for the trainable ``params`` of ``module``."""
+
+    name: str = "engine"
+
+    def __init__(
+        self,
+        module: nn.Module,
+        params: Sequence[nn.Parameter],
+        *,
+        loss_reduction: str = "mean",
+        max_physical_batch_size: int | None = None,
+    ):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
+        if max_physical_batch_size is not None and (
+            isinstance(max_physical_batch_size, bool)
+            or not isinstance(max_physical_batch_size, int)
+            or max_physical_batch_size < 1
+        ):
+            raise ValueError(
+                "max_physical_batch_size must be None or a whole number >= 1, got "
+                f"{max_physical_batch_size!r}"
+            )
+        self.module = module
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("the module has no trainable parameters (requires_grad=True) to train privately")
+        names = {id(p): n for n, p in module.named_parameters()}
+        missing = [i for i, p in enumerate(self.params) if id(p) not in names]
+        if missing:
+            shapes = ", ".join(str(tuple(self.params[i].shape)) for i in missing[:3])
+            raise ValueError(
+                f"{len(missing)} trainable parameter(s) (shapes {shapes}) are not parameters of the module; "
+                "the optimizer must only hold parameters of the module passed to make_private"
+            )
+        self.param_names = [names[id(p)] for p in self.params]
+        self.loss_reduction = loss_reduction
+        self.max_physical_batch_size = max_physical_batch_size
+        self.attached = False
+
+    def chunks(self, batch_size: int) -> list[slice]:
+        """The physical chunks of a logical batch of ``batch_size`` examples."""
+        step = self.max_physical_batch_size or max(batch_size, 1)
+        return [slice(i, min(i + step, batch_size)) for i in range(0, batch_size, step)]
+
+    @abc.abstractmethod
+    def attach(self) -> None:
+        """Install the engine on the module (validates it first)."""
+
+    @abc.abstractmethod
+    def detach(self) -> None:
+        """Remove everything ``attach`` installed; the module behaves exactly as before."""
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Forget the recorded batch."""
+
+    @abc.abstractmethod
+    def clipped_sum(self, policy: ClippingPolicy) -> ClippedSum:
+        """Sum over the recorded batch of the clipped per-example gradients (see the module docstring)."""
+
+    @property
+    @abc.abstractmethod
+    def batch_size(self) -> int | None:
+        """Number of examples recorded since the last ``clear()`` (``None``: no backward pass recorded)."""
+
+    def per_sample_gradients(self) -> list[torch.Tensor]:
+        """Per-example gradients ``[batch_size, *param.shape]`` (may be refused)."""
+        raise NotImplementedError(f"the {self.name!r} engine does not materialize per-sample gradients")

@@ -1,0 +1,273 @@
+"""The generic engine: exact per-example gradients for any module, with ``torch.func`` (vmap + grad).
+
+How one step works (the module is not wrapped; only its instance ``forward`` is replaced while attached):
+
+* **Forward** (grad mode on): the module runs under ``torch.no_grad()`` as ``vmap`` over the examples, each
+  seen as a batch of one, in physical chunks of at most ``max_physical_batch_size``; the global RNG state
+  before each chunk is saved (dropout masks can be replayed exactly). The returned outputs are fresh leaf
+  tensors that require grad, so the user's ``loss.backward()`` only computes d loss / d output (cheap).
+* **At optimizer step** (:meth:`clipped_sum`), per chunk: ``vmap(grad(<f(theta, x_i), dL/dout_i>))`` gives
+  each example's gradient exactly (chain rule: the loss is a sum or mean of per-example terms), with the same
+  random draws as the forward; norms, clip factors and the clipped sum follow and the chunk's per-example
+  gradients are freed. Memory is bounded by ``max_physical_batch_size`` x (number of trainable parameters).
+
+Exact for every module with parameters whose examples do not interact: custom modules owning raw
+``nn.Parameter``s, frozen parameters (skipped: only the optimizer's parameters are differentiated), tied
+parameters (one tensor, per-example contributions summed), attention, LSTM, ... Requirements: every tensor
+input and output of the module has the batch dimension first; a tensor argument is treated as per-example iff
+its first dimension equals the batch size of the first tensor argument (others, e.g. masks, are shared).
+Gradients do not flow back to the module's inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import grad, vmap
+from torch.nn.utils.stateless import _reparametrize_module
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from dpkit.grad_sample.clipping import ClippingPolicy
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, register_engine
+from dpkit.grad_sample.validation import check_module
+
+_MISSING = object()
+_ATTR = "_dpkit_grad_sample_engine"
+
+
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    cuda = (
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    )
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+@dataclasses.dataclass
+class _Call:
+    """One forward call of the module recorded for the step."""
+
+    leaves: list[Any]  # flattened (args, kwargs), tensors detached
+    spec: Any
+    batched: list[bool]  # per leaf: has the batch dimension
+    batch_size: int
+    rng_states: list[Any] = dataclasses.field(default_factory=list)  # one per physical chunk
+    outputs: list[torch.Tensor | None] = dataclasses.field(
+        default_factory=list
+    )  # leaves the loss was built on
+
+    def output_grads(self) -> list[torch.Tensor | None]:
+        return [None if o is None else o.grad for o in self.outputs]
+
+    def has_grad(self) -> bool:
+        return any(g is not None for g in self.output_grads())
+
+
+@register_engine("functorch")
+class FunctorchEngine(GradSampleEngine):
+    """Generic exact engine (see the module docstring)."""
+
+    def __init__(self, module: nn.Module, params: Sequence[nn.Parameter], **kwargs):
+        super().__init__(module, params, **kwargs)
+        self._calls: list[_Call] = []
+        self._inside = False
+        self._prev_forward: Any = _MISSING
+        self._orig_forward = None
+
+    # ------------------------------------------------------------------ attach / detach
+    def attach(self) -> None:
+        if self.attached:
+            return
+        other = self.module.__dict__.get(_ATTR)
+        if other is not None:
+            raise RuntimeError(
+                "this module is already attached to a per-sample gradient engine (make_private was called on "
+                "it "
+                "before); detach that engine or build a fresh module"
+            )
+        check_module(self.module)
+        self._prev_forward = self.module.__dict__.get("forward", _MISSING)
+        self._orig_forward = self.module.forward
+        self.module.__dict__["forward"] = self._forward
+        self.module.__dict__[_ATTR] = self
+        self.attached = True
+
+    def detach(self) -> None:
+        if not self.attached:
+            return
+        if self._prev_forward is _MISSING:
+            del self.module.__dict__["forward"]
+        else:
+            self.module.__dict__["forward"] = self._prev_forward
+        del self.module.__dict__[_ATTR]
+        self.attached = False
+        self.clear()
+
+    def clear(self) -> None:
+        self._calls.clear()
+
+    @property
+    def batch_size(self) -> int | None:
+        calls = [c for c in self._calls if c.has_grad()]
+        return calls[0].batch_size if calls else None
+
+    # ------------------------------------------------------------------ forward
+    def _run(self, call: _Call, params: dict[str, torch.Tensor] | None, xs) -> tuple[list, list, Any]:
+        """Run the module on one example (a batch of one): tensor outputs without batch dim, leaves, spec."""
+        leaves = list(call.leaves)
+        it = iter(xs)
+        for i, b in enumerate(call.batched):
+            if b:
+                leaves[i] = next(it).unsqueeze(0)
+        args, kwargs = tree_unflatten(leaves, call.spec)
+        self._inside = True
+        try:
+            if params is None:
+                out = self._orig_forward(*args, **kwargs)
+            else:
+                with _reparametrize_module(self.module, params, tie_weights=True):
+                    out = self._orig_forward(*args, **kwargs)
+        finally:
+            self._inside = False
+        out_leaves, out_spec = tree_flatten(out)
+        tensors = []
+        for j, o in enumerate(out_leaves):
+            if isinstance(o, torch.Tensor):
+                if o.dim() == 0 or o.shape[0] != 1:
+                    raise ValueError(
+                        f"output leaf {j} of {type(self.module).__name__}.forward has shape {tuple(o.shape)} "
+                        "for a "
+                        "batch of one example; every tensor output must have the batch dimension first"
+                    )
+                tensors.append(o.squeeze(0))
+        return tensors, out_leaves, out_spec
+
+    def _forward(self, *args, **kwargs):
+        if self._inside or not torch.is_grad_enabled():
+            return self._orig_forward(*args, **kwargs)
+        leaves, spec = tree_flatten((args, kwargs))
+        tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+        if not tensors or tensors[0].dim() == 0:
+            raise ValueError(
+                f"{type(self.module).__name__}.forward needs a tensor argument whose first dimension is the "
+                "batch "
+                "(the per-sample gradient engine splits the batch along it)"
+            )
+        batch = tensors[0].shape[0]
+        batched = [isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == batch for x in leaves]
+        leaves = [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
+        call = _Call(leaves, spec, batched, batch)
+        if batch == 0:
+            a, k = tree_unflatten(leaves, spec)
+            with torch.no_grad():
+                out = self._orig_forward(*a, **k)
+            out_leaves, out_spec = tree_flatten(out)
+            tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
+        else:
+            chunk_outs: list[tuple] = []
+            meta: dict[str, Any] = {}
+
+            def f(*xs):
+                t, ol, os_ = self._run(call, None, xs)
+                meta["leaves"], meta["spec"] = ol, os_
+                return tuple(t)
+
+            xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]
+            with torch.no_grad():
+                for sl in self.chunks(batch):
+                    call.rng_states.append(_rng_state())
+                    chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
+            out_leaves, out_spec = list(meta["leaves"]), meta["spec"]
+            tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
+            for n, j in enumerate(tensor_pos):
+                parts = [c[n] for c in chunk_outs]
+                out_leaves[j] = parts[0] if len(parts) == 1 else torch.cat(parts)
+        outputs: list[torch.Tensor | None] = []
+        for j in tensor_pos:
+            o = out_leaves[j].detach()
+            if o.is_floating_point() or o.is_complex():
+                o.requires_grad_(True)
+                outputs.append(o)
+            else:
+                outputs.append(None)
+            out_leaves[j] = o
+        call.outputs = outputs
+        self._calls.append(call)
+        return tree_unflatten(out_leaves, out_spec)
+
+    # ------------------------------------------------------------------ per-example gradients
+    def _calls_for_step(self) -> list[_Call]:
+        calls = [c for c in self._calls if c.has_grad()]
+        sizes = sorted({c.batch_size for c in calls})
+        if len(sizes) > 1:
+            raise RuntimeError(
+                f"the module was called on batches of different sizes {sizes} before one optimizer step; "
+                "per-example clipping needs one logical batch per step (call optimizer.step() after each "
+                "batch)"
+            )
+        return calls
+
+    def _chunk_grads(self, calls: list[_Call], index: int, sl: slice) -> list[torch.Tensor]:
+        """Per-example gradients of the examples in chunk ``index`` (slice ``sl``), summed over the calls."""
+        train = {n: p.detach() for n, p in zip(self.param_names, self.params, strict=True)}
+        total: list[torch.Tensor] | None = None
+        for call in calls:
+            gs_all = call.output_grads()
+            used = [k for k, g in enumerate(gs_all) if g is not None]
+            gs = tuple(gs_all[k][sl] for k in used)
+            xs = tuple(x[sl] for x, b in zip(call.leaves, call.batched, strict=True) if b)
+
+            def loss(p, gs, xs, call=call, used=used):
+                outs = self._run(call, p, xs)[0]
+                return sum((outs[k] * g).sum() for k, g in zip(used, gs, strict=True))
+
+            _set_rng_state(call.rng_states[index])
+            with torch.no_grad():
+                per = vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")(train, gs, xs)
+            grads = [per[n] for n in self.param_names]
+            if self.loss_reduction == "mean":
+                grads = [g * call.batch_size for g in grads]
+            total = grads if total is None else [a + b for a, b in zip(total, grads, strict=True)]
+        assert total is not None
+        return total
+
+    def _chunks_of_step(self, calls: list[_Call]):
+        """Yield (slice, per-example gradients) per physical chunk; the global RNG state is restored after."""
+        if not calls:
+            return
+        saved = _rng_state()
+        try:
+            for index, sl in enumerate(self.chunks(calls[0].batch_size)):
+                yield sl, self._chunk_grads(calls, index, sl)
+        finally:
+            _set_rng_state(saved)
+
+    def per_sample_gradients(self) -> list[torch.Tensor]:
+        calls = self._calls_for_step()
+        parts = [grads for _, grads in self._chunks_of_step(calls)]
+        if not parts:
+            return [p.new_zeros((0, *p.shape)) for p in self.params]
+        return [torch.cat([part[i] for part in parts]) for i in range(len(self.params))]
+
+    def clipped_sum(self, policy: ClippingPolicy) -> ClippedSum:
+        calls = self._calls_for_step()
+        sums = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.params]
+        norms = []
+        for _, grads in self._chunks_of_step(calls):
+            sq = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads], dim=1)
+            factors = policy.factors(sq)
+            for i, g in enumerate(grads):
+                sums[i].add_(torch.tensordot(factors[:, i].to(g.dtype), g, dims=1))
+            norms.append(sq.sum(1).sqrt())
+        batch = calls[0].batch_size if calls else 0
+        return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0))

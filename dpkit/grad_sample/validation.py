@@ -1,0 +1,88 @@
+"""Which modules per-example gradients cannot handle, and why (with the fix), named by their path in the
+model.
+
+Checks are registered per module type with :func:`register_module_check`; a check returns ``None`` (fine) or a
+``(reason, fix)`` pair. :func:`check_module` raises :class:`IncompatibleModuleError` listing every problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+Check = Callable[[nn.Module], "tuple[str, str] | None"]
+_CHECKS: list[tuple[type[nn.Module], Check]] = []
+
+
+class IncompatibleModuleError(ValueError):
+    """The module contains layers whose per-example gradients are not defined or not computable."""
+
+    def __init__(self, problems: list[tuple[str, nn.Module, str, str]]):
+        self.problems = problems
+        lines = [
+            f"  - {path or '<root>'} ({type(m).__name__}): {reason}. Fix: {fix}"
+            for path, m, reason, fix in problems
+        ]
+        super().__init__(
+            f"{len(problems)} module(s) cannot be trained with per-example gradient clipping:\n"
+            + "\n".join(lines)
+        )
+
+
+def register_module_check(module_type: type[nn.Module]):
+    """Decorator: ``check(module) -> (reason, fix) | None`` for each submodule of type ``module_type``."""
+
+    def deco(fn: Check) -> Check:
+        _CHECKS.append((module_type, fn))
+        return fn
+
+    return deco
+
+
+def incompatible_modules(module: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
+    """``[(path, submodule, reason, fix), ...]`` for every problem found."""
+    problems = []
+    for path, sub in module.named_modules():
+        for cls, check in _CHECKS:
+            if isinstance(sub, cls):
+                found = check(sub)
+                if found is not None:
+                    problems.append((path, sub, *found))
+    return problems
+
+
+def check_module(module: nn.Module) -> None:
+    problems = incompatible_modules(module)
+    if problems:
+        raise IncompatibleModuleError(problems)
+
+
+@register_module_check(nn.modules.batchnorm._BatchNorm)
+def _batch_norm(m: nn.Module):
+    return (
+        "batch normalization mixes the examples of a batch (batch statistics), so an example's gradient "
+        "depends "
+        "on the other examples and its contribution cannot be bounded",
+        "call dpkit.fix_module(model) to replace every BatchNorm by GroupNorm (or use LayerNorm/GroupNorm)",
+    )
+
+
+@register_module_check(nn.modules.instancenorm._InstanceNorm)
+def _instance_norm(m: nn.Module):
+    if m.track_running_stats:
+        return (
+            "track_running_stats=True updates running statistics from the whole batch",
+            "construct it with track_running_stats=False, or call dpkit.fix_module(model)",
+        )
+    return None
+
+
+@register_module_check(nn.RNNBase)
+def _rnn(m: nn.Module):
+    return (
+        f"torch.func.vmap has no batching rule for {type(m).__name__} in torch {torch.__version__} (fused "
+        "recurrent kernels), so per-example gradients are unavailable",
+        "write the recurrence from nn.Linear layers (e.g. an LSTM cell unrolled in forward)",
+    )

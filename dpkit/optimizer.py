@@ -1,0 +1,199 @@
+"""The DP optimizer: wraps any ``torch.optim.Optimizer`` and turns its step into a DP-SGD step.
+
+``step()`` on one logical batch:
+
+1. asks the privacy ledger whether one more step fits the budget (``BudgetExceededError`` otherwise, before
+   anything is computed or changed);
+2. gets the sum of clipped per-example gradients from the grad-sample engine (physical chunks handled there);
+3. adds Gaussian noise of std ``noise_multiplier * sensitivity`` (sensitivity = max_grad_norm for flat
+   clipping);
+4. divides by the expected batch size (q * N under Poisson sampling, a constant: dividing by the realized
+   batch size would leak it) and writes the result to ``p.grad``;
+5. records the step's event (``PoissonSampledEvent(q, GaussianEvent(sigma))``) in the ledger, then runs the
+   wrapped optimizer's step.
+
+Empty batches are valid steps (noise only). ``zero_grad()`` clears parameter gradients and the engine's
+record.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+from torch.optim import Optimizer
+
+from accountants import DpEvent, GaussianEvent, NonPrivateEvent, PoissonSampledEvent
+from accountants.validation import check_nonnegative
+from dpkit.grad_sample.clipping import ClippingPolicy
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine
+from dpkit.noise import GaussianNoise
+
+
+class StepLedger(Protocol):
+    """Where the optimizer checks and records each step's privacy event (the PrivacyEngine)."""
+
+    def check_step(self, event: DpEvent) -> None: ...
+
+    def record_step(self, event: DpEvent) -> None: ...
+
+
+class DPOptimizer(Optimizer):
+    """DP-SGD step around ``optimizer`` (shares its ``param_groups``, ``state`` and ``defaults``)."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        *,
+        engine: GradSampleEngine,
+        clipping: ClippingPolicy,
+        noise_multiplier: float,
+        expected_batch_size: float,
+        sample_rate: float,
+        noise: GaussianNoise,
+        ledger: StepLedger | None = None,
+    ):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if not (expected_batch_size > 0):
+            raise ValueError(f"expected_batch_size must be in (0, inf), got {expected_batch_size!r}")
+        if not (0 < sample_rate <= 1):
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        self.original_optimizer = optimizer
+        self.engine = engine
+        self.clipping = clipping
+        self.noise_multiplier = check_nonnegative("noise_multiplier", noise_multiplier)
+        self.expected_batch_size = float(expected_batch_size)
+        self.sample_rate = float(sample_rate)
+        self.noise = noise
+        self.ledger = ledger
+        self.steps_taken = 0
+        self.last_clipped: ClippedSum | None = None  # diagnostics of the last step (norms before clipping)
+        self._written: dict[int, tuple[torch.Tensor, int]] = {}
+        # What torch.optim.Optimizer.__init__ would set and hooks/schedulers may touch.
+        self._optimizer_step_pre_hooks: dict[int, Callable] = OrderedDict()
+        self._optimizer_step_post_hooks: dict[int, Callable] = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: dict[int, Callable] = OrderedDict()
+        self._optimizer_state_dict_post_hooks: dict[int, Callable] = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: dict[int, Callable] = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: dict[int, Callable] = OrderedDict()
+
+    # ----------------------------------------------------------------- delegation
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.original_optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value) -> None:
+        self.original_optimizer.param_groups = value
+
+    @property
+    def state(self):
+        return self.original_optimizer.state
+
+    @state.setter
+    def state(self, value) -> None:
+        self.original_optimizer.state = value
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.original_optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value) -> None:
+        self.original_optimizer.defaults = value
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.original_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.original_optimizer.load_state_dict(state_dict)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        raise RuntimeError("parameters cannot be added to a DP optimizer after make_private")
+
+    def __repr__(self) -> str:
+        return (
+            f"DPOptimizer({type(self.original_optimizer).__name__}, "
+            f"noise_multiplier={self.noise_multiplier:g}, "
+            f"clipping={self.clipping!r}, expected_batch_size={self.expected_batch_size:g})"
+        )
+
+    # ----------------------------------------------------------------- DP step
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return self.engine.params
+
+    @property
+    def step_event(self) -> DpEvent:
+        if self.noise_multiplier == 0:
+            return NonPrivateEvent()
+        return PoissonSampledEvent(self.sample_rate, GaussianEvent(self.noise_multiplier))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+        self._written.clear()
+        self.original_optimizer.zero_grad(set_to_none=set_to_none)
+        self.engine.clear()
+
+    def _check_foreign_grads(self) -> None:
+        """Parameters must get gradients only from the engine (else they would bypass clipping)."""
+        for name, p in zip(self.engine.param_names, self.params, strict=True):
+            if p.grad is None:
+                continue
+            mine = self._written.get(id(p))
+            if mine is None or mine[0] is not p.grad or mine[1] != p.grad._version:
+                raise RuntimeError(
+                    f"parameter {name!r} received a gradient outside the per-sample engine (it would bypass "
+                    "clipping): compute the loss from the outputs of the module passed to make_private (not "
+                    "of a "
+                    "submodule or a copy) and do not write to .grad yourself"
+                )
+
+    def pre_step(self) -> None:
+        """Everything of a DP step except the wrapped optimizer's update."""
+        event = self.step_event
+        if self.ledger is not None:
+            self.ledger.check_step(event)
+        self._check_foreign_grads()
+        clipped = self.engine.clipped_sum(self.clipping)
+        std = self.noise_multiplier * self.clipping.sensitivity
+        if std > 0:
+            noise = self.noise.draw(clipped.grads, std, self.steps_taken)
+            grads = [g.add_(z) for g, z in zip(clipped.grads, noise, strict=True)]
+        else:
+            grads = clipped.grads
+        self._written.clear()
+        for p, g in zip(self.params, grads, strict=True):
+            g.div_(self.expected_batch_size)
+            p.grad = g
+            self._written[id(p)] = (g, g._version)
+        self.last_clipped = clipped
+        if self.ledger is not None:
+            self.ledger.record_step(event)
+        self.steps_taken += 1
+        self.engine.clear()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.pre_step()
+        self.original_optimizer.step()
+        # The wrapped step may legitimately touch .grad in place: remember the versions it left.
+        self._written = {i: (g, g._version) for i, (g, _) in self._written.items()}
+        return loss
+
+
+def warn_no_noise() -> None:
+    warnings.warn(
+        "noise_multiplier=0: training is NOT private (epsilon is infinite); use it for debugging only",
+        UserWarning,
+        stacklevel=3,
+    )

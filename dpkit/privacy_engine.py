@@ -1,0 +1,359 @@
+"""``PrivacyEngine``: make an ordinary PyTorch training loop differentially private (DP-SGD).
+
+>>> engine = PrivacyEngine(accountant="pld")                                     # doctest: +SKIP
+>>> model, optimizer, loader = engine.make_private(
+...     module=model, optimizer=optimizer, data_loader=loader,
+...     target_epsilon=3.0, target_delta=1e-5, epochs=10, max_grad_norm=1.0, max_physical_batch_size=128)
+>>> for x, y in loader:                                                           # unchanged loop
+...     optimizer.zero_grad(); loss_fn(model(x), y).backward(); optimizer.step()
+>>> engine.get_epsilon(1e-5)
+
+The model is not wrapped (same object, same type, same methods); the optimizer is a :class:`DPOptimizer`
+sharing the original's parameter groups and state; the loader draws exact Poisson batches (:mod:`dpkit.data`).
+With a ``target_epsilon`` the noise is calibrated for ``epochs`` passes and the step that would exceed the
+target raises ``BudgetExceededError`` before changing anything. Checkpoints restore model, optimizer, ledger,
+sampler and noise positions and the global torch RNG: an interrupted and resumed run ends with bit-identical
+parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from accountants import (
+    DpEvent,
+    PrivacyAccountant,
+    PrivacyBudget,
+    available_accountants,
+    calibrate_noise_multiplier,
+    create_accountant,
+)
+from accountants.validation import check_delta, check_nonnegative, check_positive
+from dpkit.data import check_map_style, expected_batch_size, poisson_data_loader
+from dpkit.grad_sample import FlatClipping, PerLayerClipping, available_engines, create_engine
+from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine
+from dpkit.noise import GaussianNoise
+from dpkit.optimizer import DPOptimizer, warn_no_noise
+from dpkit.seeding import new_seed
+
+CHECKPOINT_FORMAT = "dpkit-checkpoint/1"
+CLIPPING_MODES = ("flat", "per_layer")
+
+
+def _check_max_grad_norm(value, clipping: str):
+    if clipping == "per_layer" and isinstance(value, Sequence) and not isinstance(value, str):
+        return [check_positive(f"max_grad_norm[{i}]", c) for i, c in enumerate(value)]
+    return check_positive("max_grad_norm", value)
+
+
+class PrivacyEngine:
+    """Private training with DP-SGD, tracked and capped by an accountant (``"pld"`` or ``"rdp"``).
+
+    ``secure_rng=True`` draws the noise and the Poisson batches from the OS CSPRNG (slower; runs cannot be
+    resumed bit-exactly; see :mod:`dpkit.noise`). ``seed`` fixes batches and noise (default: a fresh random
+    seed, stored in checkpoints). ``grad_sample_engine`` names the per-sample gradient engine
+    (:mod:`dpkit.grad_sample`).
+    """
+
+    def __init__(
+        self,
+        accountant: str = "pld",
+        *,
+        secure_rng: bool = False,
+        seed: int | None = None,
+        grad_sample_engine: str = "functorch",
+    ):
+        if accountant not in available_accountants():
+            raise ValueError(f"accountant must be one of {available_accountants()}, got {accountant!r}")
+        if not isinstance(secure_rng, bool):
+            raise TypeError(f"secure_rng must be True or False, got {secure_rng!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be None or a whole number >= 0, got {seed!r}")
+        if secure_rng and seed is not None:
+            raise ValueError("seed must be None with secure_rng=True (the OS CSPRNG cannot be seeded)")
+        if grad_sample_engine not in available_engines():
+            raise ValueError(
+                f"grad_sample_engine must be one of {available_engines()}, got {grad_sample_engine!r}"
+            )
+        self.accountant_name = accountant
+        self.secure_rng = secure_rng
+        self.seed = None if secure_rng else (new_seed() if seed is None else seed)
+        self.grad_sample_engine = grad_sample_engine
+        self._accountant: PrivacyAccountant = create_accountant(accountant)
+        self.budget: PrivacyBudget | None = None
+        self.engine: GradSampleEngine | None = None
+        self.optimizer: DPOptimizer | None = None
+        self.data_loader = None
+        self.noise = GaussianNoise(self.seed, secure=secure_rng)
+
+    # ----------------------------------------------------------------- ledger
+    @property
+    def accountant(self) -> PrivacyAccountant:
+        return self.budget.accountant if self.budget is not None else self._accountant
+
+    def check_step(self, event: DpEvent) -> None:
+        if self.budget is not None and not self.budget.can_spend(event):
+            self.budget.spend(event)  # raises BudgetExceededError with the epsilon it would reach
+
+    def record_step(self, event: DpEvent) -> None:
+        if self.budget is not None:
+            self.budget.spend(event)
+        else:
+            self._accountant.compose(event)
+
+    def get_epsilon(self, delta: float) -> float:
+        """Epsilon spent so far at ``delta`` (infinite if any step ran without noise)."""
+        return self.accountant.get_epsilon(check_delta(delta))
+
+    @property
+    def steps(self) -> int:
+        return 0 if self.optimizer is None else self.optimizer.steps_taken
+
+    @property
+    def noise_multiplier(self) -> float | None:
+        return None if self.optimizer is None else self.optimizer.noise_multiplier
+
+    @property
+    def sample_rate(self) -> float | None:
+        return None if self.optimizer is None else self.optimizer.sample_rate
+
+    # ----------------------------------------------------------------- make_private
+    def make_private(
+        self,
+        module: nn.Module,
+        optimizer: Optimizer,
+        data_loader: torch.utils.data.DataLoader,
+        *,
+        noise_multiplier: float | None = None,
+        target_epsilon: float | None = None,
+        target_delta: float | None = None,
+        epochs: float | None = None,
+        max_grad_norm: float | Sequence[float],
+        max_physical_batch_size: int | None = None,
+        clipping: str = "flat",
+        loss_reduction: str = "mean",
+        poisson_sampling: bool = True,
+    ) -> tuple[nn.Module, DPOptimizer, torch.utils.data.DataLoader]:
+        """Return ``(module, optimizer, data_loader)`` ready for a private training loop (see the module
+        docs).
+
+        Give either ``noise_multiplier`` (>= 0; 0 is not private and warns) or ``target_epsilon`` with
+        ``target_delta`` and ``epochs`` (the noise is calibrated and the budget enforced).
+        """
+        if self.optimizer is not None:
+            raise RuntimeError(
+                "make_private was already called on this PrivacyEngine; use one engine per model"
+            )
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if isinstance(optimizer, DPOptimizer) or not isinstance(optimizer, Optimizer):
+            raise TypeError(
+                f"optimizer must be a plain torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        if clipping not in CLIPPING_MODES:
+            raise ValueError(f"clipping must be one of {CLIPPING_MODES}, got {clipping!r}")
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
+        if not isinstance(poisson_sampling, bool):
+            raise TypeError(f"poisson_sampling must be True or False, got {poisson_sampling!r}")
+        if max_physical_batch_size is not None and (
+            isinstance(max_physical_batch_size, bool)
+            or not isinstance(max_physical_batch_size, int)
+            or max_physical_batch_size < 1
+        ):
+            raise ValueError(
+                "max_physical_batch_size must be None or a whole number >= 1, got "
+                f"{max_physical_batch_size!r}"
+            )
+        max_grad_norm = _check_max_grad_norm(max_grad_norm, clipping)
+        if (noise_multiplier is None) == (target_epsilon is None):
+            raise ValueError(
+                "give exactly one of noise_multiplier (>= 0) and target_epsilon (> 0, with target_delta and "
+                f"epochs); got noise_multiplier={noise_multiplier!r}, target_epsilon={target_epsilon!r}"
+            )
+        if target_epsilon is not None:
+            target_epsilon = check_positive("target_epsilon", target_epsilon)
+            if target_delta is None or epochs is None:
+                raise ValueError(
+                    "target_epsilon needs target_delta in (0, 1) and epochs in (0, inf); got "
+                    f"target_delta={target_delta!r}, epochs={epochs!r}"
+                )
+            target_delta = check_delta(target_delta, "target_delta")
+            epochs = check_positive("epochs", epochs)
+        else:
+            noise_multiplier = check_nonnegative("noise_multiplier", noise_multiplier)
+            if epochs is not None or target_delta is not None:
+                raise ValueError(
+                    "epochs and target_delta are only used with target_epsilon (to calibrate the noise); got "
+                    f"epochs={epochs!r}, target_delta={target_delta!r} with "
+                    f"noise_multiplier={noise_multiplier!r}"
+                )
+
+        # Parameters: the optimizer's trainable ones, all of which must belong to the module.
+        module_params = {id(p) for p in module.parameters()}
+        params: list[nn.Parameter] = []
+        seen: set[int] = set()
+        for gi, group in enumerate(optimizer.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if id(p) not in module_params:
+                    raise ValueError(
+                        f"optimizer.param_groups[{gi}]['params'][{pi}] (shape {tuple(p.shape)}) is not a "
+                        "parameter "
+                        "of module; the optimizer must only hold parameters of the module passed to "
+                        "make_private"
+                    )
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        if not params:
+            raise ValueError("optimizer holds no trainable parameters (requires_grad=True) of module")
+        policy = (
+            FlatClipping(max_grad_norm)
+            if clipping == "flat"
+            else PerLayerClipping(max_grad_norm, len(params))
+        )
+
+        # Data: exact Poisson sampling with rate batch_size / N.
+        n = check_map_style(data_loader)
+        batch = expected_batch_size(data_loader)
+        q = batch / n
+        if poisson_sampling:
+            loader = poisson_data_loader(data_loader, sample_rate=q, seed=self.seed, secure=self.secure_rng)
+            steps_per_epoch = loader.batch_sampler.steps_per_epoch
+        else:
+            warnings.warn(
+                "poisson_sampling=False: the loader's batches are not Poisson samples, so the epsilon "
+                "reported "
+                "(computed for Poisson sampling with q = batch_size / N) is an approximation, not a "
+                "guarantee",
+                UserWarning,
+                stacklevel=2,
+            )
+            loader = data_loader
+            steps_per_epoch = max(len(data_loader), 1)
+
+        if target_epsilon is not None:
+            total_steps = max(1, math.ceil(epochs * steps_per_epoch))
+            noise_multiplier = calibrate_noise_multiplier(
+                target_epsilon, target_delta, q, total_steps, accountant=self._accountant.fresh()
+            )
+            self.budget = PrivacyBudget(target_epsilon, target_delta, accountant=self._accountant)
+        elif noise_multiplier == 0:
+            warn_no_noise()
+
+        engine = create_engine(
+            self.grad_sample_engine,
+            module,
+            params,
+            loss_reduction=loss_reduction,
+            max_physical_batch_size=max_physical_batch_size,
+        )
+        engine.attach()  # validates the module (clear error naming incompatible submodules)
+        self.engine = engine
+        self.optimizer = DPOptimizer(
+            optimizer,
+            engine=engine,
+            clipping=policy,
+            noise_multiplier=noise_multiplier,
+            expected_batch_size=batch,
+            sample_rate=q,
+            noise=self.noise,
+            ledger=self,
+        )
+        self.data_loader = loader
+        self._config = {
+            "noise_multiplier": noise_multiplier,
+            "sample_rate": q,
+            "expected_batch_size": batch,
+            "sensitivity": policy.sensitivity,
+            "clipping": clipping,
+            "loss_reduction": loss_reduction,
+            "poisson_sampling": poisson_sampling,
+            "accountant": self.accountant_name,
+        }
+        return module, self.optimizer, loader
+
+    def detach(self) -> None:
+        """Give the module back its ordinary forward (the DP optimizer stops working)."""
+        if self.engine is not None:
+            self.engine.detach()
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-safe state: configuration, steps, ledger (with budget), sampler and noise seeds."""
+        if self.optimizer is None:
+            raise RuntimeError("call make_private before saving the engine state")
+        sampler = getattr(self.data_loader, "batch_sampler", None)
+        return {
+            "config": self._config,
+            "steps": self.optimizer.steps_taken,
+            "budget": None if self.budget is None else self.budget.state_dict(),
+            "accountant": self.accountant.state_dict(),
+            "noise": self.noise.state_dict(),
+            "sampler": sampler.state_dict() if hasattr(sampler, "state_dict") else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.optimizer is None:
+            raise RuntimeError("call make_private (with the same settings) before loading a checkpoint")
+        for key, value in state["config"].items():
+            mine = self._config.get(key)
+            same = math.isclose(mine, value, rel_tol=1e-12) if isinstance(value, float) else mine == value
+            if not same:
+                raise ValueError(
+                    f"checkpoint was made with {key}={value!r} but this engine has {key}={mine!r}; call "
+                    "make_private with the settings of the checkpointed run"
+                )
+        if (state["budget"] is None) != (self.budget is None):
+            raise ValueError("checkpoint and engine disagree on whether a target_epsilon budget is enforced")
+        if self.budget is not None:
+            self.budget.load_state_dict(state["budget"])
+        else:
+            self._accountant.load_state_dict(state["accountant"])
+        self.noise.load_state_dict(state["noise"])
+        self.optimizer.steps_taken = int(state["steps"])
+        sampler = getattr(self.data_loader, "batch_sampler", None)
+        if state["sampler"] is not None and hasattr(sampler, "load_state_dict"):
+            sampler.load_state_dict(state["sampler"])
+            # One batch per step: continue with the batch after the last step taken (prefetching workers may
+            # have drawn further ahead when the checkpoint was written).
+            sampler.position = int(state["steps"])
+        self.engine.clear()
+
+    def save_checkpoint(
+        self, path, *, model: nn.Module, optimizer: Optimizer, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Write model, optimizer, engine state and the global torch RNG to ``path`` (``torch.save``).
+
+        Checkpoints contain the noise seed: whoever holds one can recompute the noise. Keep them private.
+        """
+        torch.save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "dpkit": json.dumps(self.state_dict()),
+                "extra": extra,
+            },
+            path,
+        )
+
+    def load_checkpoint(self, path, *, model: nn.Module, optimizer: Optimizer) -> dict[str, Any] | None:
+        """Restore what :meth:`save_checkpoint` wrote (``torch.load(weights_only=True)``); returns extra."""
+        data = torch.load(path, weights_only=True)
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a dpkit checkpoint ({CHECKPOINT_FORMAT})")
+        self.load_state_dict(json.loads(data["dpkit"]))
+        model.load_state_dict(data["model"])
+        optimizer.load_state_dict(data["optimizer"])
+        torch.set_rng_state(data["torch_rng"])
+        return data["extra"]
