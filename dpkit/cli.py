@@ -19,6 +19,7 @@ import click
 from accountants import validation
 from dpkit import __version__
 from dpkit.train_demo import train_demo_command
+from mechanisms.simulate import ldp
 
 RELATIONS = ("add_or_remove", "replace_one")
 
@@ -294,6 +295,7 @@ def account_report(dataset_size: int, batch_size: int, epochs: float, delta: flo
 
 
 main.add_command(train_demo_command)
+main.add_command(ldp)
 
 
 if __name__ == "__main__":  # pragma: no cover

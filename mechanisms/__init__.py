@@ -1,1 +1,72 @@
-"""Local differential privacy protocols (placeholder, replaced below)."""
+"""Local differential privacy protocols: frequency oracles, longitudinal and multidimensional collection.
+
+Every protocol is a frozen dataclass of its parameters with a client/server split:
+
+* client ``perturb(values, rng) -> reports`` (vectorized over users; ``rng`` a ``numpy.random.Generator``);
+* server ``aggregate(reports) -> SupportCounts`` (mergeable: ``a + b``), ``aggregate_stream(chunks)``,
+  ``estimate(state, postprocess=None|'clip'|'norm-sub'|'ibu')``;
+* analysis ``variance(n, f=None)``, ``epsilon``, ``delta``, ``privacy_event()`` (an ``accountants`` event) and,
+  for small domains, the exact output distribution (``channel_matrix()`` / ``output_probabilities(value)``).
+
+Unit of privacy: one user's value (or, for the longitudinal protocols, one user's sequence of values; for the
+multidimensional ones see each class: RS+FD protects a change of one attribute, not of a whole tuple).
+Neighbouring relation: replace the value.
+"""
+
+from mechanisms import hashing
+from mechanisms.base import (
+    POSTPROCESS,
+    FrequencyOracle,
+    PureFrequencyOracle,
+    SupportCounts,
+    clip_normalize,
+    ibu,
+    max_log_ratio,
+    norm_sub,
+)
+from mechanisms.frequency_oracles import (
+    BLH,
+    FREQUENCY_ORACLES,
+    GRR,
+    HR,
+    OLH,
+    OUE,
+    SHE,
+    SS,
+    SUE,
+    THE,
+    HadamardResponse,
+    LocalHashing,
+    SubsetSelection,
+    UnaryEncoding,
+    choose_protocol,
+    make_oracle,
+)
+
+__all__ = [
+    "BLH",
+    "FREQUENCY_ORACLES",
+    "GRR",
+    "HR",
+    "OLH",
+    "OUE",
+    "POSTPROCESS",
+    "SHE",
+    "SS",
+    "SUE",
+    "THE",
+    "FrequencyOracle",
+    "HadamardResponse",
+    "LocalHashing",
+    "PureFrequencyOracle",
+    "SubsetSelection",
+    "SupportCounts",
+    "UnaryEncoding",
+    "choose_protocol",
+    "clip_normalize",
+    "hashing",
+    "ibu",
+    "make_oracle",
+    "max_log_ratio",
+    "norm_sub",
+]
