@@ -8,6 +8,7 @@ epsilon decreases with the noise, which holds for every mechanism here).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -36,20 +37,24 @@ def calibrate_noise(
     *,
     rtol: float = 1e-3,
     guess: float = 1.0,
+    growth: float = 1.5,
     max_noise: float = 1e6,
     **options,
 ) -> float:
     """Smallest noise multiplier ``s`` (within ``rtol``) with epsilon(``make_event(s)``) <= ``target_epsilon``.
 
-    Brackets the crossing around ``guess`` (growing by 1.5x), then runs Brent's method on log(s); the returned
-    value is re-accounted and is on the valid side.
+    Brackets the crossing around ``guess`` (stepping by a factor ``growth``), then runs Brent's method on
+    log(s) (evaluations are cached); the returned value is re-accounted and is on the valid side.
     """
     target_epsilon = check_positive("target_epsilon", target_epsilon)
     delta = check_delta(delta)
     rtol = check_positive("rtol", rtol)
     hi = check_positive("guess", guess)
+    if not growth > 1:
+        raise ValueError(f"growth must be in (1, inf), got {growth!r}")
     acc = _accountant(accountant, **options)
 
+    @functools.cache
     def eps(sigma: float) -> float:
         return _epsilon(acc, make_event(sigma), delta)
 
@@ -57,7 +62,6 @@ def calibrate_noise(
         e = eps(math.exp(log_sigma))
         return 1.0 if math.isinf(e) else math.log(e / target_epsilon) if e > 0 else -1.0
 
-    growth = 1.5
     lo = hi
     if eps(hi) > target_epsilon:
         while eps(hi) > target_epsilon:
@@ -123,7 +127,8 @@ def calibrate_noise_multiplier(
     if accountant == "pld":  # bracket the tight calibration with a cheap RDP one (PLD needs a little less noise)
         guess = calibrate_noise(lambda s: dpsgd_event(s, q, steps), target_epsilon, delta, "rdp", rtol=1e-2)
     return calibrate_noise(
-        lambda s: dpsgd_event(s, q, steps), target_epsilon, delta, accountant, rtol=rtol, guess=guess, **options
+        lambda s: dpsgd_event(s, q, steps), target_epsilon, delta, accountant, rtol=rtol, guess=guess,
+        growth=1.1 if accountant == "pld" else 1.5, **options,
     )
 
 
