@@ -17,6 +17,7 @@ import time
 import click
 
 from accountants import validation
+from audits.estimate_cli import estimate_eps, mia_run
 from dpkit import __version__
 from dpkit.train_demo import train_demo_command
 from mechanisms.simulate import ldp
@@ -296,6 +297,8 @@ def account_report(dataset_size: int, batch_size: int, epochs: float, delta: flo
 
 main.add_command(train_demo_command)
 main.add_command(ldp)
+main.add_command(estimate_eps)
+main.add_command(mia_run)
 
 
 if __name__ == "__main__":  # pragma: no cover

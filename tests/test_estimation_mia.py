@@ -1,0 +1,64 @@
+"""The MIA harness end to end (tiny: 8 linear models, 2 epochs; ~10 s)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import click
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("dpkit.privacy_engine")
+pytest.importorskip("sklearn")
+
+from audits.estimate_cli import mia_run  # noqa: E402
+from audits.mia_harness import MiaConfig, run_mia  # noqa: E402
+
+TINY = dict(epochs=2, num_models=8, num_shadow=3, num_canaries=8, lr=0.5)
+
+
+def test_lower_bound_never_exceeds_accountant_epsilon():
+    res = run_mia(MiaConfig(noise_multiplier=2.0, max_grad_norm=1.0, **TINY))
+    assert math.isfinite(res.accountant_epsilon)
+    names = {n for n, _ in res.estimates}
+    assert names == {"loss", "lira"}
+    for _, est in res.estimates:
+        assert est.lower <= res.accountant_epsilon
+        assert est.counts.total == (8 - 3) * 8 // 2  # holdout: half the target samples
+    d = res.to_dict()
+    assert d["config"]["noise_multiplier"] == 2.0 and set(d["estimates"]) == {"loss", "lira"}
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="num_models must be a whole number >= 5"):
+        MiaConfig(num_models=4, num_shadow=4)
+    with pytest.raises(ValueError, match="noise_multiplier must be in"):
+        MiaConfig(noise_multiplier=-1.0)
+
+
+def test_cli_json():
+    g = click.Group("dpkit")
+    g.add_command(mia_run)
+    res = CliRunner().invoke(
+        g,
+        [
+            "mia-run",
+            "--noise-multiplier",
+            "2",
+            "--epochs",
+            "2",
+            "--models",
+            "6",
+            "--shadow",
+            "2",
+            "--canaries",
+            "4",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert {"loss", "lira", "accountant_epsilon"} <= out.keys()
+    bad = CliRunner().invoke(g, ["mia-run", "--models", "3", "--shadow", "4"])
+    assert bad.exit_code == 2 and "num_models" in bad.output
