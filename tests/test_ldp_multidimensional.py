@@ -81,8 +81,12 @@ def test_rsfd_test_vectors():
     ks = (10,) * 5
     eps = math.log(3)
     assert RSFD(ks, eps).tuple_epsilon == pytest.approx(2.397895, abs=1e-6)
-    for proto, want in (("GRR", 8.190e-4), ("OUE-z", 1.100e-3), ("OUE-r", 1.484e-3)):
+    for proto, want in (("GRR", 8.190e-4), ("OUE-z", 1.100e-3)):
         assert RSFD(ks, eps, proto).variance(10**4)[0] == pytest.approx(want, rel=1e-3)
+    # The paper's OUE-r value (1.484e-3) uses eps', whose one-attribute loss exceeds eps for k = 10; dpkit
+    # lowers the amplification, which costs variance.
+    oue_r = RSFD(ks, eps, "OUE-r")
+    assert oue_r.epsilon_amplified < oue_r.published_amplification and oue_r.variance(10**4)[0] > 1.484e-3
     assert SMP(ks, eps, "GRR").variance(10**4)[0] == pytest.approx(1.375e-3, rel=1e-3)
     assert SMP(ks, eps, "OUE").variance(10**4)[0] == pytest.approx(1.500e-3, rel=1e-3)
     assert SPL(ks, eps, "GRR").variance(10**4)[0] == pytest.approx(1.531e-2, rel=1e-3)
@@ -104,34 +108,62 @@ def test_rsfd_is_epsilon_per_attribute_but_not_per_tuple(proto):
         assert o3.exact_epsilon("attribute") == pytest.approx(0.7, abs=1e-9)
 
 
-def test_rsfd_attribute_level_epsilon_fails_for_unequal_domains_and_random_ue_fakes():
-    """Found by exact enumeration: the amplification eps' = ln(d (e^eps - 1) + 1) is exact only when every
-    attribute has the same domain size (GRR) or the fakes are UE of the zero vector."""
+def test_published_amplification_overshoots_and_dpkit_calibrates_it():
+    """Found by exact enumeration: the published eps' = ln(d (e^eps - 1) + 1) is exact only when every attribute has
+    the same domain size (GRR), every k_j = 2 (UE-r) or the fakes are UE of the zero vector. dpkit lowers the
+    amplification until the exact one-attribute loss is eps."""
     eps = 0.7
     # GRR, unequal domains: worst case changes the attribute with the largest k while the others report their
     # least likely (q) values: ratio (p k + S) / (q k + S), S = sum over the other attributes of q_j k_j.
     o = RSFD((2, 2, 5), eps, "GRR")
-    e_amp = math.exp(o.tuple_epsilon)
+    e_amp = math.exp(o.published_amplification)
 
     def qk(k):
         return k / (e_amp + k - 1)
 
     s = qk(2) + qk(2)
     want = math.log((5 * e_amp / (e_amp + 4) + s) / (qk(5) + s))
-    assert o.exact_epsilon("attribute") == pytest.approx(want, abs=1e-9)
+    assert o.attribute_loss(o.published_amplification) == pytest.approx(want, abs=1e-12)
     assert want == pytest.approx(0.8485, abs=1e-4) and want > eps
-    assert RSFD((3, 3, 3), eps, "GRR").exact_epsilon("attribute") == pytest.approx(eps, abs=1e-9)
+    assert o.exact_epsilon("attribute") == pytest.approx(eps, abs=1e-9)  # after calibration
+    assert o.exact_epsilon("attribute") <= eps + 1e-12
+    equal = RSFD((3, 3, 3), eps, "GRR")
+    assert equal.epsilon_amplified == equal.published_amplification
+    assert equal.exact_epsilon("attribute") == pytest.approx(eps, abs=1e-9)
     # UE of a random one-hot vector: above eps as soon as k >= 3, even with equal domain sizes
-    assert RSFD((3, 3, 3), eps, "OUE-r").exact_epsilon("attribute") == pytest.approx(0.8351, abs=1e-4)
-    assert RSFD((2, 2, 2), eps, "OUE-r").exact_epsilon("attribute") == pytest.approx(eps, abs=1e-9)
+    oue_r = RSFD((3, 3, 3), eps, "OUE-r")
+    assert oue_r.attribute_loss(oue_r.published_amplification) == pytest.approx(0.8351, abs=1e-4)
+    assert oue_r.exact_epsilon("attribute") == pytest.approx(eps, abs=1e-9)
+    assert RSFD((2, 2, 2), eps, "OUE-r").epsilon_amplified == RSFD((2, 2, 2), eps, "OUE-r").published_amplification
+
+
+@pytest.mark.parametrize("proto", ["GRR", "OUE-z", "OUE-r", "SUE-z", "SUE-r"])
+@pytest.mark.parametrize("ks,eps", [((2, 3), 1.0), ((2, 2, 4), 0.5), ((3, 2), 2.5), ((4, 2), 0.2)])
+def test_closed_form_attribute_loss_equals_enumeration(proto, ks, eps):
+    o = RSFD(ks, eps, proto)
+    assert o.attribute_loss(o.epsilon_amplified) == pytest.approx(o.exact_epsilon("attribute"), abs=1e-10)
+    assert o.exact_epsilon("attribute") <= eps + 1e-10
+    assert o.exact_epsilon("tuple") == pytest.approx(o.tuple_epsilon, abs=1e-9)
+
+
+@pytest.mark.parametrize("proto", ["GRR", "OUE-r"])
+def test_rsrfd_closed_form_equals_enumeration(proto):
+    o = RSRFD((3, 2), 1.0, proto, priors=((0.6, 0.3, 0.1), (0.8, 0.2)))
+    assert o.attribute_loss(o.epsilon_amplified) == pytest.approx(o.exact_epsilon("attribute"), abs=1e-10)
+    assert o.exact_epsilon("attribute") == pytest.approx(1.0, abs=1e-9)
 
 
 def test_rsrfd_caveat_values():
+    # ldp.md 4.3: with the published amplification the one-attribute loss is 1.4093 (and 1.4821); dpkit
+    # calibrates the amplification so that it is exactly epsilon = 1.
     o = RSRFD((2, 2), 1.0, "GRR", priors=((0.9, 0.1), (0.9, 0.1)))
-    assert o.exact_epsilon("attribute") == pytest.approx(1.4093, abs=1e-4)
-    assert o.exact_epsilon("tuple") == pytest.approx(1.4899, abs=1e-4)
+    assert o.attribute_loss(o.published_amplification) == pytest.approx(1.4093, abs=1e-4)
+    assert o.published_amplification == pytest.approx(1.4899, abs=1e-4)
+    assert o.exact_epsilon("attribute") == pytest.approx(1.0, abs=1e-9)
+    assert o.exact_epsilon("tuple") == pytest.approx(o.tuple_epsilon, abs=1e-9)
     o = RSRFD((2, 2), 1.0, "GRR", priors=((0.99, 0.01), (0.99, 0.01)))
-    assert o.exact_epsilon("attribute") == pytest.approx(1.4821, abs=1e-4)
+    assert o.attribute_loss(o.published_amplification) == pytest.approx(1.4821, abs=1e-4)
+    assert o.exact_epsilon("attribute") == pytest.approx(1.0, abs=1e-9)
     uniform = RSRFD((2, 2), 1.0, "GRR", priors=((0.5, 0.5), (0.5, 0.5)))
     assert uniform.exact_epsilon("attribute") == pytest.approx(1.0, abs=1e-9)
 
@@ -141,7 +173,9 @@ def test_spl_smp_guarantees():
     assert sum(e.epsilon for e in spl.privacy_event().events) == pytest.approx(1.0)
     assert SMP((4, 3), 1.0).privacy_event().epsilon == 1.0
     assert RSFD((4, 3), 1.0).privacy_event().epsilon == 1.0
-    assert RSFD((4, 3), 1.0).tuple_privacy_event().epsilon == pytest.approx(math.log(2 * (math.e - 1) + 1))
+    assert RSFD((4, 3), 1.0).published_amplification == pytest.approx(math.log(2 * (math.e - 1) + 1))
+    assert RSFD((4, 3), 1.0).tuple_privacy_event().epsilon == RSFD((4, 3), 1.0).epsilon_amplified
+    assert RSFD((3, 3), 1.0).tuple_privacy_event().epsilon == pytest.approx(math.log(2 * (math.e - 1) + 1))
 
 
 def test_dataframe_roundtrip_and_merge():
