@@ -126,7 +126,7 @@ class PLDAccountant(PrivacyAccountant):
                 step *= 4.0
 
     def _epsilon(self, atoms, delta: float) -> float:
-        return max(p.get_epsilon(delta) for p in self._plds(atoms))
+        return float(max(p.get_epsilon(delta) for p in self._plds(atoms)))
 
     def _delta(self, atoms, epsilon: float) -> float:
         return max(p.get_delta(epsilon) for p in self._plds(atoms))
@@ -140,7 +140,7 @@ class PLDAccountant(PrivacyAccountant):
         if math.isinf(self.epsilon_of(atoms, delta)):
             return math.inf, math.inf
         bounds = [p.epsilon_bounds(delta) for p in self._plds(atoms)]
-        return max(b[0] for b in bounds), max(b[1] for b in bounds)
+        return float(max(b[0] for b in bounds)), float(max(b[1] for b in bounds))
 
     def discretization_error(self, delta: float) -> float:
         """Upper bound on how far get_epsilon(delta) may exceed the exact epsilon."""
