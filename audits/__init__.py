@@ -1,4 +1,4 @@
-"""Privacy audits: estimate epsilon empirically from membership-inference attacks.
+"""Privacy audits: estimate epsilon from membership-inference attacks; audit LDP randomizers (:mod:`audits.ldp`).
 
 Run an attack that guesses, for each sample, whether a target was in the training set; count its errors;
 turn the counts into an estimate of epsilon to set against what the accountants report.
@@ -12,7 +12,8 @@ turn the counts into an estimate of epsilon to set against what the accountants 
   best threshold with a Bonferroni correction.
 * :mod:`audits.canaries`: several canaries per trained model (a heuristic; read its caveat).
 * :mod:`audits.estimate`: :func:`estimate_epsilon` dispatching on ``method``.
-* :mod:`audits.estimate_cli`: the ``dpkit estimate-eps`` command.
+* :mod:`audits.estimate_cli`: the ``dpkit estimate-eps`` and ``dpkit mia-run`` commands.
+* :mod:`audits.ldp`: the LDP-Auditor distinguishing game (``dpkit audit-ldp``).
 
 Every estimate is an :class:`EpsilonEstimate` (frozen; ``to_dict()``).
 """

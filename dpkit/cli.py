@@ -18,6 +18,7 @@ import click
 
 from accountants import validation
 from audits.estimate_cli import estimate_eps, mia_run
+from audits.ldp.cli import audit_ldp
 from dpkit import __version__
 from dpkit.train_demo import train_demo_command
 from mechanisms.simulate import ldp
@@ -299,6 +300,7 @@ main.add_command(train_demo_command)
 main.add_command(ldp)
 main.add_command(estimate_eps)
 main.add_command(mia_run)
+main.add_command(audit_ldp)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,44 @@
+"""Run one target over a grid of (epsilon, k) and tabulate (pandas)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from audits.ldp.game import ATTACKS, AuditResult, audit
+from audits.ldp.targets import resolve
+
+__all__ = ["LDP_AUDITOR_EPSILONS", "LDP_AUDITOR_KS", "run_grid", "results_frame"]
+
+LDP_AUDITOR_EPSILONS = (0.25, 0.5, 0.75, 1.0, 2.0, 4.0, 6.0, 10.0)
+LDP_AUDITOR_KS = (2, 25, 100, 200)
+
+
+def run_grid(spec: str, epsilons: Iterable[float] = LDP_AUDITOR_EPSILONS, ks: Iterable[int] = LDP_AUDITOR_KS, *,
+             trials: int | None = None, confidence: float = 0.99, delta: float = 0.0, seed: int = 0,
+             attacks=ATTACKS, progress: bool = False, **options) -> list[AuditResult]:
+    """Audit ``spec`` at every (epsilon, k); one seed per setting (``seed + index``)."""
+    settings = [(float(e), int(k)) for k in ks for e in epsilons]
+    it = settings
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(settings, desc=spec, unit="setting")
+    out = []
+    for i, (e, k) in enumerate(it):
+        target = resolve(spec, k=k, epsilon=e, delta=delta, **options)
+        out.append(audit(target, trials, confidence=confidence, seed=seed + i, attacks=attacks))
+    return out
+
+
+def results_frame(results: Iterable[AuditResult]) -> pd.DataFrame:
+    """One row per result: target, k, epsilon_claimed, epsilon_lower_bound, cap, trials, confidence, violation,
+    best_test, finding, seconds."""
+    rows = []
+    for r in results:
+        rows.append({"target": r.target, "k": r.k, "epsilon_claimed": r.epsilon_claimed,
+                     "epsilon_lower_bound": r.epsilon_lower_bound, "cap": r.cap, "trials": r.trials,
+                     "confidence": r.confidence, "violation": r.violation, "best_test": r.best_test,
+                     "finding": r.finding, "seconds": r.seconds})
+    return pd.DataFrame(rows)
