@@ -6,7 +6,7 @@
    anything is computed or changed);
 2. gets the sum of clipped per-example gradients from the grad-sample engine (physical chunks handled there);
 3. adds Gaussian noise of std ``noise_multiplier * sensitivity`` (sensitivity = max_grad_norm for flat
-   clipping);
+   clipping), drawn in one call into one flat buffer that then receives the clipped sums;
 4. divides by the expected batch size (q * N under Poisson sampling, a constant: dividing by the realized
    batch size would leak it) and writes the result to ``p.grad``;
 5. records the step's event (``PoissonSampledEvent(q, GaussianEvent(sigma))``) in the ledger, then runs the
@@ -154,22 +154,41 @@ class DPOptimizer(Optimizer):
                     "submodule or a copy) and do not write to .grad yourself"
                 )
 
+    def _flat_buffer(self) -> torch.Tensor | None:
+        params = self.params
+        first = params[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in params):
+            return None
+        return torch.empty(sum(p.numel() for p in params), dtype=first.dtype, device=first.device)
+
     def pre_step(self) -> None:
         """Everything of a DP step except the wrapped optimizer's update."""
         event = self.step_event
         if self.ledger is not None:
             self.ledger.check_step(event)
         self._check_foreign_grads()
-        clipped = self.engine.clipped_sum(self.clipping)
         std = self.noise_multiplier * self.clipping.sensitivity
-        if std > 0:
-            noise = self.noise.draw(clipped.grads, std, self.steps_taken)
-            grads = [g.add_(z) for g, z in zip(clipped.grads, noise, strict=True)]
-        else:
+        buf = self._flat_buffer()
+        if buf is not None:
+            # One flat buffer: the noise is drawn into it in place (one call), the engine adds the clipped sums
+            # to it, one division normalizes; the parameters' gradients are views of it.
+            if std > 0:
+                self.noise.fill_(buf, std, self.steps_taken)
+            else:
+                buf.zero_()
+            clipped = self.engine.clipped_sum(self.clipping, out=buf)
+            buf.div_(self.expected_batch_size)
             grads = clipped.grads
+        else:  # parameters of several dtypes / devices
+            clipped = self.engine.clipped_sum(self.clipping)
+            grads = clipped.grads
+            if std > 0:
+                noise = self.noise.draw(grads, std, self.steps_taken)
+                grads = [g.add_(z) for g, z in zip(grads, noise, strict=True)]
+            for g in grads:
+                g.div_(self.expected_batch_size)
         self._written.clear()
         for p, g in zip(self.params, grads, strict=True):
-            g.div_(self.expected_batch_size)
             p.grad = g
             self._written[id(p)] = (g, g._version)
         self.last_clipped = clipped

@@ -60,7 +60,9 @@ class PrivacyEngine:
     ``secure_rng=True`` draws the noise and the Poisson batches from the OS CSPRNG (slower; runs cannot be
     resumed bit-exactly; see :mod:`dpkit.noise`). ``seed`` fixes batches and noise (default: a fresh random
     seed, stored in checkpoints). ``grad_sample_engine`` names the per-sample gradient engine
-    (:mod:`dpkit.grad_sample`).
+    (:mod:`dpkit.grad_sample`): ``"auto"`` (default) picks the fastest exact one for the model (book-keeping
+    when it applies, else the generic torch.func engine); ``"bookkeeping"`` or ``"functorch"`` force one. The
+    engine in use is ``engine.engine.name`` after ``make_private``.
     """
 
     def __init__(
@@ -69,7 +71,7 @@ class PrivacyEngine:
         *,
         secure_rng: bool = False,
         seed: int | None = None,
-        grad_sample_engine: str = "functorch",
+        grad_sample_engine: str = "auto",
     ):
         if accountant not in available_accountants():
             raise ValueError(f"accountant must be one of {available_accountants()}, got {accountant!r}")

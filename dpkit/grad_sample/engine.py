@@ -6,9 +6,11 @@ The contract between an engine and the DP optimizer:
    type, attributes and methods) and validates it (:func:`~dpkit.grad_sample.validation.check_module`).
 2. The user runs forward and ``loss.backward()`` as usual, on one logical batch (any size; the engine
    processes it in physical chunks of at most ``max_physical_batch_size`` examples to bound memory).
-3. ``clipped_sum(policy)`` returns, for each trainable parameter, ``sum_i c_i * g_i`` where ``g_i`` is example
+3. ``clipped_sum(policy, out=None)`` returns, for each trainable parameter, ``sum_i c_i * g_i`` where ``g_i`` is example
    i's gradient of its own loss term and ``c_i`` the policy's clip factor; with ``loss_reduction="mean"`` the
-   loss is taken to be the mean over the logical batch and ``g_i`` is rescaled accordingly.
+   loss is taken to be the mean over the logical batch and ``g_i`` is rescaled accordingly. With ``out`` (one
+   flat buffer of all trainable parameters' values, e.g. pre-filled with the noise) the sums are added into it
+   and the returned gradients are views of it.
 4. ``clear()`` forgets the recorded batch (``optimizer.zero_grad()`` and ``optimizer.step()`` call it).
 
 An engine may materialize per-example gradients (the generic ``functorch`` engine, one physical chunk at a
@@ -29,6 +31,8 @@ from dpkit.grad_sample.clipping import ClippingPolicy
 
 _ENGINES: dict[str, type[GradSampleEngine]] = {}
 
+AUTO = "auto"
+
 LOSS_REDUCTIONS = ("mean", "sum")
 
 
@@ -46,10 +50,23 @@ def register_engine(name: str):
 
 
 def available_engines() -> list[str]:
-    return sorted(_ENGINES)
+    """Registered engine names, plus ``"auto"`` (the fastest exact engine for the module)."""
+    return sorted(_ENGINES) + [AUTO]
+
+
+def select_engine(module: nn.Module) -> str:
+    """The preferred engine (lowest ``auto_priority``) that declares itself exact for ``module``."""
+    ranked = sorted((cls.auto_priority, name) for name, cls in _ENGINES.items() if cls.auto_priority is not None)
+    for _, name in ranked:
+        if _ENGINES[name].unsupported_reason(module) is None:
+            return name
+    raise ValueError("no registered per-sample gradient engine supports this module")
 
 
 def create_engine(name: str, module: nn.Module, params: Sequence[nn.Parameter], **kwargs) -> GradSampleEngine:
+    """Build engine ``name`` (``"auto"``: :func:`select_engine`) for the trainable ``params`` of ``module``."""
+    if name == AUTO and isinstance(module, nn.Module):
+        name = select_engine(module)
     try:
         cls = _ENGINES[name]
     except KeyError:
@@ -68,12 +85,40 @@ class ClippedSum:
     grads: list[torch.Tensor]
     batch_size: int
     norms: torch.Tensor
+    flat: torch.Tensor | None = None  # when set, ``grads`` are views of this one buffer
+
+
+def flat_views(params: Sequence[torch.Tensor], out: torch.Tensor | None) -> tuple[torch.Tensor | None, list]:
+    """Zero-initialised (or ``out``) flat buffer for ``params`` and per-parameter views of it.
+
+    Returns ``(None, separate zero tensors)`` when the parameters do not share one dtype and device.
+    """
+    if out is None:
+        first = params[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in params):
+            return None, [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in params]
+        out = torch.zeros(sum(p.numel() for p in params), dtype=first.dtype, device=first.device)
+    total = sum(p.numel() for p in params)
+    if out.dim() != 1 or out.numel() != total:
+        raise ValueError(f"out must be a flat buffer of {total} values, got shape {tuple(out.shape)}")
+    views, offset = [], 0
+    for p in params:
+        views.append(out[offset : offset + p.numel()].view(p.shape))
+        offset += p.numel()
+    return out, views
 
 
 class GradSampleEngine(abc.ABC):
     """Computes clipped per-example gradient sums for the trainable ``params`` of ``module``."""
 
     name: str = "engine"
+    # Automatic selection (``"auto"``) tries engines by increasing priority; None: never chosen automatically.
+    auto_priority: int | None = None
+
+    @classmethod
+    def unsupported_reason(cls, module: nn.Module) -> str | None:
+        """Why this engine would not be exact for ``module`` (None: it is)."""
+        return None
 
     def __init__(
         self,
@@ -131,7 +176,7 @@ class GradSampleEngine(abc.ABC):
         """Forget the recorded batch."""
 
     @abc.abstractmethod
-    def clipped_sum(self, policy: ClippingPolicy) -> ClippedSum:
+    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None) -> ClippedSum:
         """Sum over the recorded batch of the clipped per-example gradients (see the module docstring)."""
 
     @property

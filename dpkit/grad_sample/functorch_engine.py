@@ -32,7 +32,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, register_engine
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
 from dpkit.grad_sample.validation import check_module
 
 _MISSING = object()
@@ -76,6 +76,8 @@ class _Call:
 @register_engine("functorch")
 class FunctorchEngine(GradSampleEngine):
     """Generic exact engine (see the module docstring)."""
+
+    auto_priority = 100  # always exact; slower than the book-keeping engine where that one applies
 
     def __init__(self, module: nn.Module, params: Sequence[nn.Parameter], **kwargs):
         super().__init__(module, params, **kwargs)
@@ -259,9 +261,9 @@ class FunctorchEngine(GradSampleEngine):
             return [p.new_zeros((0, *p.shape)) for p in self.params]
         return [torch.cat([part[i] for part in parts]) for i in range(len(self.params))]
 
-    def clipped_sum(self, policy: ClippingPolicy) -> ClippedSum:
+    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None) -> ClippedSum:
         calls = self._calls_for_step()
-        sums = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.params]
+        flat, sums = flat_views(self.params, out)
         norms = []
         for _, grads in self._chunks_of_step(calls):
             sq = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads], dim=1)
@@ -270,4 +272,4 @@ class FunctorchEngine(GradSampleEngine):
                 sums[i].add_(torch.tensordot(factors[:, i].to(g.dtype), g, dims=1))
             norms.append(sq.sum(1).sqrt())
         batch = calls[0].batch_size if calls else 0
-        return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0))
+        return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0), flat)

@@ -1,0 +1,459 @@
+"""The book-keeping engine (default): clipped per-example gradient sums from the ordinary, single backward pass.
+
+Book-Keeping (Bu et al., ICML 2023) on an unwrapped module:
+
+* **Attach.** Every module that owns trainable parameters is either handled by a *layer rule*
+  (:mod:`dpkit.grad_sample.layers`: Linear, Conv1d/2d, Embedding, LayerNorm, GroupNorm, RMSNorm, ...) or, if no
+  rule applies, by the *torch.func fallback* for that module's whole subtree only. Only the instance ``forward``
+  of those modules is replaced (types, attributes and methods are kept); two hooks on the root module mark its
+  calls and read the batch size from the first tensor argument.
+* **Forward / backward** (the user's, once): a rule module computes its output with detached parameters, saves
+  its input activations and taps its output, so the single ``loss.backward()`` computes input gradients only
+  and leaves each layer's output gradient in its record (no parameter gradient is formed by autograd).
+* **Step** (:meth:`clipped_sum`): per layer, each example's squared gradient norm by the ghost (Gram-matrix)
+  trick or by instantiating that layer's per-example gradient, whichever is cheaper for its shapes; the clip
+  factors of the policy; then per parameter one weighted matmul ``(c * G)^T A`` (or ``index_add_`` /
+  matrix-vector product) adds the clipped sum into the output buffer. No second backward pass.
+* **Fallback** modules run their forward as ``vmap`` over examples (in physical chunks, RNG state saved, so
+  dropout masks replay exactly) with gradients flowing to their inputs; at step time ``vmap(grad(...))`` gives
+  their per-example gradients from the tapped output gradients. Tied parameters (one tensor used by several
+  modules) and modules called several times per step are exact: contributions are summed per example (tied
+  parameters are instantiated per example for that).
+
+Requirements: layers with parameters see batch-first activations (checked: a layer whose input does not start
+with the batch dimension raises an error naming ``grad_sample_engine='functorch'``; automatic selection skips
+this engine for stock attention/transformer layers with ``batch_first=False``); parameters are used through the
+modules that own them (using a child's parameter directly in a parent's forward is refused at the step, as any
+gradient that bypasses the engine is). Memory: the layers' inputs (kept by non-private training too) and
+output gradients until the step, plus the instantiated per-example gradients of layers where that is cheaper
+than Gram matrices (at most ``p d`` < ``2 T^2`` values per example).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import grad, vmap
+from torch.nn.utils.stateless import _reparametrize_module
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from dpkit.grad_sample.clipping import ClippingPolicy
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
+from dpkit.grad_sample.functorch_engine import _ATTR, _rng_state, _set_rng_state
+from dpkit.grad_sample.layers import Instantiated, LayerRule, Prepared, Record, Tap, rule_for
+from dpkit.grad_sample.validation import check_module
+
+_MISSING = object()
+_SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
+
+
+def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record) -> torch.Tensor:
+    if out._base is not None:  # Tap returns its input as-is (mark_dirty): it must own its storage
+        out = out.clone()
+    return Tap.apply(out, anchor, record)
+
+
+class _Unit:
+    """A module whose trainable parameters one mechanism (a rule or the fallback) handles."""
+
+    def __init__(self, engine: BookkeepingEngine, path: str, module: nn.Module, names: list[tuple[str, int]]):
+        self.engine, self.path, self.module = engine, path, module
+        self.names = names  # (name inside the module, index in engine.params)
+        self.anchor = engine.params[names[0][1]]
+        self.orig_forward: Any = None
+        self._prev_forward: Any = _MISSING
+
+    def install(self) -> None:
+        self._prev_forward = self.module.__dict__.get("forward", _MISSING)
+        self.orig_forward = self.module.forward
+        engine = self.engine
+
+        def forward(*args, **kwargs):
+            if not engine.recording:
+                return self.orig_forward(*args, **kwargs)
+            return self.record(*args, **kwargs)
+
+        self.module.__dict__["forward"] = forward
+
+    def uninstall(self) -> None:
+        if self._prev_forward is _MISSING:
+            self.module.__dict__.pop("forward", None)
+        else:
+            self.module.__dict__["forward"] = self._prev_forward
+
+    def record(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError
+
+    def prepare(self, batch: int) -> Prepared | None:
+        raise NotImplementedError
+
+
+class _RuleUnit(_Unit):
+    def __init__(self, engine, path, module, names, rule: LayerRule):
+        super().__init__(engine, path, module, names)
+        self.rule = rule
+        self.records: list[Record] = []
+
+    def record(self, *args, **kwargs):
+        def tap(out: torch.Tensor, saved: Any) -> torch.Tensor:
+            rec = Record(saved)
+            self.records.append(rec)
+            return _tap(out, self.anchor, rec)
+
+        return self.rule.forward(self.module, tap, *args, **kwargs)
+
+    def clear(self) -> None:
+        self.records.clear()
+
+    def prepare(self, batch: int) -> Prepared | None:
+        recs = [r for r in self.records if r.grad is not None]
+        if not recs:
+            return None
+        try:
+            return self.rule.prepare(self.module, recs, batch)
+        except RuntimeError as e:
+            raise RuntimeError(f"module {self.path or '<root>'}: {e}") from e
+
+
+@dataclasses.dataclass
+class _Call:
+    leaves: list[Any]  # flattened (args, kwargs), tensors detached
+    spec: Any
+    batched: list[bool]
+    batch_size: int
+    rng_states: list[Any]
+    records: list[Record | None]  # per tensor output (None: not differentiable)
+
+
+class _FallbackUnit(_Unit):
+    """Generic torch.func per-example gradients for one module subtree (see the module docstring)."""
+
+    def __init__(self, engine, path, module, names):
+        super().__init__(engine, path, module, names)
+        self.calls: list[_Call] = []
+
+    def _detached(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.module.named_parameters()}
+
+    def _run(self, call: _Call, params: dict[str, torch.Tensor], xs) -> tuple[list, list, Any]:
+        leaves = list(call.leaves)
+        it = iter(xs)
+        for i, b in enumerate(call.batched):
+            if b:
+                leaves[i] = next(it).unsqueeze(0)
+        args, kwargs = tree_unflatten(leaves, call.spec)
+        with self.engine.passthrough(), _reparametrize_module(self.module, params, tie_weights=True):
+            out = self.orig_forward(*args, **kwargs)
+        out_leaves, out_spec = tree_flatten(out)
+        tensors = []
+        for j, o in enumerate(out_leaves):
+            if isinstance(o, torch.Tensor):
+                if o.dim() == 0 or o.shape[0] != 1:
+                    raise ValueError(
+                        f"output leaf {j} of module {self.path or '<root>'} ({type(self.module).__name__}) has shape "
+                        f"{tuple(o.shape)} for one example; every tensor output must have the batch dimension first"
+                    )
+                tensors.append(o.squeeze(0))
+        return tensors, out_leaves, out_spec
+
+    def record(self, *args, **kwargs):
+        batch = self.engine.current_batch
+        leaves, spec = tree_flatten((args, kwargs))
+        batched = [isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == batch for x in leaves]
+        if not any(batched):
+            raise RuntimeError(
+                f"module {self.path or '<root>'} ({type(self.module).__name__}) was called without a tensor argument "
+                f"whose first dimension is the batch ({batch} examples); the book-keeping engine needs batch-first "
+                "inputs. Use PrivacyEngine(grad_sample_engine='functorch') for this model"
+            )
+        call = _Call(
+            [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves], spec, batched, batch, [], []
+        )
+        params = self._detached()
+        if batch == 0:
+            a, k = tree_unflatten(leaves, spec)
+            with self.engine.passthrough(), _reparametrize_module(self.module, params, tie_weights=True):
+                out = self.orig_forward(*a, **k)
+            out_leaves, out_spec = tree_flatten(out)
+        else:
+            meta: dict[str, Any] = {}
+
+            def f(*xs):
+                t, ol, os_ = self._run(call, params, xs)
+                meta["leaves"], meta["spec"] = ol, os_
+                return tuple(t)
+
+            xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]  # not detached: input grads flow
+            chunk_outs = []
+            for sl in self.engine.chunks(batch):
+                call.rng_states.append(_rng_state())
+                chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
+            out_leaves, out_spec = list(meta["leaves"]), meta["spec"]
+            pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
+            for n, j in enumerate(pos):
+                parts = [c[n] for c in chunk_outs]
+                out_leaves[j] = parts[0] if len(parts) == 1 else torch.cat(parts)
+        for j, o in enumerate(out_leaves):
+            if not isinstance(o, torch.Tensor):
+                continue
+            if o.is_floating_point() or o.is_complex():
+                rec = Record(None)
+                call.records.append(rec)
+                out_leaves[j] = _tap(o, self.anchor, rec)
+            else:
+                call.records.append(None)
+        self.calls.append(call)
+        return tree_unflatten(out_leaves, out_spec)
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+    def _call_grads(self, call: _Call) -> dict[str, torch.Tensor] | None:
+        used = [k for k, r in enumerate(call.records) if r is not None and r.grad is not None]
+        if not used:
+            return None
+        if call.batch_size == 0:
+            return {n: p.new_zeros((0, *p.shape)) for n, p in self._train().items()}
+        base = self._detached()
+        train = self._train()
+        xs_all = [x for x, b in zip(call.leaves, call.batched, strict=True) if b]
+
+        def loss(p, gs, xs):
+            outs = self._run(call, {**base, **p}, xs)[0]
+            return sum((outs[k] * g).sum() for k, g in zip(used, gs, strict=True))
+
+        parts = []
+        for index, sl in enumerate(self.engine.chunks(call.batch_size)):
+            gs = tuple(call.records[k].grad[sl] for k in used)
+            _set_rng_state(call.rng_states[index])
+            xs = tuple(x[sl] for x in xs_all)
+            with torch.no_grad():
+                parts.append(vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")(train, gs, xs))
+        return {n: torch.cat([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in train}
+
+    def _train(self) -> dict[str, torch.Tensor]:
+        return {n: self.engine.params[i].detach() for n, i in self.names}
+
+    def prepare(self, batch: int) -> Prepared | None:
+        saved = _rng_state()
+        total: dict[str, torch.Tensor] | None = None
+        try:
+            for call in self.calls:
+                if call.batch_size != batch:
+                    continue
+                g = self._call_grads(call)
+                if g is not None:
+                    total = g if total is None else {n: total[n] + g[n] for n in g}
+        finally:
+            _set_rng_state(saved)
+        return None if total is None else Instantiated(total)
+
+
+@register_engine("bookkeeping")
+class BookkeepingEngine(GradSampleEngine):
+    """Single-backward book-keeping engine with per-module torch.func fallback (see the module docstring)."""
+
+    auto_priority = 0
+
+    def __init__(self, module: nn.Module, params: Sequence[nn.Parameter], **kwargs):
+        super().__init__(module, params, **kwargs)
+        self.units: list[_Unit] = []
+        self._handles: list[Any] = []
+        self._batches: list[int] = []
+        self._depth = 0
+        self._stack: list[bool] = []
+        self._passthrough = 0
+
+    @classmethod
+    def unsupported_reason(cls, module: nn.Module) -> str | None:
+        for path, m in module.named_modules():
+            if isinstance(m, _SEQ_FIRST) and not getattr(m, "batch_first", False):
+                return f"{path or '<root>'} ({type(m).__name__}) has batch_first=False (sequence-first activations)"
+        if any(p.requires_grad for p in module.parameters(recurse=False)) and rule_for(module) is None:
+            return "the root module owns parameters without a layer rule (everything would use the fallback)"
+        return None
+
+    # ------------------------------------------------------------------ plan / attach / detach
+    def _plan(self) -> list[_Unit]:
+        index = {id(p): i for i, p in enumerate(self.params)}
+        units: list[_Unit] = []
+        seen: set[int] = set()
+
+        def visit(path: str, m: nn.Module) -> None:
+            if id(m) in seen:
+                return
+            seen.add(id(m))
+            if not any(id(p) in index for p in m.parameters()):
+                return
+            own = [(n, index[id(p)]) for n, p in m.named_parameters(recurse=False) if id(p) in index]
+            rule = rule_for(m) if own else None
+            if rule is not None:
+                units.append(_RuleUnit(self, path, m, own, rule))
+                return
+            if own:
+                sub = [(n, index[id(p)]) for n, p in m.named_parameters() if id(p) in index]
+                units.append(_FallbackUnit(self, path, m, sub))
+                return
+            for name, child in m.named_children():
+                visit(f"{path}.{name}" if path else name, child)
+
+        visit("", self.module)
+        return units
+
+    def attach(self) -> None:
+        if self.attached:
+            return
+        if self.module.__dict__.get(_ATTR) is not None:
+            raise RuntimeError(
+                "this module is already attached to a per-sample gradient engine (make_private was called on it "
+                "before); detach that engine or build a fresh module"
+            )
+        check_module(self.module)
+        self.units = self._plan()
+        for u in self.units:
+            u.install()
+        self._handles = [
+            self.module.register_forward_pre_hook(self._enter, with_kwargs=True),
+            self.module.register_forward_hook(self._leave, always_call=True),
+        ]
+        self.module.__dict__[_ATTR] = self
+        self.attached = True
+
+    def detach(self) -> None:
+        if not self.attached:
+            return
+        for u in reversed(self.units):
+            u.uninstall()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        del self.module.__dict__[_ATTR]
+        self.attached = False
+        self.clear()
+        self.units = []
+
+    def clear(self) -> None:
+        for u in self.units:
+            u.clear()
+        self._batches.clear()
+
+    # ------------------------------------------------------------------ recording state
+    @property
+    def recording(self) -> bool:
+        return self._depth > 0 and self._passthrough == 0 and torch.is_grad_enabled()
+
+    @property
+    def current_batch(self) -> int:
+        return self._batches[-1]
+
+    class _Passthrough:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def __enter__(self):
+            self.engine._passthrough += 1
+
+        def __exit__(self, *exc):
+            self.engine._passthrough -= 1
+
+    def passthrough(self) -> BookkeepingEngine._Passthrough:
+        """Inside: the modules run their ordinary forward (fallback forward / replay)."""
+        return self._Passthrough(self)
+
+    def _enter(self, module, args, kwargs):
+        if not torch.is_grad_enabled() or self._passthrough:
+            self._stack.append(False)
+            return
+        if self._depth == 0:
+            tensors = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
+            if not tensors or tensors[0].dim() == 0:
+                self._stack.append(False)
+                raise ValueError(
+                    f"{type(module).__name__}.forward needs a tensor argument whose first dimension is the batch "
+                    "(the per-sample gradient engine splits the batch along it)"
+                )
+            self._batches.append(tensors[0].shape[0])
+        self._depth += 1
+        self._stack.append(True)
+
+    def _leave(self, module, args, output):
+        if self._stack and self._stack.pop():
+            self._depth -= 1
+
+    @property
+    def batch_size(self) -> int | None:
+        return self._batches[0] if self._batches else None
+
+    # ------------------------------------------------------------------ step
+    def _step_batch(self) -> int:
+        sizes = sorted(set(self._batches))
+        if len(sizes) > 1:
+            raise RuntimeError(
+                f"the module was called on batches of different sizes {sizes} before one optimizer step; "
+                "per-example clipping needs one logical batch per step (call optimizer.step() after each batch)"
+            )
+        return sizes[0] if sizes else 0
+
+    def _contributions(self, batch: int) -> dict[int, list[tuple[Prepared, str]]]:
+        contrib: dict[int, list[tuple[Prepared, str]]] = {}
+        for u in self.units:
+            prep = u.prepare(batch)
+            if prep is None:
+                continue
+            for name, i in u.names:
+                contrib.setdefault(i, []).append((prep, name))
+        return contrib
+
+    def _scale(self, batch: int) -> float:
+        return float(batch) if self.loss_reduction == "mean" else 1.0
+
+    def per_sample_gradients(self) -> list[torch.Tensor]:
+        batch = self._step_batch()
+        contrib = self._contributions(batch) if batch else {}
+        out = []
+        for i, p in enumerate(self.params):
+            parts = [prep.per_sample(name) for prep, name in contrib.get(i, [])]
+            g = sum(parts[1:], parts[0]) if parts else p.new_zeros((batch, *p.shape))
+            out.append(g.reshape(batch, *p.shape) * self._scale(batch))
+        return out
+
+    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None) -> ClippedSum:
+        batch = self._step_batch()
+        flat, sums = flat_views(self.params, out)
+        if batch == 0:
+            return ClippedSum(sums, 0, torch.zeros(0), flat)
+        contrib = self._contributions(batch)
+        dtype, device = self.params[0].dtype, self.params[0].device
+        cols, shared = [], {}
+        for i in range(len(self.params)):
+            parts = contrib.get(i, [])
+            if not parts:
+                cols.append(torch.zeros(batch, dtype=dtype, device=device))
+            elif len(parts) == 1:
+                prep, name = parts[0]
+                cols.append(prep.sq_norms(name).to(dtype))
+            else:  # tied parameter / shared module: sum the contributions per example first
+                g = sum((prep.per_sample(name).reshape(batch, -1) for prep, name in parts[1:]),
+                        parts[0][0].per_sample(parts[0][1]).reshape(batch, -1))
+                shared[i] = g
+                cols.append((g * g).sum(1).to(dtype))
+        scale = self._scale(batch)
+        sq = torch.stack(cols, 1)
+        if scale != 1.0:
+            sq = sq * (scale * scale)
+        factors = policy.factors(sq) * scale
+        for i, parts in contrib.items():
+            c = factors[:, i].contiguous()
+            if i in shared:
+                sums[i].view(-1).addmv_(shared[i].t(), c.to(shared[i].dtype))
+            else:
+                prep, name = parts[0]
+                prep.accumulate(name, c, sums[i])
+        return ClippedSum(sums, batch, sq.sum(1).sqrt(), flat)

@@ -1,0 +1,83 @@
+"""nn.Embedding: example i's gradient puts ``g_t`` on row ``ids_t`` for each of its positions t.
+
+Squared norm: ``sum_{t,s} [ids_t == ids_s] <g_t, g_s>`` (a masked Gram matrix, O(T^2) per example) or
+instantiation (``[B, V, dim]``) when the table is small (``2 T^2 > V dim``). The clipped sum is one
+``index_add_`` of the scaled output gradients. Index tensors of any layout (expanded position ids included)
+and ``padding_idx`` (its row gets no gradient) are handled; ``scale_grad_by_freq`` (the gradient depends on the
+whole batch's counts) falls back to torch.func.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dpkit.grad_sample.layers.base import LayerRule, Prepared, Record, TapFn, check_batch, register_layer_rule
+from dpkit.grad_sample.layers.matmul import use_ghost
+
+
+class EmbeddingGrads(Prepared):
+    def __init__(self, ids: torch.Tensor, g: torch.Tensor, num_embeddings: int):
+        self.ids, self.g, self.vocab = ids, g, num_embeddings  # [B, T], [B, T, dim]
+        self.batch, self.t, self.dim = g.shape
+        self.ghost = use_ghost(self.t, self.vocab, self.dim)
+        self._ps: torch.Tensor | None = None
+
+    def _instantiated(self) -> torch.Tensor:
+        if self._ps is None:
+            rows = (self.ids + torch.arange(self.batch, device=self.ids.device).unsqueeze(1) * self.vocab).reshape(-1)
+            ps = self.g.new_zeros(self.batch * self.vocab, self.dim)
+            ps.index_add_(0, rows, self.g.reshape(-1, self.dim))
+            self._ps = ps.view(self.batch, self.vocab, self.dim)
+        return self._ps
+
+    def sq_norms(self, name: str) -> torch.Tensor:
+        if not self.ghost:
+            ps = self._instantiated()
+            return (ps * ps).sum((1, 2))
+        same = (self.ids.unsqueeze(2) == self.ids.unsqueeze(1)).to(self.g.dtype)
+        gram = torch.bmm(self.g, self.g.transpose(1, 2))
+        return (gram * same).sum((1, 2))
+
+    def per_sample(self, name: str) -> torch.Tensor:
+        return self._instantiated()
+
+    def accumulate(self, name: str, factors: torch.Tensor, out: torch.Tensor) -> None:
+        factors = factors.to(self.g.dtype)
+        if self._ps is not None:
+            out.view(-1).addmv_(self._ps.reshape(self.batch, -1).t(), factors)
+            return
+        out.index_add_(0, self.ids.reshape(-1), (self.g * factors.view(-1, 1, 1)).reshape(-1, self.dim))
+
+
+@register_layer_rule(nn.Embedding)
+class EmbeddingRule(LayerRule):
+    param_names = ("weight",)
+
+    def unsupported(self, module: nn.Embedding) -> str | None:
+        if module.scale_grad_by_freq:
+            return "scale_grad_by_freq=True"
+        return None
+
+    def forward(self, module: nn.Embedding, tap: TapFn, ids: torch.Tensor) -> torch.Tensor:
+        out = F.embedding(
+            ids, module.weight.detach(), module.padding_idx, module.max_norm, module.norm_type, False, module.sparse
+        )
+        return tap(out, ids)
+
+    def prepare(self, module: nn.Embedding, records: Sequence[Record], batch: int) -> EmbeddingGrads:
+        ids, grads = [], []
+        for r in records:
+            check_batch(r.saved, batch, "Embedding")
+            i = r.saved.reshape(batch, -1)
+            g = r.grad.reshape(batch, -1, module.embedding_dim)
+            if module.padding_idx is not None:
+                g = g * (i != module.padding_idx).unsqueeze(2).to(g.dtype)
+            ids.append(i)
+            grads.append(g)
+        i = ids[0] if len(ids) == 1 else torch.cat(ids, 1)
+        g = grads[0] if len(grads) == 1 else torch.cat(grads, 1)
+        return EmbeddingGrads(i, g, module.num_embeddings)

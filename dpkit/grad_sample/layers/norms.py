@@ -1,0 +1,78 @@
+"""LayerNorm, GroupNorm, RMSNorm: elementwise affine parameters, so per-example gradients are small and
+instantiated: ``weight_i = sum (g * x_hat)`` and ``bias_i = sum g`` over example i's positions, with ``x_hat``
+the normalized input (recomputed at step time from the saved input)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dpkit.grad_sample.layers.base import (
+    Instantiated,
+    LayerRule,
+    Record,
+    TapFn,
+    check_batch,
+    register_layer_rule,
+)
+from dpkit.grad_sample.layers.linear import detached, trained
+
+
+class _NormRule(LayerRule):
+    def forward(self, module, tap: TapFn, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = detached(getattr(module, "weight", None)), detached(getattr(module, "bias", None))
+        return tap(self.normalize(module, x, weight, bias), x.detach())
+
+    def normalize(self, module, x, weight, bias) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reduce(self, module, t: torch.Tensor, batch: int) -> torch.Tensor:
+        """Sum ``t`` (shaped like the output) over everything but the batch and the parameter's dimensions."""
+        raise NotImplementedError
+
+    def prepare(self, module, records: Sequence[Record], batch: int) -> Instantiated:
+        ps: dict[str, torch.Tensor] = {}
+        for r in records:
+            check_batch(r.saved, batch, type(module).__name__)
+            parts = {}
+            if trained(getattr(module, "weight", None)):
+                parts["weight"] = self.reduce(module, r.grad * self.normalize(module, r.saved, None, None), batch)
+            if trained(getattr(module, "bias", None)):
+                parts["bias"] = self.reduce(module, r.grad, batch)
+            for k, v in parts.items():
+                ps[k] = v if k not in ps else ps[k] + v
+        return Instantiated(ps)
+
+
+@register_layer_rule(nn.LayerNorm)
+class LayerNormRule(_NormRule):
+    def normalize(self, module, x, weight, bias):
+        return F.layer_norm(x, module.normalized_shape, weight, bias, module.eps)
+
+    def reduce(self, module, t, batch):
+        shape = tuple(module.normalized_shape)
+        return t.reshape(batch, -1, *shape).sum(1)
+
+
+@register_layer_rule(nn.GroupNorm)
+class GroupNormRule(_NormRule):
+    def normalize(self, module, x, weight, bias):
+        return F.group_norm(x, module.num_groups, weight, bias, module.eps)
+
+    def reduce(self, module, t, batch):
+        return t.reshape(batch, module.num_channels, -1).sum(2)
+
+
+@register_layer_rule(nn.RMSNorm)
+class RMSNormRule(_NormRule):
+    param_names = ("weight",)
+
+    def normalize(self, module, x, weight, bias):
+        return F.rms_norm(x, module.normalized_shape, weight, module.eps)
+
+    def reduce(self, module, t, batch):
+        shape = tuple(module.normalized_shape)
+        return t.reshape(batch, -1, *shape).sum(1)
