@@ -55,3 +55,22 @@ def check_count(name: str, value, *, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     return int(value)
+
+
+def click_callback(check):
+    """A click option callback running ``check(param_name, value)``; its error becomes a click.BadParameter.
+
+    Lets every command line reuse the checks above: ``callback=click_callback(check_positive)``.
+    """
+
+    def callback(ctx, param, value):
+        import click
+
+        if value is None:
+            return None
+        try:
+            return check(param.name, value)
+        except (ValueError, TypeError) as err:
+            raise click.BadParameter(str(err), param=param) from None
+
+    return callback

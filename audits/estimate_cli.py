@@ -13,6 +13,7 @@ import click
 import numpy as np
 
 from accountants import validation
+from accountants.validation import click_callback
 from audits._checks import check_alpha, check_audit_delta
 from audits.bayesian import DEFAULT_MAX_EPS, EpsilonPosterior
 from audits.counts import AttackCounts
@@ -23,24 +24,14 @@ from audits.scores import SELECTIONS, estimate_from_scores
 __all__ = ["estimate_eps", "mia_run", "plot_posterior"]
 
 
-def _checked(check):
-    def callback(ctx: click.Context, param: click.Parameter, value):
-        if value is None:
-            return None
-        try:
-            return check(param.name, value)
-        except (ValueError, TypeError) as err:
-            raise click.BadParameter(str(err), param=param) from None
-
-    return callback
 
 
-_count = _checked(lambda name, v: validation.check_count(name, v, minimum=0))
-_alpha = _checked(lambda name, v: check_alpha(v, name))
-_delta = _checked(lambda name, v: check_audit_delta(v, name))
-_positive = _checked(validation.check_positive)
-_fraction = _checked(lambda name, v: validation.check_probability(name, v, open_low=True, open_high=True))
-_num = _checked(lambda name, v: validation.check_count(name, v, minimum=1))
+_count = click_callback(lambda name, v: validation.check_count(name, v, minimum=0))
+_alpha = click_callback(lambda name, v: check_alpha(v, name))
+_delta = click_callback(lambda name, v: check_audit_delta(v, name))
+_positive = click_callback(validation.check_positive)
+_fraction = click_callback(lambda name, v: validation.check_probability(name, v, open_low=True, open_high=True))
+_num = click_callback(lambda name, v: validation.check_count(name, v, minimum=1))
 
 
 def _read_scores(path: str) -> tuple[np.ndarray, np.ndarray]:

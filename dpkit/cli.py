@@ -27,24 +27,12 @@ RELATIONS = ("add_or_remove", "replace_one")
 
 
 # ------------------------------------------------------------ option checks
-def _checked(check):
-    """A click callback running one of accountants.validation's checks; its error names the value and range."""
-
-    def callback(ctx: click.Context, param: click.Parameter, value):
-        if value is None:
-            return None
-        try:
-            return check(param.name, value)
-        except (ValueError, TypeError) as err:
-            raise click.BadParameter(str(err), param=param) from None
-
-    return callback
 
 
-_positive = _checked(validation.check_positive)
-_sampling_rate = _checked(validation.check_probability)
-_delta = _checked(lambda name, value: validation.check_delta(value, name))
-_steps = _checked(lambda name, value: validation.check_count(name, value, minimum=1))
+_positive = validation.click_callback(validation.check_positive)
+_sampling_rate = validation.click_callback(validation.check_probability)
+_delta = validation.click_callback(lambda name, value: validation.check_delta(value, name))
+_steps = validation.click_callback(lambda name, value: validation.check_count(name, value, minimum=1))
 
 
 def _fmt(x: float) -> str:

@@ -11,6 +11,7 @@ import json
 import click
 
 from accountants import validation
+from accountants.validation import click_callback
 from audits.ldp.game import ATTACKS, audit
 from audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, results_frame, run_grid
 from audits.ldp.targets import resolve
@@ -37,16 +38,6 @@ def _list(text: str, param: str, conv, check, many: bool):
     return out
 
 
-def _checked(check):
-    def callback(ctx, param, value):
-        if value is None:
-            return None
-        try:
-            return check(param.name, value)
-        except (ValueError, TypeError) as err:
-            raise click.BadParameter(str(err), param=param) from None
-
-    return callback
 
 
 @click.command("audit-ldp", short_help="Audit an LDP randomizer: an empirical lower bound on its epsilon.")
@@ -57,24 +48,24 @@ def _checked(check):
 @click.option("--k", "k_text", default=None,
               help=f"Domain size. With --grid: a comma list [default there: {','.join(map(str, LDP_AUDITOR_KS))}].")
 @click.option("--delta", type=float, default=0.0, show_default=True,
-              callback=_checked(lambda n, v: validation.check_probability(n, v, open_low=False, open_high=True)),
+              callback=click_callback(lambda n, v: validation.check_probability(n, v, open_low=False, open_high=True)),
               help="Claimed delta (approximate LDP), in [0, 1).")
 @click.option("--trials", type=int, default=None,
-              callback=_checked(lambda n, v: validation.check_count(n, v, minimum=1)),
+              callback=click_callback(lambda n, v: validation.check_count(n, v, minimum=1)),
               help="Trials per input [default: 1e6 for dpkit, 5e4 for the anchors' per-user Python clients, "
                    "1e5 for callables].")
 @click.option("--confidence", type=float, default=0.99, show_default=True,
-              callback=_checked(lambda n, v: validation.check_probability(n, v, open_high=True)),
+              callback=click_callback(lambda n, v: validation.check_probability(n, v, open_high=True)),
               help="Joint confidence of the lower bound over all tests, in (0, 1).")
 @click.option("--attack", "attacks", type=click.Choice(ATTACKS), multiple=True,
               help="Tests to run (repeatable) [default: all].")
 @click.option("--tau", type=int, default=10, show_default=True,
-              callback=_checked(lambda n, v: validation.check_count(n, v, minimum=1)),
+              callback=click_callback(lambda n, v: validation.check_count(n, v, minimum=1)),
               help="Longitudinal protocols: reports per user (constant value, memo reused).")
-@click.option("--eps-1", "eps_1", type=float, default=None, callback=_checked(validation.check_positive),
+@click.option("--eps-1", "eps_1", type=float, default=None, callback=click_callback(validation.check_positive),
               help="Longitudinal protocols: single-report epsilon [default: epsilon / 2].")
 @click.option("--d", "d", type=int, default=3, show_default=True,
-              callback=_checked(lambda n, v: validation.check_count(n, v, minimum=1)),
+              callback=click_callback(lambda n, v: validation.check_count(n, v, minimum=1)),
               help="Multidimensional protocols: number of attributes.")
 @click.option("--scope", type=click.Choice(["tuple", "attribute"]), default="tuple", show_default=True,
               help="Multidimensional protocols: change every attribute or attribute 0 only.")
