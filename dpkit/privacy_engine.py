@@ -36,7 +36,7 @@ from accountants import (
     calibrate_noise_multiplier,
     create_accountant,
 )
-from accountants.validation import check_delta, check_nonnegative, check_positive
+from accountants.validation import check_count, check_delta, check_nonnegative, check_positive
 from dpkit.data import check_map_style, expected_batch_size, poisson_data_loader
 from dpkit.grad_sample import FlatClipping, PerLayerClipping, available_engines, create_engine
 from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine
@@ -166,15 +166,8 @@ class PrivacyEngine:
             raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
         if not isinstance(poisson_sampling, bool):
             raise TypeError(f"poisson_sampling must be True or False, got {poisson_sampling!r}")
-        if max_physical_batch_size is not None and (
-            isinstance(max_physical_batch_size, bool)
-            or not isinstance(max_physical_batch_size, int)
-            or max_physical_batch_size < 1
-        ):
-            raise ValueError(
-                "max_physical_batch_size must be None or a whole number >= 1, got "
-                f"{max_physical_batch_size!r}"
-            )
+        if max_physical_batch_size is not None:
+            max_physical_batch_size = check_count("max_physical_batch_size", max_physical_batch_size, minimum=1)
         max_grad_norm = _check_max_grad_norm(max_grad_norm, clipping)
         if (noise_multiplier is None) == (target_epsilon is None):
             raise ValueError(

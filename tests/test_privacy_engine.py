@@ -319,7 +319,7 @@ def bad(**overrides):
         (
             {"max_physical_batch_size": 0},
             ValueError,
-            "max_physical_batch_size must be None or a whole number >= 1",
+            "max_physical_batch_size must be a whole number >= 1",
         ),
         ({"clipping": "adaptive"}, ValueError, r"clipping must be one of \('flat', 'per_layer'\)"),
         ({"loss_reduction": "max"}, ValueError, r"loss_reduction must be one of \('mean', 'sum'\)"),

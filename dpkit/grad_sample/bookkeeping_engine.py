@@ -42,7 +42,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, example_outputs, flat_views, register_engine
 from dpkit.grad_sample.functorch_engine import _ATTR, _rng_state, _set_rng_state
 from dpkit.grad_sample.layers import Instantiated, LayerRule, Prepared, Record, Tap, rule_for
 from dpkit.grad_sample.validation import check_module
@@ -151,17 +151,7 @@ class _FallbackUnit(_Unit):
         args, kwargs = tree_unflatten(leaves, call.spec)
         with self.engine.passthrough(), _reparametrize_module(self.module, params, tie_weights=True):
             out = self.orig_forward(*args, **kwargs)
-        out_leaves, out_spec = tree_flatten(out)
-        tensors = []
-        for j, o in enumerate(out_leaves):
-            if isinstance(o, torch.Tensor):
-                if o.dim() == 0 or o.shape[0] != 1:
-                    raise ValueError(
-                        f"output leaf {j} of module {self.path or '<root>'} ({type(self.module).__name__}) has shape "
-                        f"{tuple(o.shape)} for one example; every tensor output must have the batch dimension first"
-                    )
-                tensors.append(o.squeeze(0))
-        return tensors, out_leaves, out_spec
+        return example_outputs(out, f"module {self.path or '<root>'} ({type(self.module).__name__})")
 
     def record(self, *args, **kwargs):
         batch = self.engine.current_batch

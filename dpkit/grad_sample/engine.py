@@ -23,10 +23,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
+from accountants.validation import check_count
 from dpkit.grad_sample.clipping import ClippingPolicy
 
 _ENGINES: dict[str, type[GradSampleEngine]] = {}
@@ -132,15 +135,8 @@ class GradSampleEngine(abc.ABC):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
-        if max_physical_batch_size is not None and (
-            isinstance(max_physical_batch_size, bool)
-            or not isinstance(max_physical_batch_size, int)
-            or max_physical_batch_size < 1
-        ):
-            raise ValueError(
-                "max_physical_batch_size must be None or a whole number >= 1, got "
-                f"{max_physical_batch_size!r}"
-            )
+        if max_physical_batch_size is not None:
+            max_physical_batch_size = check_count("max_physical_batch_size", max_physical_batch_size, minimum=1)
         self.module = module
         self.params = list(params)
         if not self.params:
@@ -187,3 +183,22 @@ class GradSampleEngine(abc.ABC):
     def per_sample_gradients(self) -> list[torch.Tensor]:
         """Per-example gradients ``[batch_size, *param.shape]`` (may be refused)."""
         raise NotImplementedError(f"the {self.name!r} engine does not materialize per-sample gradients")
+
+
+def example_outputs(out, where: str) -> tuple[list[torch.Tensor], list, Any]:
+    """Flatten a module's output for ONE example (batch dimension of size 1 first) into its per-example tensors.
+
+    Returns (tensors without the batch dimension, all output leaves, the tree spec); ``where`` names the module in
+    the error raised when a tensor output does not have the batch dimension first.
+    """
+    out_leaves, out_spec = tree_flatten(out)
+    tensors = []
+    for j, o in enumerate(out_leaves):
+        if isinstance(o, torch.Tensor):
+            if o.dim() == 0 or o.shape[0] != 1:
+                raise ValueError(
+                    f"output leaf {j} of {where} has shape {tuple(o.shape)} for one example; every tensor output "
+                    "must have the batch dimension first"
+                )
+            tensors.append(o.squeeze(0))
+    return tensors, out_leaves, out_spec

@@ -32,7 +32,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, example_outputs, flat_views, register_engine
 from dpkit.grad_sample.validation import check_module
 
 _MISSING = object()
@@ -141,18 +141,7 @@ class FunctorchEngine(GradSampleEngine):
                     out = self._orig_forward(*args, **kwargs)
         finally:
             self._inside = False
-        out_leaves, out_spec = tree_flatten(out)
-        tensors = []
-        for j, o in enumerate(out_leaves):
-            if isinstance(o, torch.Tensor):
-                if o.dim() == 0 or o.shape[0] != 1:
-                    raise ValueError(
-                        f"output leaf {j} of {type(self.module).__name__}.forward has shape {tuple(o.shape)} "
-                        "for a "
-                        "batch of one example; every tensor output must have the batch dimension first"
-                    )
-                tensors.append(o.squeeze(0))
-        return tensors, out_leaves, out_spec
+        return example_outputs(out, f"{type(self.module).__name__}.forward")
 
     def _forward(self, *args, **kwargs):
         if self._inside or not torch.is_grad_enabled():
