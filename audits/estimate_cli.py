@@ -18,6 +18,7 @@ from audits._checks import check_alpha, check_audit_delta
 from audits.bayesian import DEFAULT_MAX_EPS, EpsilonPosterior
 from audits.counts import AttackCounts
 from audits.estimate import METHODS, estimate_all
+from audits.mia_harness import MiaConfig
 from audits.results import EpsilonEstimate, json_number
 from audits.scores import SELECTIONS, estimate_from_scores
 
@@ -253,10 +254,10 @@ def estimate_eps(
 @click.command("mia-run", short_help="Audit dpkit's DP-SGD with a membership-inference harness (experimental).")
 @click.option("--noise-multiplier", type=float, default=1.0, show_default=True)
 @click.option("--max-grad-norm", type=float, default=1.0, show_default=True, callback=_positive)
-@click.option("--epochs", type=int, default=10, show_default=True, callback=_num)
-@click.option("--models", "num_models", type=int, default=24, show_default=True, callback=_num)
-@click.option("--shadow", "num_shadow", type=int, default=8, show_default=True, callback=_num)
-@click.option("--canaries", "num_canaries", type=int, default=16, show_default=True, callback=_num)
+@click.option("--epochs", type=int, default=MiaConfig.epochs, show_default=True, callback=_num)
+@click.option("--models", "num_models", type=int, default=MiaConfig.num_models, show_default=True, callback=_num)
+@click.option("--shadow", "num_shadow", type=int, default=MiaConfig.num_shadow, show_default=True, callback=_num)
+@click.option("--canaries", "num_canaries", type=int, default=MiaConfig.num_canaries, show_default=True, callback=_num)
 @click.option("--delta", type=float, default=1e-5, show_default=True, callback=_delta)
 @click.option("--alpha", type=float, default=0.05, show_default=True, callback=_alpha)
 @click.option("--method", type=click.Choice(METHODS), default="bayes", show_default=True)
