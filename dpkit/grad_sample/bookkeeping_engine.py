@@ -43,7 +43,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
 from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, example_outputs, flat_views, register_engine
-from dpkit.grad_sample.functorch_engine import _ATTR, _rng_state, _set_rng_state
+from dpkit.grad_sample.functorch_engine import _ATTR, _rng_state, _set_rng_state, vmap_in_chunks
 from dpkit.grad_sample.layers import Instantiated, LayerRule, Prepared, Record, Tap, rule_for
 from dpkit.grad_sample.validation import check_module
 
@@ -173,23 +173,10 @@ class _FallbackUnit(_Unit):
                 out = self.orig_forward(*a, **k)
             out_leaves, out_spec = tree_flatten(out)
         else:
-            meta: dict[str, Any] = {}
-
-            def f(*xs):
-                t, ol, os_ = self._run(call, params, xs)
-                meta["leaves"], meta["spec"] = ol, os_
-                return tuple(t)
-
             xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]  # not detached: input grads flow
-            chunk_outs = []
-            for sl in self.engine.chunks(batch):
-                call.rng_states.append(_rng_state())
-                chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
-            out_leaves, out_spec = list(meta["leaves"]), meta["spec"]
-            pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
-            for n, j in enumerate(pos):
-                parts = [c[n] for c in chunk_outs]
-                out_leaves[j] = parts[0] if len(parts) == 1 else torch.cat(parts)
+            out_leaves, out_spec = vmap_in_chunks(
+                lambda xs: self._run(call, params, xs), xs_all, self.engine.chunks(batch), call.rng_states
+            )
         for j, o in enumerate(out_leaves):
             if not isinstance(o, torch.Tensor):
                 continue

@@ -165,24 +165,12 @@ class FunctorchEngine(GradSampleEngine):
             out_leaves, out_spec = tree_flatten(out)
             tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
         else:
-            chunk_outs: list[tuple] = []
-            meta: dict[str, Any] = {}
-
-            def f(*xs):
-                t, ol, os_ = self._run(call, None, xs)
-                meta["leaves"], meta["spec"] = ol, os_
-                return tuple(t)
-
             xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]
             with torch.no_grad():
-                for sl in self.chunks(batch):
-                    call.rng_states.append(_rng_state())
-                    chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
-            out_leaves, out_spec = list(meta["leaves"]), meta["spec"]
+                out_leaves, out_spec = vmap_in_chunks(
+                    lambda xs: self._run(call, None, xs), xs_all, self.chunks(batch), call.rng_states
+                )
             tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
-            for n, j in enumerate(tensor_pos):
-                parts = [c[n] for c in chunk_outs]
-                out_leaves[j] = parts[0] if len(parts) == 1 else torch.cat(parts)
         outputs: list[torch.Tensor | None] = []
         for j in tensor_pos:
             o = out_leaves[j].detach()
@@ -262,3 +250,28 @@ class FunctorchEngine(GradSampleEngine):
             norms.append(sq.sum(1).sqrt())
         batch = calls[0].batch_size if calls else 0
         return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0), flat)
+
+
+def vmap_in_chunks(run, xs_all: list, chunks, rng_states: list) -> tuple[list, Any]:
+    """Run a per-example forward ``run(xs) -> (tensors, leaves, spec)`` under vmap, chunk by chunk.
+
+    Records each chunk's RNG state in ``rng_states`` (so the per-example gradient pass replays dropout exactly) and
+    returns the output leaves, every tensor leaf concatenated over the chunks, with the output tree spec.
+    """
+    meta: dict[str, Any] = {}
+
+    def f(*xs):
+        t, ol, os_ = run(xs)
+        meta["leaves"], meta["spec"] = ol, os_
+        return tuple(t)
+
+    chunk_outs = []
+    for sl in chunks:
+        rng_states.append(_rng_state())
+        chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
+    out_leaves = list(meta["leaves"])
+    tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
+    for n, j in enumerate(tensor_pos):
+        parts = [c[n] for c in chunk_outs]
+        out_leaves[j] = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return out_leaves, meta["spec"]
