@@ -144,8 +144,22 @@ class GRR(PureFrequencyOracle):
 
 
 # ---------------------------------------------------------------------------------------------- unary (UE)
+class BitVectorReports:
+    """Reports that are bit vectors of length k (unary encodings): their check and their support counts."""
+
+    def _check_reports(self, reports):
+        return check_report_array(
+            reports, "reports", kinds="bui", shape_tail=(self.k,), expected=f"bit vectors of length {self.k}"
+        )
+
+    def _support_counts(self, reports):
+        if reports.dtype == bool:
+            return np.add.reduce(reports.view(np.uint8), axis=0, dtype=np.int64)
+        return reports.sum(axis=0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
-class UnaryEncoding(PureFrequencyOracle):
+class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
     """Generic unary encoding with bit probabilities (p, q); use :class:`SUE` or :class:`OUE`.
 
     Client: one-hot e_v, then bit v ~ Bern(p) and every other bit ~ Bern(q), independently. The true bit is drawn
@@ -170,16 +184,6 @@ class UnaryEncoding(PureFrequencyOracle):
         bits = bernoulli_matrix((n, self.k), self.q, rng)
         bits[np.arange(n), values] = rng.random(n) < self.p
         return bits
-
-    def _check_reports(self, reports):
-        return check_report_array(
-            reports, "reports", kinds="bui", shape_tail=(self.k,), expected=f"bit vectors of length {self.k}"
-        )
-
-    def _support_counts(self, reports):
-        if reports.dtype == bool:
-            return np.add.reduce(reports.view(np.uint8), axis=0, dtype=np.int64)
-        return reports.sum(axis=0, dtype=np.int64)
 
     def output_probabilities(self, value: int) -> np.ndarray:
         """P(report | value) for every bit vector, in the order of ``enumerate_outputs()`` (k <= 16)."""

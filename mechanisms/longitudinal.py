@@ -41,7 +41,7 @@ from mechanisms._validation import (
     check_values,
 )
 from mechanisms.base import PureFrequencyOracle, SupportCounts, _post, enumerate_bit_vectors
-from mechanisms.frequency_oracles import bernoulli_matrix, grr_perturb
+from mechanisms.frequency_oracles import BitVectorReports, bernoulli_matrix, grr_perturb
 
 __all__ = [
     "LongitudinalProtocol",
@@ -211,7 +211,7 @@ def _ue_eps(p1, q1, p2, q2) -> float:
 
 
 @dataclass(frozen=True)
-class LUE(LongitudinalProtocol):
+class LUE(BitVectorReports, LongitudinalProtocol):
     """Unary encoding twice (RAPPOR style): PRR bits (p1, q1) at eps_perm memoized per value, IRR bits (p2, q2).
 
     Round 1: ``first`` in {'SUE', 'OUE'}; round 2: symmetric (p2 + q2 = 1) or p2 = 1/2, with q2 solved so that one
@@ -261,16 +261,6 @@ class LUE(LongitudinalProtocol):
     def second_round(self, payload, users, rng):
         prr = np.unpackbits(payload, axis=1, count=self.k).view(bool)
         return bernoulli_matrix(prr.shape, self.q2, rng, where=prr, prob_where=self.p2)
-
-    def _check_reports(self, reports):
-        return check_report_array(
-            reports, "reports", kinds="bui", shape_tail=(self.k,), expected=f"bit vectors of length {self.k}"
-        )
-
-    def _support_counts(self, reports):
-        if reports.dtype == bool:
-            return np.add.reduce(reports.view(np.uint8), axis=0, dtype=np.int64)
-        return reports.sum(axis=0, dtype=np.int64)
 
     def output_probabilities(self, value: int) -> np.ndarray:
         """P(report | value) of one report for every bit vector (k <= 16), bits independent with P / Q."""
