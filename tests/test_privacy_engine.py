@@ -143,6 +143,31 @@ def test_noise_has_std_sigma_times_c():
     assert engine.steps == 1
 
 
+def test_seeded_noise_is_independent_blocks_whatever_the_thread_count():
+    from dpkit.noise import BLOCK, GaussianNoise, block_seeds
+
+    n = 2 * BLOCK + 123  # three blocks, the last one partial
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = GaussianNoise(seed=3).fill_(torch.empty(n), 2.0, step=7)
+        torch.set_num_threads(3)
+        three = GaussianNoise(seed=3).fill_(torch.empty(n), 2.0, step=7)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
+    seeds = block_seeds(3, 7, 3)
+    assert len(set(seeds)) == 3
+    for j, s in enumerate(seeds):  # block j is normal_ from its own seed: blocks never repeat each other
+        ref = torch.empty(min(BLOCK, n - j * BLOCK)).normal_(0.0, 2.0, generator=torch.Generator().manual_seed(s))
+        assert torch.equal(one[j * BLOCK : (j + 1) * BLOCK], ref)
+    other_step = GaussianNoise(seed=3).fill_(torch.empty(n), 2.0, step=8)
+    assert not torch.equal(one[:BLOCK], other_step[:BLOCK])
+    # draw() (parameters of several dtypes) gives the same values as fill_ on the concatenation
+    parts = GaussianNoise(seed=3).draw([torch.empty(BLOCK, 2), torch.empty(123, dtype=torch.float64)], 2.0, step=7)
+    assert torch.equal(torch.cat([parts[0].flatten(), parts[1].float()]), one)
+
+
 @pytest.mark.parametrize("accountant", ["pld", "rdp"])
 def test_ledger_epsilon_equals_accountant(accountant):
     sigma, steps = 1.1, 7
