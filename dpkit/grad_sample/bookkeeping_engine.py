@@ -52,9 +52,22 @@ _SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerD
 
 
 def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record) -> torch.Tensor:
-    if out._base is not None:  # Tap returns its input as-is (mark_dirty): it must own its storage
-        out = out.clone()
-    return Tap.apply(out, anchor, record)
+    """``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs a tensor that owns
+    its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on sequence inputs) is
+    tapped at the base and reshaped back, with no copy; any other view is copied first."""
+    base = out._base
+    if base is None:
+        return Tap.apply(out, anchor, record)
+    if (
+        out.is_contiguous()
+        and base.is_contiguous()
+        and out.numel() == base.numel()
+        and out.storage_offset() == base.storage_offset()
+        and out.dtype == base.dtype
+    ):
+        record.shape = out.shape  # the output gradient is stored with the output's shape
+        return Tap.apply(base, anchor, record).view(out.shape)
+    return Tap.apply(out.clone(), anchor, record)
 
 
 class _Unit:

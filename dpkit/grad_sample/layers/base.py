@@ -30,6 +30,7 @@ class Record:
 
     saved: Any
     grad: torch.Tensor | None = None
+    shape: torch.Size | None = None  # set when the tapped tensor is a reshape of the layer's output
 
 
 class Tap(torch.autograd.Function):
@@ -48,7 +49,8 @@ class Tap(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         rec = ctx.record
-        rec.grad = grad if rec.grad is None else rec.grad + grad
+        g = grad if rec.shape is None else grad.reshape(rec.shape)
+        rec.grad = g if rec.grad is None else rec.grad + g
         return grad, None, None
 
 
@@ -78,8 +80,7 @@ class Instantiated(Prepared):
         self._ps = per_sample
 
     def sq_norms(self, name: str) -> torch.Tensor:
-        g = self._ps[name].flatten(1)
-        return (g * g).sum(1)
+        return torch.linalg.vector_norm(self._ps[name].flatten(1), dim=1).square_()
 
     def per_sample(self, name: str) -> torch.Tensor:
         return self._ps[name]

@@ -36,11 +36,10 @@ class EmbeddingGrads(Prepared):
 
     def sq_norms(self, name: str) -> torch.Tensor:
         if not self.ghost:
-            ps = self._instantiated()
-            return (ps * ps).sum((1, 2))
+            return torch.linalg.vector_norm(self._instantiated(), dim=(1, 2)).square_()
         same = (self.ids.unsqueeze(2) == self.ids.unsqueeze(1)).to(self.g.dtype)
         gram = torch.bmm(self.g, self.g.transpose(1, 2))
-        return (gram * same).sum((1, 2))
+        return torch.linalg.vecdot(gram.view(self.batch, -1), same.view(self.batch, -1))
 
     def per_sample(self, name: str) -> torch.Tensor:
         return self._instantiated()

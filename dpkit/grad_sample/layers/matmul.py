@@ -44,6 +44,8 @@ class MatmulGrads(Prepared):
         self.ghost = use_ghost(self.t, self.p, self.d)
         self._ps: torch.Tensor | None = None
         self._gsum: torch.Tensor | None = None
+        self._gsq: torch.Tensor | None = None
+        self._gram_g: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ helpers
     def _instantiated(self) -> torch.Tensor:
@@ -53,23 +55,38 @@ class MatmulGrads(Prepared):
 
     def _bias_sum(self) -> torch.Tensor:
         if self._gsum is None:
-            self._gsum = self.g.sum(1)  # [B, p]
+            self._gsum = self.g[:, 0] if self.t == 1 else self.g.sum(1)  # [B, p]
         return self._gsum
+
+    def _g_sq(self) -> torch.Tensor:
+        """``||sum_t g_it||^2`` per example: the bias norm, and for T = 1 a factor of the weight norm.
+
+        With the output-gradient Gram matrix at hand (ghost weight norm), it is the sum of its entries
+        (``1^T G G^T 1``), which spares a pass over ``G``."""
+        if self._gsq is None:
+            if self._gram_g is not None:
+                self._gsq = self._gram_g.sum((1, 2))
+            else:
+                self._gsq = torch.linalg.vector_norm(self._bias_sum(), dim=1).square_()
+        return self._gsq
+
+    def _gram(self) -> torch.Tensor:
+        if self._gram_g is None:
+            self._gram_g = torch.bmm(self.g, self.g.transpose(1, 2))  # [B, T, T]
+        return self._gram_g
 
     # ------------------------------------------------------------------ Prepared
     def sq_norms(self, name: str) -> torch.Tensor:
         if name == self.bias:
-            s = self._bias_sum()
-            return (s * s).sum(1)
+            if self.ghost and self.t > 1 and self.weight is not None:
+                self._gram()  # shared with the weight's norm
+            return self._g_sq()
         if not self.ghost:
-            ps = self._instantiated()
-            return (ps * ps).sum((1, 2))
-        if self.t == 1:
-            a, g = self.a[:, 0], self.g[:, 0]
-            return (a * a).sum(1) * (g * g).sum(1)
+            return torch.linalg.vector_norm(self._instantiated(), dim=(1, 2)).square_()
+        if self.t == 1:  # rank one: ||g_i a_i^T||^2 = ||g_i||^2 ||a_i||^2
+            return torch.linalg.vector_norm(self.a[:, 0], dim=1).square_().mul_(self._g_sq())
         ga = torch.bmm(self.a, self.a.transpose(1, 2))
-        gg = torch.bmm(self.g, self.g.transpose(1, 2))
-        return (ga * gg).sum((1, 2))
+        return torch.linalg.vecdot(ga.view(self.batch, -1), self._gram().view(self.batch, -1))
 
     def per_sample(self, name: str) -> torch.Tensor:
         if name == self.bias:
@@ -79,7 +96,10 @@ class MatmulGrads(Prepared):
     def accumulate(self, name: str, factors: torch.Tensor, out: torch.Tensor) -> None:
         factors = factors.to(self.g.dtype)
         if name == self.bias:
-            out.view(-1).addmv_(self._bias_sum().t(), factors)
+            if self._gsum is None and self.t > 1:  # sum_i c_i sum_t g_it in one pass over G
+                out.view(-1).addmv_(self.g.reshape(-1, self.p).t(), factors.repeat_interleave(self.t))
+            else:
+                out.view(-1).addmv_(self._bias_sum().t(), factors)
             return
         if self._ps is not None:  # already instantiated: a matrix-vector product over the examples
             out.view(-1).addmv_(self._ps.reshape(self.batch, -1).t(), factors)
