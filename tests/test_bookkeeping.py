@@ -241,6 +241,34 @@ def test_mixed_model_with_fallback(reduction, chunk):
     check(randomize(model), (torch.randn(5, 3),), reduction=reduction, chunk=chunk)
 
 
+class ViewOfInput(nn.Module):
+    """A fallback module returning a reshape view of its own input next to a parametrized output."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.scale = nn.Parameter(torch.randn(d))
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1), x * self.scale
+
+
+class UsesViewOfInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.mid, self.fc2 = nn.Linear(3, 4), ViewOfInput(4), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc1(x))
+        flat, scaled = self.mid(h)
+        return self.fc2(torch.cat([flat, scaled], 1))
+
+
+def test_fallback_output_that_is_a_view_of_its_input():
+    # The output tap must not mark the layer's input (a tensor the graph already saved) as modified.
+    torch.manual_seed(12)
+    check(UsesViewOfInput(), (torch.randn(5, 3),))
+
+
 def test_frozen_parameters():
     torch.manual_seed(8)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))

@@ -51,15 +51,19 @@ _MISSING = object()
 _SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
 
 
-def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record) -> torch.Tensor:
+def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Sequence[Any] = ()) -> torch.Tensor:
     """``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs a tensor that owns
     its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on sequence inputs) is
-    tapped at the base and reshaped back, with no copy; any other view is copied first."""
+    tapped at the base and reshaped back, with no copy, unless that base belongs to one of the layer's
+    ``inputs`` (it existed before the call); any other view is copied first."""
     base = out._base
     if base is None:
         return Tap.apply(out, anchor, record)
+    owned = {id(x) for x in inputs if isinstance(x, torch.Tensor)}
+    owned |= {id(x._base) for x in inputs if isinstance(x, torch.Tensor) and x._base is not None}
     if (
-        out.is_contiguous()
+        id(base) not in owned
+        and out.is_contiguous()
         and base.is_contiguous()
         and out.numel() == base.numel()
         and out.storage_offset() == base.storage_offset()
@@ -118,7 +122,7 @@ class _RuleUnit(_Unit):
         def tap(out: torch.Tensor, saved: Any) -> torch.Tensor:
             rec = Record(saved)
             self.records.append(rec)
-            return _tap(out, self.anchor, rec)
+            return _tap(out, self.anchor, rec, tree_flatten((args, kwargs))[0])
 
         return self.rule.forward(self.module, tap, *args, **kwargs)
 
@@ -196,7 +200,7 @@ class _FallbackUnit(_Unit):
             if o.is_floating_point() or o.is_complex():
                 rec = Record(None)
                 call.records.append(rec)
-                out_leaves[j] = _tap(o, self.anchor, rec)
+                out_leaves[j] = _tap(o, self.anchor, rec, leaves)
             else:
                 call.records.append(None)
         self.calls.append(call)
