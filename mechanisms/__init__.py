@@ -21,8 +21,10 @@ from mechanisms.base import (
     SupportCounts,
     clip_normalize,
     ibu,
+    ibu_structured,
     max_log_ratio,
     norm_sub,
+    project_simplex,
 )
 from mechanisms.frequency_oracles import (
     BLH,
@@ -36,6 +38,7 @@ from mechanisms.frequency_oracles import (
     SUE,
     THE,
     HadamardResponse,
+    HadamardResponseGeneral,
     LocalHashing,
     SubsetSelection,
     UnaryEncoding,
@@ -90,6 +93,7 @@ __all__ = [
     "THE",
     "FrequencyOracle",
     "HadamardResponse",
+    "HadamardResponseGeneral",
     "LocalHashing",
     "PureFrequencyOracle",
     "SubsetSelection",
@@ -99,7 +103,9 @@ __all__ = [
     "clip_normalize",
     "hashing",
     "ibu",
+    "ibu_structured",
     "make_oracle",
     "max_log_ratio",
     "norm_sub",
+    "project_simplex",
 ]

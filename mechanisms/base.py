@@ -30,6 +30,9 @@ __all__ = [
     "clip_normalize",
     "norm_sub",
     "ibu",
+    "ibu_structured",
+    "em_channel",
+    "project_simplex",
     "postprocess",
     "POSTPROCESS",
     "max_log_ratio",
@@ -142,6 +145,80 @@ def ibu(obs: np.ndarray, p: float, q: float, n_iter: int = 10_000, tol: float = 
             break
         f = new
     return f
+
+
+def em_channel(obs: np.ndarray, forward, adjoint, k: int, n_iter: int = 10_000, tol: float = 1e-12) -> np.ndarray:
+    """IBU / EM (Agrawal-Aggarwal 2001) for a channel given as two operators, vectorized over the aggregated state.
+
+    ``obs``: the observed output distribution (any shape; clipped at 0 and normalized to sum 1);
+    ``forward(f)`` = A f, the output distribution predicted by the value distribution ``f`` (length k);
+    ``adjoint(w)`` = A^T w, back to length k. The columns of A (one per value) must sum to 1 over the outputs.
+    Iterates f <- f * A^T(obs / A f) from the uniform f until max |change| < ``tol`` or ``n_iter`` iterations.
+    For a channel that is the exact law of the state this converges to the maximum-likelihood estimate on the
+    probability simplex.
+    """
+    obs = np.clip(np.asarray(obs, dtype=np.float64), 0, None)
+    tot = obs.sum()
+    if not tot > 0:
+        return np.full(k, 1.0 / k)
+    obs = obs / tot
+    f = np.full(k, 1.0 / k)
+    for _ in range(n_iter):
+        af = forward(f)
+        ratio = np.divide(obs, af, out=np.zeros_like(obs), where=af > 0)
+        new = f * adjoint(ratio)
+        s = new.sum()
+        if s > 0:
+            new /= s
+        if np.max(np.abs(new - f)) < tol:
+            return new
+        f = new
+    return f
+
+
+def ibu_structured(obs, base, diag, n_iter: int = 10_000, tol: float = 1e-12) -> np.ndarray:
+    """IBU on a channel with m blocks of k outputs each: A[(b, y), u] = base[b, y] + diag[b, y] [y == u].
+
+    ``obs``, ``base`` and ``diag`` broadcast to shape (m, k) (or are length-k vectors, m = 1). Each column of A (one
+    per value u) is divided by its sum, so A is a channel (exactly when its columns already sum to 1; otherwise a
+    per-value normalization, as :func:`ibu` does for unary encoding). O(m k) per iteration.
+
+    ``ibu(obs, p, q)`` is the case m = 1, base = q, diag = p - q. Other instances: RS+FD's per-attribute channel
+    including the fake-data mixture (base = a0, diag = a1 - a0), dBitFlipPM's bucketized channel (two blocks: the
+    bits 1 and 0 of each sampled bucket).
+    """
+    obs = np.atleast_2d(np.asarray(obs, dtype=np.float64))
+    base = np.broadcast_to(np.atleast_2d(np.asarray(base, dtype=np.float64)), obs.shape)
+    diag = np.broadcast_to(np.atleast_2d(np.asarray(diag, dtype=np.float64)), obs.shape)
+    k = obs.shape[1]
+    if (base < 0).any() or (base + diag < 0).any():
+        raise ValueError("the channel must have non-negative entries (base >= 0 and base + diag >= 0)")
+    cs = base.sum() + diag.sum(axis=0)  # column sums
+    if not (cs > 0).all():
+        raise ValueError("every column of the channel must have a positive sum")
+
+    def forward(f):
+        g = f / cs
+        return base * g.sum() + diag * g
+
+    def adjoint(w):
+        return (np.sum(base * w) + np.sum(diag * w, axis=0)) / cs
+
+    return em_channel(obs, forward, adjoint, k, n_iter, tol)
+
+
+def project_simplex(f: np.ndarray) -> np.ndarray:
+    """Euclidean projection onto the probability simplex: max(f - theta, 0) with theta so that the sum is 1.
+
+    Exact, O(k log k) (sort-based; Held, Wolfe and Crowder 1974, Duchi et al. 2008). It is the maximum-likelihood
+    point of the simplex when the estimate is Gaussian around f with the same variance for every item.
+    """
+    v = np.asarray(f, dtype=np.float64)
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u) - 1.0
+    idx = np.arange(1, v.size + 1)
+    rho = int(np.flatnonzero(u - css / idx > 0)[-1])
+    return np.maximum(v - css[rho] / (rho + 1), 0.0)
 
 
 POSTPROCESS = ("clip", "norm-sub", "ibu")

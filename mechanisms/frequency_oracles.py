@@ -1,4 +1,5 @@
-"""Frequency oracles: GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, Hadamard Response, and the adaptive chooser.
+"""Frequency oracles: GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, Hadamard Response (high-privacy and general-epsilon
+variants), and the adaptive chooser.
 
 Every class is a frozen dataclass of its parameters and implements :class:`mechanisms.base.FrequencyOracle`.
 What is protected: one user's value in [0, k); neighbouring relation: replace it by any other value. Each report
@@ -13,7 +14,7 @@ SUE, OUE   bool array (n, k): the perturbed one-hot bit vector
 BLH, OLH   uint64 array (n, 3): columns (a, b, y) = hash parameters and the GRR-perturbed hash in [0, g)
 SS         int64 array (n, omega): the reported subset (distinct items)
 SHE, THE   float64 array (n, k): one-hot + Laplace(2/epsilon) noise (THE thresholds on the server)
-HR         int64 array (n,): an index in [0, K), K = 2^ceil(log2(k + 1))
+HR         int64 array (n,): an index in [0, K), K = 2^ceil(log2(k + 1)) (HR-general: K = B b, B blocks of b)
 =========  ======================================================================================
 """
 
@@ -28,14 +29,17 @@ from scipy.optimize import minimize_scalar
 
 from accountants import DpEvent, RandomizedResponseEvent
 from mechanisms import hashing
-from mechanisms._validation import check_domain, check_epsilon, check_report_array, check_values
+from mechanisms._validation import check_domain, check_epsilon, check_report_array, check_rng, check_values
 from mechanisms.base import (
     FrequencyOracle,
     PureFrequencyOracle,
     SupportCounts,
     _post,
+    em_channel,
     enumerate_bit_vectors,
+    project_simplex,
 )
+from mechanisms.bernoulli import bernoulli_matrix, column_counts, unary_perturb, unary_support_counts
 
 __all__ = [
     "GRR",
@@ -51,6 +55,7 @@ __all__ = [
     "THE",
     "HadamardResponse",
     "HR",
+    "HadamardResponseGeneral",
     "FREQUENCY_ORACLES",
     "make_oracle",
     "choose_protocol",
@@ -69,29 +74,7 @@ def grr_perturb(values: np.ndarray, k: int, p: float, rng: np.random.Generator) 
     return np.where(keep, values, other)
 
 
-_BLOCK = 1 << 16  # uniforms per block: keeps temporaries in cache
-
-
-def bernoulli_matrix(shape: tuple[int, int], prob, rng: np.random.Generator, where: np.ndarray | None = None,
-                     prob_where=None) -> np.ndarray:
-    """Independent Bernoulli bits (bool array of ``shape``), generated in cache-sized blocks of rows.
-
-    Each bit is Bernoulli(prob), or Bernoulli(prob_where) where the bool mask ``where`` is set. Bits compare float64
-    uniforms with the probability, so P(bit) equals it up to 2^-53.
-    """
-    n, k = shape
-    out = np.empty((n, k), dtype=bool)
-    rows = max(1, _BLOCK // max(k, 1))
-    buf = np.empty(rows * k)
-    for s in range(0, n, rows):
-        e = min(n, s + rows)
-        u = buf[: (e - s) * k].reshape(e - s, k)
-        rng.random(out=u)
-        if where is None:
-            np.less(u, prob, out=out[s:e])
-        else:
-            np.less(u, np.where(where[s:e], prob_where, prob), out=out[s:e])
-    return out
+# bernoulli_matrix (exact Bernoulli bits, about 4.5 random bits each) lives in mechanisms.bernoulli.
 
 
 def _grr_event_or_pure(eps: float, k: int) -> DpEvent:
@@ -154,7 +137,7 @@ class BitVectorReports:
 
     def _support_counts(self, reports):
         if reports.dtype == bool:
-            return np.add.reduce(reports.view(np.uint8), axis=0, dtype=np.int64)
+            return column_counts(reports)  # uint8 sums of lines of rows: no int64 cast per bit
         return reports.sum(axis=0, dtype=np.int64)
 
 
@@ -165,12 +148,19 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
     Client: one-hot e_v, then bit v ~ Bern(p) and every other bit ~ Bern(q), independently. The true bit is drawn
     from p only (never from q first: the pure-LDP <= 1.1.2 bug, ldp_libraries.md 3.4).
     epsilon-LDP with epsilon = ln(p (1 - q) / ((1 - p) q)) for one user's value under replacement.
+
+    The bits are :func:`mechanisms.bernoulli.unary_perturb`'s: each compares lazily read uniform digits with the
+    binary expansion of the float64 p or q (a nibble, and only on a tie a byte, then 64-bit digits), so
+    P(bit = 1) is p or q *exactly*, not up to rounding: the realized epsilon, channel matrix (``output_probabilities``)
+    and variance are the ones computed from (p, q), and the estimator is exactly unbiased. About 4.5 random bits per
+    bit instead of a float64 uniform's 64.
     """
 
     k: int
     epsilon: float
     name = "UE"
     default_chunk = 1 << 14
+    fused_chunk_bits = 1 << 26  # perturb_aggregate's chunks: max(default_chunk, fused_chunk_bits // k) users
 
     def _set_pq(self, p, q):
         object.__setattr__(self, "k", check_domain(self.k))
@@ -180,13 +170,24 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
         object.__setattr__(self, "q_star", q)
 
     def _perturb(self, values, rng):
-        n = values.shape[0]
-        bits = bernoulli_matrix((n, self.k), self.q, rng)
-        bits[np.arange(n), values] = rng.random(n) < self.p
-        return bits
+        return unary_perturb(values, self.k, self.p, self.q, rng)
+
+    def perturb_aggregate(self, values, rng: np.random.Generator, chunk_size: int | None = None) -> SupportCounts:
+        """Clients then server, fused chunk by chunk (:func:`mechanisms.bernoulli.unary_support_counts`): the same
+        random bits as ``perturb`` summed block by block, never the (n, k) report matrix. The state equals
+        ``aggregate_stream(perturb(chunk, rng) for chunk in chunks)`` with the same chunks and generator state, bit for
+        bit. Chunks: ``chunk_size`` users, by default max(default_chunk, fused_chunk_bits // k)."""
+        if type(self)._perturb is not UnaryEncoding._perturb:  # a subclass with its own client (auditor fixtures)
+            return super().perturb_aggregate(values, rng, chunk_size)
+        values = check_values(values, self.k)
+        check_rng(rng)
+        size = chunk_size or max(self.default_chunk, self.fused_chunk_bits // self.k)
+        counts = unary_support_counts(values, self.k, self.p, self.q, rng, chunk_size=size)
+        return SupportCounts(counts, len(values), self.key)
 
     def output_probabilities(self, value: int) -> np.ndarray:
-        """P(report | value) for every bit vector, in the order of ``enumerate_outputs()`` (k <= 16)."""
+        """P(report | value) for every bit vector, in the order of ``enumerate_outputs()`` (k <= 16): the sampler's
+        exact law, since the realized bit probabilities are p and q exactly."""
         outs = self.enumerate_outputs()
         probs = np.where(outs, self.q, 1 - self.q)
         probs[:, value] = np.where(outs[:, value], self.p, 1 - self.p)
@@ -411,10 +412,17 @@ class SHE(FrequencyOracle):
         return reports.sum(axis=0, dtype=np.float64)
 
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
+        """``postprocess='ibu'``: the maximum-likelihood point of the probability simplex given the state, which is
+        what IBU converges to, under the CLT approximation of the state (the sum of the reports): the unbiased
+        estimate is about N(f, (8/eps^2 I + diag(f) - f f^T) / n); dropping the multinomial part, small next to the
+        Laplace variance 8/eps^2 (e.g. at most 1/4 against 8 at eps = 1), leaves the same variance for every item,
+        and the maximizer is the Euclidean projection of the unbiased estimate onto the simplex (no iteration;
+        unlike Norm-Sub it can also lift small negative entries when the clipped sum is below 1)."""
         self._check_state(state)
+        f = state.counts / state.n
         if postprocess == "ibu":
-            raise ValueError("postprocess='ibu' needs support probabilities; SHE has none (use 'clip' or 'norm-sub')")
-        return _post(state.counts / state.n, postprocess, None, None, None)
+            return project_simplex(f)
+        return _post(f, postprocess, None, None, None)
 
     def variance(self, n: int, f=None):
         n = self._check_n(n)
@@ -491,8 +499,8 @@ class HadamardResponse(PureFrequencyOracle):
     C_v = {j : popcount(r & j) even}, |C_v| = K/2. Client: w.p. e^eps/(1 + e^eps) a uniform element of C_v, else a
     uniform element of its complement. Pure protocol with p* = e^eps/(e^eps + 1), q* = 1/2 (rows overlap in K/4);
     the server decodes all k support counts with one fast Walsh-Hadamard transform, O(n + K log K).
-    epsilon-LDP for one user's value under replacement. (The general-epsilon block variant is not implemented; at
-    large epsilon this variant's variance stops improving, see ``choose_protocol``.)
+    epsilon-LDP for one user's value under replacement. Its variance tends to 1/n as epsilon grows; the
+    general-epsilon block variant, whose variance keeps falling (like 2/(n e^eps)), is :class:`HadamardResponseGeneral`.
     """
 
     k: int
@@ -539,14 +547,174 @@ class HadamardResponse(PureFrequencyOracle):
 HR = HadamardResponse
 
 
+@dataclass(frozen=True)
+class HadamardResponseGeneral(FrequencyOracle):
+    """Hadamard Response, general-epsilon (block) variant (Acharya-Sun-Zhang AISTATS'19; ldp.md 2.6; the
+    construction of "Hadamard_Rand_general_original" in zitengsun/hadamard_response).
+
+    Blocks: B = 2^floor(log2 min(e^eps, 2k)) blocks of b = 2^ceil(log2(k/B + 1)) outputs each, K = B b outputs.
+    Value v sits in block i = v // (b - 1) at row r = v mod (b - 1) + 1 of the Sylvester Hadamard matrix H_b; its set
+    is C_v = {(i, j) : popcount(r & j) even}, b/2 outputs of its own block. Client: with probability 2B/D, where
+    D = 2B - 1 + e^eps, a uniform output of [K], otherwise a uniform element of C_v. Hence P(y | v) = 2 e^eps/(b D)
+    for y in C_v and 2/(b D) elsewhere: epsilon-LDP (exactly; delta = 0) for one user's value under replacement
+    (any v -> any v'). With B = 1 (eps < ln 2) the channel is :class:`HadamardResponse`'s.
+
+    Server: the state is the histogram of the K outputs (mergeable, and a sufficient statistic). One fast
+    Walsh-Hadamard transform per block, O(n + K log b) in all, gives t_v = #C_v - #(block(v) minus C_v) and the
+    unbiased f_hat_v = D t_v / (n (e^eps - 1)). Exact variance for a fixed population (f_v, and F_v the frequency
+    mass of v's block):
+
+        Var f_hat_v = (D (2 + (e^eps - 1) F_v) / (e^eps - 1)^2 - f_v) / n
+
+    (the per-user score, +1 on C_v, -1 on the rest of v's block and 0 elsewhere, has mean (e^eps - 1)/D if the
+    user holds v and 0 otherwise, and second moment P(y in block(v)) = (2 + (e^eps - 1) [u in block(v)])/D).
+    ``variance(n)`` (V*) is this for f_v -> 0, v in a full block of m = min(b - 1, k) values and the mass spread
+    evenly over the other k - 1 values (F_v = (m - 1)/(k - 1)): V* = (2D + D (e^eps - 1)(m - 1)/(k - 1))/
+    (n (e^eps - 1)^2). For B = 1 this is HR's (e^eps + 1)^2/(n (e^eps - 1)^2); for large epsilon it falls like
+    2/(n e^eps) where HR's tends to 1/n. (It is never below the variance of ``choose_protocol``'s pick, checked over
+    k <= 1e5 and eps <= 14, so the chooser does not consider it by default: its strengths are a log2(K)-bit report
+    and O(n + K log b) decoding.) ``postprocess='ibu'`` runs EM on this exact channel (its fixed point is the
+    simplex MLE), with block Hadamard transforms.
+
+    The reference code first applies a public random permutation of the domain; it changes neither the guarantee
+    nor the unbiasedness, only which values share a block (and so F_v), and is left to the caller.
+    Reports: int64 (n,) in [0, K).
+    """
+
+    k: int
+    epsilon: float
+    name = "HR-general"
+
+    def __post_init__(self):
+        object.__setattr__(self, "k", check_domain(self.k, maximum=2**31 - 1))
+        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        e = math.exp(self.epsilon)
+        B = 1 << (math.frexp(min(e, 2.0 * self.k))[1] - 1)  # the largest power of 2 <= min(e^eps, 2k)
+        b = 1 << (-(-self.k // B)).bit_length()  # the smallest power of 2 >= ceil(k/B) + 1
+        object.__setattr__(self, "B", B)
+        object.__setattr__(self, "b", b)
+        object.__setattr__(self, "K", B * b)
+        object.__setattr__(self, "D", 2 * B - 1 + e)
+        object.__setattr__(self, "p_uniform", 2 * B / (2 * B - 1 + e))
+
+    def cell(self, values) -> tuple[np.ndarray, np.ndarray]:
+        """(block, Hadamard row in [1, b)) of each value."""
+        blk, pos = np.divmod(np.asarray(values, dtype=np.int64), self.b - 1)
+        return blk, pos + 1
+
+    def _perturb(self, values, rng):
+        n = values.shape[0]
+        blk, r = self.cell(values)
+        j = rng.integers(0, self.b, size=n)
+        uniform = rng.random(n) < self.p_uniform
+        odd = (np.bitwise_count(r & j) & 1).astype(bool)  # j not in C_v: flip the highest set bit of r
+        top = np.left_shift(1, np.floor(np.log2(r)).astype(np.int64))
+        pos = np.where(uniform | ~odd, j, j ^ top)
+        out_blk = np.where(uniform, rng.integers(0, self.B, size=n), blk)
+        return out_blk * self.b + pos
+
+    def _check_reports(self, reports):
+        r = check_report_array(reports, "reports", kinds="iu", shape_tail=(), expected=f"indices in [0, {self.K})")
+        return check_values(r, self.K, name="reports")
+
+    def _support_counts(self, reports):
+        return np.bincount(reports, minlength=self.K).astype(np.int64)
+
+    def empty_state(self) -> SupportCounts:
+        return SupportCounts(np.zeros(self.K, dtype=np.int64), 0, self.key)
+
+    def _check_state(self, state: SupportCounts) -> None:
+        if not isinstance(state, SupportCounts):
+            raise TypeError(f"state must be a SupportCounts (from aggregate), got {type(state).__name__}")
+        if state.counts.shape != (self.K,):
+            raise ValueError(
+                f"state.counts must have shape ({self.K},) (the output histogram), got {state.counts.shape}"
+            )
+        if state.n <= 0:
+            raise ValueError(f"state.n must be >= 1 to estimate, got {state.n}")
+
+    def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
+        self._check_state(state)
+        if postprocess == "ibu":
+            return self.ibu(state)
+        t = fwht(state.counts.reshape(self.B, self.b))
+        f = self.D / (math.exp(self.epsilon) - 1) * t[:, 1:].ravel()[: self.k] / state.n
+        return _post(f, postprocess, None, None, None)
+
+    def ibu(self, state: SupportCounts, n_iter: int = 10_000, tol: float = 1e-12) -> np.ndarray:
+        """IBU (EM) on the exact channel from the output histogram: converges to the maximum-likelihood estimate on
+        the probability simplex. Each iteration applies H_b to every block twice: O(K log b) (a dense b x b
+        product for b <= 256, which is faster there)."""
+        self._check_state(state)
+        B, b, k, e1 = self.B, self.b, self.k, math.exp(self.epsilon) - 1
+        scale = 2.0 / (b * self.D)
+        if b <= 256:  # small blocks: one dense product with H_b beats the FWHT's Python-level passes
+            j = np.arange(b)
+            H = 1.0 - 2.0 * (np.bitwise_count(j[:, None] & j[None, :]) & 1)
+
+            def hadamard(a):
+                return a @ H
+        else:
+            hadamard = fwht
+
+        blk, row = self.cell(np.arange(k))
+        cell = blk * b + row  # value v -> (its block, its Hadamard row), flattened
+        g = np.zeros(B * b)
+
+        def forward(f):  # P(y) = scale (sum f + (e^eps - 1) sum_{v : y in C_v} f_v), per block by one transform
+            g[cell] = f
+            t = hadamard(g.reshape(B, b))
+            return scale * (f.sum() + e1 * (t[:, :1] + t) / 2)
+
+        def adjoint(w):  # (A^T w)_v = scale (sum w + (e^eps - 1) sum_{y in C_v} w_y)
+            t = hadamard(w)
+            return scale * (w.sum() + e1 * ((t[:, :1] + t) / 2).ravel()[cell])
+
+        return em_channel(state.counts.reshape(B, b), forward, adjoint, k, n_iter, tol)
+
+    def block_mass(self, f) -> np.ndarray:
+        """F_v: the total frequency of the block of each value (length k)."""
+        f = np.asarray(f, dtype=np.float64)
+        flat = np.zeros(self.B * (self.b - 1))
+        flat[: self.k] = f
+        return flat.reshape(self.B, self.b - 1).sum(axis=1)[self.cell(np.arange(self.k))[0]]
+
+    def variance(self, n: int, f=None):
+        n = self._check_n(n)
+        e1 = math.exp(self.epsilon) - 1
+        c = self.D / e1**2
+        if f is None:
+            return c * (2 + e1 * (min(self.b - 1, self.k) - 1) / (self.k - 1)) / n
+        f = np.asarray(f, dtype=np.float64)
+        if f.shape != (self.k,):
+            raise ValueError(
+                f"f must be the length-{self.k} vector of frequencies (the variance of an item depends "
+                f"on the mass of its block), got shape {f.shape}"
+            )
+        return (c * (2 + e1 * self.block_mass(f)) - f) / n
+
+    def output_probabilities(self, value: int) -> np.ndarray:
+        """P(report = y | value) for y in [0, K)."""
+        blk, r = self.cell(value)
+        out = np.full(self.K, 2.0 / (self.b * self.D))
+        j = np.arange(self.b)
+        in_c = j[(np.bitwise_count(int(r) & j) & 1) == 0]
+        out[int(blk) * self.b + in_c] = 2 * math.exp(self.epsilon) / (self.b * self.D)
+        return out
+
+    def channel_matrix(self) -> np.ndarray:
+        return np.stack([self.output_probabilities(v) for v in range(self.k)])
+
+
 def fwht(x: np.ndarray) -> np.ndarray:
-    """Unnormalized fast Walsh-Hadamard transform (Sylvester order) of a length-2^m vector."""
+    """Unnormalized fast Walsh-Hadamard transform (Sylvester order) of a length-2^m vector, or of every row (last
+    axis) of an array."""
     a = np.array(x, copy=True)
-    n = a.shape[0]
+    lead, n = a.shape[:-1], a.shape[-1]
     h = 1
     while h < n:
-        a = a.reshape(-1, 2, h)
-        a = np.stack([a[:, 0] + a[:, 1], a[:, 0] - a[:, 1]], axis=1).reshape(n)
+        a = a.reshape(*lead, -1, 2, h)
+        a = np.stack([a[..., 0, :] + a[..., 1, :], a[..., 0, :] - a[..., 1, :]], axis=-2).reshape(*lead, n)
         h *= 2
     return a
 
@@ -562,24 +730,32 @@ FREQUENCY_ORACLES: dict[str, type[FrequencyOracle]] = {
     "SHE": SHE,
     "THE": THE,
     "HR": HadamardResponse,
+    "HR-general": HadamardResponseGeneral,
 }
 
 
+def _protocol_key(name) -> str:
+    return str(name).upper().replace("-", "").replace("_", "")
+
+
 def make_oracle(name: str, k: int, epsilon: float, **kwargs) -> FrequencyOracle:
-    """Instantiate a frequency oracle by name (case-insensitive; 'ADP' = the adaptive chooser)."""
-    key = str(name).upper().replace("-", "").replace("_", "")
+    """Instantiate a frequency oracle by name (case-insensitive, '-' and '_' ignored; 'ADP' = the adaptive
+    chooser)."""
+    key = _protocol_key(name)
     if key in ("ADP", "ADAPTIVE", "AUTO"):
         return choose_protocol(k, epsilon)
-    if key not in FREQUENCY_ORACLES:
+    classes = {_protocol_key(n): cls for n, cls in FREQUENCY_ORACLES.items()}
+    if key not in classes:
         raise ValueError(f"protocol must be one of {', '.join(FREQUENCY_ORACLES)} or ADP, got {name!r}")
-    return FREQUENCY_ORACLES[key](k, epsilon, **kwargs)
+    return classes[key](k, epsilon, **kwargs)
 
 
 def choose_protocol(k: int, epsilon: float, candidates: tuple[str, ...] | None = None) -> FrequencyOracle:
     """The frequency oracle of least approximate variance V* for (k, epsilon) among ``candidates``.
 
     Default candidates: GRR, OUE, OLH, SS, HR, THE, SUE, BLH, SHE (ties go to the earlier, cheaper protocol).
-    With candidates=("GRR", "OUE") this is ADP (GRR iff k < 3 e^eps + 2).
+    With candidates=("GRR", "OUE") this is ADP (GRR iff k < 3 e^eps + 2). HR-general is not a default candidate:
+    its V* is never the least (see :class:`HadamardResponseGeneral`); name it in ``candidates`` to include it.
     """
     names = candidates or ("GRR", "OUE", "OLH", "SS", "HR", "THE", "SUE", "BLH", "SHE")
     best, best_v = None, math.inf

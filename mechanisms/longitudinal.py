@@ -40,7 +40,8 @@ from mechanisms._validation import (
     check_rng,
     check_values,
 )
-from mechanisms.base import PureFrequencyOracle, SupportCounts, _post, enumerate_bit_vectors
+from mechanisms.base import PureFrequencyOracle, SupportCounts, _post, enumerate_bit_vectors, ibu_structured
+from mechanisms.bernoulli import unary_perturb
 from mechanisms.frequency_oracles import BitVectorReports, bernoulli_matrix, grr_perturb
 
 __all__ = [
@@ -253,10 +254,7 @@ class LUE(BitVectorReports, LongitudinalProtocol):
         _set(self, p_star=p1 * p2 + (1 - p1) * q2, q_star=q1 * p2 + (1 - q1) * q2)
 
     def first_round(self, keys, users, rng):
-        n = len(keys)
-        bits = bernoulli_matrix((n, self.k), self.q1, rng)
-        bits[np.arange(n), keys] = rng.random(n) < self.p1
-        return np.packbits(bits, axis=1)
+        return np.packbits(unary_perturb(keys, self.k, self.p1, self.q1, rng), axis=1)  # bits exactly (p1, q1)
 
     def second_round(self, payload, users, rng):
         prr = np.unpackbits(payload, axis=1, count=self.k).view(bool)
@@ -423,7 +421,8 @@ class DBitFlipPM(LongitudinalProtocol):
     Bucket of v: floor(v b / k). Each user samples d distinct buckets J once; for j in J it reports
     Bern(e^(eps/2)/(1 + e^(eps/2))) if its bucket is j, else Bern(1/(1 + e^(eps/2))), memoized per pattern
     (which element of J, if any, is the user's bucket). Each report is ``epsilon``-LDP; a user spends at most
-    (#patterns <= min(d + 1, b)) * epsilon. Estimates the b bucket frequencies. Reports: int64 (n, 2d) = (J, bits).
+    (#patterns <= min(d + 1, b)) * epsilon. Estimates the b bucket frequencies (``postprocess='ibu'``: EM on the
+    bucketized channel, :meth:`ibu`). Reports: int64 (n, 2d) = (J, bits).
     """
 
     k: int
@@ -499,8 +498,28 @@ class DBitFlipPM(LongitudinalProtocol):
         if not isinstance(state, SupportCounts) or state.counts.shape != (self.b,) or state.n <= 0:
             raise ValueError(f"state must be a SupportCounts of shape ({self.b},) with n >= 1")
         if postprocess == "ibu":
-            raise ValueError("postprocess='ibu' is not available for dBitFlipPM (use 'clip' or 'norm-sub')")
+            return self.ibu(state)
         return _post(self.b / (state.n * self.d) * state.counts, postprocess, None, None, None)
+
+    def ibu(self, state: SupportCounts, n_iter: int = 10_000, tol: float = 1e-12) -> np.ndarray:
+        """IBU on the bucketized channel: every sampled bucket j of a user is one observation (j, bit), with
+        P((j, 1) | bucket u) = (q + (p - q) [u = j]) / b and P((j, 0) | u) = (1 - q - (p - q) [u = j]) / b.
+
+        The state keeps sum z_j = ((e^(eps/2) + 1) S_j - N_j)/(e^(eps/2) - 1) (S_j ones among the N_j users who
+        sampled j); N_j is replaced by its expectation n d / b, as in the unbiased estimator, so
+        S_j = ((e^(eps/2) - 1) sum z_j + n d / b)/(e^(eps/2) + 1) (clipped to [0, n d / b]). For d = 1 this is the
+        exact channel of a report; for d > 1 the d bits of a user are treated as independent observations (the
+        composite likelihood). Returns bucket frequencies (length b) on the simplex; O(b) per iteration.
+        """
+        if not isinstance(state, SupportCounts) or state.counts.shape != (self.b,) or state.n <= 0:
+            raise ValueError(f"state must be a SupportCounts of shape ({self.b},) with n >= 1")
+        h, b = math.exp(self.epsilon / 2), self.b
+        m = state.n * self.d / b
+        ones = np.clip(((h - 1) * state.counts + m) / (h + 1), 0.0, m)
+        obs = np.stack([ones, m - ones])
+        base = np.array([[self.q / b], [(1 - self.q) / b]])
+        diag = np.array([[(self.p - self.q) / b], [-(self.p - self.q) / b]])
+        return ibu_structured(obs, base, diag, n_iter, tol)
 
     def variance(self, n: int, f=None):
         """Exact variance of the bucket estimate (f = bucket frequencies).

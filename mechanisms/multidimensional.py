@@ -4,7 +4,9 @@ A user holds d categorical attributes (a row of a pandas DataFrame; attribute j 
 integer codes by :func:`encode_dataframe`). Reports are a list of d arrays, one per attribute, each with one row per
 user (SMP: a pair ``(attribute, reports)``, the reports of attribute j only from the users who sampled j).
 ``aggregate`` returns a :class:`MultiState` (one :class:`SupportCounts` per attribute, mergeable with ``+``) and
-``estimate`` a list of d frequency vectors (``estimate_frame`` gives labelled pandas Series).
+``estimate`` a list of d frequency vectors (``estimate_frame`` gives labelled pandas Series). ``postprocess`` is
+applied per attribute: 'clip', 'norm-sub' or 'ibu' (SPL/SMP: the frequency oracle's own; RS+FD/RS+RFD: IBU on the
+attribute's channel including the fake-data mixture, :meth:`RSFD.ibu`).
 
 Guarantees, exactly (unit: one user's tuple; neighbouring relation as stated per class):
 
@@ -33,7 +35,7 @@ from scipy import optimize
 
 from accountants import ComposedEvent, DpEvent, PureDpEvent
 from mechanisms._validation import check_count, check_domain, check_epsilon, check_rng, check_values
-from mechanisms.base import SupportCounts, max_log_ratio, postprocess
+from mechanisms.base import SupportCounts, ibu_structured, max_log_ratio, postprocess
 from mechanisms.frequency_oracles import bernoulli_matrix, grr_perturb, make_oracle
 
 __all__ = [
@@ -243,7 +245,7 @@ class RSFD(MultidimensionalProtocol):
     (the price is a little more noise in exactly those configurations).
 
     Estimator per attribute: f_hat = d (N_v/n - a0)/(p - q), with a0 the probability that a user whose value is
-    not v supports v.
+    not v supports v. ``postprocess='ibu'``: :meth:`ibu` per attribute.
     """
 
     domain_sizes: tuple
@@ -380,11 +382,30 @@ class RSFD(MultidimensionalProtocol):
         for i, s in enumerate(state.states):
             if s.n <= 0:
                 raise ValueError(f"state.states[{i}].n must be >= 1 to estimate, got {s.n}")
+            if method == "ibu":
+                out.append(self.ibu(i, s))
+                continue
             p, q = self.pq[i]
             _, a0 = self._a(i)
             f = self.d * (s.counts / s.n - a0) / (p - q)
             out.append(_postprocess(f, method))
         return out
+
+    def ibu(self, i: int, state: SupportCounts, n_iter: int = 10_000, tol: float = 1e-12) -> np.ndarray:
+        """IBU for attribute ``i`` on its channel including the fake-data mixture, from its support counts.
+
+        A user's report of attribute i is its true report w.p. 1/d and fake data otherwise, so the probability that
+        it supports y given the value u is a0_y + [u = y] (p - q)/d, with a0_y = q/d + (d - 1)/d pi_y and pi_y the
+        probability that fake data support y (1/k_i, or the prior, for GRR fakes; q for UE-z; the mixture
+        pi_y p + (1 - pi_y) q for UE-r). For [GRR] this is the exact channel of the report (its columns sum to 1)
+        and IBU converges to the maximum-likelihood estimate; for the UE variants it is the per-bit channel with
+        normalized columns, the same heuristic as IBU for unary encoding. O(k_i) per iteration.
+        """
+        if not isinstance(state, SupportCounts) or state.counts.shape != (self.domain_sizes[i],) or state.n <= 0:
+            raise ValueError(f"state must be a SupportCounts of shape ({self.domain_sizes[i]},) with n >= 1")
+        a1, a0 = self._a(i)
+        a0 = np.broadcast_to(np.asarray(a0, dtype=np.float64), state.counts.shape)
+        return ibu_structured(state.counts, a0, a1 - a0, n_iter, tol)
 
     def variance(self, n, f=None) -> list:
         n = check_count("n", n, minimum=1)
@@ -461,8 +482,6 @@ def _ue_prob(outs, v, p, q):
 
 
 def _postprocess(f, method):
-    if method == "ibu":
-        raise ValueError("postprocess='ibu' is not available for multidimensional protocols (use 'clip' or 'norm-sub')")
     return postprocess(f, method)
 
 

@@ -29,16 +29,20 @@ from mechanisms import (
     THE,
     FrequencyOracle,
     HadamardResponse,
+    HadamardResponseGeneral,
     SubsetSelection,
     SupportCounts,
     choose_protocol,
     clip_normalize,
     hashing,
     ibu,
+    ibu_structured,
     make_oracle,
     max_log_ratio,
     norm_sub,
+    project_simplex,
 )
+from mechanisms.base import em_channel
 
 N, K, R = 100_000, 100, 32
 EPS = 1.0
@@ -63,6 +67,7 @@ ORACLES = {
     "OLH": lambda: OLH(K, EPS),
     "SS": lambda: SubsetSelection(K, EPS),
     "HR": lambda: HadamardResponse(K, EPS),
+    "HR-general": lambda: HadamardResponseGeneral(K, EPS),
 }
 
 
@@ -105,7 +110,7 @@ def test_she_and_the_unbiased_and_mse():
 SMALL = [(2, 0.25), (3, 1.0), (5, 1.0), (6, 0.5), (8, 3.0)]
 
 
-@pytest.mark.parametrize("cls", [GRR, SUE, OUE, SubsetSelection, HadamardResponse])
+@pytest.mark.parametrize("cls", [GRR, SUE, OUE, SubsetSelection, HadamardResponse, HadamardResponseGeneral])
 @pytest.mark.parametrize("k,eps", SMALL)
 def test_exact_epsilon_ldp_from_every_output_probability(cls, k, eps):
     oracle = cls(k, eps)
@@ -150,7 +155,7 @@ def empirical_matches(samples_idx: np.ndarray, probs: np.ndarray) -> None:
     assert np.all(np.abs(freq - probs) <= 5 * sd + 1e-12)
 
 
-@pytest.mark.parametrize("cls", [GRR, SUE, OUE, SubsetSelection, HadamardResponse])
+@pytest.mark.parametrize("cls", [GRR, SUE, OUE, SubsetSelection, HadamardResponse, HadamardResponseGeneral])
 def test_sampler_follows_the_exact_distribution(cls):
     """The exact channel used in the epsilon checks is the one the client actually samples from."""
     oracle = cls(5, 1.0)
@@ -281,7 +286,7 @@ def test_adaptive_chooser_picks_least_variance():
 def test_privacy_events():
     assert GRR(7, 1.0).privacy_event() == RandomizedResponseEvent(1.0, 7)
     assert OLH(100, 1.0).privacy_event() == RandomizedResponseEvent(1.0, 4)
-    for cls in (SUE, OUE, SubsetSelection, HadamardResponse, SHE, THE):
+    for cls in (SUE, OUE, SubsetSelection, HadamardResponse, HadamardResponseGeneral, SHE, THE):
         o = cls(10, 0.7)
         assert o.privacy_event() == PureDpEvent(0.7)
         assert (o.epsilon, o.delta) == (0.7, 0.0)
@@ -315,7 +320,7 @@ def test_norm_sub_and_clip_by_hand():
 
 
 # ------------------------------------------------------------------------------------------------ bad input
-ALL = [GRR, SUE, OUE, BLH, OLH, SubsetSelection, SHE, THE, HadamardResponse]
+ALL = [GRR, SUE, OUE, BLH, OLH, SubsetSelection, SHE, THE, HadamardResponse, HadamardResponseGeneral]
 
 
 @pytest.mark.parametrize("cls", ALL)
@@ -356,3 +361,154 @@ def test_bad_values_and_reports(cls):
         o.aggregate(np.array(["a", "b"]))
     with pytest.raises(ValueError, match="state.n"):
         o.estimate(o.empty_state())
+
+
+# ----------------------------------------------------------------------- Hadamard Response, general epsilon
+@pytest.mark.parametrize(
+    "k,eps,want",
+    [(100, 4.0, (32, 8)), (100, 1.0, (2, 64)), (100, 8.0, (128, 2)), (1000, 0.5, (1, 1024)), (7, 2.5, (8, 2))]
+    + [(5, 20.0, (8, 2)), (3, 1.2, (2, 4))],  # B capped by 2k; one block used although B = 2
+)
+def test_hr_general_blocks_follow_the_reference(k, eps, want):
+    """B = 2^floor(log2 min(e^eps, 2k)), b = 2^ceil(log2(k/B + 1)) (ldp.md 2.6), computed here in floating point."""
+    o = HadamardResponseGeneral(k, eps)
+    B = 2 ** math.floor(math.log2(min(math.exp(eps), 2 * k)))
+    b = 2 ** math.ceil(math.log2(k / B + 1))
+    assert (o.B, o.b) == (B, b) == want
+    assert o.K == B * b and o.D == pytest.approx(2 * B - 1 + math.exp(eps))
+    assert (o.b - 1) * o.B >= k  # every value has a cell
+
+
+@pytest.mark.parametrize("eps", [4.0, 8.0])
+def test_hr_general_unbiased_and_mse_at_large_epsilon(eps):
+    """Blocks of 7 values (eps = 4) and of one value (eps = 8); the Zipf head makes the block masses F_v unequal."""
+    oracle = HadamardResponseGeneral(K, eps)
+    assert oracle.B > 1
+    rng = np.random.default_rng(int(eps * 100))
+    est = np.stack([oracle.estimate(oracle.perturb_aggregate(VALUES, rng)) for _ in range(R)])
+    check_unbiased_and_mse(est, oracle, F_TRUE, N)
+
+
+@pytest.mark.parametrize("k,eps", [(7, 0.5), (13, 1.5), (13, 3.0), (20, 6.0), (9, 12.0)])
+def test_hr_general_variance_is_exact(k, eps):
+    """The closed form (D (2 + (e^eps - 1) F_v)/(e^eps - 1)^2 - f_v)/n equals the variance computed from the exact
+    channel: f_hat_v = D/(e^eps - 1) mean(s_v(y)), s_v = +1 on C_v, -1 on the rest of v's block, 0 elsewhere."""
+    o = HadamardResponseGeneral(k, eps)
+    m = o.channel_matrix()
+    f = np.random.default_rng(k).dirichlet(np.full(k, 0.7))
+    c = o.D / (math.exp(eps) - 1)
+    y = np.arange(o.K)
+    want = []
+    for v in range(k):
+        blk, row = o.cell(v)
+        score = np.where(y // o.b == blk, np.where(np.bitwise_count(int(row) & (y % o.b)) % 2 == 0, 1.0, -1.0), 0.0)
+        mean, second = m @ score, m @ score**2
+        np.testing.assert_allclose(c * mean, np.arange(k) == v, atol=1e-12)  # unbiased: E = f_v exactly
+        want.append(c * c * np.sum(f * (second - mean**2)))
+    np.testing.assert_allclose(o.variance(1000, f), np.array(want) / 1000, rtol=1e-10)
+    # the expected state decodes to f exactly (the estimator inverts the channel)
+    np.testing.assert_allclose(o.estimate(SupportCounts(1e6 * (f @ m), 10**6, o.key)), f, atol=1e-12)
+
+
+def test_hr_general_variance_against_hr_and_the_chooser():
+    for k in (10, 100, 1000):
+        for eps in (0.3, 0.6):  # B = 1: the same channel and variance as HR
+            general, high = HadamardResponseGeneral(k, eps), HadamardResponse(k, eps)
+            assert general.variance(1) == pytest.approx(high.variance(1), rel=1e-12)
+        for eps in (4.0, 6.0, 8.0, 10.0):  # HR's V* tends to 1; the block variant keeps falling
+            assert HadamardResponseGeneral(k, eps).variance(1) < HadamardResponse(k, eps).variance(1) / 4
+    for eps in (10.0, 12.0, 14.0):  # V* ~ 2/e^eps once every block holds one value
+        assert 2.0 <= HadamardResponseGeneral(10, eps).variance(1) * math.exp(eps) < 2.1
+    assert HadamardResponseGeneral(7, 3.0).channel_matrix().shape == (7, 16)
+    general, high = HadamardResponseGeneral(7, 0.5), HadamardResponse(7, 0.5)
+    np.testing.assert_allclose(general.channel_matrix(), high.channel_matrix())
+    # never the least V*, so not a default candidate (the docstring's claim, on a grid); it can be named
+    for k in (2, 3, 10, 30, 100, 1000):
+        for eps in np.linspace(0.1, 12.0, 40):
+            best = choose_protocol(k, eps)
+            assert HadamardResponseGeneral(k, eps).variance(1) >= best.variance(1)
+    pick = choose_protocol(100, 8.0, candidates=("HR", "HR-general", "OUE"))
+    assert isinstance(pick, HadamardResponseGeneral)
+    assert isinstance(make_oracle("hr_general", 10, 1.0), HadamardResponseGeneral)
+
+
+@pytest.mark.parametrize("k,eps", [(12, 0.5), (30, 2.0), (100, 4.0), (300, 0.4)])
+def test_hr_general_ibu_is_em_on_the_exact_channel(k, eps):
+    """Block transforms (dense H_b for b <= 256, FWHT above: k = 300 at eps = 0.4 has b = 512) give the iterates of
+    the dense EM on channel_matrix() (300 iterations: at small epsilon EM needs thousands to converge)."""
+    o = HadamardResponseGeneral(k, eps)
+    rng = np.random.default_rng(k)
+    values, f = zipf_population(20_000, k)
+    state = o.perturb_aggregate(values, rng)
+    chan = o.channel_matrix()
+    got = o.ibu(state, n_iter=300)
+    dense = em_channel(state.counts, lambda f: f @ chan, lambda w: chan @ w, k, n_iter=300)
+    np.testing.assert_allclose(got, dense, atol=1e-12)
+    assert np.all(got >= 0) and got.sum() == pytest.approx(1.0, abs=1e-12)
+    if eps >= 2:  # converged: postprocess='ibu' is a probability vector; from the expected histogram it recovers f
+        g = o.estimate(state, postprocess="ibu")
+        assert np.all(g >= 0) and g.sum() == pytest.approx(1.0, abs=1e-12)
+        expected = SupportCounts(1e6 * (f @ chan), 10**6, o.key)
+        np.testing.assert_allclose(o.estimate(expected, postprocess="ibu"), f, atol=1e-7)
+
+
+def test_hr_general_bad_input():
+    o = HadamardResponseGeneral(10, 3.0)  # B = 16, b = 2, K = 32
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"reports must be in \[0, 32\), got 32"):
+        o.aggregate(np.array([0, 32]))
+    with pytest.raises(ValueError, match=r"state.counts must have shape \(32,\)"):
+        o.estimate(SupportCounts(np.zeros(10), 5))
+    with pytest.raises(ValueError, match="f must be the length-10 vector"):
+        o.variance(100, 0.1)
+    with pytest.raises(ValueError, match="postprocess must be one of"):
+        o.estimate(o.aggregate(o.perturb(np.arange(10), rng)), postprocess="magic")
+
+
+# ---------------------------------------------------------------------- IBU for the protocols without (p*, q*)
+def test_ibu_structured_equals_the_pure_protocol_ibu():
+    rng = np.random.default_rng(8)
+    for p, q in [(0.7, 0.1), (0.5, 0.2), (0.3, 0.01)]:
+        obs = rng.integers(0, 1000, size=25).astype(float)
+        np.testing.assert_allclose(ibu_structured(obs, q, p - q, n_iter=500), ibu(obs, p, q, n_iter=500), atol=1e-12)
+    # and the dense EM on the same channel
+    k, p, q = 6, 0.6, 0.08
+    chan = np.full((k, k), q) + np.eye(k) * (p - q)
+    chan /= chan.sum(axis=1, keepdims=True)
+    obs = rng.integers(0, 100, size=k).astype(float)
+    dense = em_channel(obs, lambda f: f @ chan, lambda w: chan @ w, k, n_iter=500)
+    np.testing.assert_allclose(ibu_structured(obs, q, p - q, n_iter=500), dense, atol=1e-12)
+    with pytest.raises(ValueError, match="non-negative"):
+        ibu_structured(obs, 0.1, -0.2)
+
+
+def test_she_ibu_is_the_simplex_maximum_likelihood():
+    """SHE's state (the sum of the reports) is Gaussian N(n f, 8 n/eps^2 I) by the CLT, so IBU's target, the MLE on
+    the simplex, is the Euclidean projection of the raw estimate. Checked by its optimality (KKT) conditions:
+    g = max(f_hat - theta, 0) with sum 1. The projection is non-expansive and f is in the simplex, so
+    ||g - f|| <= ||f_hat - f|| holds exactly; per item, g is within 5 sigma (sigma^2 = 8/(n eps^2)) at n = 1e6."""
+    she = SHE(20, 1.0)
+    rng = np.random.default_rng(12)
+    for n in (20_000, 1_000_000):
+        values, f = zipf_population(n, 20)
+        state = she.perturb_aggregate(values, rng)
+        raw, g = she.estimate(state), she.estimate(state, postprocess="ibu")
+        assert np.all(g >= 0) and g.sum() == pytest.approx(1.0, abs=1e-12)
+        pos = g > 0
+        theta = raw[pos] - g[pos]
+        np.testing.assert_allclose(theta, theta[0], atol=1e-12)
+        assert np.all(raw[~pos] <= theta[0] + 1e-12)
+        assert np.linalg.norm(g - f) <= np.linalg.norm(raw - f) + 1e-12
+        if n == 1_000_000:
+            assert np.all(np.abs(g - f) < 5 * np.sqrt(she.variance(n, f)))
+        else:
+            assert (raw < 0).any() and not pos.all()  # the projection had work to do
+    # the expected state is returned unchanged; a uniform shift of a simplex point is undone exactly
+    np.testing.assert_allclose(she.estimate(SupportCounts(1e4 * f, 10**4, she.key), postprocess="ibu"), f, atol=1e-12)
+    np.testing.assert_allclose(project_simplex(f + 0.3), f, atol=1e-12)
+    np.testing.assert_allclose(project_simplex(np.array([2.0, 0.5, -1.0])), [1.0, 0.0, 0.0])
+    # unlike Norm-Sub, the projection lifts a small negative entry when the clipped sum is below 1
+    np.testing.assert_allclose(project_simplex(np.array([0.2, 0.2, -0.05])), [5 / 12, 5 / 12, 2 / 12])
+    np.testing.assert_allclose(norm_sub(np.array([0.2, 0.2, -0.05])), [0.5, 0.5, 0.0])
+    with pytest.raises(ValueError, match="postprocess must be one of"):
+        she.estimate(state, postprocess="magic")

@@ -25,7 +25,16 @@ import numpy as np
 from scipy.special import gammaln
 
 from mechanisms import hashing
-from mechanisms.frequency_oracles import GRR, SHE, THE, HadamardResponse, LocalHashing, SubsetSelection, UnaryEncoding
+from mechanisms.frequency_oracles import (
+    GRR,
+    SHE,
+    THE,
+    HadamardResponse,
+    HadamardResponseGeneral,
+    LocalHashing,
+    SubsetSelection,
+    UnaryEncoding,
+)
 
 __all__ = [
     "Statistic",
@@ -162,6 +171,17 @@ def fo_statistic(proto, v1: int, v2: int) -> Statistic:
         own = np.array([(1 - p) / 2, (1 - p) / 2, p / 2, p / 2])
         other = own[[0, 2, 1, 3]]
         return Statistic("(j in C_v1, j in C_v2)", 4, codes, (own, other))
+    if isinstance(proto, HadamardResponseGeneral):
+        # the loss is +-eps or 0 according to (y in C_v1, y in C_v2); its exact law sums P(y | v) over [K]
+        in_c = _hr_general_membership(proto, v1, v2)
+
+        def codes(r):
+            return in_c[r]
+
+        all_codes = in_c[np.arange(proto.K)]
+        own = np.bincount(all_codes, weights=proto.output_probabilities(v1), minlength=4)
+        other = np.bincount(all_codes, weights=proto.output_probabilities(v2), minlength=4)
+        return Statistic("(y in C_v1, y in C_v2)", 4, codes, (own, other))
     if isinstance(proto, (SHE, THE)):
         scale = 2.0 / proto.epsilon
         on, off = laplace_bin_pmf(1.0, scale), laplace_bin_pmf(0.0, scale)
@@ -171,6 +191,17 @@ def fo_statistic(proto, v1: int, v2: int) -> Statistic:
 
         return Statistic("(bin y_v1, bin y_v2)", 36, codes, (np.outer(on, off).ravel(), np.outer(off, on).ravel()))
     raise TypeError(f"no likelihood-ratio statistic for {type(proto).__name__}")
+
+
+def _hr_general_membership(proto, v1: int, v2: int) -> np.ndarray:
+    """Code 2 [y in C_v1] + [y in C_v2] of every output y in [K] of HR-general (a lookup table)."""
+    y = np.arange(proto.K)
+
+    def member(v):
+        blk, row = proto.cell(v)
+        return ((y // proto.b) == blk) & ((np.bitwise_count(int(row) & (y % proto.b)) & 1) == 0)
+
+    return 2 * member(v1).astype(np.int64) + member(v2).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------ family attacks
@@ -219,6 +250,16 @@ def fo_family_attack(proto, v1: int, v2: int) -> Callable | None:
             return guess_uniform_from_support(in1, tied_cnt, k, rng)
 
         return she
+    if isinstance(proto, HadamardResponseGeneral):
+        blk, row = proto.cell(np.arange(k))
+
+        def hrg(r, rng):  # uniform over the support {v : y in C_v} (v in y's block with an even parity)
+            support = (blk[None, :] == (r // proto.b)[:, None]) & (
+                (np.bitwise_count(row[None, :] & (r % proto.b)[:, None]) & 1) == 0
+            )
+            return guess_uniform_from_support(support[:, v1], support.sum(axis=1), k, rng)
+
+        return hrg
     if isinstance(proto, HadamardResponse):
         vals = np.arange(1, k + 1)
 

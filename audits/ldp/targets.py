@@ -7,8 +7,8 @@ A :class:`Target` knows its claimed guarantee (``epsilon``, ``delta``), its doma
 
 TARGET strings (``resolve``):
 
-* ``dpkit:NAME``: a frequency oracle (GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, HR, ADP), a longitudinal protocol
-  (L-GRR, L-SUE, L-OUE, L-OSUE, L-SOUE, dBitFlipPM, LOLOHA; over ``tau`` reports of a constant value, with the
+* ``dpkit:NAME``: a frequency oracle (GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, HR, HR-general, ADP), a longitudinal
+  protocol (L-GRR, L-SUE, L-OUE, L-OSUE, L-SOUE, dBitFlipPM, LOLOHA; over ``tau`` reports of a constant value, with the
   memo kept in a :class:`mechanisms.longitudinal.ClientPopulation`), or a multidimensional one
   (``RS+FD[GRR|OUE-z|OUE-r|SUE-z|SUE-r]``, ``SPL[FO]``, ``SMP[FO]``; ``d`` attributes of domain ``k``; ``scope``
   'tuple' (all attributes change) or 'attribute' (attribute 0 changes)).

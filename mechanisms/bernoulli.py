@@ -1,0 +1,502 @@
+"""Exact Bernoulli bits from few random bits, vectorized: the unary-encoding clients' hot path.
+
+A float64 probability x in [0, 1] is a dyadic rational, so it has a finite expansion
+
+    x = c / 2^4 + e / 2^12 + sum_i d_i / 2^(12 + 64 i),    0 <= c <= 16, 0 <= e < 2^8, 0 <= d_i < 2^64
+
+(:func:`bernoulli_expansion`). A bit is 1 iff U < x for a uniform U in [0, 1) whose binary digits are read lazily:
+the first 4 from a nibble V; if V < c the bit is 1, if V > c it is 0, and only on a tie (V = c, probability 1/16)
+the next 8 from a byte W compared with e the same way; only on a second tie (probability 1/4096 in all) the next 64
+from one raw output per digit d_i; a tie beyond the last digit gives 0 (the remaining digits of x are 0, so U >= x).
+Hence P(bit = 1) = x *exactly*, as a real number, with no rounding in either direction: every guarantee computed
+from the nominal probabilities (epsilon, channel matrices, variances, the unbiased estimators) holds as stated. On
+average a bit costs 4 + 8/16 random bits instead of the 64 of a float64 uniform.
+
+Where the random bits come from (so that a run is reproducible from the generator's state):
+
+* bulk: for N bits in C order, the next ceil(N / 16) raw 64-bit outputs of ``rng.bit_generator``; output i
+  holds the nibbles of bits 16 i to 16 i + 15: bit 16 i + j (j < 8) is the low nibble of its byte j, bit 16 i + 8 + j
+  the high nibble of byte j (bytes in memory order, i.e. byte j is bits 8 j to 8 j + 7 on little-endian machines);
+* then the bytes W of the T tied bits, one byte per tie, from the next ceil(T / 8) raw outputs, in the order of the
+  ties (flat C order for :func:`bernoulli_matrix`; for :func:`unary_perturb`, block of rows by block of rows,
+  column by column within a block, rows ascending: the order in which the fused server counts them);
+* then, level after level, one raw output per bit still tied, in the same order.
+
+Blocks of rows run in threads when the bit generator can jump ahead (PCG64, PCG64DXSM): each thread reads its own
+slice of the same bulk stream, so the bits, the counts and the generator's final state do not depend on the
+number of threads (:func:`set_threads`). Other bit generators run the same blocks in one thread.
+
+:func:`unary_support_counts` is the unary-encoding client and server fused: it draws exactly the bits of
+:func:`unary_perturb` (the same bulk nibbles, ties, bytes and digits, in the same order) but sums them block by block
+instead of writing the (n, k) report matrix, so its counts equal ``column_counts(unary_perturb(...))`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+
+__all__ = [
+    "bernoulli_expansion",
+    "bernoulli_matrix",
+    "unary_perturb",
+    "unary_support_counts",
+    "column_counts",
+    "set_threads",
+    "get_threads",
+]
+
+_BLOCK_BITS = 1 << 21  # bits per block: 1 MB of random bytes and temporaries of a few MB (fewer numpy calls)
+_LINE_BYTES = 4096  # rows are summed in lines of about this many bytes (long inner loops)
+_PARALLEL_MIN_BITS = 1 << 22  # below this one thread does all the work
+_JUMPABLE = (np.random.PCG64, np.random.PCG64DXSM)  # advance(delta) skips exactly delta raw outputs
+_threads: int | None = None
+
+
+def set_threads(n: int | None = None) -> None:
+    """Threads for the bulk draws (``None``: the ``DPKIT_THREADS`` environment variable if set, else one per
+    available core, at most 8). Outputs never depend on it."""
+    global _threads
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"threads must be a positive int or None, got {n!r}")
+    _threads = n
+
+
+def get_threads() -> int:
+    """The number of threads the bulk draws use for large inputs (see :func:`set_threads`)."""
+    return _n_threads()
+
+
+def _n_threads() -> int:
+    if _threads is not None:
+        return _threads
+    env = os.environ.get("DPKIT_THREADS", "")
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def bernoulli_expansion(prob: float) -> tuple[int, int, tuple[int, ...]]:
+    """``(c, e, (d_1, d_2, ...))`` with prob = c/2^4 + e/2^12 + sum_i d_i/2^(12 + 64 i) exactly (trailing zeros cut)."""
+    x = float(prob)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], got {prob!r}")
+    num, den = x.as_integer_ratio()  # den is a power of two: the expansion is finite
+    c, rem = divmod(num << 4, den)
+    e, rem = divmod(rem << 8, den)
+    digits = []
+    while rem:
+        d, rem = divmod(rem << 64, den)
+        digits.append(d)
+    return c, e, tuple(digits)
+
+
+# ---------------------------------------------------------------------------------------------------- blocks
+def _clone(bg, skip: int):
+    clone = type(bg)(0)
+    clone.state = bg.state
+    clone.advance(skip)
+    return clone
+
+
+def _run_blocks(
+    nbits: int, block_bits: int, rng: np.random.Generator, block, threads: int | None, scratches: list | None = None
+) -> list:
+    """``block(a, b, u, scratch)`` over the flat bit ranges [a, b) of ``block_bits`` (a multiple of 16) bits.
+
+    ``u`` holds the bulk bytes of the range: its ceil((b - a) / 16) raw outputs. Returns, per thread, the block results
+    and that thread's ``scratch`` dict (``scratches[i]`` when given, so that buffers outlive the call: fresh large
+    arrays cost page faults); threads take consecutive blocks, so the concatenation is in block order.
+    """
+    bg = rng.bit_generator
+    starts = list(range(0, nbits, block_bits))
+    t = min(threads or _n_threads(), len(starts))
+    if t <= 1 or nbits < _PARALLEL_MIN_BITS or type(bg) not in _JUMPABLE:
+        t = 1
+    if scratches is None:
+        scratches = []
+    scratches.extend({} for _ in range(t - len(scratches)))
+
+    def run(bgen, idx, scratch):
+        out = []
+        for a in idx:
+            nb = min(block_bits, nbits - a)
+            out.append(block(a, a + nb, bgen.random_raw(-(-nb // 16)).view(np.uint8), scratch))
+        return out, scratch
+
+    if t == 1:
+        return [run(bg, starts, scratches[0])]
+    groups = [[starts[j] for j in g] for g in np.array_split(np.arange(len(starts)), t)]
+    state = bg.state
+    clones = [_clone(bg, g[0] // 16) for g in groups]
+    results: list = [None] * t
+
+    def work(i):
+        results[i] = run(clones[i], groups[i], scratches[i])
+
+    _in_threads(t, work)
+    end = clones[-1].state  # ceil(nbits / 16) outputs past `state`: where the sequential loop ends ...
+    end["has_uint32"], end["uinteger"] = state["has_uint32"], state["uinteger"]  # ... its 32-bit buffer untouched
+    bg.state = end
+    return results
+
+
+def _in_threads(t: int, work) -> None:
+    """``work(i)`` for i < t, i = 0 in this thread and the others in new threads; re-raises a worker's error."""
+    errors: list = []
+
+    def guarded(i):
+        try:
+            work(i)
+        except BaseException as err:  # noqa: BLE001 (handed to the caller below)
+            errors.append(err)
+
+    workers = [threading.Thread(target=guarded, args=(i,)) for i in range(1, t)]
+    for w in workers:
+        w.start()
+    try:
+        work(0)
+    finally:
+        for w in workers:
+            w.join()
+    if errors:
+        raise errors[0]
+
+
+def _buffer(scratch: dict, name: str, shape, dtype=bool) -> np.ndarray:
+    """A reusable array of at least ``shape`` (1-D: size; 2-D: (rows, size)), returned cut to it."""
+    size = shape if isinstance(shape, int) else shape[-1]
+    rows = None if isinstance(shape, int) else shape[0]
+    buf = scratch.get(name)
+    if buf is None or buf.shape[-1] < size or (rows is not None and buf.shape[0] != rows):
+        buf = scratch[name] = np.empty(size if rows is None else (rows, size), dtype=dtype)
+    return buf[..., :size]
+
+
+# ------------------------------------------------------------------------------------------- tie resolution
+def _resolve_digits(count: int, digits, bg, sel=None, digits_where=()) -> np.ndarray:
+    """Levels 3+: one raw output per still-tied bit and digit, in order; a tie past the last digit gives 0."""
+    bits = np.zeros(count, dtype=bool)
+    active = np.arange(count)
+    for i in range(max(len(digits), len(digits_where))):
+        if active.size == 0:
+            break
+        w = bg.random_raw(active.size)
+        d = np.uint64(digits[i] if i < len(digits) else 0)
+        if sel is not None:
+            d = np.where(sel[active], np.uint64(digits_where[i] if i < len(digits_where) else 0), d)
+        bits[active] = w < d
+        active = active[w == d]
+    return bits
+
+
+def _needs_bytes(exp) -> bool:
+    return exp[1] > 0 or bool(exp[2])
+
+
+def _tie_bytes(count: int, exp, bg, exp_where=None):
+    """The level-2 bytes of ``count`` nibble ties, or None when x = c/16 exactly (then every tie gives 0)."""
+    if count == 0 or not (_needs_bytes(exp) or (exp_where is not None and _needs_bytes(exp_where))):
+        return None
+    return bg.random_raw(-(-count // 8)).view(np.uint8)[:count]
+
+
+def _resolve_ties(count: int, exp, bg, sel=None, exp_where=None) -> np.ndarray:
+    """Bits of ``count`` nibble ties, in order: a byte each against e, then the 64-bit digits on byte ties."""
+    w = _tie_bytes(count, exp, bg, exp_where)
+    if w is None:
+        return np.zeros(count, dtype=bool)
+    e = np.uint8(exp[1]) if sel is None else np.where(sel, np.uint8(exp_where[1]), np.uint8(exp[1]))
+    bits = w < e
+    sub = np.flatnonzero(w == e)
+    if sub.size:
+        bits[sub] = _resolve_digits(
+            sub.size, exp[2], bg, None if sel is None else sel[sub], () if exp_where is None else exp_where[2]
+        )
+    return bits
+
+
+# ------------------------------------------------------------------------------------------------ the matrix
+_LOW_NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
+
+
+def _nibbles(u: np.ndarray, nbits: int, scratch: dict) -> np.ndarray:
+    """The bulk nibbles of ``nbits`` bits from whole raw outputs ``u`` (bytes), one uint8 per bit, in bit order.
+
+    Per output: its 8 low nibbles, then its 8 high nibbles (a shift and two masks on uint64 words).
+    """
+    w = u.view(np.uint64)
+    z = _buffer(scratch, "nibbles", 2 * w.size, np.uint64)
+    np.bitwise_and(w, _LOW_NIBBLES, out=z[0::2])
+    np.bitwise_and(
+        np.right_shift(w, np.uint64(4), out=_buffer(scratch, "shifted", w.size, np.uint64)), _LOW_NIBBLES, out=z[1::2]
+    )
+    return z.view(np.uint8)[:nbits]
+
+
+def _bulk_bits(out_flat: np.ndarray, rng, exp, where_flat, exp_where, threads, skip=None) -> np.ndarray:
+    """Fill ``out_flat`` with the bulk comparisons (V < c) and return the flat positions of the ties (V = c),
+    leaving out the sorted flat positions ``skip``."""
+    c = np.uint8(exp[0])
+    if where_flat is not None:
+        c_arr = np.where(where_flat, np.uint8(exp_where[0]), c)
+
+    def block(a, b, u, scratch):
+        nib = _nibbles(u, b - a, scratch)
+        thr = c if where_flat is None else c_arr[a:b]
+        np.less(nib, thr, out=out_flat[a:b])
+        tie = np.equal(nib, thr, out=_buffer(scratch, "tie", b - a))
+        if skip is not None:
+            lo, hi = np.searchsorted(skip, (a, b))
+            tie[skip[lo:hi] - a] = False
+        return a + np.flatnonzero(tie)
+
+    parts = [p for res, _ in _run_blocks(out_flat.size, _BLOCK_BITS, rng, block, threads) for p in res]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def bernoulli_matrix(
+    shape, prob, rng: np.random.Generator, where: np.ndarray | None = None, prob_where=None, *, threads=None
+) -> np.ndarray:
+    """Independent Bernoulli bits: a bool array of ``shape``.
+
+    Each bit is Bernoulli(prob), or Bernoulli(prob_where) where the bool mask ``where`` (same shape) is set, and
+    P(bit = 1) equals the float64 probability *exactly* (module docstring: a nibble, then a byte and 64-bit digits
+    on ties, resolved in flat C order). About 4.5 random bits per bit.
+    """
+    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+    exp = bernoulli_expansion(prob)
+    exp_where = where_flat = None
+    if where is not None:
+        if prob_where is None:
+            raise ValueError("where needs prob_where")
+        exp_where = bernoulli_expansion(prob_where)
+        where_flat = np.asarray(where, dtype=bool)
+        if where_flat.shape != shape:
+            raise ValueError(f"where must have shape {shape}, got {where_flat.shape}")
+        where_flat = where_flat.reshape(-1)
+    out = np.empty(shape, dtype=bool)
+    flat = out.reshape(-1)
+    ties = _bulk_bits(flat, rng, exp, where_flat, exp_where, threads)
+    sel = None if where_flat is None else where_flat[ties]
+    flat[ties] = _resolve_ties(ties.size, exp, rng.bit_generator, sel, exp_where)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- unary encoding
+def _unary_blocking(k: int) -> tuple[int, int]:
+    """(m, rows): rows per summing line, a multiple of 16 / gcd(k, 16) (lines start on whole raw outputs) of about
+    _LINE_BYTES bytes, and rows per block, at most 255 whole lines (uint8 sums) and about _BLOCK_BITS bits."""
+    base = 16 // math.gcd(k, 16)
+    m = base * max(1, round(2 * _LINE_BYTES / (base * k)))
+    return m, m * max(1, min(255, _BLOCK_BITS // (m * k)))
+
+
+def unary_perturb(values: np.ndarray, k: int, p: float, q: float, rng: np.random.Generator, *, threads=None):
+    """Unary-encoding reports: bool (n, k), bit v_i of row i ~ Bernoulli(p), every other bit ~ Bernoulli(q).
+
+    Exact probabilities (module docstring). Random bits, in order: the n own bits ``bernoulli_matrix(n, p, rng)``;
+    the bulk of an (n, k) matrix at q; the resolution of the bulk's ties off the users' own positions, block of
+    rows by block of rows (blocks of ``_unary_blocking(k)[1]`` rows), column by column within a block, rows
+    ascending within a column. The own bits are written over the positions (i, v_i): they never depend on a q-draw.
+    """
+    n = values.shape[0]
+    exp = bernoulli_expansion(q)
+    c = np.uint8(exp[0])
+    rows = _unary_blocking(k)[1]
+    first_bit = np.arange(0, rows * k, k)  # a block's row starts, in bits
+    key = np.uint16 if k <= 1 << 16 else np.int64  # a stable argsort of uint16 keys is a radix sort
+    own_bits = bernoulli_matrix(n, p, rng, threads=threads)
+    out = np.empty((n, k), dtype=bool)
+    flat = out.reshape(-1)
+
+    def block(a, b, u, scratch):
+        s, e = a // k, b // k
+        nib = _nibbles(u, b - a, scratch)
+        np.less(nib, c, out=flat[a:b])
+        tie = np.equal(nib, c, out=_buffer(scratch, "tie", b - a))
+        tie[first_bit[: e - s] + values[s:e]] = False  # the own positions: their bits come from p
+        pos = np.flatnonzero(tie)
+        return a + pos[np.argsort((pos % k).astype(key), kind="stable")]  # column by column, rows ascending
+
+    parts = [t for res, _ in _run_blocks(n * k, rows * k, rng, block, threads) for t in res]
+    ties = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    flat[ties] = _resolve_ties(ties.size, exp, rng.bit_generator)
+    flat[np.arange(0, n * k, k) + values] = own_bits
+    return out
+
+
+_LOW_BITS = np.array([(1 << j) - 1 for j in range(8)], dtype=np.uint8)
+
+
+def _segment_counts(bits: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Number of True in each of the consecutive segments of ``bits`` of the given lengths (int64): prefix counts
+    of the packed bits (one popcount per byte), read at the segment ends."""
+    packed = np.packbits(bits, bitorder="little")
+    prefix = np.zeros(packed.size + 1, dtype=np.int64)
+    np.cumsum(np.bitwise_count(packed), out=prefix[1:])
+    ends = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ends[1:])
+    byte, bit = ends >> 3, ends & 7
+    partial = packed[np.minimum(byte, max(packed.size - 1, 0))] & _LOW_BITS[bit] if packed.size else 0
+    return np.diff(prefix[byte] + np.bitwise_count(partial))
+
+
+def _tie_byte_counts(lengths: np.ndarray, exp, rng: np.random.Generator, threads, scratches: list):
+    """Level 2 of the ties of consecutive segments of the given lengths, in order: per segment, the number of tie
+    bytes below e (bits 1) and equal to e (ties again). Reads the ceil(T / 8) raw outputs of ``_tie_bytes``; with
+    threads, each one reads the outputs of its own run of segments (a shared boundary output is read by both)."""
+    bg = rng.bit_generator
+    total = int(lengths.sum())
+    e = np.uint8(exp[1])
+    t = min(threads or _n_threads(), lengths.size)
+    if total < _PARALLEL_MIN_BITS // 16 or t <= 1 or type(bg) not in _JUMPABLE:
+        w = _tie_bytes(total, exp, bg)
+        if w is None:
+            return np.zeros(lengths.size, dtype=np.int64), np.zeros(lengths.size, dtype=np.int64)
+        hits = _buffer(scratches[0], "w", w.size)
+        return _segment_counts(np.less(w, e, out=hits), lengths), _segment_counts(np.equal(w, e, out=hits), lengths)
+    if not _needs_bytes(exp):  # x = c/16 exactly: every tie gives 0, no byte is read
+        return np.zeros(lengths.size, dtype=np.int64), np.zeros(lengths.size, dtype=np.int64)
+    scratches.extend({} for _ in range(t - len(scratches)))
+    ends = np.cumsum(lengths)
+    cuts = [0, *np.searchsorted(ends, [total * i // t for i in range(1, t)], side="right").tolist(), lengths.size]
+    state = bg.state
+    out: list = [None] * t
+
+    def work(i):
+        a, b = cuts[i], cuts[i + 1]
+        first = int(ends[a - 1]) if a else 0
+        last = int(ends[b - 1]) if b > a else first
+        clone = _clone(bg, first // 8)
+        w = clone.random_raw(-(-last // 8) - first // 8).view(np.uint8)[first % 8 : first % 8 + last - first]
+        hits = _buffer(scratches[i], "w", w.size)
+        out[i] = (
+            _segment_counts(np.less(w, e, out=hits), lengths[a:b]),
+            _segment_counts(np.equal(w, e, out=hits), lengths[a:b]),
+        )
+
+    _in_threads(t, work)
+    end = _clone(bg, -(-total // 8)).state  # where the sequential read ends, its 32-bit buffer untouched
+    end["has_uint32"], end["uinteger"] = state["has_uint32"], state["uinteger"]
+    bg.state = end
+    return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+
+
+def unary_support_counts(
+    values: np.ndarray,
+    k: int,
+    p: float,
+    q: float,
+    rng: np.random.Generator,
+    *,
+    chunk_size: int | None = None,
+    threads=None,
+) -> np.ndarray:
+    """Support counts (int64, length k) of the unary-encoding reports of ``values``, chunk by chunk.
+
+    Client and server fused: for each chunk of ``chunk_size`` users (default: all), the random bits of
+    ``unary_perturb(chunk, k, p, q, rng)`` in the same order, so the counts equal the column sums of those reports
+    and the generator ends in the same state; the (n, k) matrix is never written. Per block of rows: the bulk
+    comparisons V < c and V <= c are summed per column (low nibbles: lo <= c - 1, lo <= c; high nibbles: byte <=
+    16 c - 1, byte <= 16 c + 15) with uint8 sums of at most 255 lines of rows, and each user's own nibble is read
+    off; the ties per block and column (own positions left out) then say how many tie bytes and digits each column
+    gets, in ``unary_perturb``'s order, and the users' own nibbles and bits give the corrections.
+    """
+    n = values.shape[0]
+    size = n if chunk_size is None else chunk_size
+    exp = bernoulli_expansion(q)
+    c = exp[0]
+    m, rows = _unary_blocking(k)
+    line = m * k // 2  # bytes per line
+    # Indicator rows: lo <= c - 1, lo <= c, byte <= 16 c - 1, byte <= 16 c + 15 (V < c and V <= c of the low and
+    # the high nibbles). A threshold below its range gives a constant False row, one at its top a True row.
+    thr = np.array([c - 1, c, 16 * c - 1, 16 * c + 15])
+    top = np.array([15, 15, 255, 255])
+    live = (thr >= 0) & (thr < top)
+    rows_lo = slice(0, 2) if live[0] else slice(1, 2) if live[1] else None
+    rows_hi = slice(2, 4) if live[2] else slice(3, 4) if live[3] else None
+    thr_lo = None if rows_lo is None else thr[rows_lo, None].astype(np.uint8)
+    thr_hi = None if rows_hi is None else thr[rows_hi, None].astype(np.uint8)
+    case_of = np.array([1] * min(c, 16) + [2] + [0] * 15, dtype=np.uint8)[:16]  # own nibble: 0 > c, 1 < c, 2 = c
+    first_bit = np.arange(0, rows * k, k)  # a block's row starts, in bits
+    scratches: list = []
+    cases = np.empty(min(size, n), dtype=np.int64)  # per user: 6 value + case (+ 3 if the own bit is 1)
+    counts = np.zeros(k, dtype=np.int64)
+
+    def block(a, b, u, scratch):
+        s, e = a // k, b // k
+        r = e - s
+        f = first_bit[:r] + vals[s:e]  # own bit in the block: byte 8 (f // 16) + f % 8, high nibble if f % 16 >= 8
+        nib = np.bitwise_and(np.right_shift(np.take(u, ((f >> 4) << 3) | (f & 7)), ((f & 8) >> 1).astype(np.uint8)), 15)
+        case = np.take(case_of, nib)
+        ties = -np.bincount(vals[s:e][case == 2], minlength=k)  # own ties are left out
+        case += own_bits[s:e].view(np.uint8) * np.uint8(3)
+        np.add(vals[s:e] * 6, case, out=cases[s:e])
+        lt = np.zeros(k, dtype=np.int64)
+        full = r - r % m
+        if full:
+            nb = full * k // 2
+            t = _buffer(scratch, "t", (4, rows * k // 2))
+            if scratch.get("t_const") is not t.base:
+                t[~live] = (thr >= top)[~live, None]  # constant rows (fixed for the call)
+                scratch["t_const"] = t.base
+            t = t[:, :nb]
+            if rows_lo is not None:
+                np.less_equal(
+                    np.bitwise_and(u[:nb], 15, out=_buffer(scratch, "lo", nb, np.uint8)), thr_lo, out=t[rows_lo]
+                )
+            if rows_hi is not None:
+                np.less_equal(u[None, :nb], thr_hi, out=t[rows_hi])
+            acc = np.add.reduce(t.view(np.uint8).reshape(4, -1, line), axis=1, dtype=np.uint8)
+            per_bit = np.empty((2, line // 8, 2, 8), dtype=np.int64)  # per output: 8 low nibbles, 8 high ones
+            per_bit[:, :, 0], per_bit[:, :, 1] = acc[0:2].reshape(2, -1, 8), acc[2:4].reshape(2, -1, 8)
+            per_col = per_bit.reshape(2, m, k).sum(axis=1)
+            lt += per_col[0]
+            ties += per_col[1] - per_col[0]
+        if full < r:  # the last block's rows past its last whole line (they start on a whole raw output)
+            v = _nibbles(u[full * k // 2 :], (r - full) * k, {}).reshape(-1, k)
+            lt += column_counts(v < c)
+            ties += column_counts(v == c)
+        return lt, ties
+
+    for start in range(0, n, max(size, 1)):
+        vals = values[start : start + size]  # the block function reads vals and own_bits
+        nc = vals.shape[0]
+        own_bits = bernoulli_matrix(nc, p, rng, threads=threads)
+        per_block = [x for res, _ in _run_blocks(nc * k, rows * k, rng, block, threads, scratches) for x in res]
+        own = np.bincount(cases[:nc], minlength=6 * k).reshape(k, 6)
+        part = sum(lt for lt, _ in per_block) - own[:, 1] - own[:, 4] + own[:, 3:].sum(axis=1)
+        ties = np.concatenate([t for _, t in per_block])  # block by block, column by column
+        ones, sub = _tie_byte_counts(ties, exp, rng, threads, scratches)
+        part += ones.reshape(-1, k).sum(axis=0)
+        if sub.any():
+            hit = _resolve_digits(int(sub.sum()), exp[2], rng.bit_generator)
+            part += _segment_counts(hit, sub).reshape(-1, k).sum(axis=0)
+        counts += part
+    return counts
+
+
+def column_counts(bits: np.ndarray) -> np.ndarray:
+    """Column sums (int64) of a 2-D bool or 0/1 uint8 array: uint8 sums of at most 255 lines of rows at a time."""
+    n, k = bits.shape
+    b = np.ascontiguousarray(bits).view(np.uint8)
+    counts = np.zeros(k, dtype=np.int64)
+    if n == 0 or k == 0:
+        return counts
+    m = max(1, _LINE_BYTES // k)  # rows per line
+    full = n - n % m
+    lines = b[:full].reshape(-1, m * k)
+    for s in range(0, lines.shape[0], 255):
+        acc = np.add.reduce(lines[s : s + 255], axis=0, dtype=np.uint8)
+        counts += acc.reshape(m, k).sum(axis=0, dtype=np.int64)
+    if full < n:
+        counts += b[full:].sum(axis=0, dtype=np.int64)
+    return counts
