@@ -51,14 +51,15 @@ _MISSING = object()
 _SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
 
 
-def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Sequence[Any] = ()) -> torch.Tensor:
+def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = ()) -> torch.Tensor:
     """``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs a tensor that owns
     its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on sequence inputs) is
     tapped at the base and reshaped back, with no copy, unless that base belongs to one of the layer's
-    ``inputs`` (it existed before the call); any other view is copied first."""
+    ``inputs`` (a pytree; it existed before the call); any other view is copied first."""
     base = out._base
     if base is None:
         return Tap.apply(out, anchor, record)
+    inputs = tree_flatten(inputs)[0]
     owned = {id(x) for x in inputs if isinstance(x, torch.Tensor)}
     owned |= {id(x._base) for x in inputs if isinstance(x, torch.Tensor) and x._base is not None}
     if (
@@ -122,7 +123,7 @@ class _RuleUnit(_Unit):
         def tap(out: torch.Tensor, saved: Any) -> torch.Tensor:
             rec = Record(saved)
             self.records.append(rec)
-            return _tap(out, self.anchor, rec, tree_flatten((args, kwargs))[0])
+            return _tap(out, self.anchor, rec, (args, kwargs))
 
         return self.rule.forward(self.module, tap, *args, **kwargs)
 
