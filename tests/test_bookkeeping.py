@@ -194,6 +194,57 @@ def test_norm_layers(norm, shape):
     check(model, (x,))
 
 
+def test_norm_layers_reduce_in_the_backward_pass_and_support_retained_graphs():
+    # Norm layers form their per-example gradients in the backward pass (nothing [B, T, d] is kept for the step);
+    # two backward passes through a retained graph add up like one pass of the summed loss.
+    torch.manual_seed(13)
+    model = randomize(nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 2))).double()
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    results = []
+    for name, twice in (("bookkeeping", True), ("functorch", False)):
+        engine = create_engine(name, model, trainable(model), loss_reduction="sum")
+        engine.attach()
+        try:
+            loss = loss_of(model(x), "sum")
+            if twice:
+                loss.backward(retain_graph=True)
+                loss.backward()
+                records = [r for u in engine.units for r in getattr(u, "records", []) if r.reduce is not None]
+                assert records and all(r.grad is None and r.saved is None and r.reduced for r in records)
+            else:
+                (2 * loss).backward()
+            results.append(engine.clipped_sum(FlatClipping(0.5)))
+        finally:
+            engine.detach()
+    for got, ref in zip(results[0].grads, results[1].grads, strict=True):
+        torch.testing.assert_close(got, ref, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(results[0].norms, results[1].norms, rtol=RTOL, atol=ATOL)
+
+
+def test_inplace_change_of_a_norm_layer_input_after_the_layer_is_caught():
+    torch.manual_seed(14)
+
+    class Inplace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.ln, self.out = nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.fc(x)
+            y = self.ln(h)
+            h.mul_(2.0)  # the norm layer's input changes after the call: its gradient would be wrong
+            return self.out(y + h)
+
+    model = Inplace()
+    engine = create_engine("bookkeeping", model, trainable(model))
+    engine.attach()
+    try:
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss_of(model(torch.randn(3, 4)), "sum").backward()
+    finally:
+        engine.detach()
+
+
 class SelfAttention(nn.Module):
     def __init__(self, d=6, heads=2):
         super().__init__()

@@ -51,14 +51,14 @@ _MISSING = object()
 _SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
 
 
-def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = ()) -> torch.Tensor:
+def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = (), saved: Any = None) -> torch.Tensor:
     """``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs a tensor that owns
     its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on sequence inputs) is
     tapped at the base and reshaped back, with no copy, unless that base belongs to one of the layer's
     ``inputs`` (a pytree; it existed before the call); any other view is copied first."""
     base = out._base
     if base is None:
-        return Tap.apply(out, anchor, record)
+        return Tap.apply(out, anchor, record, saved)
     inputs = tree_flatten(inputs)[0]
     owned = {id(x) for x in inputs if isinstance(x, torch.Tensor)}
     owned |= {id(x._base) for x in inputs if isinstance(x, torch.Tensor) and x._base is not None}
@@ -71,8 +71,8 @@ def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = 
         and out.dtype == base.dtype
     ):
         record.shape = out.shape  # the output gradient is stored with the output's shape
-        return Tap.apply(base, anchor, record).view(out.shape)
-    return Tap.apply(out.clone(), anchor, record)
+        return Tap.apply(base, anchor, record, saved).view(out.shape)
+    return Tap.apply(out.clone(), anchor, record, saved)
 
 
 class _Unit:
@@ -121,9 +121,10 @@ class _RuleUnit(_Unit):
 
     def record(self, *args, **kwargs):
         def tap(out: torch.Tensor, saved: Any) -> torch.Tensor:
-            rec = Record(saved)
+            reduce = self.rule.reducer(self.module, self.engine.current_batch, saved)
+            rec = Record(saved, reduce=reduce) if reduce is None else Record(None, reduce=reduce)
             self.records.append(rec)
-            return _tap(out, self.anchor, rec, (args, kwargs))
+            return _tap(out, self.anchor, rec, (args, kwargs), saved)
 
         return self.rule.forward(self.module, tap, *args, **kwargs)
 
@@ -131,7 +132,7 @@ class _RuleUnit(_Unit):
         self.records.clear()
 
     def prepare(self, batch: int) -> Prepared | None:
-        recs = [r for r in self.records if r.grad is not None]
+        recs = [r for r in self.records if r.has_grad]
         if not recs:
             return None
         try:

@@ -31,6 +31,15 @@ class Record:
     saved: Any
     grad: torch.Tensor | None = None
     shape: torch.Size | None = None  # set when the tapped tensor is a reshape of the layer's output
+    # Rules whose per-example gradients are small (norm layers) reduce the output gradient as soon as it arrives
+    # (``reduce(grad, saved) -> {name: [B, ...]}``, linear in grad) and keep only that: the output gradient and
+    # the input (then held by the graph, not by ``saved``) are dropped during the backward pass, not at the step.
+    reduce: Callable[[torch.Tensor, Any], dict[str, torch.Tensor]] | None = None
+    reduced: dict[str, torch.Tensor] | None = None
+
+    @property
+    def has_grad(self) -> bool:
+        return self.grad is not None or self.reduced is not None
 
 
 class Tap(torch.autograd.Function):
@@ -41,8 +50,10 @@ class Tap(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, out, anchor, record):
+    def forward(ctx, out, anchor, record, saved=None):
         ctx.record = record
+        if record.reduce is not None:
+            ctx.save_for_backward(saved)  # kept by the graph (version-checked), freed once the reduction ran
         ctx.mark_dirty(out)  # returned as-is, so later in-place ops (ReLU(inplace=True)) stay legal
         return out
 
@@ -50,8 +61,12 @@ class Tap(torch.autograd.Function):
     def backward(ctx, grad):
         rec = ctx.record
         g = grad if rec.shape is None else grad.reshape(rec.shape)
-        rec.grad = g if rec.grad is None else rec.grad + g
-        return grad, None, None
+        if rec.reduce is not None:  # sums of reductions = reduction of the summed gradients (linear)
+            part = rec.reduce(g, ctx.saved_tensors[0])
+            rec.reduced = part if rec.reduced is None else {k: rec.reduced[k] + v for k, v in part.items()}
+        else:
+            rec.grad = g if rec.grad is None else rec.grad + g
+        return grad, None, None, None
 
 
 TapFn = Callable[[torch.Tensor, Any], torch.Tensor]
@@ -107,6 +122,10 @@ class LayerRule(abc.ABC):
     @abc.abstractmethod
     def prepare(self, module: nn.Module, records: Sequence[Record], batch: int) -> Prepared:
         """Per-example norms and clipped sums of this layer's recorded calls (all with output gradients)."""
+
+    def reducer(self, module: nn.Module, batch: int, saved: Any) -> Callable[[torch.Tensor, Any], dict] | None:
+        """Optional eager reduction of one call's output gradient (see :attr:`Record.reduce`); None: none."""
+        return None
 
 
 _RULES: dict[type[nn.Module], LayerRule] = {}

@@ -33,15 +33,31 @@ class _NormRule(LayerRule):
         """Sum ``t`` (shaped like the output) over everything but the batch and the parameter's dimensions."""
         raise NotImplementedError
 
+    def per_example(self, module, grad: torch.Tensor, x: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
+        """Per-example parameter gradients of one call from its output gradient and saved input."""
+        parts = {}
+        if trained(getattr(module, "weight", None)):
+            parts["weight"] = self.reduce(module, grad * self.normalize(module, x, None, None), batch)
+        if trained(getattr(module, "bias", None)):
+            parts["bias"] = self.reduce(module, grad, batch)
+        return parts
+
+    def reducer(self, module, batch: int, saved):
+        # Per-example gradients take [B, d] each: form them in the backward pass, so that neither the [B, T, d]
+        # output gradient nor the input is held until the step (not for an input that is not batch-first:
+        # prepare then raises the error).
+        if not isinstance(saved, torch.Tensor) or saved.dim() == 0 or saved.shape[0] != batch:
+            return None
+        return lambda grad, x: self.per_example(module, grad, x, batch)
+
     def prepare(self, module, records: Sequence[Record], batch: int) -> Instantiated:
         ps: dict[str, torch.Tensor] = {}
         for r in records:
-            check_batch(r.saved, batch, type(module).__name__)
-            parts = {}
-            if trained(getattr(module, "weight", None)):
-                parts["weight"] = self.reduce(module, r.grad * self.normalize(module, r.saved, None, None), batch)
-            if trained(getattr(module, "bias", None)):
-                parts["bias"] = self.reduce(module, r.grad, batch)
+            if r.reduced is not None:
+                parts = r.reduced
+            else:
+                check_batch(r.saved, batch, type(module).__name__)
+                parts = self.per_example(module, r.grad, r.saved, batch)
             for k, v in parts.items():
                 ps[k] = v if k not in ps else ps[k] + v
         return Instantiated(ps)
