@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import dpkit.grad_sample.layers.conv as conv_rule
 import dpkit.grad_sample.layers.embedding as embedding_rule
 import dpkit.grad_sample.layers.matmul as matmul_rule
 from dpkit.grad_sample import BookkeepingEngine, FlatClipping, PerLayerClipping, create_engine, select_engine
@@ -81,6 +82,7 @@ def norm_mode(request, monkeypatch):
         ghost = request.param == "ghost"
         monkeypatch.setattr(matmul_rule, "use_ghost", lambda t, p, d: ghost)
         monkeypatch.setattr(embedding_rule, "use_ghost", lambda t, p, d: ghost)
+        monkeypatch.setattr(conv_rule, "use_ghost", lambda t, p, d: ghost)
     return request.param
 
 
@@ -150,6 +152,26 @@ def _conv_net(layer, x):
     with torch.no_grad():
         n = layer(x).flatten(1).shape[1]
     return nn.Sequential(layer, nn.Tanh(), nn.Flatten(), nn.Linear(n, 3))
+
+
+class ConvTwice(nn.Module):
+    """One Conv2d applied to two inputs of different sizes (one call instantiated eagerly, one by Gram matrices)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        small = torch.tanh(self.conv(x[:, :, :3, :3])).mean((2, 3))  # 9 positions
+        large = torch.tanh(self.conv(x)).mean((2, 3))  # 36 positions
+        return self.head(torch.cat([small, large], 1))
+
+
+def test_conv_called_twice_with_eager_and_deferred_calls(monkeypatch):
+    monkeypatch.setattr(conv_rule, "use_ghost", lambda t, p, d: t > 20)
+    torch.manual_seed(15)
+    check(ConvTwice(), (torch.randn(5, 2, 6, 6),))
 
 
 class Tokens(nn.Module):

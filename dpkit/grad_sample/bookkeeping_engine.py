@@ -121,10 +121,10 @@ class _RuleUnit(_Unit):
 
     def record(self, *args, **kwargs):
         def tap(out: torch.Tensor, saved: Any) -> torch.Tensor:
-            reduce = self.rule.reducer(self.module, self.engine.current_batch, saved)
-            rec = Record(saved, reduce=reduce) if reduce is None else Record(None, reduce=reduce)
+            eager = self.rule.reducer(self.module, self.engine.current_batch, saved, out)
+            rec = Record(saved) if eager is None else Record(None, reduce=eager[0])
             self.records.append(rec)
-            return _tap(out, self.anchor, rec, (args, kwargs), saved)
+            return _tap(out, self.anchor, rec, (args, kwargs), None if eager is None else eager[1])
 
         return self.rule.forward(self.module, tap, *args, **kwargs)
 

@@ -123,8 +123,11 @@ class LayerRule(abc.ABC):
     def prepare(self, module: nn.Module, records: Sequence[Record], batch: int) -> Prepared:
         """Per-example norms and clipped sums of this layer's recorded calls (all with output gradients)."""
 
-    def reducer(self, module: nn.Module, batch: int, saved: Any) -> Callable[[torch.Tensor, Any], dict] | None:
-        """Optional eager reduction of one call's output gradient (see :attr:`Record.reduce`); None: none."""
+    def reducer(
+        self, module: nn.Module, batch: int, saved: Any, out: torch.Tensor
+    ) -> tuple[Callable[[torch.Tensor, torch.Tensor], dict], torch.Tensor] | None:
+        """Optional eager reduction of one call (see :attr:`Record.reduce`): ``(reduce, tensor)``, where the
+        graph keeps ``tensor`` for ``reduce(output_grad, tensor)``; None: the call is recorded for the step."""
         return None
 
 

@@ -42,13 +42,13 @@ class _NormRule(LayerRule):
             parts["bias"] = self.reduce(module, grad, batch)
         return parts
 
-    def reducer(self, module, batch: int, saved):
+    def reducer(self, module, batch: int, saved, out):
         # Per-example gradients take [B, d] each: form them in the backward pass, so that neither the [B, T, d]
         # output gradient nor the input is held until the step (not for an input that is not batch-first:
         # prepare then raises the error).
         if not isinstance(saved, torch.Tensor) or saved.dim() == 0 or saved.shape[0] != batch:
             return None
-        return lambda grad, x: self.per_example(module, grad, x, batch)
+        return (lambda grad, x: self.per_example(module, grad, x, batch)), saved
 
     def prepare(self, module, records: Sequence[Record], batch: int) -> Instantiated:
         ps: dict[str, torch.Tensor] = {}
