@@ -11,7 +11,7 @@ every round) so background load hits all of them alike; a step = zero_grad, forw
 optimizer.step (clipping, noise, accounting included); sigma = 1, C = 1, SGD lr 0.01, fixed batches
 (``poisson_sampling=False``, identical shapes for every contender). Extra peak memory: each (model, contender)
 runs alone in a fresh subprocess for 5 steps; peak RSS (VmHWM, reset just before the first step) minus the RSS
-at that point.
+at that point; the median of 3 such processes.
 
     .venv/bin/python benchmarks/training.py                 # all models, all contenders
     .venv/bin/python benchmarks/training.py --models mlp --rounds 10 --no-memory
@@ -180,12 +180,16 @@ def memory_child(model_name: str, contender: str, steps: int) -> None:
     print(json.dumps({"delta_peak_mb": peak - base, "reset": reset}))
 
 
-def measure_memory(model_name: str, contender: str, steps: int = 5) -> float:
+def measure_memory(model_name: str, contender: str, steps: int = 5, repeats: int = 3) -> float:
+    """Median over ``repeats`` fresh processes (one process's peak RSS varies by tens of MB on the CNN)."""
     cmd = [sys.executable, __file__, "--memory-child", model_name, contender, str(steps)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
-    return json.loads(done.stdout.strip().splitlines()[-1])["delta_peak_mb"]
+    peaks = []
+    for _ in range(repeats):
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed")
+        peaks.append(json.loads(done.stdout.strip().splitlines()[-1])["delta_peak_mb"])
+    return statistics.median(peaks)
 
 
 def time_model(model_name: str, contenders: list[str], rounds: int, warmup: int) -> dict[str, dict]:
@@ -221,6 +225,7 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-memory", action="store_true", help="skip the per-contender memory subprocesses")
+    p.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per memory figure (median)")
     p.add_argument("--memory-child", nargs=3, metavar=("MODEL", "CONTENDER", "STEPS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:
@@ -244,7 +249,7 @@ def main(argv=None) -> None:
                 if "error" in timing.get(c, {}):
                     continue
                 try:
-                    mem[c] = measure_memory(m, c)
+                    mem[c] = measure_memory(m, c, repeats=args.memory_repeats)
                 except RuntimeError as e:
                     mem[c] = float("nan")
                     print(f"memory run failed for {m}/{c}: {e}", file=sys.stderr)

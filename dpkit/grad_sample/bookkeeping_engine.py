@@ -26,9 +26,10 @@ this engine for stock attention/transformer layers with ``batch_first=False``); 
 modules that own them (using a child's parameter directly in a parent's forward is refused at the step, as any
 gradient that bypasses the engine is). Memory: the layers' inputs (kept by non-private training too) and
 output gradients until the step, plus the instantiated per-example gradients of layers where that is cheaper
-than Gram matrices (at most ``p d`` < ``2 T^2`` values per example). Norm layers and convolutions that are
-instantiated form their per-example gradients during the backward pass instead (:attr:`Record.reduce`), so their
-inputs and output gradients are freed there.
+than Gram matrices (at most ``p d`` < ``2 T^2`` values per example). Norm layers form their small per-example
+gradients during the backward pass instead (:attr:`Record.reduce`), so their inputs and output gradients are freed
+there. (Doing the same for instantiated convolutions was tried: it allocates the per-example gradients while the
+backward pass still holds the activations, which did not lower the peak.)
 """
 
 from __future__ import annotations

@@ -31,10 +31,9 @@ class Record:
     saved: Any
     grad: torch.Tensor | None = None
     shape: torch.Size | None = None  # set when the tapped tensor is a reshape of the layer's output
-    # Rules whose per-example gradients are formed anyway (norm layers, instantiated convolutions) reduce the
-    # output gradient as soon as it arrives (``reduce(grad, saved) -> {name: [B, ...]}``, linear in grad) and keep
-    # only that: the output gradient and the input (then held by the graph, not by ``saved``) are dropped during
-    # the backward pass, not at the step.
+    # Rules whose per-example gradients are small (norm layers: [B, d]) reduce the output gradient as soon as it
+    # arrives (``reduce(grad, saved) -> {name: [B, ...]}``, linear in grad) and keep only that: the output gradient
+    # and the input (then held by the graph, not by ``saved``) are dropped during the backward pass, not at the step.
     reduce: Callable[[torch.Tensor, Any], dict[str, torch.Tensor]] | None = None
     reduced: dict[str, torch.Tensor] | None = None
 

@@ -72,32 +72,9 @@ class _ConvRule(LayerRule):
             )
         return F.unfold(x, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
 
-    def reducer(self, module, batch: int, saved, out):
-        # When this call would be instantiated anyway (no groups, 2 T^2 > p d), do it in the backward pass: the
-        # per-example gradients replace the output gradient and the input, which are then not held until the step.
-        x, padding = saved
-        if module.groups != 1 or batch == 0 or x.dim() == 0 or x.shape[0] != batch or out.shape[0] != batch:
-            return None
-        if use_ghost(out[0].numel() // module.out_channels, module.out_channels, module.weight[0].numel()):
-            return None
-        weight = "weight" if trained(module.weight) else None
-        bias = "bias" if trained(module.bias) else None
-        return (lambda grad, xs: self._per_example(module, grad, xs, padding, batch, weight, bias)), x
-
     def prepare(self, module, records: Sequence[Record], batch: int) -> Prepared:
         weight = "weight" if trained(module.weight) else None
         bias = "bias" if trained(module.bias) else None
-        if any(r.reduced is not None for r in records):  # instantiated in the backward pass: instantiate the rest
-            ps: dict[str, torch.Tensor] = {}
-            for r in records:
-                parts = r.reduced
-                if parts is None:
-                    x, padding = r.saved
-                    check_batch(x, batch, type(module).__name__)
-                    parts = self._per_example(module, r.grad, x, padding, batch, weight, bias)
-                for k, v in parts.items():
-                    ps[k] = v if k not in ps else ps[k] + v
-            return Instantiated(ps)
         for r in records:
             check_batch(r.saved[0], batch, type(module).__name__)
         positions = sum(r.grad[0].numel() // module.out_channels for r in records) if batch else 0
@@ -127,28 +104,22 @@ class _ConvRule(LayerRule):
             ps["bias"] = g.sum(2)
         return Instantiated(ps)
 
-    def _per_example(self, module, grad, x, padding, batch, weight, bias) -> dict[str, torch.Tensor]:
-        """One call's per-example gradients ``G_i A_i^T`` (and bias sums), unfolding ``UNFOLD_CHUNK`` examples
-        at a time, shaped like the parameters."""
-        g = grad.reshape(batch, module.out_channels, -1)  # [B, p, L]
-        parts = {}
-        if weight:
-            w = g.new_empty(batch, module.out_channels, module.weight[0].numel())
-            for s in range(0, batch, UNFOLD_CHUNK):
-                cols = self._unfold(module, x[s : s + UNFOLD_CHUNK], padding)  # [b, d, L]
-                torch.bmm(g[s : s + UNFOLD_CHUNK], cols.transpose(1, 2), out=w[s : s + UNFOLD_CHUNK])
-            parts["weight"] = w.view(batch, *module.weight.shape)
-        if bias:
-            parts["bias"] = g.sum(2)
-        return parts
 
     def _instantiate(self, module, records, batch, weight, bias) -> Instantiated:
+        """Per-example gradients ``G_i A_i^T``, unfolding ``UNFOLD_CHUNK`` examples at a time."""
         ps: dict[str, torch.Tensor] = {}
         for r in records:
             x, padding = r.saved
-            for k, v in self._per_example(module, r.grad, x, padding, batch, weight, bias).items():
-                ps[k] = v if k not in ps else ps[k] + v
-        return Instantiated(ps)
+            g = r.grad.reshape(batch, module.out_channels, -1)  # [B, p, L]
+            if weight:
+                w = g.new_empty(batch, module.out_channels, module.weight[0].numel())
+                for s in range(0, batch, UNFOLD_CHUNK):
+                    cols = self._unfold(module, x[s : s + UNFOLD_CHUNK], padding)  # [b, d, L]
+                    torch.bmm(g[s : s + UNFOLD_CHUNK], cols.transpose(1, 2), out=w[s : s + UNFOLD_CHUNK])
+                ps["weight"] = w if "weight" not in ps else ps["weight"] + w
+            if bias:
+                ps["bias"] = g.sum(2) if "bias" not in ps else ps["bias"] + g.sum(2)
+        return Instantiated({k: v.reshape(batch, *getattr(module, k).shape) for k, v in ps.items()})
 
 
 @register_layer_rule(nn.Conv1d)
