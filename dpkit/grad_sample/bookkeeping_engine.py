@@ -45,7 +45,14 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, example_outputs, flat_views, register_engine
+from dpkit.grad_sample.engine import (
+    ClippedSum,
+    GradSampleEngine,
+    example_inputs,
+    example_outputs,
+    flat_views,
+    register_engine,
+)
 from dpkit.grad_sample.functorch_engine import _ATTR, _rng_state, _set_rng_state, vmap_in_chunks
 from dpkit.grad_sample.layers import Instantiated, LayerRule, Prepared, Record, Tap, rule_for
 from dpkit.grad_sample.validation import check_module
@@ -165,12 +172,7 @@ class _FallbackUnit(_Unit):
         return {n: p.detach() for n, p in self.module.named_parameters()}
 
     def _run(self, call: _Call, params: dict[str, torch.Tensor], xs) -> tuple[list, list, Any]:
-        leaves = list(call.leaves)
-        it = iter(xs)
-        for i, b in enumerate(call.batched):
-            if b:
-                leaves[i] = next(it).unsqueeze(0)
-        args, kwargs = tree_unflatten(leaves, call.spec)
+        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs)
         with self.engine.passthrough(), _reparametrize_module(self.module, params, tie_weights=True):
             out = self.orig_forward(*args, **kwargs)
         return example_outputs(out, f"module {self.path or '<root>'} ({type(self.module).__name__})")

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from accountants.validation import check_count
 from dpkit.grad_sample.clipping import ClippingPolicy
@@ -183,6 +183,17 @@ class GradSampleEngine(abc.ABC):
     def per_sample_gradients(self) -> list[torch.Tensor]:
         """Per-example gradients ``[batch_size, *param.shape]`` (may be refused)."""
         raise NotImplementedError(f"the {self.name!r} engine does not materialize per-sample gradients")
+
+
+def example_inputs(leaves: Sequence[Any], spec: Any, batched: Sequence[bool], xs) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` of a call for ONE example: each batched leaf replaced by the next of ``xs`` (one example,
+    without the batch dimension) given a batch dimension of size 1; the other leaves as recorded."""
+    leaves = list(leaves)
+    it = iter(xs)
+    for i, b in enumerate(batched):
+        if b:
+            leaves[i] = next(it).unsqueeze(0)
+    return tree_unflatten(leaves, spec)
 
 
 def example_outputs(out, where: str) -> tuple[list[torch.Tensor], list, Any]:

@@ -32,7 +32,14 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, example_outputs, flat_views, register_engine
+from dpkit.grad_sample.engine import (
+    ClippedSum,
+    GradSampleEngine,
+    example_inputs,
+    example_outputs,
+    flat_views,
+    register_engine,
+)
 from dpkit.grad_sample.validation import check_module
 
 _MISSING = object()
@@ -126,12 +133,7 @@ class FunctorchEngine(GradSampleEngine):
     # ------------------------------------------------------------------ forward
     def _run(self, call: _Call, params: dict[str, torch.Tensor] | None, xs) -> tuple[list, list, Any]:
         """Run the module on one example (a batch of one): tensor outputs without batch dim, leaves, spec."""
-        leaves = list(call.leaves)
-        it = iter(xs)
-        for i, b in enumerate(call.batched):
-            if b:
-                leaves[i] = next(it).unsqueeze(0)
-        args, kwargs = tree_unflatten(leaves, call.spec)
+        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs)
         self._inside = True
         try:
             if params is None:
