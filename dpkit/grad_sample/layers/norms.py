@@ -1,9 +1,11 @@
 """LayerNorm, GroupNorm, RMSNorm: elementwise affine parameters, so per-example gradients are small and
 instantiated: ``weight_i = sum (g * x_hat)`` and ``bias_i = sum g`` over example i's positions, with ``x_hat``
-the normalized input (recomputed at step time from the saved input)."""
+the normalized input, recomputed from the saved input (LayerNorm: from the forward's per-position mean and
+reciprocal standard deviation, ``x_hat = (x - mean) * rstd``, which costs less than normalizing again)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +23,14 @@ from dpkit.grad_sample.layers.base import (
 from dpkit.grad_sample.layers.linear import detached, trained
 
 
+@dataclasses.dataclass
+class _Stats:
+    """LayerNorm's forward statistics for one call (``[*, 1...]``, fresh outputs nothing else modifies)."""
+
+    mean: torch.Tensor
+    rstd: torch.Tensor
+
+
 class _NormRule(LayerRule):
     def forward(self, module, tap: TapFn, x: torch.Tensor) -> torch.Tensor:
         weight, bias = detached(getattr(module, "weight", None)), detached(getattr(module, "bias", None))
@@ -29,15 +39,22 @@ class _NormRule(LayerRule):
     def normalize(self, module, x, weight, bias) -> torch.Tensor:
         raise NotImplementedError
 
+    def normalized(self, module, x: torch.Tensor, stats: _Stats | None) -> torch.Tensor:
+        """``x_hat`` for a saved input, as a new tensor (the caller modifies it)."""
+        return self.normalize(module, x, None, None)
+
     def reduce(self, module, t: torch.Tensor, batch: int) -> torch.Tensor:
         """Sum ``t`` (shaped like the output) over everything but the batch and the parameter's dimensions."""
         raise NotImplementedError
 
-    def per_example(self, module, grad: torch.Tensor, x: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
+    def per_example(
+        self, module, grad: torch.Tensor, x: torch.Tensor, batch: int, stats: _Stats | None = None
+    ) -> dict[str, torch.Tensor]:
         """Per-example parameter gradients of one call from its output gradient and saved input."""
         parts = {}
         if trained(getattr(module, "weight", None)):
-            parts["weight"] = self.reduce(module, grad * self.normalize(module, x, None, None), batch)
+            xg = self.normalized(module, x, stats).mul_(grad)
+            parts["weight"] = self.reduce(module, xg, batch).to(grad.dtype)
         if trained(getattr(module, "bias", None)):
             parts["bias"] = self.reduce(module, grad, batch)
         return parts
@@ -46,9 +63,12 @@ class _NormRule(LayerRule):
         # Per-example gradients take [B, d] each: form them in the backward pass, so that neither the [B, T, d]
         # output gradient nor the input is held until the step (not for an input that is not batch-first:
         # prepare then raises the error).
+        stats = None
+        if isinstance(saved, tuple):  # (input, _Stats)
+            saved, stats = saved
         if not isinstance(saved, torch.Tensor) or saved.dim() == 0 or saved.shape[0] != batch:
             return None
-        return (lambda grad, x: self.per_example(module, grad, x, batch)), saved
+        return (lambda grad, x: self.per_example(module, grad, x, batch, stats)), saved
 
     def prepare(self, module, records: Sequence[Record], batch: int) -> Instantiated:
         ps: dict[str, torch.Tensor] = {}
@@ -56,8 +76,9 @@ class _NormRule(LayerRule):
             if r.reduced is not None:
                 parts = r.reduced
             else:
-                check_batch(r.saved, batch, type(module).__name__)
-                parts = self.per_example(module, r.grad, r.saved, batch)
+                x, stats = r.saved if isinstance(r.saved, tuple) else (r.saved, None)
+                check_batch(x, batch, type(module).__name__)
+                parts = self.per_example(module, r.grad, x, batch, stats)
             for k, v in parts.items():
                 ps[k] = v if k not in ps else ps[k] + v
         return Instantiated(ps)
@@ -65,8 +86,18 @@ class _NormRule(LayerRule):
 
 @register_layer_rule(nn.LayerNorm)
 class LayerNormRule(_NormRule):
+    def forward(self, module, tap: TapFn, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = detached(module.weight), detached(module.bias)
+        out, mean, rstd = torch.native_layer_norm(x, module.normalized_shape, weight, bias, module.eps)
+        return tap(out, (x.detach(), _Stats(mean.detach(), rstd.detach())))
+
     def normalize(self, module, x, weight, bias):
         return F.layer_norm(x, module.normalized_shape, weight, bias, module.eps)
+
+    def normalized(self, module, x, stats):
+        if stats is None:
+            return super().normalized(module, x, stats)
+        return (x - stats.mean).mul_(stats.rstd).to(x.dtype)
 
     def reduce(self, module, t, batch):
         shape = tuple(module.normalized_shape)
