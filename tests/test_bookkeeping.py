@@ -403,11 +403,12 @@ def test_per_layer_clipping_and_per_sample_gradients():
     engine.detach()
 
 
-def test_layer_inputs_must_be_batch_first():
+@pytest.mark.parametrize("layer", [lambda: nn.Linear(3, 2), lambda: nn.LayerNorm(3)], ids=["linear", "layernorm"])
+def test_layer_inputs_must_be_batch_first(layer):
     class SeqFirst(nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc = nn.Linear(3, 2)
+            self.fc = layer()
 
         def forward(self, x):
             return self.fc(x.transpose(0, 1)).transpose(0, 1)
