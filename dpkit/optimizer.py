@@ -8,7 +8,8 @@
 3. adds Gaussian noise of std ``noise_multiplier * sensitivity`` (sensitivity = max_grad_norm for flat
    clipping), drawn in one call into one flat buffer that then receives the clipped sums;
 4. divides by the expected batch size (q * N under Poisson sampling, a constant: dividing by the realized
-   batch size would leak it) and writes the result to ``p.grad``;
+   batch size would leak it; folded into the noise's std and the clip factors, so no extra pass) and writes
+   the result to ``p.grad``;
 5. records the step's event (``PoissonSampledEvent(q, GaussianEvent(sigma))``) in the ledger, then runs the
    wrapped optimizer's step.
 
@@ -170,14 +171,14 @@ class DPOptimizer(Optimizer):
         std = self.noise_multiplier * self.clipping.sensitivity
         buf = self._flat_buffer()
         if buf is not None:
-            # One flat buffer: the noise is drawn into it in place (one call), the engine adds the clipped sums
-            # to it, one division normalizes; the parameters' gradients are views of it.
+            # One flat buffer: the noise (already divided by the expected batch size: std / B) is drawn into it
+            # in place in one call, the engine adds the clipped sums weighted by 1 / B; the parameters' gradients
+            # are views of it.
             if std > 0:
-                self.noise.fill_(buf, std, self.steps_taken)
+                self.noise.fill_(buf, std / self.expected_batch_size, self.steps_taken)
             else:
                 buf.zero_()
-            clipped = self.engine.clipped_sum(self.clipping, out=buf)
-            buf.div_(self.expected_batch_size)
+            clipped = self.engine.clipped_sum(self.clipping, out=buf, weight=1.0 / self.expected_batch_size)
             grads = clipped.grads
         else:  # parameters of several dtypes / devices
             clipped = self.engine.clipped_sum(self.clipping)

@@ -425,7 +425,7 @@ class BookkeepingEngine(GradSampleEngine):
             out.append(g.reshape(batch, *p.shape) * self._scale(batch))
         return out
 
-    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None) -> ClippedSum:
+    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
         batch = self._step_batch()
         flat, sums = flat_views(self.params, out)
         if batch == 0:
@@ -449,7 +449,7 @@ class BookkeepingEngine(GradSampleEngine):
         sq = torch.stack(cols, 1)
         if scale != 1.0:
             sq = sq * (scale * scale)
-        factors = policy.factors(sq) * scale
+        factors = policy.factors(sq) * (scale * weight)
         for i, parts in contrib.items():
             c = factors[:, i].contiguous()
             if i in shared:

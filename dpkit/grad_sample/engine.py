@@ -6,11 +6,12 @@ The contract between an engine and the DP optimizer:
    type, attributes and methods) and validates it (:func:`~dpkit.grad_sample.validation.check_module`).
 2. The user runs forward and ``loss.backward()`` as usual, on one logical batch (any size; the engine
    processes it in physical chunks of at most ``max_physical_batch_size`` examples to bound memory).
-3. ``clipped_sum(policy, out=None)`` returns, for each trainable parameter, ``sum_i c_i * g_i`` where ``g_i`` is example
-   i's gradient of its own loss term and ``c_i`` the policy's clip factor; with ``loss_reduction="mean"`` the
-   loss is taken to be the mean over the logical batch and ``g_i`` is rescaled accordingly. With ``out`` (one
-   flat buffer of all trainable parameters' values, e.g. pre-filled with the noise) the sums are added into it
-   and the returned gradients are views of it.
+3. ``clipped_sum(policy, out=None, weight=1.0)`` returns, for each trainable parameter, ``weight * sum_i c_i * g_i``
+   where ``g_i`` is example i's gradient of its own loss term and ``c_i`` the policy's clip factor; with
+   ``loss_reduction="mean"`` the loss is taken to be the mean over the logical batch and ``g_i`` is rescaled
+   accordingly. With ``out`` (one flat buffer of all trainable parameters' values, e.g. pre-filled with the
+   noise) the sums are added into it and the returned gradients are views of it. (``weight`` folds the
+   optimizer's division by the expected batch size into the clip factors: no extra pass over the buffer.)
 4. ``clear()`` forgets the recorded batch (``optimizer.zero_grad()`` and ``optimizer.step()`` call it).
 
 An engine may materialize per-example gradients (the generic ``functorch`` engine, one physical chunk at a
@@ -172,7 +173,7 @@ class GradSampleEngine(abc.ABC):
         """Forget the recorded batch."""
 
     @abc.abstractmethod
-    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None) -> ClippedSum:
+    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
         """Sum over the recorded batch of the clipped per-example gradients (see the module docstring)."""
 
     @property

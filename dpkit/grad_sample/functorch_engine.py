@@ -240,13 +240,15 @@ class FunctorchEngine(GradSampleEngine):
             return [p.new_zeros((0, *p.shape)) for p in self.params]
         return [torch.cat([part[i] for part in parts]) for i in range(len(self.params))]
 
-    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None) -> ClippedSum:
+    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
         calls = self._calls_for_step()
         flat, sums = flat_views(self.params, out)
         norms = []
         for _, grads in self._chunks_of_step(calls):
             sq = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads], dim=1)
             factors = policy.factors(sq)
+            if weight != 1.0:
+                factors = factors * weight
             for i, g in enumerate(grads):
                 sums[i].add_(torch.tensordot(factors[:, i].to(g.dtype), g, dims=1))
             norms.append(sq.sum(1).sqrt())
