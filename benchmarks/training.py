@@ -13,6 +13,10 @@ optimizer.step (clipping, noise, accounting included); sigma = 1, C = 1, SGD lr 
 runs alone in a fresh subprocess for 5 steps; peak RSS (VmHWM, reset just before the first step) minus the RSS
 at that point; the median of 3 such processes.
 
+``noise_floor`` is not a DP step: the non-private step plus drawing one Gaussian per parameter with dpkit's noise
+source and adding it to the gradients, i.e. what any DP-SGD step costs at the least on this machine without any
+clipping work. Its ratio bounds what a private engine can reach.
+
     .venv/bin/python benchmarks/training.py                 # all models, all contenders
     .venv/bin/python benchmarks/training.py --models mlp --rounds 10 --no-memory
 """
@@ -43,7 +47,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 MODELS = ("mlp", "cnn", "tfm")
-CONTENDERS = ("nonprivate", "dpkit", "dpkit_functorch", "opacus_hooks", "opacus_ghost", "opacus_ew")
+CONTENDERS = ("nonprivate", "noise_floor", "dpkit", "dpkit_functorch", "opacus_hooks", "opacus_ghost", "opacus_ew")
 SIGMA, CLIP, LR = 1.0, 1.0, 0.01
 
 
@@ -105,6 +109,29 @@ def loader(x, y) -> DataLoader:
 
 
 # ------------------------------------------------------------------------------------------------ contenders
+def _noise_floor_step(model, opt, criterion, x, y):
+    """Not a DP step: the non-private step plus what every DP-SGD step must add at the least, drawing one
+    Gaussian per parameter (dpkit's seeded noise, the same call as dpkit's step) and adding it to the gradients.
+    It shows the floor the noise alone sets for a model (no clipping at all)."""
+    from dpkit.noise import GaussianNoise
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    noise = GaussianNoise(0)
+    buf = torch.empty(sum(p.numel() for p in params))
+    views = list(buf.split([p.numel() for p in params]))
+    steps = [0]
+
+    def step():
+        opt.zero_grad()
+        criterion(model(x), y).backward()
+        noise.fill_(buf, SIGMA * CLIP / x.shape[0], steps[0])
+        steps[0] += 1
+        torch._foreach_add_([p.grad for p in params], [v.view_as(p) for v, p in zip(views, params, strict=True)])
+        opt.step()
+
+    return step
+
+
 def make_step(model_name: str, contender: str):
     """A zero-argument callable doing one full training step of ``contender`` on ``model_name``."""
     model, x, y = build(model_name)
@@ -112,6 +139,8 @@ def make_step(model_name: str, contender: str):
     criterion = nn.CrossEntropyLoss()
     if contender == "nonprivate":
         pass
+    elif contender == "noise_floor":
+        return _noise_floor_step(model, opt, criterion, x, y)
     elif contender.startswith("dpkit"):
         import dpkit
 
