@@ -127,6 +127,37 @@ def test_linear_without_bias_and_inplace_activation(norm_mode):
     check(model, (torch.randn(7, 3, 4),))
 
 
+class SeqAndPooled(nn.Module):
+    """One Linear called on a sequence [B, T, d] and on its mean over positions [B, d] in one forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc(x))
+        return self.fc(h.mean(1)) + h.sum(1)
+
+
+def test_linear_bias_sums_from_the_backward_pass(norm_mode):
+    # Sequence calls of a Linear with a bias sum each example's output gradient over positions in the backward
+    # pass (Record.position_sums); a step mixing such a call with a 2-D call uses the gradients themselves.
+    torch.manual_seed(2)
+    check(nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)), (torch.randn(6, 4, 5),))
+    check(SeqAndPooled(), (torch.randn(6, 3, 4),))
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3, bias=False))
+    engine = create_engine("bookkeeping", model, trainable(model))
+    engine.attach()
+    try:
+        loss_of(model(torch.randn(6, 4, 5))).backward()
+        (first_rec,), (last_rec,) = (u.records for u in engine.units)
+        assert first_rec.position_sums is not None and first_rec.position_sums.shape == (6, 7)
+        torch.testing.assert_close(first_rec.position_sums, first_rec.grad.sum(1))
+        assert last_rec.position_sums is None  # no bias: nothing to sum
+    finally:
+        engine.detach()
+
+
 @pytest.mark.parametrize(
     "conv",
     [

@@ -130,9 +130,14 @@ class _RuleUnit(_Unit):
         self.records: list[Record] = []
 
     def record(self, *args, **kwargs):
-        def tap(out: torch.Tensor, saved: Any) -> torch.Tensor:
-            eager = self.rule.reducer(self.module, self.engine.current_batch, saved, out)
-            rec = Record(saved) if eager is None else Record(None, reduce=eager[0])
+        def tap(out: torch.Tensor, saved: Any, *, position_sums: bool = False) -> torch.Tensor:
+            batch = self.engine.current_batch
+            eager = self.rule.reducer(self.module, batch, saved, out)
+            if eager is not None:
+                rec = Record(None, reduce=eager[0])
+            else:
+                sums = position_sums and out.dim() > 2 and out.shape[0] == batch
+                rec = Record(saved, sum_batch=batch if sums else None)
             self.records.append(rec)
             return _tap(out, self.anchor, rec, (args, kwargs), None if eager is None else eager[1])
 

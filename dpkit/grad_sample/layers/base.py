@@ -5,7 +5,8 @@ A rule (one file per layer family, registered with :func:`register_layer_rule`) 
 * ``forward(module, tap, *args, **kwargs)``: computes the layer's output with *detached* parameters (so the
   ordinary backward pass never forms a parameter gradient, only input gradients) and passes it through
   ``tap(output, saved)``, which records what the rule needs later (``saved``: input activations or indices) and
-  catches the gradient of the loss with respect to the output during the user's single backward pass.
+  catches the gradient of the loss with respect to the output during the user's single backward pass
+  (``position_sums=True``: also each example's gradient summed over positions, :attr:`Record.position_sums`).
 * ``prepare(module, records, batch)`` returns a :class:`Prepared` holding, for the step, each example's squared
   gradient norm per parameter (ghost / Gram-matrix trick or instantiation, whichever is cheaper for the shapes)
   and able to add ``sum_i c_i * g_i`` into a buffer: one weighted matmul or matrix-vector product per parameter.
@@ -36,6 +37,11 @@ class Record:
     # and the input (then held by the graph, not by ``saved``) are dropped during the backward pass, not at the step.
     reduce: Callable[[torch.Tensor, Any], dict[str, torch.Tensor]] | None = None
     reduced: dict[str, torch.Tensor] | None = None
+    # Sequence layers with a bias (``tap(..., position_sums=True)``): each example's output gradient summed over
+    # its positions, ``[batch, p]``, formed in the backward pass while the gradient is still in cache (the bias's
+    # per-example gradient; a pass over the [B, T, p] gradient at the step costs several times more).
+    sum_batch: int | None = None
+    position_sums: torch.Tensor | None = None
 
     @property
     def has_grad(self) -> bool:
@@ -66,10 +72,13 @@ class Tap(torch.autograd.Function):
             rec.reduced = part if rec.reduced is None else {k: rec.reduced[k] + v for k, v in part.items()}
         else:
             rec.grad = g if rec.grad is None else rec.grad + g
+            if rec.sum_batch is not None:
+                s = g.reshape(rec.sum_batch, -1, g.shape[-1]).sum(1)
+                rec.position_sums = s if rec.position_sums is None else rec.position_sums + s
         return grad, None, None, None
 
 
-TapFn = Callable[[torch.Tensor, Any], torch.Tensor]
+TapFn = Callable[..., torch.Tensor]  # tap(output, saved, *, position_sums=False) -> output
 
 
 class Prepared(abc.ABC):

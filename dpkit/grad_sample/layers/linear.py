@@ -23,7 +23,8 @@ def detached(p: torch.Tensor | None) -> torch.Tensor | None:
 @register_layer_rule(nn.Linear)
 class LinearRule(LayerRule):
     def forward(self, module: nn.Linear, tap: TapFn, x: torch.Tensor) -> torch.Tensor:
-        return tap(F.linear(x, module.weight.detach(), detached(module.bias)), x.detach())
+        out = F.linear(x, module.weight.detach(), detached(module.bias))
+        return tap(out, x.detach(), position_sums=trained(module.bias))
 
     def prepare(self, module: nn.Linear, records: Sequence[Record], batch: int) -> MatmulGrads:
         for r in records:
@@ -32,9 +33,11 @@ class LinearRule(LayerRule):
         g = [flatten_seq(r.grad, batch).contiguous() for r in records]  # used by two or three matmuls
         a = a[0] if len(a) == 1 else torch.cat(a, 1)  # several calls: more positions of the same examples
         g = g[0] if len(g) == 1 else torch.cat(g, 1)
+        sums = [r.position_sums for r in records]
         return MatmulGrads(
             a,
             g,
             weight="weight" if trained(module.weight) else None,
             bias="bias" if trained(module.bias) else None,
+            g_sum=None if any(s is None for s in sums) else sum(sums[1:], sums[0]),
         )

@@ -25,7 +25,8 @@ def use_ghost(t: int, p: int, d: int) -> bool:
 
 
 class MatmulGrads(Prepared):
-    """``A``: ``[B, T, d]``, ``G``: ``[B, T, p]``; ``weight`` / ``bias``: parameter names (None: not trained)."""
+    """``A``: ``[B, T, d]``, ``G``: ``[B, T, p]``; ``weight`` / ``bias``: parameter names (None: not trained);
+    ``g_sum``: ``sum_t G[:, t]`` when the backward pass formed it (:attr:`Record.position_sums`)."""
 
     def __init__(
         self,
@@ -35,6 +36,7 @@ class MatmulGrads(Prepared):
         weight: str | None,
         bias: str | None,
         weight_shape: torch.Size | None = None,
+        g_sum: torch.Tensor | None = None,
     ):
         self.a, self.g = a, g
         self.weight, self.bias = weight, bias
@@ -43,7 +45,7 @@ class MatmulGrads(Prepared):
         self.weight_shape = weight_shape if weight_shape is not None else torch.Size((self.p, self.d))
         self.ghost = use_ghost(self.t, self.p, self.d)
         self._ps: torch.Tensor | None = None
-        self._gsum: torch.Tensor | None = None
+        self._gsum: torch.Tensor | None = g_sum  # [B, p]: sum_t g_it, if formed in the backward pass
         self._gsq: torch.Tensor | None = None
         self._gram_g: torch.Tensor | None = None
 
@@ -64,7 +66,7 @@ class MatmulGrads(Prepared):
         With the output-gradient Gram matrix at hand (ghost weight norm), it is the sum of its entries
         (``1^T G G^T 1``), which spares a pass over ``G``."""
         if self._gsq is None:
-            if self._gram_g is not None:
+            if self._gram_g is not None and self._gsum is None:
                 self._gsq = self._gram_g.sum((1, 2))
             else:
                 self._gsq = torch.linalg.vector_norm(self._bias_sum(), dim=1).square_()
