@@ -28,8 +28,10 @@ gradient that bypasses the engine is). Memory: the layers' inputs (kept by non-p
 output gradients until the step, plus the instantiated per-example gradients of layers where that is cheaper
 than Gram matrices (at most ``p d`` < ``2 T^2`` values per example). Norm layers form their small per-example
 gradients during the backward pass instead (:attr:`Record.reduce`), so their inputs and output gradients are freed
-there. (Doing the same for instantiated convolutions was tried: it allocates the per-example gradients while the
-backward pass still holds the activations, which did not lower the peak.)
+there; sequence Linear layers with a bias sum each example's output gradient over positions there too
+(:attr:`Record.position_sums`, ``[B, p]``: the bias's per-example gradient, taken while the gradient is in
+cache). (Reducing instantiated convolutions in the backward pass was tried: it allocates the per-example gradients
+while the backward pass still holds the activations, which did not lower the peak.)
 """
 
 from __future__ import annotations
