@@ -126,7 +126,8 @@ def _noise_floor_step(model, opt, criterion, x, y):
         criterion(model(x), y).backward()
         noise.fill_(buf, SIGMA * CLIP / x.shape[0], steps[0])
         steps[0] += 1
-        torch._foreach_add_([p.grad for p in params], [v.view_as(p) for v, p in zip(views, params, strict=True)])
+        for p, v in zip(params, views, strict=True):
+            p.grad.add_(v.view_as(p))
         opt.step()
 
     return step
