@@ -41,8 +41,8 @@ from mechanisms._validation import (
     check_values,
 )
 from mechanisms.base import PureFrequencyOracle, SupportCounts, _post, enumerate_bit_vectors, ibu_structured
-from mechanisms.bernoulli import unary_perturb
-from mechanisms.frequency_oracles import BitVectorReports, bernoulli_matrix, grr_perturb
+from mechanisms.bernoulli import bernoulli_matrix, unary_perturb
+from mechanisms.frequency_oracles import BitVectorReports, grr_perturb
 
 __all__ = [
     "LongitudinalProtocol",

@@ -36,7 +36,8 @@ from scipy import optimize
 from accountants import ComposedEvent, DpEvent, PureDpEvent
 from mechanisms._validation import check_count, check_domain, check_epsilon, check_rng, check_values
 from mechanisms.base import SupportCounts, ibu_structured, max_log_ratio, postprocess
-from mechanisms.frequency_oracles import bernoulli_matrix, grr_perturb, make_oracle
+from mechanisms.bernoulli import bernoulli_matrix
+from mechanisms.frequency_oracles import grr_perturb, make_oracle
 
 __all__ = [
     "MultiState",

@@ -31,6 +31,11 @@ class _Stats:
     rstd: torch.Tensor
 
 
+def _split(saved) -> tuple:
+    """A norm call's saved object -> (input, _Stats or None); LayerNorm saves ``(input, _Stats)``."""
+    return saved if isinstance(saved, tuple) else (saved, None)
+
+
 class _NormRule(LayerRule):
     def forward(self, module, tap: TapFn, x: torch.Tensor) -> torch.Tensor:
         weight, bias = detached(getattr(module, "weight", None)), detached(getattr(module, "bias", None))
@@ -63,9 +68,7 @@ class _NormRule(LayerRule):
         # Per-example gradients take [B, d] each: form them in the backward pass, so that neither the [B, T, d]
         # output gradient nor the input is held until the step (not for an input that is not batch-first:
         # prepare then raises the error).
-        stats = None
-        if isinstance(saved, tuple):  # (input, _Stats)
-            saved, stats = saved
+        saved, stats = _split(saved)
         if not isinstance(saved, torch.Tensor) or saved.dim() == 0 or saved.shape[0] != batch:
             return None
         return (lambda grad, x: self.per_example(module, grad, x, batch, stats)), saved
@@ -76,7 +79,7 @@ class _NormRule(LayerRule):
             if r.reduced is not None:
                 parts = r.reduced
             else:
-                x, stats = r.saved if isinstance(r.saved, tuple) else (r.saved, None)
+                x, stats = _split(r.saved)
                 check_batch(x, batch, type(module).__name__)
                 parts = self.per_example(module, r.grad, x, batch, stats)
             for k, v in parts.items():
