@@ -1,25 +1,25 @@
 """Privacy accounting: events describe what ran; accountants turn them into (epsilon, delta).
 
->>> from accountants import PLDAccountant, dpsgd_event
+>>> from dpkit.accountants import PLDAccountant, dpsgd_event
 >>> acc = PLDAccountant().compose(dpsgd_event(noise_multiplier=1.0, sampling_probability=0.01, steps=1000))
 >>> round(acc.get_epsilon(1e-5), 1)  # doctest: +SKIP
 """
 
-from accountants.accountant import (
+from dpkit.accountants.accountant import (
     PrivacyAccountant,
     available_accountants,
     create_accountant,
     register_accountant,
 )
-from accountants.budget import PrivacyBudget
-from accountants.calibration import (
+from dpkit.accountants.budget import PrivacyBudget
+from dpkit.accountants.calibration import (
     calibrate_count,
     calibrate_noise,
     calibrate_noise_multiplier,
     calibrate_steps,
 )
-from accountants.errors import BudgetExceededError, PrivacyError, UnsupportedEventError
-from accountants.events import (
+from dpkit.accountants.errors import BudgetExceededError, PrivacyError, UnsupportedEventError
+from dpkit.accountants.events import (
     ComposedEvent,
     DpEvent,
     GaussianEvent,
@@ -37,8 +37,8 @@ from accountants.events import (
     event_from_json,
     register_event,
 )
-from accountants.pld import PLDAccountant
-from accountants.rdp import RDPAccountant
+from dpkit.accountants.pld import PLDAccountant
+from dpkit.accountants.rdp import RDPAccountant
 
 __all__ = [
     "BudgetExceededError",

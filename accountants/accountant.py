@@ -1,6 +1,6 @@
 """The accountant interface and its registry.
 
-An accountant keeps a ledger of :mod:`accountants.events` and turns it into (epsilon, delta) guarantees under one
+An accountant keeps a ledger of :mod:`dpkit.accountants.events` and turns it into (epsilon, delta) guarantees under one
 neighbouring relation. It fails closed: an event it cannot analyse soundly raises ``UnsupportedEventError`` when
 composed, and nothing is recorded. A new accountant is one file with a subclass plus ``@register_accountant``.
 """
@@ -11,8 +11,8 @@ import abc
 import math
 from typing import Any
 
-from accountants.errors import UnsupportedEventError
-from accountants.events import (
+from dpkit.accountants.errors import UnsupportedEventError
+from dpkit.accountants.events import (
     ComposedEvent,
     DpEvent,
     NeighbouringRelation,
@@ -23,7 +23,7 @@ from accountants.events import (
     flatten,
     run_length,
 )
-from accountants.validation import check_count, check_delta, check_nonnegative
+from dpkit.accountants.validation import check_count, check_delta, check_nonnegative
 
 _ACCOUNTANTS: dict[str, type[PrivacyAccountant]] = {}
 

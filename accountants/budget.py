@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from accountants.accountant import PrivacyAccountant, create_accountant
-from accountants.calibration import calibrate_count
-from accountants.errors import BudgetExceededError
-from accountants.events import DpEvent
-from accountants.validation import check_count, check_delta, check_positive
+from dpkit.accountants.accountant import PrivacyAccountant, create_accountant
+from dpkit.accountants.calibration import calibrate_count
+from dpkit.accountants.errors import BudgetExceededError
+from dpkit.accountants.events import DpEvent
+from dpkit.accountants.validation import check_count, check_delta, check_positive
 
 
 class PrivacyBudget:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from scipy import optimize
 
-from accountants.accountant import PrivacyAccountant, create_accountant
-from accountants.events import DpEvent, dpsgd_event
-from accountants.validation import check_count, check_delta, check_positive, check_probability
+from dpkit.accountants.accountant import PrivacyAccountant, create_accountant
+from dpkit.accountants.events import DpEvent, dpsgd_event
+from dpkit.accountants.validation import check_count, check_delta, check_positive, check_probability
 
 AccountantSpec = str | PrivacyAccountant
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from enum import Enum
 from typing import Any, ClassVar
 
-from accountants.validation import check_count, check_positive, check_probability
+from dpkit.accountants.validation import check_count, check_positive, check_probability
 
 
 class NeighbouringRelation(str, Enum):

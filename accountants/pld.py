@@ -6,7 +6,7 @@ composition of these. Under replace-one it supports the unsampled mechanisms. Sa
 supported (use the RDP accountant).
 
 The reported epsilon is an upper bound (pessimistic connect-the-dots discretization, pessimistic tails; see
-:mod:`accountants.pld_pmf`); ``get_epsilon_bounds`` also gives a lower bound on the exact epsilon, so their
+:mod:`dpkit.accountants.pld_pmf`); ``get_epsilon_bounds`` also gives a lower bound on the exact epsilon, so their
 difference bounds the discretization error. Very large epsilons do not fail: if the grid would exceed
 ``pld_pmf.MAX_POINTS`` points the grid step is coarsened (the result stays an upper bound).
 """
@@ -17,8 +17,8 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from accountants.accountant import PrivacyAccountant, register_accountant
-from accountants.events import (
+from dpkit.accountants.accountant import PrivacyAccountant, register_accountant
+from dpkit.accountants.events import (
     DpEvent,
     GaussianEvent,
     LaplaceEvent,
@@ -27,15 +27,15 @@ from accountants.events import (
     PureDpEvent,
     RandomizedResponseEvent,
 )
-from accountants.pld_pmf import DiscretePLD, GridTooLarge
-from accountants.privacy_loss import (
+from dpkit.accountants.pld_pmf import DiscretePLD, GridTooLarge
+from dpkit.accountants.privacy_loss import (
     Pair,
     gaussian_pair,
     laplace_pair,
     poisson_subsampled,
     randomized_response_pair,
 )
-from accountants.validation import check_delta, check_positive
+from dpkit.accountants.validation import check_delta, check_positive
 
 _BASE = (GaussianEvent, LaplaceEvent, RandomizedResponseEvent, PureDpEvent)
 

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.fft
 from scipy.signal import fftconvolve
 
-from accountants.privacy_loss import Pair
+from dpkit.accountants.privacy_loss import Pair
 
 #: The largest FFT the accountant will run; beyond it the grid is coarsened (pessimistically) instead.
 MAX_POINTS = 1 << 24

@@ -16,7 +16,7 @@ versions: log(1 + q (e^epsilon - 1)); Gaussian: inf) are added up, and the repor
 the RDP conversion and this basic-composition total (which holds with delta = 0). So T x PureDpEvent(eps)
 never costs more than T eps.
 
-Sensitivities follow :mod:`accountants.events`: an event's noise is relative to the sensitivity under this
+Sensitivities follow :mod:`dpkit.accountants.events`: an event's noise is relative to the sensitivity under this
 accountant's neighbouring relation, so the formulas are the same under both relations.
 """
 
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from accountants import rdp_analysis as ra
-from accountants.accountant import PrivacyAccountant, register_accountant
-from accountants.events import (
+from dpkit.accountants import rdp_analysis as ra
+from dpkit.accountants.accountant import PrivacyAccountant, register_accountant
+from dpkit.accountants.events import (
     ComposedEvent,
     DpEvent,
     GaussianEvent,
@@ -45,7 +45,7 @@ from accountants.events import (
     SelfComposedEvent,
     flatten,
 )
-from accountants.validation import check_delta, check_nonnegative
+from dpkit.accountants.validation import check_delta, check_nonnegative
 
 __all__ = ["RDPAccountant"]
 
@@ -85,7 +85,7 @@ def _rr_epsilon(event: DpEvent) -> tuple[float, int] | None:
 
 @register_accountant("rdp")
 class RDPAccountant(PrivacyAccountant):
-    """Renyi-DP accountant over a grid of orders (default :data:`accountants.rdp_analysis.DEFAULT_ORDERS`).
+    """Renyi-DP accountant over a grid of orders (default :data:`dpkit.accountants.rdp_analysis.DEFAULT_ORDERS`).
 
     ``RDPAccountant(neighbouring_relation="add_or_remove", orders=None)``. The reported epsilon is the
     minimum over the orders (and over pure-DP composition) of the improved RDP -> DP conversion, so it is a

@@ -2,7 +2,7 @@
 
 Pure, vectorized numpy/scipy functions; every function takes an array of Renyi orders ``alpha > 1`` and
 returns one RDP value per order (``D_alpha`` of the worst pair of neighbouring output distributions, in nats).
-The accountant built on them is :class:`accountants.rdp.RDPAccountant`.
+The accountant built on them is :class:`dpkit.accountants.rdp.RDPAccountant`.
 
 References:
 
@@ -24,7 +24,7 @@ import math
 import numpy as np
 from scipy.special import erfcx, gammaln, log_ndtr, logsumexp
 
-from accountants.validation import (
+from dpkit.accountants.validation import (
     check_count,
     check_delta,
     check_nonnegative,

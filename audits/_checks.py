@@ -1,13 +1,13 @@
 """Argument checks for the audits package (errors name the parameter, its value and the allowed range).
 
-Scalars reuse :mod:`accountants.validation`; the array checks are specific to attack data.
+Scalars reuse :mod:`dpkit.accountants.validation`; the array checks are specific to attack data.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from accountants.validation import check_count, check_probability
+from dpkit.accountants.validation import check_count, check_probability
 
 __all__ = ["check_alpha", "check_audit_delta", "check_count", "check_labels", "check_same_length", "check_scores"]
 

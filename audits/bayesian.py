@@ -2,7 +2,7 @@
 
 Model. With Jeffreys priors Beta(1/2, 1/2) on the attack's false-negative rate X and false-positive rate Y, the
 posteriors are independent: ``X ~ Beta(FN + 1/2, TP + 1/2)`` and ``Y ~ Beta(FP + 1/2, TN + 1/2)``. The posterior
-of epsilon is the law of ``eps_hat(Y, X; delta)`` (:mod:`audits.epsilon_from_tests`). Its CDF is the posterior
+of epsilon is the law of ``eps_hat(Y, X; delta)`` (:mod:`dpkit.audits.epsilon_from_tests`). Its CDF is the posterior
 mass of the privacy region, which lies between two nonincreasing curves ``g_lo <= y <= g_hi``:
 
     F(e) = P[g_lo(X; e) <= Y <= g_hi(X; e)] = integral_0^1 (A_e(u) - B_e(u)) du,
@@ -34,12 +34,12 @@ import math
 import numpy as np
 from scipy import optimize, special
 
-from accountants.validation import check_count, check_positive
-from audits._checks import check_alpha, check_audit_delta
-from audits.counts import AttackCounts
-from audits.epsilon_from_tests import epsilon_from_rates, region_lower, region_upper
-from audits.intervals import SIDES, plug_in_epsilon
-from audits.results import EpsilonEstimate
+from dpkit.accountants.validation import check_count, check_positive
+from dpkit.audits._checks import check_alpha, check_audit_delta
+from dpkit.audits.counts import AttackCounts
+from dpkit.audits.epsilon_from_tests import epsilon_from_rates, region_lower, region_upper
+from dpkit.audits.intervals import SIDES, plug_in_epsilon
+from dpkit.audits.results import EpsilonEstimate
 
 __all__ = ["EpsilonPosterior", "bayesian_interval", "DEFAULT_GRID_SIZE", "DEFAULT_MAX_EPS"]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from accountants.validation import check_count
-from audits.counts import AttackCounts
-from audits.scores import counts_at_threshold, estimate_from_scores
+from dpkit.accountants.validation import check_count
+from dpkit.audits.counts import AttackCounts
+from dpkit.audits.scores import counts_at_threshold, estimate_from_scores
 
 __all__ = ["CanaryGameResult", "canary_game"]
 
@@ -44,7 +44,7 @@ class CanaryGameResult:
         return counts_at_threshold(self.is_member, self.scores, threshold)
 
     def estimate(self, **kwargs):
-        """:func:`audits.scores.estimate_from_scores` on the pooled samples (heuristic: see the module doc)."""
+        """:func:`dpkit.audits.scores.estimate_from_scores` on the pooled samples (heuristic: see the module doc)."""
         return estimate_from_scores(self.is_member, self.scores, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from audits._checks import check_count, check_labels, check_same_length
+from dpkit.audits._checks import check_count, check_labels, check_same_length
 
 __all__ = ["AttackCounts"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from audits._checks import check_audit_delta
+from dpkit.audits._checks import check_audit_delta
 
 __all__ = ["epsilon_from_rates", "region_lower", "region_upper"]
 

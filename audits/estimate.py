@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from audits.bayesian import DEFAULT_GRID_SIZE, DEFAULT_MAX_EPS, bayesian_interval
-from audits.counts import AttackCounts
-from audits.intervals import clopper_pearson, jeffreys
-from audits.results import EpsilonEstimate
+from dpkit.audits.bayesian import DEFAULT_GRID_SIZE, DEFAULT_MAX_EPS, bayesian_interval
+from dpkit.audits.counts import AttackCounts
+from dpkit.audits.intervals import clopper_pearson, jeffreys
+from dpkit.audits.results import EpsilonEstimate
 
 __all__ = ["METHODS", "canonical_method", "estimate_all", "estimate_epsilon"]
 

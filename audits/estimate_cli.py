@@ -12,15 +12,15 @@ import math
 import click
 import numpy as np
 
-from accountants import validation
-from accountants.validation import click_callback
-from audits._checks import check_alpha, check_audit_delta
-from audits.bayesian import DEFAULT_MAX_EPS, EpsilonPosterior
-from audits.counts import AttackCounts
-from audits.estimate import METHODS, estimate_all
-from audits.mia_harness import MiaConfig
-from audits.results import EpsilonEstimate, json_number
-from audits.scores import SELECTIONS, estimate_from_scores
+from dpkit.accountants import validation
+from dpkit.accountants.validation import click_callback
+from dpkit.audits._checks import check_alpha, check_audit_delta
+from dpkit.audits.bayesian import DEFAULT_MAX_EPS, EpsilonPosterior
+from dpkit.audits.counts import AttackCounts
+from dpkit.audits.estimate import METHODS, estimate_all
+from dpkit.audits.mia_harness import MiaConfig
+from dpkit.audits.results import EpsilonEstimate, json_number
+from dpkit.audits.scores import SELECTIONS, estimate_from_scores
 
 __all__ = ["estimate_eps", "mia_run", "plot_posterior"]
 
@@ -270,7 +270,7 @@ def mia_run(
     the estimated epsilon interval with the accountant's epsilon."""
     from tqdm import tqdm
 
-    from audits.mia_harness import MiaConfig, run_mia
+    from dpkit.audits.mia_harness import MiaConfig, run_mia
 
     try:
         cfg = MiaConfig(

@@ -2,7 +2,7 @@
 
 Prior work (Jagielski et al. 2020, Nasr et al. 2021): take an interval for each rate, each at significance
 alpha / 2 so that by the union bound both hold jointly with probability >= 1 - alpha, and map the corners of the
-rectangle through :func:`~audits.epsilon_from_tests.epsilon_from_rates`. eps_hat decreases in both rates below
+rectangle through :func:`~dpkit.audits.epsilon_from_tests.epsilon_from_rates`. eps_hat decreases in both rates below
 the anti-diagonal FPR + FNR = 1 and increases above it, so its extremes over the rectangle are at the corners
 (FNR_lo, FPR_lo) and (FNR_hi, FPR_hi); the minimum is 0 when the rectangle crosses the anti-diagonal.
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from scipy import special
 
-from audits._checks import check_alpha, check_audit_delta
-from audits.counts import AttackCounts
-from audits.epsilon_from_tests import epsilon_from_rates
-from audits.results import EpsilonEstimate
+from dpkit.audits._checks import check_alpha, check_audit_delta
+from dpkit.audits.counts import AttackCounts
+from dpkit.audits.epsilon_from_tests import epsilon_from_rates
+from dpkit.audits.results import EpsilonEstimate
 
 __all__ = ["clopper_pearson", "jeffreys", "rate_interval", "epsilon_interval_from_rates", "plug_in_epsilon", "SIDES"]
 

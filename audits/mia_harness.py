@@ -1,6 +1,6 @@
 """End-to-end membership-inference audit of dpkit's private training (DP-SGD via :class:`PrivacyEngine`).
 
-The game (several canaries per model; a heuristic, see :mod:`audits.canaries`): a fixed base training set of
+The game (several canaries per model; a heuristic, see :mod:`dpkit.audits.canaries`): a fixed base training set of
 digits, plus ``num_canaries`` canaries (held-out digits with a wrong label, which a model can only fit by
 memorising them). For each of ``num_models`` models each canary is included with probability 1/2; the model
 (multinomial logistic regression) is trained with DP-SGD. Attacks, one score per (model, canary):
@@ -10,7 +10,7 @@ memorising them). For each of ``num_models`` models each canary is included with
   shadows (their bits are used to fit, per canary, Gaussians to its IN and OUT losses); the score on each
   remaining (target) model is the log-likelihood ratio log N(loss; IN) - log N(loss; OUT).
 
-Scores of the target models give an epsilon interval (:func:`audits.scores.estimate_from_scores`); the
+Scores of the target models give an epsilon interval (:func:`dpkit.audits.scores.estimate_from_scores`); the
 accountant's epsilon for one model's training (same delta) is the claim under audit. A sound audit's lower
 bound never exceeds it (up to the confidence level); small noise shows leakage, strong noise little.
 """
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from accountants.validation import check_count, check_nonnegative, check_positive
-from audits._checks import check_alpha, check_audit_delta
-from audits.canaries import canary_game
-from audits.results import EpsilonEstimate
-from audits.scores import estimate_from_scores
+from dpkit.accountants.validation import check_count, check_nonnegative, check_positive
+from dpkit.audits._checks import check_alpha, check_audit_delta
+from dpkit.audits.canaries import canary_game
+from dpkit.audits.results import EpsilonEstimate
+from dpkit.audits.scores import estimate_from_scores
 
 __all__ = ["MiaConfig", "MiaResult", "run_mia"]
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
-from audits.counts import AttackCounts
+from dpkit.audits.counts import AttackCounts
 
 __all__ = ["EpsilonEstimate"]
 

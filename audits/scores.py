@@ -24,12 +24,12 @@ import dataclasses
 
 import numpy as np
 
-from accountants.validation import check_count, check_probability
-from audits._checks import check_labels, check_same_length, check_scores
-from audits.counts import AttackCounts
-from audits.epsilon_from_tests import epsilon_from_rates
-from audits.estimate import estimate_epsilon
-from audits.results import EpsilonEstimate
+from dpkit.accountants.validation import check_count, check_probability
+from dpkit.audits._checks import check_labels, check_same_length, check_scores
+from dpkit.audits.counts import AttackCounts
+from dpkit.audits.epsilon_from_tests import epsilon_from_rates
+from dpkit.audits.estimate import estimate_epsilon
+from dpkit.audits.results import EpsilonEstimate
 
 __all__ = ["counts_at_threshold", "estimate_from_scores", "SELECTIONS"]
 

@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 import warnings
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the accountants package.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-import accountants  # noqa: E402
+from dpkit import accountants  # noqa: E402
 
 torch.set_num_threads(2)
 warnings.filterwarnings("ignore")
@@ -128,11 +125,10 @@ CALIBRATE = {
 
 def clear_caches():
     """dpkit caches per-event results; a benchmark round must not profit from the previous one."""
-    import accountants.pld
-    import accountants.rdp
+    from dpkit.accountants import pld, rdp
 
-    accountants.pld._composed.cache_clear()
-    accountants.rdp._cached_atom_rdp.cache_clear()
+    pld._composed.cache_clear()
+    rdp._cached_atom_rdp.cache_clear()
 
 
 def timed(fn, *args):

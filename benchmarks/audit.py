@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pandas as pd  # noqa: E402
@@ -35,7 +31,7 @@ KS = (2, 25, 100, 200)
 
 def _one(args):
     name, k, eps, trials, seed = args
-    from audits.ldp import audit, resolve
+    from dpkit.audits.ldp import audit, resolve
 
     t0, c0 = time.perf_counter(), time.process_time()
     r = audit(resolve(f"dpkit:{name}", k=k, epsilon=eps), trials, seed=seed, attacks=("lr", "family"))

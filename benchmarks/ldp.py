@@ -17,20 +17,13 @@ output does not depend on it); the anchors run in one thread.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
-
-# Run as a script, this directory (which holds benchmarks/accountants.py) would shadow the accountants package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mechanisms import GRR, OLH, OUE  # noqa: E402
-from mechanisms.bernoulli import get_threads, set_threads  # noqa: E402
+from dpkit.mechanisms import GRR, OLH, OUE  # noqa: E402
+from dpkit.mechanisms.bernoulli import get_threads, set_threads  # noqa: E402
 
 
 def _mfl(protocol: str, k: int, eps: float, values: np.ndarray) -> np.ndarray:

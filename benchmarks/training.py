@@ -27,17 +27,13 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (see training.md 4.1)
 
-import sys  # noqa: E402
-
-# Run as a script, sys.path[0] is benchmarks/, whose accountants.py would shadow the accountants package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 

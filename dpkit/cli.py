@@ -16,12 +16,12 @@ import time
 
 import click
 
-from accountants import validation
-from audits.estimate_cli import estimate_eps, mia_run
-from audits.ldp.cli import audit_ldp
 from dpkit import __version__
+from dpkit.accountants import validation
+from dpkit.audits.estimate_cli import estimate_eps, mia_run
+from dpkit.audits.ldp.cli import audit_ldp
+from dpkit.mechanisms.simulate import ldp
 from dpkit.train_demo import train_demo_command
-from mechanisms.simulate import ldp
 
 RELATIONS = ("add_or_remove", "replace_one")
 
@@ -129,7 +129,7 @@ def account(
       dpkit account -q 0.00512 --epochs 100 -d 1e-5 --target-epsilon 3 --accountant pld
       dpkit account -q 0.01 -s 1.0 --steps 1000 -d 1e-5 --json
     """
-    from accountants import UnsupportedEventError
+    from dpkit.accountants import UnsupportedEventError
     from dpkit.report import account_dpsgd, calibrate_dpsgd, epochs_to_steps
 
     if (noise_multiplier is None) == (target_epsilon is None):

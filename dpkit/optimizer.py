@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import torch
 from torch.optim import Optimizer
 
-from accountants import DpEvent, GaussianEvent, NonPrivateEvent, PoissonSampledEvent
-from accountants.validation import check_nonnegative
+from dpkit.accountants import DpEvent, GaussianEvent, NonPrivateEvent, PoissonSampledEvent
+from dpkit.accountants.validation import check_nonnegative
 from dpkit.grad_sample.clipping import ClippingPolicy
 from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine
 from dpkit.noise import GaussianNoise

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from accountants import (
+from dpkit.accountants import (
     DpEvent,
     PrivacyAccountant,
     PrivacyBudget,
@@ -36,7 +36,7 @@ from accountants import (
     calibrate_noise_multiplier,
     create_accountant,
 )
-from accountants.validation import check_count, check_delta, check_nonnegative, check_positive
+from dpkit.accountants.validation import check_count, check_delta, check_nonnegative, check_positive
 from dpkit.data import check_map_style, expected_batch_size, poisson_data_loader
 from dpkit.grad_sample import FlatClipping, PerLayerClipping, available_engines, create_engine
 from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine

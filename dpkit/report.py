@@ -1,7 +1,7 @@
 """Accounting reports for DP-SGD runs: the tables behind ``dpkit demo``, reusable from tests and notebooks.
 
 Every function here accounts for DP-SGD with Poisson sampling, i.e. ``steps`` x Poisson(q)-sampled
-Gaussian(noise_multiplier) (:func:`accountants.dpsgd_event`), under both the RDP and the PLD accountant, and
+Gaussian(noise_multiplier) (:func:`dpkit.accountants.dpsgd_event`), under both the RDP and the PLD accountant, and
 returns plain numbers or a :class:`pandas.DataFrame`:
 
 >>> from dpkit.report import DpSgdSetting, epsilon_table, noise_table
@@ -9,7 +9,7 @@ returns plain numbers or a :class:`pandas.DataFrame`:
 >>> epsilon_table(setting, noise_multipliers=[1.0])        # doctest: +SKIP
 >>> noise_table(setting, target_epsilons=[3.0])            # doctest: +SKIP
 
-The noise multiplier follows the convention of :mod:`accountants.events`: noise std / L2 sensitivity under the
+The noise multiplier follows the convention of :mod:`dpkit.accountants.events`: noise std / L2 sensitivity under the
 chosen neighbouring relation (add/remove by default, where it is DP-SGD's usual std / clipping norm).
 """
 
@@ -108,7 +108,7 @@ def account_dpsgd(
     For an accountant with ``get_epsilon_bounds`` (PLD), the lower end of the bounds is reported too; the
     upper end is the epsilon (what ``get_epsilon`` returns).
     """
-    from accountants import create_accountant, dpsgd_event
+    from dpkit.accountants import create_accountant, dpsgd_event
 
     start = time.perf_counter()
     acc = create_accountant(accountant, neighbouring_relation=neighbouring_relation)
@@ -130,8 +130,8 @@ def calibrate_dpsgd(
     delta: float,
     neighbouring_relation: str = "add_or_remove",
 ) -> tuple[float, float]:
-    """(noise multiplier for ``target_epsilon``, seconds): :func:`accountants.calibrate_noise_multiplier`."""
-    from accountants import calibrate_noise_multiplier
+    """(noise multiplier for ``target_epsilon``, seconds): :func:`dpkit.accountants.calibrate_noise_multiplier`."""
+    from dpkit.accountants import calibrate_noise_multiplier
 
     start = time.perf_counter()
     sigma = calibrate_noise_multiplier(

@@ -13,8 +13,8 @@ multidimensional ones see each class: RS+FD protects a change of one attribute, 
 Neighbouring relation: replace the value.
 """
 
-from mechanisms import hashing
-from mechanisms.base import (
+from dpkit.mechanisms import hashing
+from dpkit.mechanisms.base import (
     POSTPROCESS,
     FrequencyOracle,
     PureFrequencyOracle,
@@ -26,7 +26,7 @@ from mechanisms.base import (
     norm_sub,
     project_simplex,
 )
-from mechanisms.frequency_oracles import (
+from dpkit.mechanisms.frequency_oracles import (
     BLH,
     FREQUENCY_ORACLES,
     GRR,
@@ -45,7 +45,7 @@ from mechanisms.frequency_oracles import (
     choose_protocol,
     make_oracle,
 )
-from mechanisms.longitudinal import (
+from dpkit.mechanisms.longitudinal import (
     LGRR,
     LOLOHA,
     LONGITUDINAL_PROTOCOLS,
@@ -59,7 +59,7 @@ from mechanisms.longitudinal import (
     LongitudinalProtocol,
     loloha_optimal_g,
 )
-from mechanisms.multidimensional import RSFD, RSRFD, SMP, SPL, MultiState, encode_dataframe
+from dpkit.mechanisms.multidimensional import RSFD, RSRFD, SMP, SPL, MultiState, encode_dataframe
 
 __all__ = [
     "LGRR",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from accountants.validation import check_count, check_positive, check_probability
+from dpkit.accountants.validation import check_count, check_positive, check_probability
 
 __all__ = [
     "check_epsilon",

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from accountants import DpEvent, PureDpEvent
-from mechanisms._validation import check_count, check_rng, check_values
+from dpkit.accountants import DpEvent, PureDpEvent
+from dpkit.mechanisms._validation import check_count, check_rng, check_values
 
 __all__ = [
     "SupportCounts",

@@ -1,7 +1,7 @@
 """Frequency oracles: GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, Hadamard Response (high-privacy and general-epsilon
 variants), and the adaptive chooser.
 
-Every class is a frozen dataclass of its parameters and implements :class:`mechanisms.base.FrequencyOracle`.
+Every class is a frozen dataclass of its parameters and implements :class:`dpkit.mechanisms.base.FrequencyOracle`.
 What is protected: one user's value in [0, k); neighbouring relation: replace it by any other value. Each report
 is epsilon-LDP (delta = 0): for all v, v' and every output y, P(y | v) <= e^epsilon P(y | v'). Formulas follow
 ldp.md section 2 (Wang et al. USENIX Sec'17; Ye-Barg; Acharya-Sun-Zhang AISTATS'19).
@@ -27,10 +27,10 @@ from itertools import combinations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from accountants import DpEvent, RandomizedResponseEvent
-from mechanisms import hashing
-from mechanisms._validation import check_domain, check_epsilon, check_report_array, check_rng, check_values
-from mechanisms.base import (
+from dpkit.accountants import DpEvent, RandomizedResponseEvent
+from dpkit.mechanisms import hashing
+from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, check_rng, check_values
+from dpkit.mechanisms.base import (
     FrequencyOracle,
     PureFrequencyOracle,
     SupportCounts,
@@ -39,7 +39,7 @@ from mechanisms.base import (
     enumerate_bit_vectors,
     project_simplex,
 )
-from mechanisms.bernoulli import bernoulli_matrix, column_counts, unary_perturb, unary_support_counts
+from dpkit.mechanisms.bernoulli import bernoulli_matrix, column_counts, unary_perturb, unary_support_counts
 
 __all__ = [
     "GRR",
@@ -149,7 +149,7 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
     from p only (never from q first: the pure-LDP <= 1.1.2 bug, ldp_libraries.md 3.4).
     epsilon-LDP with epsilon = ln(p (1 - q) / ((1 - p) q)) for one user's value under replacement.
 
-    The bits are :func:`mechanisms.bernoulli.unary_perturb`'s: each compares lazily read uniform digits with the
+    The bits are :func:`dpkit.mechanisms.bernoulli.unary_perturb`'s: each compares lazily read uniform digits with the
     binary expansion of the float64 p or q (a nibble, and only on a tie a byte, then 64-bit digits), so
     P(bit = 1) is p or q *exactly*, not up to rounding: the realized epsilon, channel matrix (``output_probabilities``)
     and variance are the ones computed from (p, q), and the estimator is exactly unbiased. About 4.5 random bits per
@@ -173,7 +173,7 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
         return unary_perturb(values, self.k, self.p, self.q, rng)
 
     def perturb_aggregate(self, values, rng: np.random.Generator, chunk_size: int | None = None) -> SupportCounts:
-        """Clients then server, fused chunk by chunk (:func:`mechanisms.bernoulli.unary_support_counts`): the same
+        """Clients then server, fused chunk by chunk (:func:`dpkit.mechanisms.bernoulli.unary_support_counts`): the same
         random bits as ``perturb`` summed block by block, never the (n, k) report matrix. The state equals
         ``aggregate_stream(perturb(chunk, rng) for chunk in chunks)`` with the same chunks and generator state, bit for
         bit. Chunks: ``chunk_size`` users, by default max(default_chunk, fused_chunk_bits // k)."""
@@ -228,7 +228,7 @@ class OUE(UnaryEncoding):
 class LocalHashing(PureFrequencyOracle):
     """Local hashing with ``g`` buckets (BLH: g = 2; OLH: g = round(e^eps) + 1).
 
-    Client: draw a hash function H from the universal family of :mod:`mechanisms.hashing` (two uniform 64-bit
+    Client: draw a hash function H from the universal family of :mod:`dpkit.mechanisms.hashing` (two uniform 64-bit
     parameters), h = H(v) in [0, g), report (a, b, GRR_g(h)) with GRR at epsilon over [g]. The server's support is
     {v : H(v) = y}, with p* = e^eps/(e^eps + g - 1) and q* = 1/g (hash collisions).
     epsilon-LDP for one user's value under replacement: the hash function is drawn independently of the value and,

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from accountants import DpEvent, PureDpEvent, RandomizedResponseEvent, SelfComposedEvent
-from mechanisms import hashing
-from mechanisms._validation import (
+from dpkit.accountants import DpEvent, PureDpEvent, RandomizedResponseEvent, SelfComposedEvent
+from dpkit.mechanisms import hashing
+from dpkit.mechanisms._validation import (
     check_count,
     check_domain,
     check_epsilon,
@@ -40,9 +40,9 @@ from mechanisms._validation import (
     check_rng,
     check_values,
 )
-from mechanisms.base import PureFrequencyOracle, SupportCounts, _post, enumerate_bit_vectors, ibu_structured
-from mechanisms.bernoulli import bernoulli_matrix, unary_perturb
-from mechanisms.frequency_oracles import BitVectorReports, grr_perturb
+from dpkit.mechanisms.base import PureFrequencyOracle, SupportCounts, _post, enumerate_bit_vectors, ibu_structured
+from dpkit.mechanisms.bernoulli import bernoulli_matrix, unary_perturb
+from dpkit.mechanisms.frequency_oracles import BitVectorReports, grr_perturb
 
 __all__ = [
     "LongitudinalProtocol",
@@ -332,7 +332,7 @@ def loloha_optimal_g(eps_perm: float, alpha: float) -> int:
 class LOLOHA(LongitudinalProtocol):
     """LOLOHA (Arcolezi, Pinzon, Palamidessi, Gambs, EDBT'23): local hashing with memoization on the hash.
 
-    Each user draws one hash function for all collections (the universal family of :mod:`mechanisms.hashing`);
+    Each user draws one hash function for all collections (the universal family of :mod:`dpkit.mechanisms.hashing`);
     the PRR (GRR over [g] at eps_perm) is memoized per *hashed* value, so a user spends at most g * eps_perm over
     any number of reports and any value changes. ``g=0`` picks OLOLOHA's optimal g for alpha = eps_1/eps_perm;
     BiLOLOHA is g = 2. Server: support {v : H(v) = y}, q* = 1/g. Reports: uint64 (n, 3) rows (a, b, y).

@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from accountants import ComposedEvent, DpEvent, PureDpEvent
-from mechanisms._validation import check_count, check_domain, check_epsilon, check_rng, check_values
-from mechanisms.base import SupportCounts, ibu_structured, max_log_ratio, postprocess
-from mechanisms.bernoulli import bernoulli_matrix
-from mechanisms.frequency_oracles import grr_perturb, make_oracle
+from dpkit.accountants import ComposedEvent, DpEvent, PureDpEvent
+from dpkit.mechanisms._validation import check_count, check_domain, check_epsilon, check_rng, check_values
+from dpkit.mechanisms.base import SupportCounts, ibu_structured, max_log_ratio, postprocess
+from dpkit.mechanisms.bernoulli import bernoulli_matrix
+from dpkit.mechanisms.frequency_oracles import grr_perturb, make_oracle
 
 __all__ = [
     "MultiState",

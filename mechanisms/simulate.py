@@ -1,6 +1,6 @@
 """``dpkit ldp simulate``: run the clients and the server of a frequency oracle on synthetic or real data.
 
-Register on the main CLI with ``main.add_command(ldp)`` (``from mechanisms.simulate import ldp``).
+Register on the main CLI with ``main.add_command(ldp)`` (``from dpkit.mechanisms.simulate import ldp``).
 Bad input ends with a one-line error naming the option and exit code 2.
 """
 
@@ -13,7 +13,7 @@ import time
 import click
 import numpy as np
 
-from mechanisms.frequency_oracles import FREQUENCY_ORACLES, make_oracle
+from dpkit.mechanisms.frequency_oracles import FREQUENCY_ORACLES, make_oracle
 
 PROTOCOLS = (*FREQUENCY_ORACLES, "ADP")
 

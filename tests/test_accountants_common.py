@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import pytest
 
-from accountants import (
+from dpkit.accountants import (
     DpEvent,
     GaussianEvent,
     LaplaceEvent,
@@ -21,7 +21,7 @@ from accountants import (
     dpsgd_event,
     register_event,
 )
-from accountants.accountant import PrivacyAccountant
+from dpkit.accountants.accountant import PrivacyAccountant
 
 DELTA = 1e-5
 

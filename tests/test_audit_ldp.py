@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from audits.ldp import audit, dpkit_protocol_names, resolve
-from audits.ldp.bounds import (
+from dpkit.audits.ldp import audit, dpkit_protocol_names, resolve
+from dpkit.audits.ldp.bounds import (
     choose_event,
     cp_lower,
     cp_upper,
@@ -17,17 +17,17 @@ from audits.ldp.bounds import (
     measurable_cap,
     side_level,
 )
-from audits.ldp.broken import (
+from dpkit.audits.ldp.broken import (
     ForgetfulPopulation,
     LeakyTrueBitOUE,
     LeakyTrueBitSUE,
     TooHonestGRR,
     WrongQOUE,
 )
-from audits.ldp.targets import LongitudinalTarget, MultidimensionalTarget, ProtocolTarget
-from mechanisms.frequency_oracles import GRR, OUE, SUE
-from mechanisms.longitudinal import LGRR, LOLOHA, LOSUE
-from mechanisms.multidimensional import RSFD
+from dpkit.audits.ldp.targets import LongitudinalTarget, MultidimensionalTarget, ProtocolTarget
+from dpkit.mechanisms.frequency_oracles import GRR, OUE, SUE
+from dpkit.mechanisms.longitudinal import LGRR, LOLOHA, LOSUE
+from dpkit.mechanisms.multidimensional import RSFD
 
 
 # ------------------------------------------------------------------------------------------------ bounds
@@ -162,7 +162,7 @@ def _self_target(name, eps, tau=5, scope="tuple"):
 def test_self_audit_every_dpkit_protocol(name):
     """Every protocol in the mechanisms registries, eps in {0.25, 1, 4}; longitudinal over tau in {1, 5, 20};
     multidimensional at both scopes. No violation; the LR bound is informative (> 0 at eps >= 1)."""
-    from mechanisms.longitudinal import LONGITUDINAL_PROTOCOLS
+    from dpkit.mechanisms.longitudinal import LONGITUDINAL_PROTOCOLS
 
     taus = (1, 5, 20) if name in LONGITUDINAL_PROTOCOLS else (None,)
     scopes = ("tuple", "attribute") if "[" in name else ("tuple",)

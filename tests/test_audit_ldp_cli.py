@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from audits.ldp.cli import audit_ldp
+from dpkit.audits.ldp.cli import audit_ldp
 
 KEYS = {"target", "epsilon_claimed", "epsilon_lower_bound", "cap", "trials", "confidence", "violation"}
 
@@ -82,7 +82,7 @@ def test_violation_exit_status_1_with_a_user_callable(group, tmp_path, monkeypat
 
 
 def test_fixture_violation_text(group):
-    r = run(group, "audits.ldp.broken:LeakyTrueBitOUE", "--epsilon", "1", "--k", "5", "--trials", "1000")
+    r = run(group, "dpkit.audits.ldp.broken:LeakyTrueBitOUE", "--epsilon", "1", "--k", "5", "--trials", "1000")
     # a class is callable but is not a function of one value returning a report: a usage error, not a traceback
     assert r.exit_code == 2 and "TARGET" in r.output and "Traceback" not in r.output
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from accountants import (
+from dpkit.accountants import (
     BudgetExceededError,
     GaussianEvent,
     PLDAccountant,

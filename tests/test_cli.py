@@ -8,8 +8,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
-import accountants
-from dpkit import __version__
+from dpkit import __version__, accountants
 from dpkit.cli import main
 from dpkit.report import DpSgdSetting, epochs_to_steps, epsilon_table, format_table, noise_table
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from audits import (
+from dpkit.audits import (
     AttackCounts,
     EpsilonPosterior,
     bayesian_interval,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from audits import AttackCounts, bayesian_interval, clopper_pearson
-from audits.estimate_cli import estimate_eps
+from dpkit.audits import AttackCounts, bayesian_interval, clopper_pearson
+from dpkit.audits.estimate_cli import estimate_eps
 
 COUNTS = ["--tp", "487", "--fp", "512", "--tn", "1", "--fn", "0"]
 

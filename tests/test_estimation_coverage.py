@@ -20,7 +20,7 @@ import math
 import numpy as np
 import pytest
 
-from audits import AttackCounts, bayesian_interval, clopper_pearson, epsilon_from_rates, jeffreys
+from dpkit.audits import AttackCounts, bayesian_interval, clopper_pearson, epsilon_from_rates, jeffreys
 
 R = 400
 SE = math.sqrt(0.95 * 0.05 / R)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from accountants import (
+from dpkit.accountants import (
     ComposedEvent,
     GaussianEvent,
     LaplaceEvent,
@@ -22,7 +22,7 @@ from accountants import (
     event_from_dict,
     event_from_json,
 )
-from accountants.events import flatten, run_length
+from dpkit.accountants.events import flatten, run_length
 
 EVENTS = [
     NoOpEvent(),

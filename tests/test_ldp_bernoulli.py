@@ -12,10 +12,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-import mechanisms.bernoulli as B
-from audits.ldp.broken import LeakyTrueBitOUE
-from mechanisms import OUE, SUE, max_log_ratio
-from mechanisms.bernoulli import (
+import dpkit.mechanisms.bernoulli as B
+from dpkit.audits.ldp.broken import LeakyTrueBitOUE
+from dpkit.mechanisms import OUE, SUE, max_log_ratio
+from dpkit.mechanisms.bernoulli import (
     bernoulli_expansion,
     bernoulli_matrix,
     column_counts,

@@ -18,8 +18,8 @@ import math
 import numpy as np
 import pytest
 
-from accountants import PureDpEvent, RandomizedResponseEvent
-from mechanisms import (
+from dpkit.accountants import PureDpEvent, RandomizedResponseEvent
+from dpkit.mechanisms import (
     BLH,
     GRR,
     OLH,
@@ -42,7 +42,7 @@ from mechanisms import (
     norm_sub,
     project_simplex,
 )
-from mechanisms.base import em_channel
+from dpkit.mechanisms.base import em_channel
 
 N, K, R = 100_000, 100, 32
 EPS = 1.0

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from test_ldp_frequency_oracles import check_unbiased_and_mse, zipf_population
 
-from accountants import PureDpEvent, RandomizedResponseEvent, SelfComposedEvent
-from mechanisms import OUE, SupportCounts, hashing, max_log_ratio
-from mechanisms.base import em_channel, enumerate_bit_vectors
-from mechanisms.longitudinal import (
+from dpkit.accountants import PureDpEvent, RandomizedResponseEvent, SelfComposedEvent
+from dpkit.mechanisms import OUE, SupportCounts, hashing, max_log_ratio
+from dpkit.mechanisms.base import em_channel, enumerate_bit_vectors
+from dpkit.mechanisms.longitudinal import (
     LGRR,
     LOLOHA,
     LOSUE,

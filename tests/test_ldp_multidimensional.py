@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from test_ldp_frequency_oracles import check_unbiased_and_mse, zipf_population
 
-from mechanisms import SupportCounts, ibu
-from mechanisms.base import em_channel
-from mechanisms.multidimensional import RSFD, RSRFD, SMP, SPL, MultiState, encode_dataframe
+from dpkit.mechanisms import SupportCounts, ibu
+from dpkit.mechanisms.base import em_channel
+from dpkit.mechanisms.multidimensional import RSFD, RSRFD, SMP, SPL, MultiState, encode_dataframe
 
 N, R = 100_000, 32
 KS = (10, 40, 50)

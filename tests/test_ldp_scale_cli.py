@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mechanisms import GRR, OLH, OUE, SupportCounts
-from mechanisms.longitudinal import LOLOHA
-from mechanisms.simulate import ldp
+from dpkit.mechanisms import GRR, OLH, OUE, SupportCounts
+from dpkit.mechanisms.longitudinal import LOLOHA
+from dpkit.mechanisms.simulate import ldp
 
 
 def test_streaming_memory_is_bounded_by_one_chunk():
@@ -49,7 +49,7 @@ da = pytest.importorskip("dask.array")
 
 @pytest.mark.parametrize("proto", [GRR(30, 1.0), OUE(30, 1.0), OLH(30, 1.0), LOLOHA(30, 2.0, 1.0)])
 def test_dask_array_aggregation_equals_one_shot(proto):
-    from mechanisms.dask_backend import aggregate_dask
+    from dpkit.mechanisms.dask_backend import aggregate_dask
 
     rng = np.random.default_rng(3)
     reports = proto.perturb(rng.integers(0, 30, size=12_345), rng)
@@ -61,7 +61,7 @@ def test_dask_array_aggregation_equals_one_shot(proto):
 def test_dask_dataframe_and_local_cluster():
     distributed = pytest.importorskip("distributed")
     dd = pytest.importorskip("dask.dataframe")
-    from mechanisms.dask_backend import aggregate_dask, simulate_dask
+    from dpkit.mechanisms.dask_backend import aggregate_dask, simulate_dask
 
     o = OLH(40, 1.0)
     rng = np.random.default_rng(4)

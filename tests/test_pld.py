@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, special, stats
 
-from accountants import (
+from dpkit.accountants import (
     GaussianEvent,
     LaplaceEvent,
     PLDAccountant,

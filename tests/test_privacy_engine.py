@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from accountants import BudgetExceededError, create_accountant, dpsgd_event
+from dpkit.accountants import BudgetExceededError, create_accountant, dpsgd_event
 from dpkit.grad_sample import IncompatibleModuleError
 from dpkit.optimizer import DPOptimizer
 from dpkit.privacy_engine import PrivacyEngine

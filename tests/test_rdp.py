@@ -11,10 +11,10 @@ import pytest
 from scipy import integrate
 from scipy.special import logsumexp
 
-import accountants.rdp_analysis as ra
-from accountants.accountant import create_accountant
-from accountants.errors import UnsupportedEventError
-from accountants.events import (
+import dpkit.accountants.rdp_analysis as ra
+from dpkit.accountants.accountant import create_accountant
+from dpkit.accountants.errors import UnsupportedEventError
+from dpkit.accountants.events import (
     ComposedEvent,
     GaussianEvent,
     LaplaceEvent,
@@ -27,8 +27,8 @@ from accountants.events import (
     SelfComposedEvent,
     dpsgd_event,
 )
-from accountants.rdp import RDPAccountant
-from accountants.rdp_analysis import (
+from dpkit.accountants.rdp import RDPAccountant
+from dpkit.accountants.rdp_analysis import (
     DEFAULT_ORDERS,
     randomized_response_pair,
     rdp_discrete,

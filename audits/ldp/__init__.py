@@ -1,19 +1,19 @@
 """Auditing local differential privacy implementations (LDP-Auditor's game, stronger tests, a CLI).
 
-* :mod:`audits.ldp.bounds`: Clopper-Pearson bounds, the epsilon lower bound, the measurable cap, and the
+* :mod:`dpkit.audits.ldp.bounds`: Clopper-Pearson bounds, the epsilon lower bound, the measurable cap, and the
   Neyman-Pearson event chosen from an exact distribution.
-* :mod:`audits.ldp.attacks`: LDP-Auditor's per-family attacks and the likelihood-ratio statistics.
-* :mod:`audits.ldp.targets`: what is audited (dpkit protocols, multi-freq-ldpy, pure-LDP, any callable).
-* :mod:`audits.ldp.game`: :func:`audit` -> :class:`AuditResult`.
-* :mod:`audits.ldp.grid`: :func:`run_grid` over (epsilon, k); :func:`results_frame`.
-* :mod:`audits.ldp.broken`: randomizers broken the way real libraries broke (regression fixtures).
-* :mod:`audits.ldp.cli`: the ``dpkit audit-ldp`` command (``audit_ldp``).
+* :mod:`dpkit.audits.ldp.attacks`: LDP-Auditor's per-family attacks and the likelihood-ratio statistics.
+* :mod:`dpkit.audits.ldp.targets`: what is audited (dpkit protocols, multi-freq-ldpy, pure-LDP, any callable).
+* :mod:`dpkit.audits.ldp.game`: :func:`audit` -> :class:`AuditResult`.
+* :mod:`dpkit.audits.ldp.grid`: :func:`run_grid` over (epsilon, k); :func:`results_frame`.
+* :mod:`dpkit.audits.ldp.broken`: randomizers broken the way real libraries broke (regression fixtures).
+* :mod:`dpkit.audits.ldp.cli`: the ``dpkit audit-ldp`` command (``audit_ldp``).
 """
 
-from audits.ldp.bounds import choose_event, cp_lower, cp_upper, epsilon_lower_bound, measurable_cap, side_level
-from audits.ldp.game import ATTACKS, AuditResult, TestResult, audit
-from audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, results_frame, run_grid
-from audits.ldp.targets import (
+from dpkit.audits.ldp.bounds import choose_event, cp_lower, cp_upper, epsilon_lower_bound, measurable_cap, side_level
+from dpkit.audits.ldp.game import ATTACKS, AuditResult, TestResult, audit
+from dpkit.audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, results_frame, run_grid
+from dpkit.audits.ldp.targets import (
     AnchorTarget,
     CallableTarget,
     LongitudinalTarget,

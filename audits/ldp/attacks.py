@@ -8,7 +8,7 @@ Two kinds, both vectorized over trials (one row of ``reports`` per trial):
   discrete statistic (e.g. (bit v1, bit v2) for unary encoding, (#reports = v1, #reports = v2) over tau
   longitudinal reports) whose exact distribution under v1 and v2 follows from the protocol's *claimed* output
   distribution. The event is {codes whose ratio P(code | v1)/P(code | v2) is above a threshold}; the threshold is
-  chosen by :func:`audits.ldp.bounds.choose_event` from the exact distribution alone, before any trial is run,
+  chosen by :func:`dpkit.audits.ldp.bounds.choose_event` from the exact distribution alone, before any trial is run,
   so the bound is not biased by the choice. The event is tested in both directions (v1 against v2 and v2
   against v1), since a broken implementation may leak in the direction its model does not expect.
   When no exact distribution is known (``pmf is None``, e.g. a user's callable), the game chooses the event on a
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
-from mechanisms import hashing
-from mechanisms.frequency_oracles import (
+from dpkit.mechanisms import hashing
+from dpkit.mechanisms.frequency_oracles import (
     GRR,
     SHE,
     THE,

@@ -24,7 +24,7 @@ import math
 import numpy as np
 from scipy.special import betaincinv
 
-from accountants.validation import check_count, check_probability
+from dpkit.accountants.validation import check_count, check_probability
 
 __all__ = [
     "side_level",

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mechanisms.frequency_oracles import GRR, OUE, SUE, bernoulli_matrix, grr_perturb
-from mechanisms.longitudinal import ClientPopulation
+from dpkit.mechanisms.frequency_oracles import GRR, OUE, SUE, bernoulli_matrix, grr_perturb
+from dpkit.mechanisms.longitudinal import ClientPopulation
 
 __all__ = ["LeakyTrueBitUE", "LeakyTrueBitOUE", "LeakyTrueBitSUE", "WrongQOUE", "ForgetfulPopulation",
            "TooHonestGRR", "ue_epsilon"]

@@ -1,6 +1,6 @@
 """``dpkit audit-ldp``: audit an LDP randomizer from the command line (exit status 1 on a violation).
 
-Register on the main CLI with ``main.add_command(audit_ldp)`` (``from audits.ldp.cli import audit_ldp``).
+Register on the main CLI with ``main.add_command(audit_ldp)`` (``from dpkit.audits.ldp.cli import audit_ldp``).
 Bad input ends with a one-line error naming the option and exit code 2 (click's usage error), never a traceback.
 """
 
@@ -10,11 +10,11 @@ import json
 
 import click
 
-from accountants import validation
-from accountants.validation import click_callback
-from audits.ldp.game import ATTACKS, audit
-from audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, results_frame, run_grid
-from audits.ldp.targets import resolve
+from dpkit.accountants import validation
+from dpkit.accountants.validation import click_callback
+from dpkit.audits.ldp.game import ATTACKS, audit
+from dpkit.audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, results_frame, run_grid
+from dpkit.audits.ldp.targets import resolve
 
 __all__ = ["audit_ldp"]
 

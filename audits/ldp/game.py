@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from accountants.validation import check_count, check_probability
-from audits.ldp.bounds import choose_event, epsilon_lower_bound, measurable_cap, side_level
-from audits.ldp.targets import Target
+from dpkit.accountants.validation import check_count, check_probability
+from dpkit.audits.ldp.bounds import choose_event, epsilon_lower_bound, measurable_cap, side_level
+from dpkit.audits.ldp.targets import Target
 
 __all__ = ["TestResult", "AuditResult", "audit", "ATTACKS"]
 

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from audits.ldp.game import ATTACKS, AuditResult, audit
-from audits.ldp.targets import resolve
+from dpkit.audits.ldp.game import ATTACKS, AuditResult, audit
+from dpkit.audits.ldp.targets import resolve
 
 __all__ = ["LDP_AUDITOR_EPSILONS", "LDP_AUDITOR_KS", "run_grid", "results_frame"]
 

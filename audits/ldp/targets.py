@@ -9,7 +9,7 @@ TARGET strings (``resolve``):
 
 * ``dpkit:NAME``: a frequency oracle (GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, HR, HR-general, ADP), a longitudinal
   protocol (L-GRR, L-SUE, L-OUE, L-OSUE, L-SOUE, dBitFlipPM, LOLOHA; over ``tau`` reports of a constant value, with the
-  memo kept in a :class:`mechanisms.longitudinal.ClientPopulation`), or a multidimensional one
+  memo kept in a :class:`dpkit.mechanisms.longitudinal.ClientPopulation`), or a multidimensional one
   (``RS+FD[GRR|OUE-z|OUE-r|SUE-z|SUE-r]``, ``SPL[FO]``, ``SMP[FO]``; ``d`` attributes of domain ``k``; ``scope``
   'tuple' (all attributes change) or 'attribute' (attribute 0 changes)).
 * ``multi-freq-ldpy:NAME`` (GRR, SUE, OUE, BLH, OLH, SS, SHE, THE) and ``pure-ldp:NAME`` (GRR, SUE, OUE, BLH, OLH,
@@ -27,7 +27,7 @@ import re
 
 import numpy as np
 
-from audits.ldp.attacks import (
+from dpkit.audits.ldp.attacks import (
     Statistic,
     fo_family_attack,
     fo_statistic,
@@ -36,8 +36,8 @@ from audits.ldp.attacks import (
     pair_pmf,
     trinomial_pmf,
 )
-from mechanisms.frequency_oracles import FREQUENCY_ORACLES, make_oracle
-from mechanisms.longitudinal import (
+from dpkit.mechanisms.frequency_oracles import FREQUENCY_ORACLES, make_oracle
+from dpkit.mechanisms.longitudinal import (
     LGRR,
     LOLOHA,
     LONGITUDINAL_PROTOCOLS,
@@ -46,7 +46,7 @@ from mechanisms.longitudinal import (
     DBitFlipPM,
     LongitudinalProtocol,
 )
-from mechanisms.multidimensional import RSFD, SMP, SPL
+from dpkit.mechanisms.multidimensional import RSFD, SMP, SPL
 
 __all__ = [
     "Target",
@@ -179,7 +179,7 @@ class LongitudinalTarget(Target):
 
                 return Statistic("(#reports = v1, #reports = v2)", side * side, codes, (pm1, pm2))
             c = 1.0 / p.g
-            from mechanisms import hashing
+            from dpkit.mechanisms import hashing
 
             def codes_lh(r):
                 a, b, y = r[:, 0, 0], r[:, 0, 1], r[:, :, 2].astype(np.int64)
@@ -261,7 +261,7 @@ class LongitudinalTarget(Target):
         if isinstance(p, LUE):
             return lambda r, rng: argmax_guess(r.sum(axis=1, dtype=np.int64), rng)
         if isinstance(p, LOLOHA):
-            from mechanisms import hashing
+            from dpkit.mechanisms import hashing
 
             xs = np.arange(k, dtype=np.uint64)
 
@@ -653,7 +653,7 @@ class CallableTarget(Target):
 
     def statistic(self):
         v1, v2 = self.v1, self.v2
-        from audits.ldp.attacks import _HE_EDGES
+        from dpkit.audits.ldp.attacks import _HE_EDGES
 
         def codes(r):
             if r.ndim == 1:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from accountants.validation import check_positive
+from dpkit.accountants.validation import check_positive
 
 # Added to the norm before dividing (as Opacus does): keeps factors finite for zero gradients and guarantees a
 # clipped norm strictly below the threshold.

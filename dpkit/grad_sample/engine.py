@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from accountants.validation import check_count
+from dpkit.accountants.validation import check_count
 from dpkit.grad_sample.clipping import ClippingPolicy
 
 _ENGINES: dict[str, type[GradSampleEngine]] = {}

@@ -1,0 +1,46 @@
+"""One distribution, one import namespace: ``dpkit`` (its subpackages map the repository's top-level folders)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["setuptools"]
+
+
+def _folder_packages() -> set[str]:
+    """Every folder with an ``__init__.py`` under the mapped roots, by its import name."""
+    names = set()
+    for name, folder in _config()["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            names.add(".".join([name, *rel.parts]))
+    return names
+
+
+def test_every_package_folder_is_listed():
+    listed = set(_config()["packages"])
+    assert listed == _folder_packages()
+
+
+def test_only_dpkit_is_a_top_level_package():
+    assert {p.split(".")[0] for p in _config()["packages"]} == {"dpkit"}
+
+
+def test_old_top_level_names_are_not_importable_outside_the_repository(tmp_path):
+    code = (
+        "import importlib.util, dpkit.accountants, dpkit.mechanisms, dpkit.audits.ldp\n"
+        "print([importlib.util.find_spec(n) is None for n in ('accountants', 'mechanisms', 'audits')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[True, True, True]"
