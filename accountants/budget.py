@@ -106,7 +106,4 @@ class PrivacyBudget:
         return cls(state["target_epsilon"], state["target_delta"], acc)
 
     def __repr__(self) -> str:
-        return (
-            f"PrivacyBudget(target=({self.target_epsilon:g}, {self.target_delta:g}), "
-            f"accountant={self.accountant!r})"
-        )
+        return f"PrivacyBudget(target=({self.target_epsilon:g}, {self.target_delta:g}), accountant={self.accountant!r})"

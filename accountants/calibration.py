@@ -127,8 +127,14 @@ def calibrate_noise_multiplier(
     if accountant == "pld":  # bracket the tight calibration with a cheap RDP one (PLD needs a little less noise)
         guess = calibrate_noise(lambda s: dpsgd_event(s, q, steps), target_epsilon, delta, "rdp", rtol=1e-2)
     return calibrate_noise(
-        lambda s: dpsgd_event(s, q, steps), target_epsilon, delta, accountant, rtol=rtol, guess=guess,
-        growth=1.1 if accountant == "pld" else 1.5, **options,
+        lambda s: dpsgd_event(s, q, steps),
+        target_epsilon,
+        delta,
+        accountant,
+        rtol=rtol,
+        guess=guess,
+        growth=1.1 if accountant == "pld" else 1.5,
+        **options,
     )
 
 

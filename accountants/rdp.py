@@ -50,7 +50,6 @@ from dpkit.accountants.validation import check_delta, check_nonnegative
 __all__ = ["RDPAccountant"]
 
 
-
 def _effective_gaussian_sigma(event: DpEvent) -> float | None:
     """sigma of the single Gaussian equivalent to ``event`` if it is a composition of Gaussians, else None.
 
@@ -117,12 +116,7 @@ class RDPAccountant(PrivacyAccountant):
         add_remove = self.neighbouring_relation is NeighbouringRelation.ADD_OR_REMOVE
         if isinstance(
             event,
-            NoOpEvent
-            | NonPrivateEvent
-            | GaussianEvent
-            | LaplaceEvent
-            | RandomizedResponseEvent
-            | PureDpEvent,
+            NoOpEvent | NonPrivateEvent | GaussianEvent | LaplaceEvent | RandomizedResponseEvent | PureDpEvent,
         ):
             return None
         if isinstance(event, PoissonSampledEvent):
@@ -133,11 +127,7 @@ class RDPAccountant(PrivacyAccountant):
                     "batches under replace-one)"
                 )
             inner = event.event
-            if (
-                _is_noop(inner)
-                or _effective_gaussian_sigma(inner) is not None
-                or _rr_epsilon(inner) is not None
-            ):
+            if _is_noop(inner) or _effective_gaussian_sigma(inner) is not None or _rr_epsilon(inner) is not None:
                 return None
             if _contains_sampling(inner):
                 return "nested subsampling is not supported by the RDP accountant"
@@ -181,9 +171,7 @@ class RDPAccountant(PrivacyAccountant):
             rr = _rr_epsilon(event.event)
             if rr is not None:
                 return math.log1p(event.sampling_probability * math.expm1(rr[0]))
-        if isinstance(event, SampledWithoutReplacementEvent) and (
-            event.sample_size == 0 or _is_noop(event.event)
-        ):
+        if isinstance(event, SampledWithoutReplacementEvent) and (event.sample_size == 0 or _is_noop(event.event)):
             return 0.0
         return math.inf
 
@@ -299,7 +287,5 @@ def _compute_atom_rdp(event: DpEvent, orders: np.ndarray) -> np.ndarray:
         if event.sample_size == 0 or _is_noop(inner):
             return np.zeros_like(orders)
         sigma = _effective_gaussian_sigma(inner)
-        return ra.rdp_sampled_without_replacement_gaussian(
-            event.source_dataset_size, event.sample_size, sigma, orders
-        )
+        return ra.rdp_sampled_without_replacement_gaussian(event.source_dataset_size, event.sample_size, sigma, orders)
     raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")  # guarded by _supports_atom

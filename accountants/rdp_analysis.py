@@ -112,8 +112,7 @@ def _check_distribution(name: str, dist) -> np.ndarray:
     bad = ~(np.isfinite(arr) & (arr >= 0))
     if bad.any():
         raise ValueError(
-            f"{name} must have entries in [0, 1], got {float(arr[bad][0])!r} at index "
-            f"{int(np.flatnonzero(bad)[0])}"
+            f"{name} must have entries in [0, 1], got {float(arr[bad][0])!r} at index {int(np.flatnonzero(bad)[0])}"
         )
     total = math.fsum(arr.tolist())
     if abs(total - 1.0) > 1e-9:
@@ -136,9 +135,7 @@ def _log_expm1(x: np.ndarray) -> np.ndarray:
     """``log(exp(x) - 1)`` for x > 0, without overflow."""
     x = np.asarray(x, dtype=float)
     with np.errstate(divide="ignore"):
-        return np.where(
-            x > 1.0, x + np.log1p(-np.exp(-np.maximum(x, 1.0))), np.log(np.expm1(np.minimum(x, 1.0)))
-        )
+        return np.where(x > 1.0, x + np.log1p(-np.exp(-np.maximum(x, 1.0))), np.log(np.expm1(np.minimum(x, 1.0))))
 
 
 def _log_half_erfcx(x: np.ndarray) -> np.ndarray:
@@ -316,9 +313,7 @@ def rdp_poisson_gaussian(q: float, noise_multiplier: float, orders=DEFAULT_ORDER
     out = np.empty_like(orders)
     is_int = orders == np.floor(orders)
     if is_int.any():
-        out[is_int] = np.logaddexp(0.0, _log_a_minus_1_integer(q, sigma, orders[is_int])) / (
-            orders[is_int] - 1
-        )
+        out[is_int] = np.logaddexp(0.0, _log_a_minus_1_integer(q, sigma, orders[is_int])) / (orders[is_int] - 1)
     if (~is_int).any():
         frac = orders[~is_int]
         out[~is_int] = _log_a_series(q, sigma, frac) / (frac - 1)

@@ -25,8 +25,6 @@ from dpkit.audits.scores import SELECTIONS, estimate_from_scores
 __all__ = ["estimate_eps", "mia_run", "plot_posterior"]
 
 
-
-
 _count = click_callback(lambda name, v: validation.check_count(name, v, minimum=0))
 _alpha = click_callback(lambda name, v: check_alpha(v, name))
 _delta = click_callback(lambda name, v: check_audit_delta(v, name))

@@ -93,9 +93,7 @@ def opacus_calibrate(kind):
     def run(target, q, t):
         from opacus.accountants.utils import get_noise_multiplier
 
-        return get_noise_multiplier(
-            target_epsilon=target, target_delta=DELTA, sample_rate=q, steps=t, accountant=kind
-        )
+        return get_noise_multiplier(target_epsilon=target, target_delta=DELTA, sample_rate=q, steps=t, accountant=kind)
 
     return run
 
@@ -106,7 +104,10 @@ def dpacc_calibrate(kind):
 
         make = pld.PLDAccountant if kind == "pld" else rdp.RdpAccountant
         return mechanism_calibration.calibrate_dp_mechanism(
-            make, lambda s: _dp_event(q, s, t), target, DELTA,
+            make,
+            lambda s: _dp_event(q, s, t),
+            target,
+            DELTA,
             mechanism_calibration.LowerEndpointAndGuess(0.1, 1.0),
         )
 
@@ -157,7 +158,7 @@ def run_cells(table, cells, rounds, slow=frozenset()):
         for name in table:
             med = statistics.median(times[name]) if times[name] else float("nan")
             rows.append({**key, "accountant": name, "value": values[name], "seconds": med})
-        print(pd.DataFrame(rows[-len(table):]).to_string(index=False), flush=True)
+        print(pd.DataFrame(rows[-len(table) :]).to_string(index=False), flush=True)
     return pd.DataFrame(rows)
 
 

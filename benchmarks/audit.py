@@ -37,14 +37,24 @@ def _one(args):
     r = audit(resolve(f"dpkit:{name}", k=k, epsilon=eps), trials, seed=seed, attacks=("lr", "family"))
     lr = max((t.epsilon_lower_bound for t in r.tests if t.name.startswith("lr")), default=float("nan"))
     fam = next((t.epsilon_lower_bound for t in r.tests if t.name.startswith("family")), float("nan"))
-    return {"protocol": name, "k": k, "epsilon": eps, "eps_lb": r.epsilon_lower_bound, "eps_lb_lr": lr,
-            "eps_lb_family": fam, "cap": r.cap, "violation": r.violation, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0}
+    return {
+        "protocol": name,
+        "k": k,
+        "epsilon": eps,
+        "eps_lb": r.epsilon_lower_bound,
+        "eps_lb_lr": lr,
+        "eps_lb_family": fam,
+        "cap": r.cap,
+        "violation": r.violation,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }
 
 
 def run_grid(protocols, ks, epsilons, trials, workers):
-    settings = [(p, k, e, trials, i) for i, (p, k, e) in
-                enumerate((p, k, e) for p in protocols for k in ks for e in epsilons)]
+    settings = [
+        (p, k, e, trials, i) for i, (p, k, e) in enumerate((p, k, e) for p in protocols for k in ks for e in epsilons)
+    ]
     # heaviest first (k = 200 UE/HE/SS) so the two workers finish together
     settings.sort(key=lambda s: -s[1] * (1 if s[0] in ("GRR",) else 10))
     t0 = time.perf_counter()
@@ -70,14 +80,22 @@ def anchor_cost(n_calls: int = 2000) -> pd.DataFrame:
         from multi_freq_ldpy.pure_frequency_oracles import UE as U
 
         for k in (25, 200):
-            for name, f in (("GRR", lambda v, k=k: G.GRR_Client(v, k, 1.0)),
-                            ("OUE", lambda v, k=k: U.UE_Client(v, k, 1.0, True))):
+            for name, f in (
+                ("GRR", lambda v, k=k: G.GRR_Client(v, k, 1.0)),
+                ("OUE", lambda v, k=k: U.UE_Client(v, k, 1.0, True)),
+            ):
                 f(0)
                 t0 = time.perf_counter()
                 for _ in range(n_calls):
                     f(0)
-                rows.append({"library": "multi-freq-ldpy", "protocol": name, "k": k,
-                             "us_per_call": 1e6 * (time.perf_counter() - t0) / n_calls})
+                rows.append(
+                    {
+                        "library": "multi-freq-ldpy",
+                        "protocol": name,
+                        "k": k,
+                        "us_per_call": 1e6 * (time.perf_counter() - t0) / n_calls,
+                    }
+                )
     except ImportError:
         pass
     try:
@@ -88,8 +106,14 @@ def anchor_cost(n_calls: int = 2000) -> pd.DataFrame:
             t0 = time.perf_counter()
             for _ in range(n_calls):
                 c.privatise(0)
-            rows.append({"library": "pure-ldp", "protocol": "OUE", "k": k,
-                         "us_per_call": 1e6 * (time.perf_counter() - t0) / n_calls})
+            rows.append(
+                {
+                    "library": "pure-ldp",
+                    "protocol": "OUE",
+                    "k": k,
+                    "us_per_call": 1e6 * (time.perf_counter() - t0) / n_calls,
+                }
+            )
     except ImportError:
         pass
     return pd.DataFrame(rows)
@@ -116,11 +140,15 @@ def main(argv=None) -> None:
     print("\nLDP-Auditor's family attack alone:")
     print(fam.to_string())
     print(f"\nviolations: {int(frame['violation'].sum())} of {n_set} settings; cap {frame['cap'].iloc[0]:.3f}")
-    print(f"grid: {n_set} settings x 2 x {trials} trials = {calls:.3g} randomizer calls in {wall:.1f} s wall "
-          f"({a.workers} worker(s)): {calls / wall:,.0f} trials/s")
+    print(
+        f"grid: {n_set} settings x 2 x {trials} trials = {calls:.3g} randomizer calls in {wall:.1f} s wall "
+        f"({a.workers} worker(s)): {calls / wall:,.0f} trials/s"
+    )
     cpu = frame["cpu_seconds"].sum()
-    print(f"CPU time {cpu:.1f} s: {calls / cpu:,.0f} trials/s per core; on {a.workers} uncontended cores the grid "
-          f"needs ~{cpu / a.workers:.0f} s (wall above is larger if other jobs share the cores)")
+    print(
+        f"CPU time {cpu:.1f} s: {calls / cpu:,.0f} trials/s per core; on {a.workers} uncontended cores the grid "
+        f"needs ~{cpu / a.workers:.0f} s (wall above is larger if other jobs share the cores)"
+    )
     per_proto = frame.groupby("protocol")["cpu_seconds"].sum().round(1)
     print("CPU seconds per protocol:", per_proto.to_dict())
     if a.csv:
@@ -129,11 +157,15 @@ def main(argv=None) -> None:
         cost = anchor_cost()
         if len(cost):
             cost["grid_hours_1_core"] = cost["us_per_call"] * 1e-6 * 2 * 1_000_000 * len(KS) * len(EPSILONS) / 3600
-            print("\nAnchor clients, measured per call here (warm); the full grid at 1e6 trials would need per "
-                  "protocol (extrapolated, one core, client calls only):")
+            print(
+                "\nAnchor clients, measured per call here (warm); the full grid at 1e6 trials would need per "
+                "protocol (extrapolated, one core, client calls only):"
+            )
             print(cost.round(3).to_string(index=False))
-        print("ldp_libraries.md 5.2 (measured there): multi-freq-ldpy OUE k=100 client 142k users/s, pure-LDP OUE "
-              "k=100 18k users/s; ldp_libraries.md 3.4: pure-LDP UEClient ~50 us/call, ~10 s per 1e5-trial setting.")
+        print(
+            "ldp_libraries.md 5.2 (measured there): multi-freq-ldpy OUE k=100 client 142k users/s, pure-LDP OUE "
+            "k=100 18k users/s; ldp_libraries.md 3.4: pure-LDP UEClient ~50 us/call, ~10 s per 1e5-trial setting."
+        )
 
 
 if __name__ == "__main__":

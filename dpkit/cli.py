@@ -101,9 +101,7 @@ def main() -> None:
     show_default=True,
     help="Neighbouring datasets: one record added or removed, or one replaced.",
 )
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON object with the inputs and the results."
-)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the inputs and the results.")
 def account(
     sampling_rate: float,
     noise_multiplier: float | None,
@@ -134,8 +132,7 @@ def account(
 
     if (noise_multiplier is None) == (target_epsilon is None):
         raise click.UsageError(
-            "give exactly one of --noise-multiplier (to get epsilon) and --target-epsilon "
-            "(to get the noise multiplier)"
+            "give exactly one of --noise-multiplier (to get epsilon) and --target-epsilon (to get the noise multiplier)"
         )
     if (steps is None) == (epochs is None):
         raise click.UsageError("give exactly one of --steps and --epochs")
@@ -154,17 +151,20 @@ def account(
                 )
             else:
                 sigmas[name] = noise_multiplier
-            results[name] = account_dpsgd(
-                name, sampling_rate, sigmas[name], steps, delta, neighbouring_relation
-            )
+            results[name] = account_dpsgd(name, sampling_rate, sigmas[name], steps, delta, neighbouring_relation)
     except UnsupportedEventError as err:  # the accountant cannot analyse DP-SGD under this relation
         raise click.BadParameter(str(err), param_hint="'--neighbouring-relation'") from None
     except (ValueError, TypeError) as err:
         raise click.UsageError(str(err)) from None
 
     query = dict(
-        sampling_rate=sampling_rate, steps=steps, epochs=epochs, delta=delta, noise_multiplier=noise_multiplier,
-        target_epsilon=target_epsilon, neighbouring_relation=neighbouring_relation,
+        sampling_rate=sampling_rate,
+        steps=steps,
+        epochs=epochs,
+        delta=delta,
+        noise_multiplier=noise_multiplier,
+        target_epsilon=target_epsilon,
+        neighbouring_relation=neighbouring_relation,
     )
     if as_json:
         _print_json(accountant, names, results, sigmas, **query)
@@ -176,7 +176,17 @@ def account(
 
 
 def _print_json(
-    accountant, names, results, sigmas, *, sampling_rate, steps, epochs, delta, noise_multiplier, target_epsilon,
+    accountant,
+    names,
+    results,
+    sigmas,
+    *,
+    sampling_rate,
+    steps,
+    epochs,
+    delta,
+    noise_multiplier,
+    target_epsilon,
     neighbouring_relation,
 ) -> None:
     out: dict = {
@@ -212,7 +222,16 @@ def _print_json(
 
 
 def _print_text(
-    names, results, sigmas, *, sampling_rate, steps, epochs, delta, noise_multiplier, target_epsilon,
+    names,
+    results,
+    sigmas,
+    *,
+    sampling_rate,
+    steps,
+    epochs,
+    delta,
+    noise_multiplier,
+    target_epsilon,
     neighbouring_relation,
 ) -> None:
     setting = f"q={_fmt(sampling_rate)}, {steps} steps, delta={delta:g}, {neighbouring_relation}"
@@ -230,9 +249,7 @@ def _print_text(
     else:
         click.echo(f"noise multiplier for epsilon <= {_fmt(target_epsilon)} ({setting}):")
         for n in names:
-            click.echo(
-                f"  {n.upper()}: {_fmt(sigmas[n])}  (epsilon at this noise: {_fmt(results[n].epsilon)})"
-            )
+            click.echo(f"  {n.upper()}: {_fmt(sigmas[n])}  (epsilon at this noise: {_fmt(results[n].epsilon)})")
         if "rdp" in sigmas and "pld" in sigmas:
             saving = 100.0 * (1.0 - sigmas["pld"] / sigmas["rdp"])
             click.echo(f"  PLD needs {saving:.1f}% less noise than RDP")

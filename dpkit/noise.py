@@ -139,9 +139,7 @@ class GaussianNoise:
 
     def load_state_dict(self, state: dict) -> None:
         if bool(state["secure"]) != self.secure:
-            raise ValueError(
-                f"noise state has secure={state['secure']}, this engine secure_rng={self.secure}"
-            )
+            raise ValueError(f"noise state has secure={state['secure']}, this engine secure_rng={self.secure}")
         self.seed = None if state["seed"] is None else int(state["seed"])
 
 

@@ -82,9 +82,7 @@ class PrivacyEngine:
         if secure_rng and seed is not None:
             raise ValueError("seed must be None with secure_rng=True (the OS CSPRNG cannot be seeded)")
         if grad_sample_engine not in available_engines():
-            raise ValueError(
-                f"grad_sample_engine must be one of {available_engines()}, got {grad_sample_engine!r}"
-            )
+            raise ValueError(f"grad_sample_engine must be one of {available_engines()}, got {grad_sample_engine!r}")
         self.accountant_name = accountant
         self.secure_rng = secure_rng
         self.seed = None if secure_rng else (new_seed() if seed is None else seed)
@@ -151,15 +149,11 @@ class PrivacyEngine:
         ``target_delta`` and ``epochs`` (the noise is calibrated and the budget enforced).
         """
         if self.optimizer is not None:
-            raise RuntimeError(
-                "make_private was already called on this PrivacyEngine; use one engine per model"
-            )
+            raise RuntimeError("make_private was already called on this PrivacyEngine; use one engine per model")
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if isinstance(optimizer, DPOptimizer) or not isinstance(optimizer, Optimizer):
-            raise TypeError(
-                f"optimizer must be a plain torch.optim.Optimizer, got {type(optimizer).__name__}"
-            )
+            raise TypeError(f"optimizer must be a plain torch.optim.Optimizer, got {type(optimizer).__name__}")
         if clipping not in CLIPPING_MODES:
             raise ValueError(f"clipping must be one of {CLIPPING_MODES}, got {clipping!r}")
         if loss_reduction not in LOSS_REDUCTIONS:
@@ -210,11 +204,7 @@ class PrivacyEngine:
                     params.append(p)
         if not params:
             raise ValueError("optimizer holds no trainable parameters (requires_grad=True) of module")
-        policy = (
-            FlatClipping(max_grad_norm)
-            if clipping == "flat"
-            else PerLayerClipping(max_grad_norm, len(params))
-        )
+        policy = FlatClipping(max_grad_norm) if clipping == "flat" else PerLayerClipping(max_grad_norm, len(params))
 
         # Data: exact Poisson sampling with rate batch_size / N.
         n = check_map_style(data_loader)

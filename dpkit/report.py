@@ -58,9 +58,7 @@ class DpSgdSetting:
         if not (isinstance(self.dataset_size, int) and self.dataset_size >= 1):
             raise ValueError(f"dataset_size must be a whole number >= 1, got {self.dataset_size!r}")
         if not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= self.dataset_size):
-            raise ValueError(
-                f"batch_size must be a whole number in [1, dataset_size], got {self.batch_size!r}"
-            )
+            raise ValueError(f"batch_size must be a whole number in [1, dataset_size], got {self.batch_size!r}")
         if not (0 < self.delta < 1):
             raise ValueError(f"delta must be in (0, 1), got {self.delta!r}")
         epochs_to_steps(self.epochs, self.sampling_rate)  # validates epochs
@@ -170,9 +168,7 @@ def epsilon_table(
     return pd.DataFrame(rows)
 
 
-def noise_table(
-    setting: DpSgdSetting, target_epsilons: Sequence[float] = DEFAULT_TARGET_EPSILONS
-) -> pd.DataFrame:
+def noise_table(setting: DpSgdSetting, target_epsilons: Sequence[float] = DEFAULT_TARGET_EPSILONS) -> pd.DataFrame:
     """Noise multiplier needed for each target epsilon under RDP and PLD, and the noise PLD saves.
 
     Columns: ``target_epsilon, sigma_rdp, sigma_pld, noise_saving_pct, rdp_seconds, pld_seconds``, where
@@ -235,8 +231,7 @@ def render_report(
             "lower bound; pld_saving_pct: how much smaller PLD's epsilon is)",
             format_table(eps),
             "",
-            "(b) noise multiplier needed for a target epsilon "
-            "(noise_saving_pct: how much less noise PLD needs)",
+            "(b) noise multiplier needed for a target epsilon (noise_saving_pct: how much less noise PLD needs)",
             format_table(noise),
         ]
     )

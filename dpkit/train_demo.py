@@ -81,9 +81,7 @@ def train_once(
         )
     else:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        loader = DataLoader(
-            train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
-        )
+        loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -124,9 +122,7 @@ def write_plot(results: list[dict[str, Any]], path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    finite = sorted(
-        (r for r in results if math.isfinite(r["target_epsilon"])), key=lambda r: r["target_epsilon"]
-    )
+    finite = sorted((r for r in results if math.isfinite(r["target_epsilon"])), key=lambda r: r["target_epsilon"])
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.plot(
         [r["target_epsilon"] for r in finite],
@@ -164,9 +160,7 @@ def run_train_demo(
     """Private run at epsilon=3 (progress bar) vs non-private, then the sweep over ``epsilons``, the plot."""
     data = load_digits(seed=seed)
     echo(f"digits: {len(data[0])} training / {len(data[1])} test images (8x8), small CNN, {epochs} epochs")
-    main = train_once(
-        MAIN_EPSILON, epochs=epochs, accountant=accountant, seed=seed, progress=progress, data=data
-    )
+    main = train_once(MAIN_EPSILON, epochs=epochs, accountant=accountant, seed=seed, progress=progress, data=data)
     base = train_once(math.inf, epochs=epochs, seed=seed, progress=progress, data=data)
     echo(
         f"test accuracy: private {100 * main['test_accuracy']:.1f}% (epsilon spent "
@@ -197,9 +191,7 @@ def run_train_demo(
 
 @click.command("train-demo")
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1), help="Training epochs.")
-@click.option(
-    "--plot", "plot_path", default="privacy_utility.png", show_default=True, help="Where to write the plot."
-)
+@click.option("--plot", "plot_path", default="privacy_utility.png", show_default=True, help="Where to write the plot.")
 @click.option("--accountant", default="pld", show_default=True, type=click.Choice(["pld", "rdp"]))
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of data split, model and noise.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")

@@ -445,8 +445,9 @@ def the_variance_per_user(theta: float, epsilon: float) -> float:
 
 def optimal_theta(epsilon: float) -> float:
     """argmin over [0.5, 1] of THE's variance (bounded Brent, as both reference codes)."""
-    res = minimize_scalar(the_variance_per_user, bounds=(0.5, 1.0), args=(epsilon,), method="bounded",
-                          options={"xatol": 1e-10})
+    res = minimize_scalar(
+        the_variance_per_user, bounds=(0.5, 1.0), args=(epsilon,), method="bounded", options={"xatol": 1e-10}
+    )
     return float(res.x)
 
 

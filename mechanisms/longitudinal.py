@@ -321,8 +321,12 @@ def loloha_optimal_g(eps_perm: float, alpha: float) -> int:
     """OLOLOHA's g* (ldp.md 3.5): the stationary point of V*(g), rounded, at least 2."""
     e = eps_perm
     disc = (
-        math.exp(4 * e) - 14 * math.exp(2 * e) - 12 * math.exp(2 * e * (alpha + 1))
-        + 12 * math.exp(e * (alpha + 1)) + 12 * math.exp(e * (alpha + 3)) + 1
+        math.exp(4 * e)
+        - 14 * math.exp(2 * e)
+        - 12 * math.exp(2 * e * (alpha + 1))
+        + 12 * math.exp(e * (alpha + 1))
+        + 12 * math.exp(e * (alpha + 3))
+        + 1
     )
     num = math.sqrt(max(disc, 0.0)) - math.exp(2 * e) + 6 * math.exp(e) - 6 * math.exp(alpha * e) + 1
     return max(2, int(round(num / (6 * (math.exp(e) - math.exp(alpha * e))))))
@@ -661,4 +665,3 @@ class ClientPopulation:
             pop.memo_payload = z["memo_payload"] if "memo_payload" in z else None
             pop.user_params = {k[5:]: z[k] for k in z.files if k.startswith("user_")}
         return pop
-

@@ -117,8 +117,13 @@ class MultidimensionalProtocol:
         arr = np.asarray(data)
         if arr.ndim != 2 or arr.shape[1] != self.d:
             raise ValueError(f"data must have shape (n, {self.d}) (one column per attribute), got {arr.shape}")
-        return np.stack([check_values(arr[:, i], k, name=f"data[:, {i}]") for i, k in enumerate(self.domain_sizes)],
-                        axis=1) if len(arr) else arr.astype(np.int64)
+        return (
+            np.stack(
+                [check_values(arr[:, i], k, name=f"data[:, {i}]") for i, k in enumerate(self.domain_sizes)], axis=1
+            )
+            if len(arr)
+            else arr.astype(np.int64)
+        )
 
     def aggregate_stream(self, chunks) -> MultiState:
         state = None
@@ -190,8 +195,9 @@ class SMP(MultidimensionalProtocol):
     def __post_init__(self):
         object.__setattr__(self, "domain_sizes", _check_domains(self.domain_sizes))
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
-        object.__setattr__(self, "oracles", tuple(make_oracle(self.protocol, k, self.epsilon)
-                                                  for k in self.domain_sizes))
+        object.__setattr__(
+            self, "oracles", tuple(make_oracle(self.protocol, k, self.epsilon) for k in self.domain_sizes)
+        )
 
     def perturb(self, data, rng):
         x = self._codes(data)
@@ -222,8 +228,13 @@ class SMP(MultidimensionalProtocol):
 
 
 # ---------------------------------------------------------------------------------------------------- RS+FD
-_FAKES = {"GRR": ("GRR", None), "OUE-z": ("OUE", "z"), "OUE-r": ("OUE", "r"), "SUE-z": ("SUE", "z"),
-          "SUE-r": ("SUE", "r")}
+_FAKES = {
+    "GRR": ("GRR", None),
+    "OUE-z": ("OUE", "z"),
+    "OUE-r": ("OUE", "r"),
+    "SUE-z": ("SUE", "z"),
+    "SUE-r": ("SUE", "r"),
+}
 
 
 @dataclass(frozen=True)

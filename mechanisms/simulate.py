@@ -32,13 +32,13 @@ def _load_column(spec: str, k: int | None) -> tuple[np.ndarray, list]:
     try:
         df = pd.read_csv(path, usecols=[column])
     except (OSError, ValueError) as err:
-        raise click.BadParameter(f"cannot read column {column!r} of {path!r}: {err}",
-                                 param_hint="'--distribution'") from None
+        raise click.BadParameter(
+            f"cannot read column {column!r} of {path!r}: {err}", param_hint="'--distribution'"
+        ) from None
     col = df[column].dropna()
     cats = sorted(col.unique().tolist(), key=str)
     if k is not None and len(cats) > k:
-        raise click.BadParameter(f"column {column!r} has {len(cats)} categories, more than --k {k}",
-                                 param_hint="'--k'")
+        raise click.BadParameter(f"column {column!r} has {len(cats)} categories, more than --k {k}", param_hint="'--k'")
     codes = pd.Categorical(col, categories=cats).codes.astype(np.int64)
     return codes, cats
 
@@ -55,8 +55,13 @@ def ldp() -> None:
 @click.option("--n", "n", type=int, default=100_000, show_default=True, help="Number of users (synthetic data).")
 @click.option("--distribution", default="zipf", show_default=True, help="zipf, uniform, or FILE:COLUMN of a CSV.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--postprocess", type=click.Choice(["none", "clip", "norm-sub", "ibu"]), default="none",
-              show_default=True, help="Post-processing of the estimates (MSE is always of the raw estimator).")
+@click.option(
+    "--postprocess",
+    type=click.Choice(["none", "clip", "norm-sub", "ibu"]),
+    default="none",
+    show_default=True,
+    help="Post-processing of the estimates (MSE is always of the raw estimator).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save a bar plot (needs matplotlib).")
 def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, plot):

@@ -64,8 +64,13 @@ def test_pld_never_above_rdp(q, sigma, steps):
 
 @pytest.mark.parametrize(
     "event",
-    [GaussianEvent(1.0), LaplaceEvent(1.0), PureDpEvent(0.5), RandomizedResponseEvent(1.0, 4),
-     PoissonSampledEvent(0.1, RandomizedResponseEvent(2.0, 3))],
+    [
+        GaussianEvent(1.0),
+        LaplaceEvent(1.0),
+        PureDpEvent(0.5),
+        RandomizedResponseEvent(1.0, 4),
+        PoissonSampledEvent(0.1, RandomizedResponseEvent(2.0, 3)),
+    ],
     ids=lambda e: type(e).__name__,
 )
 def test_pld_never_above_rdp_other_mechanisms(event):

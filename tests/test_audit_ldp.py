@@ -39,7 +39,8 @@ def test_cap_matches_ldp_auditor_numbers():
     # cap ~ ln(N / ln(1/beta)); more tests (smaller beta) lower it; delta lowers it
     assert measurable_cap(10**6, beta=side_level(0.99, 5)) < measurable_cap(10**6, beta=side_level(0.99, 1))
     assert measurable_cap(10**6, beta=0.001, delta=0.5) == pytest.approx(
-        math.log(0.001 ** 1e-6 - 0.5) - math.log(1 - 0.001 ** 1e-6), rel=1e-9)
+        math.log(0.001**1e-6 - 0.5) - math.log(1 - 0.001**1e-6), rel=1e-9
+    )
 
 
 def test_clopper_pearson_quantiles():
@@ -136,8 +137,11 @@ def test_pure_ldp_bug_table():
         assert LeakyTrueBitSUE(10, eps).true_epsilon() == pytest.approx(sue, abs=1e-3)
 
 
-@pytest.mark.parametrize("proto,tau", [(LGRR(2, 1.0, 0.5), 8), (LOSUE(10, 2.0, 0.5), 10), (LOLOHA(10, 2.0, 0.5), 10)],
-                         ids=["L-GRR", "L-OSUE", "LOLOHA"])
+@pytest.mark.parametrize(
+    "proto,tau",
+    [(LGRR(2, 1.0, 0.5), 8), (LOSUE(10, 2.0, 0.5), 10), (LOLOHA(10, 2.0, 0.5), 10)],
+    ids=["L-GRR", "L-OSUE", "LOLOHA"],
+)
 def test_forgetful_longitudinal_client_flagged(proto, tau):
     """The memo forgotten: tau fresh reports leak tau * eps_1 (4 or 5) instead of eps_perm (1 or 2); cap ~ 8."""
     true_eps = ForgetfulPopulation.true_epsilon(proto, tau)
@@ -200,8 +204,10 @@ def test_longitudinal_memo_is_reused_over_many_reports():
 
 
 # ---------------------------------------------------------------------------------------------- anchors
-@pytest.mark.parametrize("spec,trials", [("multi-freq-ldpy:GRR", 20_000), ("multi-freq-ldpy:OUE", 5_000),
-                                         ("pure-ldp:OUE", 5_000), ("pure-ldp:OLH", 5_000)])
+@pytest.mark.parametrize(
+    "spec,trials",
+    [("multi-freq-ldpy:GRR", 20_000), ("multi-freq-ldpy:OUE", 5_000), ("pure-ldp:OUE", 5_000), ("pure-ldp:OLH", 5_000)],
+)
 def test_anchor_libraries_pass(spec, trials):
     pytest.importorskip("multi_freq_ldpy" if spec.startswith("multi") else "pure_ldp")
     r = audit(resolve(spec, k=10, epsilon=1.0), trials, seed=3)

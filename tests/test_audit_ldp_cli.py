@@ -47,8 +47,20 @@ def test_json_keys_and_values(group):
 
 def test_grid_json_list_csv_and_plot(group, tmp_path):
     csv, png = tmp_path / "out.csv", tmp_path / "out.png"
-    r = run(group, "dpkit:OLH", "--grid", "--epsilon", "0.5,2", "--k", "2,8", "--trials", "5000", "--json",
-            "--plot", str(png))
+    r = run(
+        group,
+        "dpkit:OLH",
+        "--grid",
+        "--epsilon",
+        "0.5,2",
+        "--k",
+        "2,8",
+        "--trials",
+        "5000",
+        "--json",
+        "--plot",
+        str(png),
+    )
     assert r.exit_code == 0, r.output
     objs = json.loads(r.stdout)
     assert isinstance(objs, list) and len(objs) == 4 and all(KEYS <= set(o) for o in objs)
@@ -63,7 +75,8 @@ def test_grid_json_list_csv_and_plot(group, tmp_path):
 
 
 def test_violation_exit_status_1_with_a_user_callable(group, tmp_path, monkeypatch):
-    (tmp_path / "my_ldp.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_ldp.py").write_text(
+        textwrap.dedent("""
         import random
 
         def leaky_grr(value, k=5, p=0.9):  # claims epsilon = 1 (p should be e/(e + 4) = 0.405)
@@ -71,7 +84,8 @@ def test_violation_exit_status_1_with_a_user_callable(group, tmp_path, monkeypat
                 return value
             other = random.randrange(k - 1)
             return other + (other >= value)
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     r = run(group, "my_ldp:leaky_grr", "--epsilon", "1", "--k", "5", "--trials", "20000", "--json")
     assert r.exit_code == 1, r.output
@@ -87,21 +101,24 @@ def test_fixture_violation_text(group):
     assert r.exit_code == 2 and "TARGET" in r.output and "Traceback" not in r.output
 
 
-@pytest.mark.parametrize("args,option", [
-    (["dpkit:GRR", "--epsilon", "1", "--k", "1"], "--k"),
-    (["dpkit:GRR", "--epsilon", "-1", "--k", "5"], "--epsilon"),
-    (["dpkit:GRR", "--epsilon", "abc", "--k", "5"], "--epsilon"),
-    (["dpkit:GRR", "--k", "5"], "--epsilon"),
-    (["dpkit:GRR", "--epsilon", "1", "--k", "5", "--confidence", "1.5"], "--confidence"),
-    (["dpkit:GRR", "--epsilon", "1", "--k", "5", "--trials", "0"], "--trials"),
-    (["dpkit:GRR", "--epsilon", "1", "--k", "5", "--delta", "1"], "--delta"),
-    (["dpkit:GRR", "--epsilon", "1,2", "--k", "5"], "--epsilon"),
-    (["dpkit:GRR", "--epsilon", "1", "--k", "5", "--json", "--csv", "x.csv"], "--csv"),
-    (["dpkit:NOPE", "--epsilon", "1", "--k", "5"], "TARGET"),
-    (["nosuchmodule_xyz:f", "--epsilon", "1", "--k", "5"], "TARGET"),
-    (["pure-ldp:SS", "--epsilon", "1", "--k", "5"], "TARGET"),
-    (["dpkit:L-GRR", "--epsilon", "1", "--k", "5", "--eps-1", "2"], "TARGET"),
-])
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (["dpkit:GRR", "--epsilon", "1", "--k", "1"], "--k"),
+        (["dpkit:GRR", "--epsilon", "-1", "--k", "5"], "--epsilon"),
+        (["dpkit:GRR", "--epsilon", "abc", "--k", "5"], "--epsilon"),
+        (["dpkit:GRR", "--k", "5"], "--epsilon"),
+        (["dpkit:GRR", "--epsilon", "1", "--k", "5", "--confidence", "1.5"], "--confidence"),
+        (["dpkit:GRR", "--epsilon", "1", "--k", "5", "--trials", "0"], "--trials"),
+        (["dpkit:GRR", "--epsilon", "1", "--k", "5", "--delta", "1"], "--delta"),
+        (["dpkit:GRR", "--epsilon", "1,2", "--k", "5"], "--epsilon"),
+        (["dpkit:GRR", "--epsilon", "1", "--k", "5", "--json", "--csv", "x.csv"], "--csv"),
+        (["dpkit:NOPE", "--epsilon", "1", "--k", "5"], "TARGET"),
+        (["nosuchmodule_xyz:f", "--epsilon", "1", "--k", "5"], "TARGET"),
+        (["pure-ldp:SS", "--epsilon", "1", "--k", "5"], "TARGET"),
+        (["dpkit:L-GRR", "--epsilon", "1", "--k", "5", "--eps-1", "2"], "TARGET"),
+    ],
+)
 def test_bad_input_exit_2_names_the_option(group, args, option):
     r = run(group, *args)
     assert r.exit_code == 2, r.output

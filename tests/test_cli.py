@@ -28,9 +28,7 @@ def run_json(*args: str) -> dict:
     return json.loads(lines[0])
 
 
-def api_epsilon(
-    name: str, sigma: float = SIGMA, q: float = Q, steps: int = STEPS, delta: float = DELTA
-) -> float:
+def api_epsilon(name: str, sigma: float = SIGMA, q: float = Q, steps: int = STEPS, delta: float = DELTA) -> float:
     acc = accountants.create_accountant(name)
     acc.compose(accountants.dpsgd_event(sigma, q, steps))
     return acc.get_epsilon(delta)
@@ -174,9 +172,7 @@ def test_bad_input_is_a_clean_usage_error(args, name, as_json):
 
 def test_errors_from_the_accountants_become_usage_errors():
     # No noise multiplier up to the search limit reaches this target: the accountants' ValueError, cleanly.
-    result = run(
-        "account", "-q", "1", "--target-epsilon", "1e-9", "--steps", "1000000", "-d", "1e-9", "-a", "rdp"
-    )
+    result = run("account", "-q", "1", "--target-epsilon", "1e-9", "--steps", "1000000", "-d", "1e-9", "-a", "rdp")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "target_epsilon" in result.output
@@ -248,10 +244,7 @@ def test_noise_table_small():
     for _, row in df.iterrows():
         for name in ("rdp", "pld"):
             sigma = row[f"sigma_{name}"]
-            assert (
-                api_epsilon(name, sigma=sigma, q=SMALL.sampling_rate, steps=SMALL.steps)
-                <= row["target_epsilon"]
-            )
+            assert api_epsilon(name, sigma=sigma, q=SMALL.sampling_rate, steps=SMALL.steps) <= row["target_epsilon"]
 
 
 def test_demo_command_small():

@@ -346,9 +346,7 @@ def test_bad_engine_arguments():
         create_engine("nope", model, trainable(model))
     with pytest.raises(ValueError, match="loss_reduction must be one of"):
         create_engine("functorch", model, trainable(model), loss_reduction="max")
-    with pytest.raises(
-        ValueError, match="max_physical_batch_size must be a whole number >= 1, got 0"
-    ):
+    with pytest.raises(ValueError, match="max_physical_batch_size must be a whole number >= 1, got 0"):
         create_engine("functorch", model, trainable(model), max_physical_batch_size=0)
     with pytest.raises(ValueError, match="not parameters of the module"):
         create_engine("functorch", model, [nn.Parameter(torch.zeros(3))])

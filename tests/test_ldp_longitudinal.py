@@ -73,8 +73,14 @@ TABLE1 = [
 def test_dcn22_table1(row):
     ep, e1, grr2, grr32, osue, sue, soue, oue = row
     n = 10_000
-    got = [LGRR(2, ep, e1).variance(n), LGRR(32, ep, e1).variance(n), LOSUE(8, ep, e1).variance(n),
-           LSUE(8, ep, e1).variance(n), LSOUE(8, ep, e1).variance(n), LOUE(8, ep, e1).variance(n)]
+    got = [
+        LGRR(2, ep, e1).variance(n),
+        LGRR(32, ep, e1).variance(n),
+        LOSUE(8, ep, e1).variance(n),
+        LSUE(8, ep, e1).variance(n),
+        LSOUE(8, ep, e1).variance(n),
+        LOUE(8, ep, e1).variance(n),
+    ]
     for g, w in zip(got, [grr2, grr32, osue, sue, soue, oue], strict=False):
         assert g == pytest.approx(w, rel=2e-3, abs=6e-7)
     # L-OSUE's variance is OUE's at eps_1 (ldp.md 3.3)
@@ -86,8 +92,11 @@ def test_lgrr_parameters_and_exact_calibration():
     assert [round(x, 6) for x in (o.p1, o.q1, o.p2, o.q2)] == [0.648786, 0.087804, 0.35886, 0.160285]
     assert o.single_report_epsilon() == pytest.approx(0.487, abs=5e-4)  # conservative for k > 2
     assert LGRR(32, 2.0, 0.6).single_report_epsilon() == pytest.approx(0.182, abs=5e-4)
-    for k, ep, e1, paper, exact in [(5, 2, 0.6, 0.001178, 0.000713), (32, 2, 0.6, 0.078202, 0.004708),
-                                    (32, 1, 0.5, 0.268074, 0.007520)]:
+    for k, ep, e1, paper, exact in [
+        (5, 2, 0.6, 0.001178, 0.000713),
+        (32, 2, 0.6, 0.078202, 0.004708),
+        (32, 1, 0.5, 0.268074, 0.007520),
+    ]:
         assert LGRR(k, ep, e1).variance(10**4) == pytest.approx(paper, rel=1e-3)
         ex = LGRR(k, ep, e1, calibration="exact")
         assert ex.variance(10**4) == pytest.approx(exact, rel=1e-3)
@@ -100,9 +109,11 @@ def test_loloha_optimal_g_and_parameters():
     table = {0.1: [2, 2, 2, 2, 2, 3], 0.3: [2, 2, 2, 3, 4, 5], 0.5: [2, 2, 3, 4, 7, 11], 0.6: [2, 2, 3, 5, 9, 17]}
     for alpha, row in table.items():
         assert [loloha_optimal_g(e, alpha) for e in (0.5, 1, 2, 3, 4, 5)] == row
-    for g, ep, e1, p1, q1, p2, q2, v in [(2, 1, 0.5, 0.731059, 0.268941, 0.764996, 0.235004, 0.001667),
-                                         (7, 4, 2.0, 0.900987, 0.016502, 0.586902, 0.068850, 0.000079),
-                                         (2, 4, 2.0, 0.982014, 0.017986, 0.895006, 0.104994, 0.000172)]:
+    for g, ep, e1, p1, q1, p2, q2, v in [
+        (2, 1, 0.5, 0.731059, 0.268941, 0.764996, 0.235004, 0.001667),
+        (7, 4, 2.0, 0.900987, 0.016502, 0.586902, 0.068850, 0.000079),
+        (2, 4, 2.0, 0.982014, 0.017986, 0.895006, 0.104994, 0.000172),
+    ]:
         o = LOLOHA(100, ep, e1, g=g)
         assert [round(x, 6) for x in (o.p1, o.q1, o.p2, o.q2)] == [p1, q1, p2, q2]
         assert o.variance(10**4) == pytest.approx(v, rel=6e-3)

@@ -183,10 +183,12 @@ def test_spl_smp_guarantees():
 
 def test_dataframe_roundtrip_and_merge():
     rng = np.random.default_rng(5)
-    df = pd.DataFrame({
-        "colour": pd.Categorical(rng.choice(["red", "green", "blue"], 4000), categories=["red", "green", "blue"]),
-        "size": rng.choice(["S", "M", "L", "XL"], 4000),
-    })
+    df = pd.DataFrame(
+        {
+            "colour": pd.Categorical(rng.choice(["red", "green", "blue"], 4000), categories=["red", "green", "blue"]),
+            "size": rng.choice(["S", "M", "L", "XL"], 4000),
+        }
+    )
     codes, domains = encode_dataframe(df)
     assert domains[0] == ["red", "green", "blue"] and domains[1] == ["L", "M", "S", "XL"]
     o = RSFD((3, 4), 1.0, "OUE-r")

@@ -94,15 +94,29 @@ def test_cli_json_keys_and_values():
 
 
 def test_cli_text_file_column_and_plot(tmp_path):
-    result = run("simulate", "--protocol", "grr", "--k", "10", "--epsilon", "2", "--n", "5000",
-                 "--distribution", "uniform", "--postprocess", "norm-sub")
+    result = run(
+        "simulate",
+        "--protocol",
+        "grr",
+        "--k",
+        "10",
+        "--epsilon",
+        "2",
+        "--n",
+        "5000",
+        "--distribution",
+        "uniform",
+        "--postprocess",
+        "norm-sub",
+    )
     assert result.exit_code == 0, result.output
     assert "MSE" in result.output and "analytic variance" in result.output
     csv = tmp_path / "d.csv"
     pd.DataFrame({"city": np.random.default_rng(0).choice(["Oslo", "Rome", "Lima"], 3000)}).to_csv(csv, index=False)
     plot = tmp_path / "p.png"
-    result = run("simulate", "--protocol", "ADP", "--epsilon", "1", "--distribution", f"{csv}:city",
-                 "--plot", str(plot))
+    result = run(
+        "simulate", "--protocol", "ADP", "--epsilon", "1", "--distribution", f"{csv}:city", "--plot", str(plot)
+    )
     assert result.exit_code == 0, result.output
     assert "Oslo" in result.output and plot.exists()
 

@@ -41,9 +41,7 @@ def setup(seed=0, batch_size=10, opt="sgd", dropout=0.0, engine_kwargs=None, **k
     torch.manual_seed(seed)
     model = Net(dropout)
     optimizer = (
-        torch.optim.SGD(model.parameters(), lr=0.1)
-        if opt == "sgd"
-        else torch.optim.Adam(model.parameters(), lr=0.01)
+        torch.optim.SGD(model.parameters(), lr=0.1) if opt == "sgd" else torch.optim.Adam(model.parameters(), lr=0.01)
     )
     engine = PrivacyEngine(**(engine_kwargs or {"seed": 11}))
     kwargs.setdefault("max_grad_norm", 1.0)
@@ -187,9 +185,7 @@ def test_ledger_epsilon_equals_accountant(accountant):
 
 
 def test_budget_refusal_leaves_parameters_unchanged():
-    engine, m, o, dl = setup(
-        target_epsilon=2.0, target_delta=1e-5, epochs=1, engine_kwargs={"accountant": "rdp"}
-    )
+    engine, m, o, dl = setup(target_epsilon=2.0, target_delta=1e-5, epochs=1, engine_kwargs={"accountant": "rdp"})
     assert engine.noise_multiplier > 0
     x, y = data().tensors
     taken = 0
@@ -373,9 +369,7 @@ def test_bad_engine_construction_and_delta():
     with pytest.raises(ValueError, match=r"delta must be in \(0, 1\), got 2"):
         engine.get_epsilon(2)
     with pytest.raises(RuntimeError, match="already called"):
-        engine.make_private(
-            Net(), torch.optim.SGD(Net().parameters(), lr=1), DataLoader(data()), max_grad_norm=1.0
-        )
+        engine.make_private(Net(), torch.optim.SGD(Net().parameters(), lr=1), DataLoader(data()), max_grad_norm=1.0)
 
 
 def test_batchnorm_model_is_refused_with_the_path():

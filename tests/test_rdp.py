@@ -144,9 +144,7 @@ def _opacus_epsilon(q, sigma, steps, delta):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        eps, _ = get_privacy_spent(
-            orders=OPACUS_ORDERS, rdp=steps * _opacus_rdp_one_step(q, sigma), delta=delta
-        )
+        eps, _ = get_privacy_spent(orders=OPACUS_ORDERS, rdp=steps * _opacus_rdp_one_step(q, sigma), delta=delta)
     return float(eps)
 
 
@@ -227,9 +225,7 @@ def test_sampled_without_replacement_vs_dp_accounting(n, m, sigma):
         acc = dp_accounting.rdp.RdpAccountant(
             orders=DP_ACCOUNTING_ORDERS, neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE
         )
-        acc.compose(
-            dp_accounting.SampledWithoutReplacementDpEvent(n, m, dp_accounting.GaussianDpEvent(sigma)), 1000
-        )
+        acc.compose(dp_accounting.SampledWithoutReplacementDpEvent(n, m, dp_accounting.GaussianDpEvent(sigma)), 1000)
         mine = RDPAccountant("replace_one", orders=DP_ACCOUNTING_ORDERS).compose(
             SampledWithoutReplacementEvent(n, m, GaussianEvent(sigma)), 1000
         )
@@ -284,9 +280,7 @@ def test_rdp_discrete_closed_form_binary():
     # binary RR with probability t of truth: D_alpha = log(t^a (1-t)^(1-a) + (1-t)^a t^(1-a)) / (a-1)
     t = 0.8
     orders = np.array([1.5, 2.0, 7.0])
-    expected = np.log(t**orders * (1 - t) ** (1 - orders) + (1 - t) ** orders * t ** (1 - orders)) / (
-        orders - 1
-    )
+    expected = np.log(t**orders * (1 - t) ** (1 - orders) + (1 - t) ** orders * t ** (1 - orders)) / (orders - 1)
     np.testing.assert_allclose(rdp_discrete([t, 1 - t], [1 - t, t], orders), expected, rtol=1e-13)
     assert np.all(np.isinf(rdp_discrete([0.5, 0.5], [1.0, 0.0], orders)))
 
@@ -383,9 +377,7 @@ def test_composition_is_additive_and_flattened():
         )
     )
     np.testing.assert_allclose(a.get_rdp(), b.get_rdp(), rtol=1e-14)
-    np.testing.assert_allclose(
-        a.get_rdp(), 30 * rdp_poisson_gaussian(0.01, 1.0) + 2 * rdp_laplace(2.0), rtol=1e-14
-    )
+    np.testing.assert_allclose(a.get_rdp(), 30 * rdp_poisson_gaussian(0.01, 1.0) + 2 * rdp_laplace(2.0), rtol=1e-14)
     assert a.epsilon_if(g, 1e-5, count=10) > a.get_epsilon(1e-5)
 
 
@@ -432,9 +424,7 @@ def test_wor_fractional_orders_interpolate_integer_bounds():
         ("replace_one", SampledWithoutReplacementEvent(100, 10, LaplaceEvent(1.0)), "Gaussian"),
         (
             "replace_one",
-            SampledWithoutReplacementEvent(
-                100, 10, SampledWithoutReplacementEvent(10, 5, GaussianEvent(1.0))
-            ),
+            SampledWithoutReplacementEvent(100, 10, SampledWithoutReplacementEvent(10, 5, GaussianEvent(1.0))),
             "nested",
         ),
     ],

@@ -94,8 +94,15 @@ def trinomial_pmf(tau: int, a: float, b: float) -> np.ndarray:
     ok = r >= 0
     rest = max(1.0 - a - b, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        logp = (gammaln(tau + 1) - gammaln(c1 + 1) - gammaln(c2 + 1) - gammaln(np.maximum(r, 0) + 1)
-                + _xlogy(c1, a) + _xlogy(c2, b) + _xlogy(np.maximum(r, 0), rest))
+        logp = (
+            gammaln(tau + 1)
+            - gammaln(c1 + 1)
+            - gammaln(c2 + 1)
+            - gammaln(np.maximum(r, 0) + 1)
+            + _xlogy(c1, a)
+            + _xlogy(c2, b)
+            + _xlogy(np.maximum(r, 0), rest)
+        )
     return np.where(ok, np.exp(logp), 0.0)
 
 
@@ -156,8 +163,9 @@ def fo_statistic(proto, v1: int, v2: int) -> Statistic:
             return 2 * (r == v1).any(axis=1).astype(np.int64) + (r == v2).any(axis=1).astype(np.int64)
 
         # P(v1 in S, v2 in S | v1) etc.; codes 2 [v1 in S] + [v2 in S]
-        own = np.array([(1 - pv) * (k - 1 - w) / (k - 1), (1 - pv) * w / (k - 1),
-                        pv * (k - w) / (k - 1), pv * (w - 1) / (k - 1)])
+        own = np.array(
+            [(1 - pv) * (k - 1 - w) / (k - 1), (1 - pv) * w / (k - 1), pv * (k - w) / (k - 1), pv * (w - 1) / (k - 1)]
+        )
         other = own[[0, 2, 1, 3]]
         return Statistic("(v1 in S, v2 in S)", 4, codes, (own, other))
     if isinstance(proto, HadamardResponse):

@@ -28,8 +28,15 @@ import numpy as np
 from dpkit.mechanisms.frequency_oracles import GRR, OUE, SUE, bernoulli_matrix, grr_perturb
 from dpkit.mechanisms.longitudinal import ClientPopulation
 
-__all__ = ["LeakyTrueBitUE", "LeakyTrueBitOUE", "LeakyTrueBitSUE", "WrongQOUE", "ForgetfulPopulation",
-           "TooHonestGRR", "ue_epsilon"]
+__all__ = [
+    "LeakyTrueBitUE",
+    "LeakyTrueBitOUE",
+    "LeakyTrueBitSUE",
+    "WrongQOUE",
+    "ForgetfulPopulation",
+    "TooHonestGRR",
+    "ue_epsilon",
+]
 
 
 def ue_epsilon(p_true: float, q_other: float) -> float:
@@ -118,5 +125,9 @@ class TooHonestGRR(GRR):
 
     def true_epsilon(self) -> float:
         q_leak = (1 - self.p_leak) / (self.k - 1)
-        return max(math.log(self.p_leak / self.q), math.log(self.p / q_leak), math.log(self.q / q_leak),
-                   math.log(self.p / self.q))
+        return max(
+            math.log(self.p_leak / self.q),
+            math.log(self.p / q_leak),
+            math.log(self.q / q_leak),
+            math.log(self.p / self.q),
+        )

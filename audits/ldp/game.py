@@ -75,13 +75,17 @@ class AuditResult:
     @property
     def verdict(self) -> str:
         if self.violation:
-            return (f"VIOLATION: epsilon >= {self.epsilon_lower_bound:.4g} with confidence {self.confidence:g}, "
-                    f"above the claimed {self.epsilon_claimed:g}")
+            return (
+                f"VIOLATION: epsilon >= {self.epsilon_lower_bound:.4g} with confidence {self.confidence:g}, "
+                f"above the claimed {self.epsilon_claimed:g}"
+            )
         if self.finding:
             return "pass, with a finding: " + self.finding
         if self.epsilon_claimed >= self.cap:
-            return (f"pass (note: the claim {self.epsilon_claimed:g} is above the cap {self.cap:.4g} of "
-                    f"{self.trials} trials; more trials are needed to test it fully)")
+            return (
+                f"pass (note: the claim {self.epsilon_claimed:g} is above the cap {self.cap:.4g} of "
+                f"{self.trials} trials; more trials are needed to test it fully)"
+            )
         return "pass"
 
     def to_dict(self) -> dict:
@@ -100,8 +104,14 @@ class AuditResult:
             "verdict": self.verdict,
             "seconds": round(self.seconds, 4),
             "params": self.params,
-            "tests": [{**asdict(t), "epsilon_lower_bound": _num(t.epsilon_lower_bound),
-                       "expected": None if t.expected is None else _num(t.expected)} for t in self.tests],
+            "tests": [
+                {
+                    **asdict(t),
+                    "epsilon_lower_bound": _num(t.epsilon_lower_bound),
+                    "expected": None if t.expected is None else _num(t.expected),
+                }
+                for t in self.tests
+            ],
         }
         return d
 
@@ -130,8 +140,16 @@ def _simulate(target: Target, n: int, rng, stat, fam, bar, hist_len: int):
     return hists, fam_counts
 
 
-def audit(target: Target, trials: int | None = None, *, confidence: float = 0.99, seed: int | None = 0,
-          attacks=ATTACKS, progress: bool = False, train_fraction: float = 0.25) -> AuditResult:
+def audit(
+    target: Target,
+    trials: int | None = None,
+    *,
+    confidence: float = 0.99,
+    seed: int | None = 0,
+    attacks=ATTACKS,
+    progress: bool = False,
+    train_fraction: float = 0.25,
+) -> AuditResult:
     """Run the game on ``target`` (see the module docstring)."""
     trials = check_count("trials", target.default_trials if trials is None else trials, minimum=1)
     confidence = check_probability("confidence", confidence, open_low=True, open_high=True)
@@ -169,8 +187,9 @@ def audit(target: Target, trials: int | None = None, *, confidence: float = 0.99
             p1 = (t1 + 0.5) / (n_train + 0.5 * stat.n_codes)
             p2 = (t2 + 0.5) / (n_train + 0.5 * stat.n_codes)
             events.append((f"lr-split {stat.name}", choose_event(p1, p2, trials, beta=beta, delta=delta)[0], 0, None))
-            events.append((f"lr-split-reverse {stat.name}", choose_event(p2, p1, trials, beta=beta, delta=delta)[0],
-                           1, None))
+            events.append(
+                (f"lr-split-reverse {stat.name}", choose_event(p2, p1, trials, beta=beta, delta=delta)[0], 1, None)
+            )
         hists, fam_counts = _simulate(target, trials, rng, stat, fam, bar, stat.n_codes if stat else 1)
     finally:
         if bar is not None:
@@ -182,22 +201,39 @@ def audit(target: Target, trials: int | None = None, *, confidence: float = 0.99
         tests.append(TestResult(name, tp, fp, trials, lb, e))
     if fam is not None:
         tp, fp = fam_counts
-        tests.append(TestResult("family (LDP-Auditor guess = v1)", tp, fp, trials,
-                                float(epsilon_lower_bound(tp, fp, trials, beta=beta, delta=delta))))
+        tests.append(
+            TestResult(
+                "family (LDP-Auditor guess = v1)",
+                tp,
+                fp,
+                trials,
+                float(epsilon_lower_bound(tp, fp, trials, beta=beta, delta=delta)),
+            )
+        )
     best = max(tests, key=lambda t: t.epsilon_lower_bound)
     lb = best.epsilon_lower_bound
     claimed = float(target.epsilon)
     finding = None
     if target.reference_epsilon is not None and lb > target.reference_epsilon:
-        finding = (f"epsilon >= {lb:.4g} for whole tuples, above the per-attribute epsilon "
-                   f"{target.reference_epsilon:g} ({target.note})")
+        finding = (
+            f"epsilon >= {lb:.4g} for whole tuples, above the per-attribute epsilon "
+            f"{target.reference_epsilon:g} ({target.note})"
+        )
     return AuditResult(
-        target=target.name, epsilon_claimed=claimed, epsilon_lower_bound=lb,
-        cap=measurable_cap(trials, beta=beta, delta=delta), trials=trials, confidence=confidence,
-        violation=bool(lb > claimed * (1 + 1e-12)), delta=delta, k=int(target.k), best_test=best.name,
-        tests=tuple(tests), finding=finding, seconds=time.perf_counter() - t0,
-        params={**target.params(), "v1": _plain(target.v1), "v2": _plain(target.v2), "n_tests": n_tests,
-                "seed": seed},
+        target=target.name,
+        epsilon_claimed=claimed,
+        epsilon_lower_bound=lb,
+        cap=measurable_cap(trials, beta=beta, delta=delta),
+        trials=trials,
+        confidence=confidence,
+        violation=bool(lb > claimed * (1 + 1e-12)),
+        delta=delta,
+        k=int(target.k),
+        best_test=best.name,
+        tests=tuple(tests),
+        finding=finding,
+        seconds=time.perf_counter() - t0,
+        params={**target.params(), "v1": _plain(target.v1), "v2": _plain(target.v2), "n_tests": n_tests, "seed": seed},
     )
 
 

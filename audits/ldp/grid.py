@@ -15,9 +15,19 @@ LDP_AUDITOR_EPSILONS = (0.25, 0.5, 0.75, 1.0, 2.0, 4.0, 6.0, 10.0)
 LDP_AUDITOR_KS = (2, 25, 100, 200)
 
 
-def run_grid(spec: str, epsilons: Iterable[float] = LDP_AUDITOR_EPSILONS, ks: Iterable[int] = LDP_AUDITOR_KS, *,
-             trials: int | None = None, confidence: float = 0.99, delta: float = 0.0, seed: int = 0,
-             attacks=ATTACKS, progress: bool = False, **options) -> list[AuditResult]:
+def run_grid(
+    spec: str,
+    epsilons: Iterable[float] = LDP_AUDITOR_EPSILONS,
+    ks: Iterable[int] = LDP_AUDITOR_KS,
+    *,
+    trials: int | None = None,
+    confidence: float = 0.99,
+    delta: float = 0.0,
+    seed: int = 0,
+    attacks=ATTACKS,
+    progress: bool = False,
+    **options,
+) -> list[AuditResult]:
     """Audit ``spec`` at every (epsilon, k); one seed per setting (``seed + index``)."""
     settings = [(float(e), int(k)) for k in ks for e in epsilons]
     it = settings
@@ -37,8 +47,19 @@ def results_frame(results: Iterable[AuditResult]) -> pd.DataFrame:
     best_test, finding, seconds."""
     rows = []
     for r in results:
-        rows.append({"target": r.target, "k": r.k, "epsilon_claimed": r.epsilon_claimed,
-                     "epsilon_lower_bound": r.epsilon_lower_bound, "cap": r.cap, "trials": r.trials,
-                     "confidence": r.confidence, "violation": r.violation, "best_test": r.best_test,
-                     "finding": r.finding, "seconds": r.seconds})
+        rows.append(
+            {
+                "target": r.target,
+                "k": r.k,
+                "epsilon_claimed": r.epsilon_claimed,
+                "epsilon_lower_bound": r.epsilon_lower_bound,
+                "cap": r.cap,
+                "trials": r.trials,
+                "confidence": r.confidence,
+                "violation": r.violation,
+                "best_test": r.best_test,
+                "finding": r.finding,
+                "seconds": r.seconds,
+            }
+        )
     return pd.DataFrame(rows)

@@ -68,7 +68,14 @@ ANCHOR_TRIALS = 50_000
 _CELLS = 1 << 22  # report cells per chunk (bounds memory at a few tens of MB)
 
 MULTIDIMENSIONAL_NAMES = (
-    "RS+FD[GRR]", "RS+FD[OUE-z]", "RS+FD[OUE-r]", "RS+FD[SUE-z]", "RS+FD[SUE-r]", "SPL[GRR]", "SPL[OUE]", "SMP[GRR]",
+    "RS+FD[GRR]",
+    "RS+FD[OUE-z]",
+    "RS+FD[OUE-r]",
+    "RS+FD[SUE-z]",
+    "RS+FD[SUE-r]",
+    "SPL[GRR]",
+    "SPL[OUE]",
+    "SMP[GRR]",
     "SMP[OUE]",
 )
 
@@ -139,8 +146,15 @@ class LongitudinalTarget(Target):
     guarantee dpkit states for the whole sequence. Reports: shape (n, tau, ...).
     """
 
-    def __init__(self, protocol: LongitudinalProtocol, tau: int, population=ClientPopulation,
-                 name: str | None = None, v1: int = 0, v2: int | None = None):
+    def __init__(
+        self,
+        protocol: LongitudinalProtocol,
+        tau: int,
+        population=ClientPopulation,
+        name: str | None = None,
+        v1: int = 0,
+        v2: int | None = None,
+    ):
         if not isinstance(protocol, LongitudinalProtocol):
             raise TypeError(f"protocol must be a LongitudinalProtocol, got {type(protocol).__name__}")
         self.protocol, self.tau, self.population = protocol, int(tau), population
@@ -169,11 +183,15 @@ class LongitudinalTarget(Target):
         if isinstance(p, (LGRR, LOLOHA)):
             m = p.k if isinstance(p, LGRR) else p.g
             rest = 1 - p.p1 - p.q1  # PRR lands on a third value (0 when m = 2)
-            t_own, t_other, t_rest = trinomial_pmf(tau, p.p2, p.q2), trinomial_pmf(tau, p.q2, p.p2), (
-                trinomial_pmf(tau, p.q2, p.q2) if m > 2 else 0.0)
+            t_own, t_other, t_rest = (
+                trinomial_pmf(tau, p.p2, p.q2),
+                trinomial_pmf(tau, p.q2, p.p2),
+                (trinomial_pmf(tau, p.q2, p.q2) if m > 2 else 0.0),
+            )
             pm1 = (p.p1 * t_own + p.q1 * t_other + rest * t_rest).ravel()
             pm2 = (p.q1 * t_own + p.p1 * t_other + rest * t_rest).ravel()
             if isinstance(p, LGRR):
+
                 def codes(r):
                     return (r == v1).sum(axis=1) * side + (r == v2).sum(axis=1)
 
@@ -198,8 +216,12 @@ class LongitudinalTarget(Target):
             def codes_ue(r):
                 return r[:, :, v1].sum(axis=1).astype(np.int64) * side + r[:, :, v2].sum(axis=1).astype(np.int64)
 
-            return Statistic("(#bit v1, #bit v2)", side * side, codes_ue,
-                             (np.outer(own, other).ravel(), np.outer(other, own).ravel()))
+            return Statistic(
+                "(#bit v1, #bit v2)",
+                side * side,
+                codes_ue,
+                (np.outer(own, other).ravel(), np.outer(other, own).ravel()),
+            )
         if isinstance(p, DBitFlipPM):
             return self._dbit_statistic()
         return None
@@ -237,8 +259,12 @@ class LongitudinalTarget(Target):
         def pmf(own_bucket):
             a1 = marg(p.p if own_bucket == 1 else p.q)
             a2 = marg(p.p if own_bucket == 2 else p.q)
-            return (both * np.outer(a1, a2) + only * np.outer(a1, absent) + only * np.outer(absent, a2)
-                    + none * np.outer(absent, absent)).ravel()
+            return (
+                both * np.outer(a1, a2)
+                + only * np.outer(a1, absent)
+                + only * np.outer(absent, a2)
+                + none * np.outer(absent, absent)
+            ).ravel()
 
         return Statistic("(#ones at bucket(v1), #ones at bucket(v2))", side * side, codes, (pmf(1), pmf(2)))
 
@@ -252,6 +278,7 @@ class LongitudinalTarget(Target):
             return guess_uniform_from_support(tied[:, v1], tied.sum(axis=1), k, rng)
 
         if isinstance(p, LGRR):
+
             def lgrr(r, rng):
                 n = len(r)
                 idx = (np.arange(n)[:, None] * k + r).ravel()
@@ -319,8 +346,10 @@ class MultidimensionalTarget(Target):
         if isinstance(protocol, RSFD) and scope == "tuple":
             self.epsilon = float(protocol.tuple_epsilon)
             self.reference_epsilon = float(protocol.epsilon)
-            self.note = (f"RS+FD claims epsilon = {protocol.epsilon:g} per attribute; for whole tuples dpkit states "
-                         f"eps' = {protocol.tuple_epsilon:.4g} (ldp.md 4.2)")
+            self.note = (
+                f"RS+FD claims epsilon = {protocol.epsilon:g} per attribute; for whole tuples dpkit states "
+                f"eps' = {protocol.tuple_epsilon:.4g} (ldp.md 4.2)"
+            )
         else:
             self.epsilon = float(protocol.epsilon)
         self.chunk_rows = _rows(sum(sizes) * 2)
@@ -409,8 +438,7 @@ class MultidimensionalTarget(Target):
             m = sum(self._classes(i, np.asarray(reports[i])) for i in range(1, d)) if d > 1 else 0 * c0
             return c0 * d + m
 
-        return Statistic("(class of attribute 0, #others supporting)", C0 * d, codes_attr,
-                         (pmf_attr(0), pmf_attr(1)))
+        return Statistic("(class of attribute 0, #others supporting)", C0 * d, codes_attr, (pmf_attr(0), pmf_attr(1)))
 
     def _spl_statistic(self):
         oracles = self.protocol.oracles
@@ -430,16 +458,17 @@ class MultidimensionalTarget(Target):
 
     def _smp_statistic(self):
         oracles, d = self.protocol.oracles, self.d
-        stats = [fo_statistic(o, self.v1[i], self.v2[i]) if self.v1[i] != self.v2[i] else None
-                 for i, o in enumerate(oracles)]
+        stats = [
+            fo_statistic(o, self.v1[i], self.v2[i]) if self.v1[i] != self.v2[i] else None for i, o in enumerate(oracles)
+        ]
         width = max(s.n_codes if s else 1 for s in stats)
         pm1, pm2 = np.zeros(d * width), np.zeros(d * width)
         for i, s in enumerate(stats):
             if s is None:
                 pm1[i * width] = pm2[i * width] = 1.0 / d
             else:
-                pm1[i * width: i * width + s.n_codes] = s.pmf[0] / d
-                pm2[i * width: i * width + s.n_codes] = s.pmf[1] / d
+                pm1[i * width : i * width + s.n_codes] = s.pmf[0] / d
+                pm2[i * width : i * width + s.n_codes] = s.pmf[1] / d
 
         def codes(reports):
             attr, per = reports
@@ -465,8 +494,7 @@ class MultidimensionalTarget(Target):
             for i in range(self.d):
                 y = np.asarray(reports[i])
                 k = y.shape[1] if ue else self.protocol.domain_sizes[i]
-                hit = (guess_uniform_from_support(y[:, self.v1[i]], y.sum(axis=1), k, rng) if ue
-                       else y == self.v1[i])
+                hit = guess_uniform_from_support(y[:, self.v1[i]], y.sum(axis=1), k, rng) if ue else y == self.v1[i]
                 out |= (j == i) & hit
             return out
 
@@ -511,8 +539,9 @@ class AnchorTarget(Target):
             raise ValueError(f"library must be one of {', '.join(ANCHOR_PROTOCOLS)}, got {library!r}")
         proto = protocol.upper()
         if proto not in ANCHOR_PROTOCOLS[library]:
-            raise ValueError(f"protocol for {library} must be one of {', '.join(ANCHOR_PROTOCOLS[library])}, "
-                             f"got {protocol!r}")
+            raise ValueError(
+                f"protocol for {library} must be one of {', '.join(ANCHOR_PROTOCOLS[library])}, got {protocol!r}"
+            )
         self.library, self.proto_name = library, proto
         self.model = make_oracle(proto, k, epsilon)  # dpkit's claimed model of the same protocol
         self.k, self.epsilon = int(k), float(epsilon)
@@ -586,8 +615,9 @@ class AnchorTarget(Target):
         import xxhash
 
         g = self.model.g
-        return np.array([xxhash.xxh32(str(int(v)), seed=int(s)).intdigest() % g for v, s in zip(values, seeds,
-                                                                                             strict=True)])
+        return np.array(
+            [xxhash.xxh32(str(int(v)), seed=int(s)).intdigest() % g for v, s in zip(values, seeds, strict=True)]
+        )
 
     def statistic(self):
         if self.proto_name not in ("BLH", "OLH"):
@@ -688,8 +718,17 @@ def dpkit_protocol_names() -> list[str]:
 _MD = re.compile(r"^(RS\+?FD|SPL|SMP)[\[\-_:]?([A-Za-z\-]+)\]?$", re.IGNORECASE)
 
 
-def _dpkit(name: str, k: int, epsilon: float, *, eps_1=None, tau: int = 10, d: int = 3, scope: str = "tuple",
-           calibration: str = "paper"):
+def _dpkit(
+    name: str,
+    k: int,
+    epsilon: float,
+    *,
+    eps_1=None,
+    tau: int = 10,
+    d: int = 3,
+    scope: str = "tuple",
+    calibration: str = "paper",
+):
     key = name.upper().replace("_", "-")
     fos = {n.upper(): n for n in FREQUENCY_ORACLES}
     if key in fos or key in ("ADP", "ADAPTIVE", "AUTO"):
@@ -710,7 +749,8 @@ def _dpkit(name: str, k: int, epsilon: float, *, eps_1=None, tau: int = 10, d: i
         sizes = (k,) * d
         if kind == "RSFD":
             fo_name = {"GRR": "GRR", "OUE-Z": "OUE-z", "OUE-R": "OUE-r", "SUE-Z": "SUE-z", "SUE-R": "SUE-r"}.get(
-                fo.upper())
+                fo.upper()
+            )
             if fo_name is None:
                 raise ValueError(f"RS+FD protocol must be one of GRR, OUE-z, OUE-r, SUE-z, SUE-r, got {fo!r}")
             proto = RSFD(sizes, epsilon, fo_name)
@@ -724,8 +764,10 @@ def resolve(spec: str, *, k: int, epsilon: float, delta: float = 0.0, **options)
     """Build a target from a TARGET string (see the module docstring). ``options``: eps_1, tau, d, scope,
     calibration for dpkit protocols."""
     if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"target must be dpkit:PROTOCOL, multi-freq-ldpy:PROTOCOL, pure-ldp:PROTOCOL or "
-                         f"package.module:callable, got {spec!r}")
+        raise ValueError(
+            f"target must be dpkit:PROTOCOL, multi-freq-ldpy:PROTOCOL, pure-ldp:PROTOCOL or "
+            f"package.module:callable, got {spec!r}"
+        )
     prefix, _, name = spec.partition(":")
     if prefix == "dpkit":
         return _dpkit(name, k, epsilon, **options)

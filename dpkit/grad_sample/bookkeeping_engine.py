@@ -194,9 +194,7 @@ class _FallbackUnit(_Unit):
                 f"whose first dimension is the batch ({batch} examples); the book-keeping engine needs batch-first "
                 "inputs. Use PrivacyEngine(grad_sample_engine='functorch') for this model"
             )
-        call = _Call(
-            [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves], spec, batched, batch, [], []
-        )
+        call = _Call([x.detach() if isinstance(x, torch.Tensor) else x for x in leaves], spec, batched, batch, [], [])
         params = self._detached()
         if batch == 0:
             a, k = tree_unflatten(leaves, spec)
@@ -448,8 +446,10 @@ class BookkeepingEngine(GradSampleEngine):
                 prep, name = parts[0]
                 cols.append(prep.sq_norms(name).to(dtype))
             else:  # tied parameter / shared module: sum the contributions per example first
-                g = sum((prep.per_sample(name).reshape(batch, -1) for prep, name in parts[1:]),
-                        parts[0][0].per_sample(parts[0][1]).reshape(batch, -1))
+                g = sum(
+                    (prep.per_sample(name).reshape(batch, -1) for prep, name in parts[1:]),
+                    parts[0][0].per_sample(parts[0][1]).reshape(batch, -1),
+                )
                 shared[i] = g
                 cols.append((g * g).sum(1).to(dtype))
         scale = self._scale(batch)

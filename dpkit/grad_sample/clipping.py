@@ -68,9 +68,7 @@ class PerLayerClipping(ClippingPolicy):
                     f"max_grad_norm has {len(max_grad_norm)} per-layer thresholds but there are {num_params} "
                     "trainable parameter tensors; give one number or one threshold per parameter tensor"
                 )
-            self.thresholds = [
-                check_positive(f"max_grad_norm[{i}]", c) for i, c in enumerate(max_grad_norm)
-            ]
+            self.thresholds = [check_positive(f"max_grad_norm[{i}]", c) for i, c in enumerate(max_grad_norm)]
         else:
             c = check_positive("max_grad_norm", max_grad_norm)
             self.thresholds = [c / math.sqrt(num_params)] * num_params

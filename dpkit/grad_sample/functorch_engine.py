@@ -47,9 +47,7 @@ _ATTR = "_dpkit_grad_sample_engine"
 
 
 def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    cuda = (
-        torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    )
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     return torch.get_rng_state(), cuda
 
 
@@ -69,9 +67,7 @@ class _Call:
     batched: list[bool]  # per leaf: has the batch dimension
     batch_size: int
     rng_states: list[Any] = dataclasses.field(default_factory=list)  # one per physical chunk
-    outputs: list[torch.Tensor | None] = dataclasses.field(
-        default_factory=list
-    )  # leaves the loss was built on
+    outputs: list[torch.Tensor | None] = dataclasses.field(default_factory=list)  # leaves the loss was built on
 
     def output_grads(self) -> list[torch.Tensor | None]:
         return [None if o is None else o.grad for o in self.outputs]

@@ -22,12 +22,10 @@ class IncompatibleModuleError(ValueError):
     def __init__(self, problems: list[tuple[str, nn.Module, str, str]]):
         self.problems = problems
         lines = [
-            f"  - {path or '<root>'} ({type(m).__name__}): {reason}. Fix: {fix}"
-            for path, m, reason, fix in problems
+            f"  - {path or '<root>'} ({type(m).__name__}): {reason}. Fix: {fix}" for path, m, reason, fix in problems
         ]
         super().__init__(
-            f"{len(problems)} module(s) cannot be trained with per-example gradient clipping:\n"
-            + "\n".join(lines)
+            f"{len(problems)} module(s) cannot be trained with per-example gradient clipping:\n" + "\n".join(lines)
         )
 
 

@@ -104,7 +104,6 @@ class _ConvRule(LayerRule):
             ps["bias"] = g.sum(2)
         return Instantiated(ps)
 
-
     def _instantiate(self, module, records, batch, weight, bias) -> Instantiated:
         """Per-example gradients ``G_i A_i^T``, unfolding ``UNFOLD_CHUNK`` examples at a time."""
         ps: dict[str, torch.Tensor] = {}
