@@ -22,8 +22,17 @@ demo: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/dpkit train-demo
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/dpkit account-report
 
+SOURCES := dpkit accountants mechanisms audits tests benchmarks
+# mypy reads the installed layout: a tree of links where accountants/ is dpkit/accountants and so on.
+TYPES := $(VENV)/typecheck
+
 lint: $(STAMP)
-	$(BIN)/ruff check dpkit accountants mechanisms audits tests benchmarks
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/ruff check $(SOURCES)
+	rm -rf $(TYPES) && mkdir -p $(TYPES)/dpkit
+	for f in dpkit/*; do ln -s "$(CURDIR)/$$f" $(TYPES)/dpkit/; done
+	for d in accountants mechanisms audits; do ln -s "$(CURDIR)/$$d" $(TYPES)/dpkit/$$d; done
+	cd $(TYPES) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml dpkit
 
 test: $(STAMP) lint
 	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
