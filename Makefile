@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,8 @@ TYPES := $(VENV)/typecheck
 lint: $(STAMP)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/ruff check $(SOURCES)
+
+typecheck: $(STAMP)
 	rm -rf $(TYPES) && mkdir -p $(TYPES)/dpkit
 	for f in dpkit/*; do ln -s "$(CURDIR)/$$f" $(TYPES)/dpkit/; done
 	for d in accountants mechanisms audits; do ln -s "$(CURDIR)/$$d" $(TYPES)/dpkit/$$d; done

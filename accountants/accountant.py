@@ -121,7 +121,7 @@ class PrivacyAccountant(abc.ABC):
         return run_length((e, c) for e, c in pairs if not isinstance(e, NoOpEvent))
 
     def get_epsilon(self, delta: float) -> float:
-        delta = check_delta(delta)
+        delta = check_delta("delta", delta)
         return self.epsilon_of(self.atoms(), delta)
 
     def get_delta(self, epsilon: float) -> float:
@@ -138,7 +138,7 @@ class PrivacyAccountant(abc.ABC):
 
     def epsilon_if(self, event: DpEvent, delta: float, count: int = 1) -> float:
         """Epsilon the ledger would have after composing ``event`` x ``count`` (the ledger is not changed)."""
-        delta = check_delta(delta)
+        delta = check_delta("delta", delta)
         reason = self.unsupported_reason(event)
         if reason is not None:
             raise UnsupportedEventError(f"{type(self).__name__} cannot account for {event!r}: {reason}")

@@ -28,7 +28,7 @@ class PrivacyBudget:
         **options,
     ):
         self.target_epsilon = check_positive("target_epsilon", target_epsilon)
-        self.target_delta = check_delta(target_delta, "target_delta")
+        self.target_delta = check_delta("target_delta", target_delta)
         if isinstance(accountant, PrivacyAccountant):
             self.accountant = accountant
         else:
@@ -96,7 +96,7 @@ class PrivacyBudget:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.target_epsilon = check_positive("target_epsilon", state["target_epsilon"])
-        self.target_delta = check_delta(state["target_delta"], "target_delta")
+        self.target_delta = check_delta("target_delta", state["target_delta"])
         self.accountant = PrivacyAccountant.from_state_dict(state["accountant"])
         self._fits.clear()
 

@@ -47,7 +47,7 @@ def calibrate_noise(
     log(s) (evaluations are cached); the returned value is re-accounted and is on the valid side.
     """
     target_epsilon = check_positive("target_epsilon", target_epsilon)
-    delta = check_delta(delta)
+    delta = check_delta("delta", delta)
     rtol = check_positive("rtol", rtol)
     hi = check_positive("guess", guess)
     if not growth > 1:
@@ -150,7 +150,7 @@ def calibrate_steps(
 ) -> int:
     """Largest number of DP-SGD steps whose epsilon at ``delta`` is at most ``target_epsilon``."""
     target_epsilon = check_positive("target_epsilon", target_epsilon)
-    delta = check_delta(delta)
+    delta = check_delta("delta", delta)
     q = check_probability("sampling_probability", sampling_probability)
     sigma = check_positive("noise_multiplier", noise_multiplier)
     acc = _accountant(accountant, **options)

@@ -133,7 +133,7 @@ class PLDAccountant(PrivacyAccountant):
 
     def get_epsilon_bounds(self, delta: float) -> tuple[float, float]:
         """(lower, upper): upper = get_epsilon(delta); the exact epsilon lies in [lower, upper]."""
-        delta = check_delta(delta)
+        delta = check_delta("delta", delta)
         atoms = self.atoms()
         if not atoms:
             return 0.0, 0.0

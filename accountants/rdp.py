@@ -213,7 +213,7 @@ class RDPAccountant(PrivacyAccountant):
         The order is ``inf`` when pure-DP composition gives the bound, ``nan`` for an empty or non-private
         ledger.
         """
-        delta = check_delta(delta)
+        delta = check_delta("delta", delta)
         atoms = self.atoms()
         if any(isinstance(e, NonPrivateEvent) for e, _ in atoms):
             return math.inf, math.nan

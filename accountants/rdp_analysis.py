@@ -483,7 +483,7 @@ def rdp_to_epsilon(orders, rdp, delta: float) -> tuple[float, float]:
     """
     orders = check_orders(orders)
     rdp = _check_rdp(rdp, orders)
-    delta = check_delta(delta)
+    delta = check_delta("delta", delta)
     finite = np.isfinite(rdp)
     if not finite.any():
         return math.inf, math.nan

@@ -1,4 +1,7 @@
-"""Argument checks with errors that name the parameter, its value and the allowed range."""
+"""Argument checks with errors that name the parameter, its value and the allowed range.
+
+Every check in dpkit takes ``(name, value, ...)`` in that order and returns the normalized value.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def check_probability(name: str, value, *, open_low: bool = True, open_high: boo
     return v
 
 
-def check_delta(value, name: str = "delta") -> float:
+def check_delta(name: str, value) -> float:
     """A privacy parameter delta in (0, 1)."""
     return check_probability(name, value, open_low=True, open_high=True)
 
@@ -55,22 +58,3 @@ def check_count(name: str, value, *, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     return int(value)
-
-
-def click_callback(check):
-    """A click option callback running ``check(param_name, value)``; its error becomes a click.BadParameter.
-
-    Lets every command line reuse the checks above: ``callback=click_callback(check_positive)``.
-    """
-
-    def callback(ctx, param, value):
-        import click
-
-        if value is None:
-            return None
-        try:
-            return check(param.name, value)
-        except (ValueError, TypeError) as err:
-            raise click.BadParameter(str(err), param=param) from None
-
-    return callback

@@ -1,6 +1,7 @@
-"""Argument checks for the audits package (errors name the parameter, its value and the allowed range).
+"""Argument checks for the audits package; errors name the parameter, its value and the allowed range.
 
-Scalars reuse :mod:`dpkit.accountants.validation`; the array checks are specific to attack data.
+Every helper takes ``(name, value, ...)``. Scalars reuse :mod:`dpkit.accountants.validation`; the array checks are
+specific to attack data.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from dpkit.accountants.validation import check_count, check_probability
 __all__ = ["check_alpha", "check_audit_delta", "check_count", "check_labels", "check_same_length", "check_scores"]
 
 
-def check_alpha(value, name: str = "alpha") -> float:
+def check_alpha(name: str, value) -> float:
     """A significance level in (0, 1)."""
     return check_probability(name, value, open_low=True, open_high=True)
 
 
-def check_audit_delta(value, name: str = "delta") -> float:
+def check_audit_delta(name: str, value) -> float:
     """The delta of the (epsilon, delta) statement being estimated, in [0, 1) (0 is pure DP)."""
     return check_probability(name, value, open_low=False, open_high=True)
 

@@ -103,7 +103,7 @@ class EpsilonPosterior:
         if not isinstance(counts, AttackCounts):
             raise TypeError(f"counts must be an AttackCounts, got {type(counts).__name__}")
         self.counts = counts
-        self.delta = check_audit_delta(delta)
+        self.delta = check_audit_delta("delta", delta)
         if not (isinstance(prior, tuple | list) and len(prior) == 2):
             raise ValueError(f"prior must be a pair (a, b) of Beta parameters, got {prior!r}")
         self.prior = (check_positive("prior[0]", prior[0]), check_positive("prior[1]", prior[1]))
@@ -209,7 +209,7 @@ class EpsilonPosterior:
         """
         ps = np.atleast_1d(np.asarray(ps, dtype=float))
         for p in ps:
-            check_alpha(float(p), "p")
+            check_alpha("p", float(p))
         out = np.full(ps.shape, math.inf)
         out[ps <= self.prob_zero] = 0.0
         todo = (ps > self.prob_zero) & (ps <= self._cdf_max)
@@ -249,7 +249,7 @@ class EpsilonPosterior:
 
         A lower quantile beyond ``max_eps`` is reported as ``max_eps`` (a valid, conservative lower bound).
         """
-        alpha = check_alpha(alpha)
+        alpha = check_alpha("alpha", alpha)
         if sided not in SIDES:
             raise ValueError(f"sided must be one of {SIDES}, got {sided!r}")
         if sided == "lower":
@@ -298,7 +298,7 @@ def bayesian_interval(
     quadrature error estimate at both ends, ``max_eps`` (an upper end of inf means "beyond max_eps") and the
     grid size.
     """
-    alpha = check_alpha(alpha)
+    alpha = check_alpha("alpha", alpha)
     post = EpsilonPosterior(counts, delta, prior=prior, grid_size=grid_size, max_eps=max_eps)
     if sided not in SIDES:
         raise ValueError(f"sided must be one of {SIDES}, got {sided!r}")

@@ -35,7 +35,7 @@ def epsilon_from_rates(fpr, fnr, delta: float = 0.0):
     Vectorized over ``fpr`` and ``fnr`` (broadcast); returns a float for scalar inputs. ``inf`` when one rate is 0
     and the other below 1 - delta; 0 inside the trivially private band ``|FPR + FNR - 1| <= delta``.
     """
-    delta = check_audit_delta(delta)
+    delta = check_audit_delta("delta", delta)
     x = _rates("fpr", fpr)
     y = _rates("fnr", fnr)
     x, y = np.broadcast_arrays(x, y)

@@ -13,7 +13,6 @@ import click
 import numpy as np
 
 from dpkit.accountants import validation
-from dpkit.accountants.validation import click_callback
 from dpkit.audits._checks import check_alpha, check_audit_delta
 from dpkit.audits.bayesian import DEFAULT_MAX_EPS, EpsilonPosterior
 from dpkit.audits.counts import AttackCounts
@@ -21,13 +20,14 @@ from dpkit.audits.estimate import METHODS, estimate_all
 from dpkit.audits.mia_harness import MiaConfig
 from dpkit.audits.results import EpsilonEstimate, json_number
 from dpkit.audits.scores import SELECTIONS, estimate_from_scores
+from dpkit.cli_options import click_callback
 
 __all__ = ["estimate_eps", "mia_run", "plot_posterior"]
 
 
 _count = click_callback(lambda name, v: validation.check_count(name, v, minimum=0))
-_alpha = click_callback(lambda name, v: check_alpha(v, name))
-_delta = click_callback(lambda name, v: check_audit_delta(v, name))
+_alpha = click_callback(lambda name, v: check_alpha(name, v))
+_delta = click_callback(lambda name, v: check_audit_delta(name, v))
 _positive = click_callback(validation.check_positive)
 _fraction = click_callback(lambda name, v: validation.check_probability(name, v, open_low=True, open_high=True))
 _num = click_callback(lambda name, v: validation.check_count(name, v, minimum=1))

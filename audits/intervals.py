@@ -65,8 +65,8 @@ def plug_in_epsilon(counts: AttackCounts, delta: float = 0.0) -> float:
 def _frequentist(method: str, counts: AttackCounts, alpha: float, delta: float, sided: str) -> EpsilonEstimate:
     if not isinstance(counts, AttackCounts):
         raise TypeError(f"counts must be an AttackCounts, got {type(counts).__name__}")
-    alpha = check_alpha(alpha)
-    delta = check_audit_delta(delta)
+    alpha = check_alpha("alpha", alpha)
+    delta = check_audit_delta("delta", delta)
     if sided not in SIDES:
         raise ValueError(f"sided must be one of {SIDES}, got {sided!r}")
     # A one-sided lower bound at alpha is the lower end of the two-sided interval at 2 alpha.

@@ -66,8 +66,8 @@ class MiaConfig:
             check_count(name, getattr(self, name), minimum=minimum)
         check_count("num_shadow", self.num_shadow, minimum=2)
         check_count("num_models", self.num_models, minimum=self.num_shadow + 1)
-        check_audit_delta(self.delta)
-        check_alpha(self.alpha)
+        check_audit_delta("delta", self.delta)
+        check_alpha("alpha", self.alpha)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dpkit import __version__
 from dpkit.accountants import validation
 from dpkit.audits.estimate_cli import estimate_eps, mia_run
 from dpkit.audits.ldp.cli import audit_ldp
+from dpkit.cli_options import click_callback
 from dpkit.mechanisms.simulate import ldp
 from dpkit.train_demo import train_demo_command
 
@@ -29,10 +30,10 @@ RELATIONS = ("add_or_remove", "replace_one")
 # ------------------------------------------------------------ option checks
 
 
-_positive = validation.click_callback(validation.check_positive)
-_sampling_rate = validation.click_callback(validation.check_probability)
-_delta = validation.click_callback(lambda name, value: validation.check_delta(value, name))
-_steps = validation.click_callback(lambda name, value: validation.check_count(name, value, minimum=1))
+_positive = click_callback(validation.check_positive)
+_sampling_rate = click_callback(validation.check_probability)
+_delta = click_callback(lambda name, value: validation.check_delta(name, value))
+_steps = click_callback(lambda name, value: validation.check_count(name, value, minimum=1))
 
 
 def _fmt(x: float) -> str:

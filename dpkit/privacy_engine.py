@@ -111,7 +111,7 @@ class PrivacyEngine:
 
     def get_epsilon(self, delta: float) -> float:
         """Epsilon spent so far at ``delta`` (infinite if any step ran without noise)."""
-        return self.accountant.get_epsilon(check_delta(delta))
+        return self.accountant.get_epsilon(check_delta("delta", delta))
 
     @property
     def steps(self) -> int:
@@ -175,7 +175,7 @@ class PrivacyEngine:
                     "target_epsilon needs target_delta in (0, 1) and epochs in (0, inf); got "
                     f"target_delta={target_delta!r}, epochs={epochs!r}"
                 )
-            target_delta = check_delta(target_delta, "target_delta")
+            target_delta = check_delta("target_delta", target_delta)
             epochs = check_positive("epochs", epochs)
         else:
             noise_multiplier = check_nonnegative("noise_multiplier", noise_multiplier)

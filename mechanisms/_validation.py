@@ -17,12 +17,12 @@ __all__ = [
 ]
 
 
-def check_epsilon(value, name: str = "epsilon") -> float:
+def check_epsilon(name: str, value) -> float:
     """A finite privacy parameter in (0, inf); NaN, inf, booleans and non-numbers are rejected."""
     return check_positive(name, value)
 
 
-def check_domain(value, name: str = "k", minimum: int = 2, maximum: int = 2**32) -> int:
+def check_domain(name: str, value, minimum: int = 2, maximum: int = 2**32) -> int:
     """A domain size: a whole number in [minimum, maximum]."""
     v = check_count(name, value, minimum=minimum)
     if v > maximum:
@@ -36,7 +36,7 @@ def check_rng(rng) -> np.random.Generator:
     return rng
 
 
-def check_values(values, k: int, name: str = "values", ndim: int = 1) -> np.ndarray:
+def check_values(name: str, values, k: int, ndim: int = 1) -> np.ndarray:
     """Users' values: an integer array of the given ndim with every entry in [0, k). Returns an int64 array."""
     arr = np.asarray(values)
     if arr.dtype.kind not in "iu":
@@ -54,7 +54,7 @@ def check_values(values, k: int, name: str = "values", ndim: int = 1) -> np.ndar
     return arr.astype(np.int64, copy=False)
 
 
-def check_report_array(reports, name: str, *, kinds: str, shape_tail: tuple, expected: str) -> np.ndarray:
+def check_report_array(name: str, reports, *, kinds: str, shape_tail: tuple, expected: str) -> np.ndarray:
     """Reports of a protocol: dtype kind in ``kinds`` and shape (n, *shape_tail) (None in the tail = any)."""
     arr = np.asarray(reports)
     if arr.dtype.kind not in kinds:

@@ -270,7 +270,7 @@ class FrequencyOracle:
     # ---------------------------------------------------------------- client
     def perturb(self, values, rng: np.random.Generator) -> np.ndarray:
         """Randomize each user's value (vectorized over users). ``values``: int array in [0, k)."""
-        values = check_values(values, self.k)
+        values = check_values("values", values, self.k)
         check_rng(rng)
         return self._perturb(values, rng)
 
@@ -298,7 +298,7 @@ class FrequencyOracle:
 
     def perturb_aggregate(self, values, rng: np.random.Generator, chunk_size: int | None = None) -> SupportCounts:
         """Clients then server, chunk by chunk, so that the reports never all live in memory at once."""
-        values = check_values(values, self.k)
+        values = check_values("values", values, self.k)
         check_rng(rng)
         size = chunk_size or self.default_chunk
         state = self.empty_state()

@@ -95,8 +95,8 @@ class GRR(PureFrequencyOracle):
     name = "GRR"
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "k", check_domain("k", self.k))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         e = math.exp(self.epsilon)
         object.__setattr__(self, "p", e / (e + self.k - 1))
         object.__setattr__(self, "q", 1.0 / (e + self.k - 1))
@@ -107,8 +107,8 @@ class GRR(PureFrequencyOracle):
         return grr_perturb(values, self.k, self.p, rng)
 
     def _check_reports(self, reports):
-        r = check_report_array(reports, "reports", kinds="iu", shape_tail=(), expected=f"GRR reports in [0, {self.k})")
-        return check_values(r, self.k, name="reports")
+        r = check_report_array("reports", reports, kinds="iu", shape_tail=(), expected=f"GRR reports in [0, {self.k})")
+        return check_values("reports", r, self.k)
 
     def _support_counts(self, reports):
         return np.bincount(reports, minlength=self.k).astype(np.int64)
@@ -132,7 +132,7 @@ class BitVectorReports:
 
     def _check_reports(self, reports):
         return check_report_array(
-            reports, "reports", kinds="bui", shape_tail=(self.k,), expected=f"bit vectors of length {self.k}"
+            "reports", reports, kinds="bui", shape_tail=(self.k,), expected=f"bit vectors of length {self.k}"
         )
 
     def _support_counts(self, reports):
@@ -163,7 +163,7 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
     fused_chunk_bits = 1 << 26  # perturb_aggregate's chunks: max(default_chunk, fused_chunk_bits // k) users
 
     def _set_pq(self, p, q):
-        object.__setattr__(self, "k", check_domain(self.k))
+        object.__setattr__(self, "k", check_domain("k", self.k))
         object.__setattr__(self, "p", p)
         object.__setattr__(self, "q", q)
         object.__setattr__(self, "p_star", p)
@@ -179,7 +179,7 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
         bit. Chunks: ``chunk_size`` users, by default max(default_chunk, fused_chunk_bits // k)."""
         if type(self)._perturb is not UnaryEncoding._perturb:  # a subclass with its own client (auditor fixtures)
             return super().perturb_aggregate(values, rng, chunk_size)
-        values = check_values(values, self.k)
+        values = check_values("values", values, self.k)
         check_rng(rng)
         size = chunk_size or max(self.default_chunk, self.fused_chunk_bits // self.k)
         counts = unary_support_counts(values, self.k, self.p, self.q, rng, chunk_size=size)
@@ -207,7 +207,7 @@ class SUE(UnaryEncoding):
     name = "SUE"
 
     def __post_init__(self):
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         h = math.exp(self.epsilon / 2)
         self._set_pq(h / (h + 1), 1 / (h + 1))
 
@@ -219,7 +219,7 @@ class OUE(UnaryEncoding):
     name = "OUE"
 
     def __post_init__(self):
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         self._set_pq(0.5, 1 / (math.exp(self.epsilon) + 1))
 
 
@@ -242,10 +242,10 @@ class LocalHashing(PureFrequencyOracle):
     default_chunk = 1 << 16
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k, maximum=hashing.MAX_DOMAIN))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "k", check_domain("k", self.k, maximum=hashing.MAX_DOMAIN))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         g = self.g if self.g else int(round(math.exp(self.epsilon))) + 1
-        g = check_domain(g, name="g", maximum=2**32 - 1)
+        g = check_domain("g", g, maximum=2**32 - 1)
         object.__setattr__(self, "g", g)
         e = math.exp(self.epsilon)
         object.__setattr__(self, "p", e / (e + g - 1))
@@ -262,7 +262,7 @@ class LocalHashing(PureFrequencyOracle):
 
     def _check_reports(self, reports):
         r = check_report_array(
-            reports, "reports", kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y) of a local hashing report"
+            "reports", reports, kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y) of a local hashing report"
         )
         if r.dtype != np.uint64:
             if r.dtype.kind == "i" and len(r) and r.min() < 0:
@@ -330,8 +330,8 @@ class SubsetSelection(PureFrequencyOracle):
     default_chunk = 1 << 14
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "k", check_domain("k", self.k))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         e, k = math.exp(self.epsilon), self.k
         w = max(1, int(np.rint(k / (e + 1))))
         w = min(w, k - 1)
@@ -351,9 +351,9 @@ class SubsetSelection(PureFrequencyOracle):
 
     def _check_reports(self, reports):
         r = check_report_array(
-            reports, "reports", kinds="iu", shape_tail=(self.omega,), expected=f"subsets of {self.omega} items"
+            "reports", reports, kinds="iu", shape_tail=(self.omega,), expected=f"subsets of {self.omega} items"
         )
-        return check_values(r, self.k, name="reports", ndim=2)
+        return check_values("reports", r, self.k, ndim=2)
 
     def _support_counts(self, reports):
         return np.bincount(reports.ravel(), minlength=self.k).astype(np.int64)
@@ -390,8 +390,8 @@ class SHE(FrequencyOracle):
     _count_dtype = np.float64
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "k", check_domain("k", self.k))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         object.__setattr__(self, "scale", 2.0 / self.epsilon)
 
     def _perturb(self, values, rng):
@@ -402,7 +402,7 @@ class SHE(FrequencyOracle):
 
     def _check_reports(self, reports):
         r = check_report_array(
-            reports, "reports", kinds="f", shape_tail=(self.k,), expected=f"float noisy histograms of length {self.k}"
+            "reports", reports, kinds="f", shape_tail=(self.k,), expected=f"float noisy histograms of length {self.k}"
         )
         if not np.isfinite(r).all():
             raise ValueError("reports must be finite (found NaN or inf)")
@@ -467,8 +467,8 @@ class THE(PureFrequencyOracle):
     _client: SHE = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "k", check_domain("k", self.k))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         theta = optimal_theta(self.epsilon) if self.theta is None else float(self.theta)
         if not (0.5 <= theta <= 1.0):
             raise ValueError(f"theta must be in [0.5, 1], got {self.theta!r}")
@@ -509,8 +509,8 @@ class HadamardResponse(PureFrequencyOracle):
     name = "HR"
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k, maximum=2**31 - 1))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "k", check_domain("k", self.k, maximum=2**31 - 1))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         K = 1 << int(math.ceil(math.log2(self.k + 1)))
         object.__setattr__(self, "K", K)
         e = math.exp(self.epsilon)
@@ -528,8 +528,8 @@ class HadamardResponse(PureFrequencyOracle):
         return np.where(flip, j ^ top, j)
 
     def _check_reports(self, reports):
-        r = check_report_array(reports, "reports", kinds="iu", shape_tail=(), expected=f"indices in [0, {self.K})")
-        return check_values(r, self.K, name="reports")
+        r = check_report_array("reports", reports, kinds="iu", shape_tail=(), expected=f"indices in [0, {self.K})")
+        return check_values("reports", r, self.K)
 
     def _support_counts(self, reports):
         hist = np.bincount(reports, minlength=self.K).astype(np.int64)
@@ -587,8 +587,8 @@ class HadamardResponseGeneral(FrequencyOracle):
     name = "HR-general"
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k, maximum=2**31 - 1))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "k", check_domain("k", self.k, maximum=2**31 - 1))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         e = math.exp(self.epsilon)
         B = 1 << (math.frexp(min(e, 2.0 * self.k))[1] - 1)  # the largest power of 2 <= min(e^eps, 2k)
         b = 1 << (-(-self.k // B)).bit_length()  # the smallest power of 2 >= ceil(k/B) + 1
@@ -615,8 +615,8 @@ class HadamardResponseGeneral(FrequencyOracle):
         return out_blk * self.b + pos
 
     def _check_reports(self, reports):
-        r = check_report_array(reports, "reports", kinds="iu", shape_tail=(), expected=f"indices in [0, {self.K})")
-        return check_values(r, self.K, name="reports")
+        r = check_report_array("reports", reports, kinds="iu", shape_tail=(), expected=f"indices in [0, {self.K})")
+        return check_values("reports", r, self.K)
 
     def _support_counts(self, reports):
         return np.bincount(reports, minlength=self.K).astype(np.int64)

@@ -62,8 +62,8 @@ __all__ = [
 
 
 def _check_eps_pair(eps_perm, eps_1) -> tuple[float, float]:
-    eps_perm = check_epsilon(eps_perm, "eps_perm")
-    eps_1 = check_epsilon(eps_1, "eps_1")
+    eps_perm = check_epsilon("eps_perm", eps_perm)
+    eps_1 = check_epsilon("eps_1", eps_1)
     if not eps_1 < eps_perm:
         raise ValueError(f"eps_1 must be in (0, eps_perm={eps_perm}), got {eps_1!r}")
     return eps_perm, eps_1
@@ -163,7 +163,7 @@ class LGRR(LongitudinalProtocol):
     name = "L-GRR"
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k))
+        object.__setattr__(self, "k", check_domain("k", self.k))
         eps_perm, eps_1 = _check_eps_pair(self.eps_perm, self.eps_1)
         object.__setattr__(self, "eps_perm", eps_perm)
         object.__setattr__(self, "eps_1", eps_1)
@@ -180,8 +180,8 @@ class LGRR(LongitudinalProtocol):
         return grr_perturb(payload[:, 0], self.k, self.p2, rng)
 
     def _check_reports(self, reports):
-        r = check_report_array(reports, "reports", kinds="iu", shape_tail=(), expected=f"reports in [0, {self.k})")
-        return check_values(r, self.k, name="reports")
+        r = check_report_array("reports", reports, kinds="iu", shape_tail=(), expected=f"reports in [0, {self.k})")
+        return check_values("reports", r, self.k)
 
     def _support_counts(self, reports):
         return np.bincount(reports, minlength=self.k).astype(np.int64)
@@ -229,7 +229,7 @@ class LUE(BitVectorReports, LongitudinalProtocol):
     payload_dtype = np.uint8
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k))
+        object.__setattr__(self, "k", check_domain("k", self.k))
         eps_perm, eps_1 = _check_eps_pair(self.eps_perm, self.eps_1)
         object.__setattr__(self, "eps_perm", eps_perm)
         object.__setattr__(self, "eps_1", eps_1)
@@ -353,12 +353,12 @@ class LOLOHA(LongitudinalProtocol):
     default_chunk = 1 << 16
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k, maximum=hashing.MAX_DOMAIN))
+        object.__setattr__(self, "k", check_domain("k", self.k, maximum=hashing.MAX_DOMAIN))
         eps_perm, eps_1 = _check_eps_pair(self.eps_perm, self.eps_1)
         object.__setattr__(self, "eps_perm", eps_perm)
         object.__setattr__(self, "eps_1", eps_1)
         g = self.g if self.g else loloha_optimal_g(eps_perm, eps_1 / eps_perm)
-        g = check_domain(g, name="g", maximum=2**32 - 1)
+        g = check_domain("g", g, maximum=2**32 - 1)
         object.__setattr__(self, "g", g)
         e = math.exp(eps_perm)
         p1, q1 = e / (e + g - 1), 1 / (e + g - 1)
@@ -381,7 +381,7 @@ class LOLOHA(LongitudinalProtocol):
         return np.stack([users["a"], users["b"], y.astype(np.uint64)], axis=1)
 
     def _check_reports(self, reports):
-        r = check_report_array(reports, "reports", kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y)")
+        r = check_report_array("reports", reports, kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y)")
         r = r.astype(np.uint64, copy=False)
         if len(r) and r[:, 2].max() >= self.g:
             raise ValueError(f"reports[:, 2] must be in [0, {self.g}), got {int(r[:, 2].max())}")
@@ -436,8 +436,8 @@ class DBitFlipPM(LongitudinalProtocol):
     name = "dBitFlipPM"
 
     def __post_init__(self):
-        object.__setattr__(self, "k", check_domain(self.k))
-        eps = check_epsilon(self.epsilon)
+        object.__setattr__(self, "k", check_domain("k", self.k))
+        eps = check_epsilon("epsilon", self.epsilon)
         object.__setattr__(self, "epsilon", eps)
         b = self.b or self.k
         b = check_count("b", b, minimum=2)
@@ -483,10 +483,10 @@ class DBitFlipPM(LongitudinalProtocol):
         return np.concatenate([users["J"], payload.astype(np.int64)], axis=1)
 
     def _check_reports(self, reports):
-        r = check_report_array(reports, "reports", kinds="iu", shape_tail=(2 * self.d,), expected="rows (J, bits)")
+        r = check_report_array("reports", reports, kinds="iu", shape_tail=(2 * self.d,), expected="rows (J, bits)")
         r = r.astype(np.int64, copy=False)
-        check_values(r[:, : self.d], self.b, name="reports[:, :d] (sampled buckets)", ndim=2)
-        check_values(r[:, self.d :], 2, name="reports[:, d:] (bits)", ndim=2)
+        check_values("reports[:, :d] (sampled buckets)", r[:, : self.d], self.b, ndim=2)
+        check_values("reports[:, d:] (bits)", r[:, self.d :], 2, ndim=2)
         return r
 
     def empty_state(self) -> SupportCounts:
@@ -597,10 +597,10 @@ class ClientPopulation:
         if users is None:
             users = np.arange(self.n_users)
         else:
-            users = check_values(users, self.n_users, name="users")
+            users = check_values("users", users, self.n_users)
             if len(np.unique(users)) != len(users):
                 raise ValueError("users must be distinct within one round")
-        values = check_values(values, proto.k)
+        values = check_values("values", values, proto.k)
         if len(values) != len(users):
             raise ValueError(f"values must have one entry per reporting user ({len(users)}), got {len(values)}")
         params = {name: arr[users] for name, arr in self.user_params.items()}
@@ -640,7 +640,7 @@ class ClientPopulation:
         return self.protocol.privacy_spent(self.n_reports, self.distinct_memoized())
 
     def privacy_event(self, user: int) -> DpEvent:
-        user = int(check_values(np.array([user]), self.n_users, name="user")[0])
+        user = int(check_values("user", np.array([user]), self.n_users)[0])
         return self.protocol.longitudinal_event(int(self.n_reports[user]), int(self.distinct_memoized()[user]))
 
     # ------------------------------------------------------------------------------ persistence

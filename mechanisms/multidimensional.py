@@ -99,7 +99,7 @@ def _check_domains(domain_sizes) -> tuple[int, ...]:
     sizes = tuple(domain_sizes)
     if len(sizes) < 1:
         raise ValueError("domain_sizes must list at least one attribute")
-    return tuple(check_domain(k, name=f"domain_sizes[{i}]") for i, k in enumerate(sizes))
+    return tuple(check_domain(f"domain_sizes[{i}]", k) for i, k in enumerate(sizes))
 
 
 class MultidimensionalProtocol:
@@ -118,9 +118,7 @@ class MultidimensionalProtocol:
         if arr.ndim != 2 or arr.shape[1] != self.d:
             raise ValueError(f"data must have shape (n, {self.d}) (one column per attribute), got {arr.shape}")
         return (
-            np.stack(
-                [check_values(arr[:, i], k, name=f"data[:, {i}]") for i, k in enumerate(self.domain_sizes)], axis=1
-            )
+            np.stack([check_values(f"data[:, {i}]", arr[:, i], k) for i, k in enumerate(self.domain_sizes)], axis=1)
             if len(arr)
             else arr.astype(np.int64)
         )
@@ -155,7 +153,7 @@ class SPL(MultidimensionalProtocol):
 
     def __post_init__(self):
         object.__setattr__(self, "domain_sizes", _check_domains(self.domain_sizes))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         eps = self.epsilon / self.d
         object.__setattr__(self, "oracles", tuple(make_oracle(self.protocol, k, eps) for k in self.domain_sizes))
 
@@ -194,7 +192,7 @@ class SMP(MultidimensionalProtocol):
 
     def __post_init__(self):
         object.__setattr__(self, "domain_sizes", _check_domains(self.domain_sizes))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         object.__setattr__(
             self, "oracles", tuple(make_oracle(self.protocol, k, self.epsilon) for k in self.domain_sizes)
         )
@@ -210,7 +208,7 @@ class SMP(MultidimensionalProtocol):
             raise ValueError("reports must be the pair (attribute, per-attribute reports) returned by perturb")
         attr, per = reports
         per = self._check_reports_list(per)
-        attr = check_values(attr, self.d, name="attribute")
+        attr = check_values("attribute", attr, self.d)
         for i, r in enumerate(per):
             if len(r) != int((attr == i).sum()):
                 raise ValueError(f"reports[{i}] must have one row per user with attribute == {i}, got {len(r)}")
@@ -266,7 +264,7 @@ class RSFD(MultidimensionalProtocol):
 
     def __post_init__(self):
         object.__setattr__(self, "domain_sizes", _check_domains(self.domain_sizes))
-        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         if self.protocol not in _FAKES:
             raise ValueError(f"protocol must be one of {', '.join(_FAKES)}, got {self.protocol!r}")
         d = self.d
@@ -376,7 +374,7 @@ class RSFD(MultidimensionalProtocol):
         for i, (r, k) in enumerate(zip(reports, self.domain_sizes, strict=False)):
             r = np.asarray(r)
             if self.base == "GRR":
-                r = check_values(r, k, name=f"reports[{i}]")
+                r = check_values(f"reports[{i}]", r, k)
                 c = np.bincount(r, minlength=k)
             else:
                 if r.ndim != 2 or r.shape[1] != k:

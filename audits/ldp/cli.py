@@ -11,10 +11,10 @@ import json
 import click
 
 from dpkit.accountants import validation
-from dpkit.accountants.validation import click_callback
 from dpkit.audits.ldp.game import ATTACKS, audit
 from dpkit.audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, results_frame, run_grid
 from dpkit.audits.ldp.targets import resolve
+from dpkit.cli_options import click_callback
 
 __all__ = ["audit_ldp"]
 
