@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from dpkit import __version__, accountants
 from dpkit.cli import main
-from dpkit.report import DpSgdSetting, epochs_to_steps, epsilon_table, format_table, noise_table
+from dpkit.cli.report import DpSgdSetting, epochs_to_steps, epsilon_table, format_table, noise_table
 
 Q, SIGMA, STEPS, DELTA = 0.01, 1.0, 1000, 1e-5
 BASE = ["account", "--sampling-rate", str(Q), "--steps", str(STEPS), "--delta", str(DELTA)]
