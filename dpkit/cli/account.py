@@ -126,8 +126,9 @@ def account(
         )
     if (steps is None) == (epochs is None):
         raise click.UsageError("give exactly one of --steps and --epochs")
-    if steps is None:
+    if epochs is not None:
         steps = epochs_to_steps(epochs, sampling_rate)
+    assert steps is not None  # exactly one of --steps and --epochs was given
     accountant = accountant.lower()
     names = ["rdp", "pld"] if accountant == "both" else [accountant]
 
@@ -139,7 +140,7 @@ def account(
                 sigmas[name], _ = calibrate_dpsgd(
                     name, sampling_rate, target_epsilon, steps, delta, neighbouring_relation
                 )
-            else:
+            elif noise_multiplier is not None:
                 sigmas[name] = noise_multiplier
             results[name] = account_dpsgd(name, sampling_rate, sigmas[name], steps, delta, neighbouring_relation)
     except UnsupportedEventError as err:  # the accountant cannot analyse DP-SGD under this relation
@@ -192,8 +193,8 @@ def _print_json(
         out["target_epsilon"] = target_epsilon
 
     def per_accountant(values: dict[str, float]):
-        values = {k: _json_number(v) for k, v in values.items()}
-        return values[names[0]] if len(names) == 1 else values
+        as_json = {k: _json_number(v) for k, v in values.items()}
+        return as_json[names[0]] if len(names) == 1 else as_json
 
     out["noise_multiplier"] = per_accountant(sigmas) if target_epsilon is not None else noise_multiplier
     out["epsilon"] = per_accountant({n: r.epsilon for n, r in results.items()})

@@ -288,7 +288,7 @@ def mia_run(
     with tqdm(total=num_models, desc="training models", disable=as_json) as bar:
         res = run_mia(cfg, progress=lambda i: bar.update(1))
     if as_json:
-        out = {
+        out: dict[str, object] = {
             n: {"lower": json_number(e.lower), "upper": json_number(e.upper), "point": json_number(e.point)}
             for n, e in res.estimates
         }

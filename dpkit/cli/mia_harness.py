@@ -119,8 +119,8 @@ def run_mia(cfg: MiaConfig, progress: Callable[[int], None] | None = None) -> Mi
         sel = torch.from_numpy(mask)
         x = torch.cat([xb, xc[sel]])
         y = torch.cat([yb, yc[sel]])
-        model = nn.Linear(64, 10)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+        model: nn.Module = nn.Linear(64, 10)
+        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
         engine = PrivacyEngine("rdp", seed=seed)
         loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size)
         import warnings

@@ -68,7 +68,7 @@ def train_once(
     model = make_cnn()
     private = math.isfinite(epsilon)
     if private:
-        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         loader = DataLoader(train, batch_size=batch_size)
         engine = PrivacyEngine(accountant, seed=seed)
         model, optimizer, loader = engine.make_private(
