@@ -12,8 +12,10 @@ turn the counts into an estimate of epsilon to set against what the accountants 
   best threshold with a Bonferroni correction.
 * :mod:`dpkit.audits.canaries`: several canaries per trained model (a heuristic; read its caveat).
 * :mod:`dpkit.audits.estimate`: :func:`estimate_epsilon` dispatching on ``method``.
-* :mod:`dpkit.audits.estimate_cli`: the ``dpkit estimate-eps`` and ``dpkit mia-run`` commands.
-* :mod:`dpkit.audits.ldp`: the LDP-Auditor distinguishing game (``dpkit audit-ldp``).
+* :mod:`dpkit.audits.ldp`: the LDP-Auditor distinguishing game.
+
+The commands ``dpkit estimate-eps``, ``dpkit mia-run`` (with the membership-inference harness that trains models
+with dpkit) and ``dpkit audit-ldp`` live in the application layer, :mod:`dpkit.cli`.
 
 Every estimate is an :class:`EpsilonEstimate` (frozen; ``to_dict()``).
 """

@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from dpkit.audits.ldp.cli import audit_ldp
+from dpkit.cli.audit_ldp import audit_ldp
 
 KEYS = {"target", "epsilon_claimed", "epsilon_lower_bound", "cap", "trials", "confidence", "violation"}
 

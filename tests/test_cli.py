@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from dpkit import __version__, accountants
-from dpkit.cli import main
-from dpkit.report import DpSgdSetting, epochs_to_steps, epsilon_table, format_table, noise_table
+from dpkit.cli import COMMANDS, main
+from dpkit.cli.report import DpSgdSetting, epochs_to_steps, epsilon_table, format_table, noise_table
 
 Q, SIGMA, STEPS, DELTA = 0.01, 1.0, 1000, 1e-5
 BASE = ["account", "--sampling-rate", str(Q), "--steps", str(STEPS), "--delta", str(DELTA)]
@@ -191,6 +194,71 @@ def test_help(args):
 def test_version():
     result = run("--version")
     assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run("acount")
+    assert result.exit_code == 2 and "No such command 'acount'" in result.output
+
+
+# ------------------------------------------------------------ the lazy group and what a command imports
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_listed_command_loads_with_the_listed_short_help(name):
+    target, short_help = COMMANDS[name]
+    command = main.get_command(click.Context(main), name)
+    assert isinstance(command, click.Command)
+    assert command.callback is not None and command.callback.__module__ == target.partition(":")[0]
+    assert command.name == name
+    assert command.short_help == short_help
+    assert name in run("--help").output
+
+
+HEAVY = ("torch", "pandas", "matplotlib")
+
+
+def imported_by(code: str) -> dict[str, list[str]]:
+    """Run ``code`` in a fresh interpreter; which heavy packages and which dpkit.cli modules it imported."""
+    probe = (
+        "\nimport json, sys\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "cli = sorted(m for m in sys.modules if m.startswith('dpkit.cli.'))\n"
+        "print(json.dumps({'heavy': heavy, 'cli': cli}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_main(*args: str) -> str:
+    return (
+        "from dpkit.cli import main\n"
+        "try:\n"
+        f"    main({list(args)!r}, prog_name='dpkit')\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+    )
+
+
+@pytest.mark.parametrize("code", ["import dpkit", "import dpkit.cli", "import dpkit.accountants"])
+def test_imports_leave_torch_pandas_matplotlib_out(code):
+    assert imported_by(code)["heavy"] == []
+
+
+def test_help_imports_no_command_module():
+    assert imported_by(run_main("--help")) == {"heavy": [], "cli": ["dpkit.cli.lazy_group"]}
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+def test_account_imports_only_what_it_uses(accountant):
+    code = run_main("account", "-q", "0.01", "-s", "1", "--steps", "10", "-d", "1e-5", "-a", accountant)
+    assert imported_by(code) == {
+        "heavy": [],
+        "cli": ["dpkit.cli.account", "dpkit.cli.lazy_group", "dpkit.cli.options", "dpkit.cli.report"],
+    }
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "dpkit.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
 
 
 # ------------------------------------------------------------ the demo report

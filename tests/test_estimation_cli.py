@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from dpkit.audits import AttackCounts, bayesian_interval, clopper_pearson
-from dpkit.audits.estimate_cli import estimate_eps
+from dpkit.cli.estimate import estimate_eps
 
 COUNTS = ["--tp", "487", "--fp", "512", "--tn", "1", "--fn", "0"]
 

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 pytest.importorskip("dpkit.privacy_engine")
 pytest.importorskip("sklearn")
 
-from dpkit.audits.estimate_cli import mia_run  # noqa: E402
-from dpkit.audits.mia_harness import MiaConfig, run_mia  # noqa: E402
+from dpkit.cli.estimate import mia_run  # noqa: E402
+from dpkit.cli.mia_harness import MiaConfig, run_mia  # noqa: E402
 
 TINY = dict(epochs=2, num_models=8, num_shadow=3, num_canaries=8, lr=0.5)
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from dpkit.cli.ldp import ldp
 from dpkit.mechanisms import GRR, OLH, OUE, SupportCounts
 from dpkit.mechanisms.longitudinal import LOLOHA
-from dpkit.mechanisms.simulate import ldp
 
 
 def test_streaming_memory_is_bounded_by_one_chunk():

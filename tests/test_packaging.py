@@ -44,3 +44,29 @@ def test_old_top_level_names_are_not_importable_outside_the_repository(tmp_path)
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[True, True, True]"
+
+
+def test_top_level_names_import_on_first_use():
+    """``dpkit`` exports its training names lazily (PEP 562): same objects, torch loaded only when one is used."""
+    code = (
+        "import sys, dpkit\n"
+        "before = 'torch' in sys.modules\n"
+        "from dpkit import PrivacyEngine\n"
+        "from dpkit.privacy_engine import PrivacyEngine as defined\n"
+        "print(before, 'torch' in sys.modules, PrivacyEngine is defined is dpkit.PrivacyEngine)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]
+
+
+def test_top_level_exports():
+    import dpkit
+
+    namespace: dict = {}
+    exec("from dpkit import *", namespace)
+    assert set(dpkit.__all__) <= set(namespace)
+    assert set(dpkit.__all__) <= set(dir(dpkit))
+    for name in dpkit.__all__:
+        assert getattr(dpkit, name).__name__ == name
+    with pytest.raises(AttributeError, match="no_such_name"):
+        dpkit.no_such_name  # noqa: B018

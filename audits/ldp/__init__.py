@@ -1,4 +1,4 @@
-"""Auditing local differential privacy implementations (LDP-Auditor's game, stronger tests, a CLI).
+"""Auditing local differential privacy implementations (LDP-Auditor's game, stronger tests).
 
 * :mod:`dpkit.audits.ldp.bounds`: Clopper-Pearson bounds, the epsilon lower bound, the measurable cap, and the
   Neyman-Pearson event chosen from an exact distribution.
@@ -7,7 +7,6 @@
 * :mod:`dpkit.audits.ldp.game`: :func:`audit` -> :class:`AuditResult`.
 * :mod:`dpkit.audits.ldp.grid`: :func:`run_grid` over (epsilon, k); :func:`results_frame`.
 * :mod:`dpkit.audits.ldp.broken`: randomizers broken the way real libraries broke (regression fixtures).
-* :mod:`dpkit.audits.ldp.cli`: the ``dpkit audit-ldp`` command (``audit_ldp``).
 """
 
 from dpkit.audits.ldp.bounds import choose_event, cp_lower, cp_upper, epsilon_lower_bound, measurable_cap, side_level

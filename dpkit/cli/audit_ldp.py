@@ -1,7 +1,7 @@
 """``dpkit audit-ldp``: audit an LDP randomizer from the command line (exit status 1 on a violation).
 
-Register on the main CLI with ``main.add_command(audit_ldp)`` (``from dpkit.audits.ldp.cli import audit_ldp``).
-Bad input ends with a one-line error naming the option and exit code 2 (click's usage error), never a traceback.
+The auditor itself is :mod:`dpkit.audits.ldp`. Bad input ends with a one-line error naming the option and exit
+code 2 (click's usage error), never a traceback.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import json
 import click
 
 from dpkit.accountants import validation
-from dpkit.audits.ldp.game import ATTACKS, audit
-from dpkit.audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, results_frame, run_grid
+from dpkit.audits.ldp import ATTACKS, LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, audit, results_frame, run_grid
 from dpkit.audits.ldp.targets import resolve
-from dpkit.cli_options import click_callback
+from dpkit.cli.options import click_callback
 
 __all__ = ["audit_ldp"]
 

@@ -1,10 +1,10 @@
-"""Accounting reports for DP-SGD runs: the tables behind ``dpkit demo``, reusable from tests and notebooks.
+"""Accounting reports for DP-SGD runs: the tables behind ``dpkit account-report``, reusable from tests and notebooks.
 
 Every function here accounts for DP-SGD with Poisson sampling, i.e. ``steps`` x Poisson(q)-sampled
 Gaussian(noise_multiplier) (:func:`dpkit.accountants.dpsgd_event`), under both the RDP and the PLD accountant, and
 returns plain numbers or a :class:`pandas.DataFrame`:
 
->>> from dpkit.report import DpSgdSetting, epsilon_table, noise_table
+>>> from dpkit.cli.report import DpSgdSetting, epsilon_table, noise_table
 >>> setting = DpSgdSetting(epochs=2)                       # CIFAR-10-sized: N=50000, batch 256, delta=1e-5
 >>> epsilon_table(setting, noise_multipliers=[1.0])        # doctest: +SKIP
 >>> noise_table(setting, target_epsilons=[3.0])            # doctest: +SKIP
@@ -19,8 +19,10 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by the tables only: ``dpkit account`` starts without it
+    import pandas as pd
 
 ACCOUNTANTS = ("rdp", "pld")
 DEFAULT_NOISE_MULTIPLIERS = (0.8, 1.0, 1.2, 1.5)
@@ -146,6 +148,8 @@ def epsilon_table(
     Columns: ``noise_multiplier, eps_rdp, eps_pld, eps_pld_lower, pld_saving_pct, rdp_seconds, pld_seconds``,
     where ``pld_saving_pct`` is how much smaller PLD's epsilon is than RDP's, in percent.
     """
+    import pandas as pd
+
     rows = []
     for sigma in noise_multipliers:
         r = account_dpsgd(
@@ -174,6 +178,8 @@ def noise_table(setting: DpSgdSetting, target_epsilons: Sequence[float] = DEFAUL
     Columns: ``target_epsilon, sigma_rdp, sigma_pld, noise_saving_pct, rdp_seconds, pld_seconds``, where
     ``noise_saving_pct`` = 100 * (1 - sigma_pld / sigma_rdp).
     """
+    import pandas as pd
+
     rows = []
     for eps in target_epsilons:
         s_rdp, t_rdp = calibrate_dpsgd(
@@ -220,7 +226,7 @@ def render_report(
     noise_multipliers: Sequence[float] = DEFAULT_NOISE_MULTIPLIERS,
     target_epsilons: Sequence[float] = DEFAULT_TARGET_EPSILONS,
 ) -> str:
-    """The text ``dpkit demo`` prints: a header line, the epsilon table and the noise table."""
+    """The text ``dpkit account-report`` prints: a header line, the epsilon table and the noise table."""
     eps = epsilon_table(setting, noise_multipliers)
     noise = noise_table(setting, target_epsilons)
     return "\n".join(

@@ -1,8 +1,8 @@
-"""The ``dpkit`` command line.
+"""``dpkit account`` and ``dpkit account-report``: privacy accounting of DP-SGD from the command line.
 
 ``dpkit account`` answers the two everyday accounting questions for DP-SGD with Poisson sampling (epsilon of a
 run; noise multiplier for a target epsilon) under the RDP and/or PLD accountant; ``dpkit account-report`` prints
-an accounting report for a CIFAR-10-sized run; ``dpkit train-demo`` trains a small CNN privately on bundled data.
+an accounting report for a CIFAR-10-sized run (the tables of :mod:`dpkit.cli.report`).
 
 Bad input ends with a one-line error that names the parameter and exit code 2 (click's usage-error code),
 never a traceback.
@@ -16,13 +16,8 @@ import time
 
 import click
 
-from dpkit import __version__
 from dpkit.accountants import validation
-from dpkit.audits.estimate_cli import estimate_eps, mia_run
-from dpkit.audits.ldp.cli import audit_ldp
-from dpkit.cli_options import click_callback
-from dpkit.mechanisms.simulate import ldp
-from dpkit.train_demo import train_demo_command
+from dpkit.cli.options import click_callback
 
 RELATIONS = ("add_or_remove", "replace_one")
 
@@ -45,14 +40,8 @@ def _json_number(x: float) -> float | str:
     return x if math.isfinite(x) else str(x)
 
 
-# ------------------------------------------------------------ the group
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, "-V", "--version", prog_name="dpkit")
-def main() -> None:
-    """dpkit: a differential-privacy toolkit: privacy accounting, private training, local DP, audits."""
-
-
-@main.command(short_help="Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.")
+# ------------------------------------------------------------ the commands
+@click.command("account", short_help="Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.")
 @click.option(
     "--sampling-rate",
     "-q",
@@ -129,7 +118,7 @@ def account(
       dpkit account -q 0.01 -s 1.0 --steps 1000 -d 1e-5 --json
     """
     from dpkit.accountants import UnsupportedEventError
-    from dpkit.report import account_dpsgd, calibrate_dpsgd, epochs_to_steps
+    from dpkit.cli.report import account_dpsgd, calibrate_dpsgd, epochs_to_steps
 
     if (noise_multiplier is None) == (target_epsilon is None):
         raise click.UsageError(
@@ -137,8 +126,9 @@ def account(
         )
     if (steps is None) == (epochs is None):
         raise click.UsageError("give exactly one of --steps and --epochs")
-    if steps is None:
+    if epochs is not None:
         steps = epochs_to_steps(epochs, sampling_rate)
+    assert steps is not None  # exactly one of --steps and --epochs was given
     accountant = accountant.lower()
     names = ["rdp", "pld"] if accountant == "both" else [accountant]
 
@@ -150,7 +140,7 @@ def account(
                 sigmas[name], _ = calibrate_dpsgd(
                     name, sampling_rate, target_epsilon, steps, delta, neighbouring_relation
                 )
-            else:
+            elif noise_multiplier is not None:
                 sigmas[name] = noise_multiplier
             results[name] = account_dpsgd(name, sampling_rate, sigmas[name], steps, delta, neighbouring_relation)
     except UnsupportedEventError as err:  # the accountant cannot analyse DP-SGD under this relation
@@ -203,8 +193,8 @@ def _print_json(
         out["target_epsilon"] = target_epsilon
 
     def per_accountant(values: dict[str, float]):
-        values = {k: _json_number(v) for k, v in values.items()}
-        return values[names[0]] if len(names) == 1 else values
+        as_json = {k: _json_number(v) for k, v in values.items()}
+        return as_json[names[0]] if len(names) == 1 else as_json
 
     out["noise_multiplier"] = per_accountant(sigmas) if target_epsilon is not None else noise_multiplier
     out["epsilon"] = per_accountant({n: r.epsilon for n, r in results.items()})
@@ -256,7 +246,7 @@ def _print_text(
             click.echo(f"  PLD needs {saving:.1f}% less noise than RDP")
 
 
-@main.command("account-report", short_help="Accounting report for a CIFAR-10-sized DP-SGD run.")
+@click.command("account-report", short_help="Accounting report for a CIFAR-10-sized DP-SGD run.")
 @click.option(
     "--dataset-size",
     type=click.IntRange(min=1),
@@ -286,7 +276,7 @@ def account_report(dataset_size: int, batch_size: int, epochs: float, delta: flo
     (a) epsilon under RDP and PLD at noise multipliers 0.8, 1.0, 1.2, 1.5; (b) the noise multiplier each
     accountant needs for epsilon 1, 3, 8, and how much PLD saves; with the seconds each computation took.
     """
-    from dpkit.report import DpSgdSetting, render_report
+    from dpkit.cli.report import DpSgdSetting, render_report
 
     if batch_size > dataset_size:
         raise click.BadParameter(
@@ -300,14 +290,3 @@ def account_report(dataset_size: int, batch_size: int, epochs: float, delta: flo
         raise click.UsageError(str(err)) from None
     click.echo(text)
     click.echo(f"\nTotal: {time.perf_counter() - start:.1f} s")
-
-
-main.add_command(train_demo_command)
-main.add_command(ldp)
-main.add_command(estimate_eps)
-main.add_command(mia_run)
-main.add_command(audit_ldp)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

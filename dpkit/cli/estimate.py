@@ -1,7 +1,8 @@
-"""``dpkit estimate-eps``: epsilon intervals from membership-inference results.
+"""``dpkit estimate-eps`` and ``dpkit mia-run``: epsilon intervals from membership-inference results.
 
-Register on the main group with ``main.add_command(estimate_eps)`` (the command is named ``estimate-eps``).
-Bad input ends with exit code 2 and an error line naming the option (click's usage-error convention).
+``estimate-eps`` reads attack counts or scores; ``mia-run`` trains models with dpkit and attacks them
+(:mod:`dpkit.cli.mia_harness`). Bad input ends with exit code 2 and an error line naming the option (click's
+usage-error convention).
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import click
 import numpy as np
 
 from dpkit.accountants import validation
+from dpkit.audits import METHODS, AttackCounts, EpsilonEstimate, EpsilonPosterior, estimate_all, estimate_from_scores
 from dpkit.audits._checks import check_alpha, check_audit_delta
-from dpkit.audits.bayesian import DEFAULT_MAX_EPS, EpsilonPosterior
-from dpkit.audits.counts import AttackCounts
-from dpkit.audits.estimate import METHODS, estimate_all
-from dpkit.audits.mia_harness import MiaConfig
-from dpkit.audits.results import EpsilonEstimate, json_number
-from dpkit.audits.scores import SELECTIONS, estimate_from_scores
-from dpkit.cli_options import click_callback
+from dpkit.audits.bayesian import DEFAULT_MAX_EPS
+from dpkit.audits.results import json_number
+from dpkit.audits.scores import SELECTIONS
+from dpkit.cli.mia_harness import MiaConfig
+from dpkit.cli.options import click_callback
 
 __all__ = ["estimate_eps", "mia_run", "plot_posterior"]
 
@@ -268,7 +268,7 @@ def mia_run(
     the estimated epsilon interval with the accountant's epsilon."""
     from tqdm import tqdm
 
-    from dpkit.audits.mia_harness import MiaConfig, run_mia
+    from dpkit.cli.mia_harness import run_mia
 
     try:
         cfg = MiaConfig(
@@ -288,7 +288,7 @@ def mia_run(
     with tqdm(total=num_models, desc="training models", disable=as_json) as bar:
         res = run_mia(cfg, progress=lambda i: bar.update(1))
     if as_json:
-        out = {
+        out: dict[str, object] = {
             n: {"lower": json_number(e.lower), "upper": json_number(e.upper), "point": json_number(e.point)}
             for n, e in res.estimates
         }

@@ -1,7 +1,7 @@
 """``dpkit ldp simulate``: run the clients and the server of a frequency oracle on synthetic or real data.
 
-Register on the main CLI with ``main.add_command(ldp)`` (``from dpkit.mechanisms.simulate import ldp``).
-Bad input ends with a one-line error naming the option and exit code 2.
+The ``ldp`` group of the ``dpkit`` command line (:mod:`dpkit.cli`). Bad input ends with a one-line error naming
+the option and exit code 2.
 """
 
 from __future__ import annotations

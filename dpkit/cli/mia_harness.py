@@ -13,6 +13,9 @@ memorising them). For each of ``num_models`` models each canary is included with
 Scores of the target models give an epsilon interval (:func:`dpkit.audits.scores.estimate_from_scores`); the
 accountant's epsilon for one model's training (same delta) is the claim under audit. A sound audit's lower
 bound never exceeds it (up to the confidence level); small noise shows leakage, strong noise little.
+
+The harness trains with dpkit and audits with :mod:`dpkit.audits`, so it sits above both, in the application
+layer; ``dpkit mia-run`` (:mod:`dpkit.cli.estimate`) runs it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,8 @@ from typing import Any
 import numpy as np
 
 from dpkit.accountants.validation import check_count, check_nonnegative, check_positive
+from dpkit.audits import EpsilonEstimate, canary_game, estimate_from_scores
 from dpkit.audits._checks import check_alpha, check_audit_delta
-from dpkit.audits.canaries import canary_game
-from dpkit.audits.results import EpsilonEstimate
-from dpkit.audits.scores import estimate_from_scores
 
 __all__ = ["MiaConfig", "MiaResult", "run_mia"]
 
@@ -118,8 +119,8 @@ def run_mia(cfg: MiaConfig, progress: Callable[[int], None] | None = None) -> Mi
         sel = torch.from_numpy(mask)
         x = torch.cat([xb, xc[sel]])
         y = torch.cat([yb, yc[sel]])
-        model = nn.Linear(64, 10)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+        model: nn.Module = nn.Linear(64, 10)
+        opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
         engine = PrivacyEngine("rdp", seed=seed)
         loader = DataLoader(TensorDataset(x, y), batch_size=cfg.batch_size)
         import warnings
