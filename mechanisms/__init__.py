@@ -14,18 +14,8 @@ Neighbouring relation: replace the value.
 """
 
 from dpkit.mechanisms import hashing
-from dpkit.mechanisms.base import (
-    POSTPROCESS,
-    FrequencyOracle,
-    PureFrequencyOracle,
-    SupportCounts,
-    clip_normalize,
-    ibu,
-    ibu_structured,
-    max_log_ratio,
-    norm_sub,
-    project_simplex,
-)
+from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
+from dpkit.mechanisms.channels import max_log_ratio
 from dpkit.mechanisms.frequency_oracles import (
     BLH,
     FREQUENCY_ORACLES,
@@ -60,6 +50,14 @@ from dpkit.mechanisms.longitudinal import (
     loloha_optimal_g,
 )
 from dpkit.mechanisms.multidimensional import RSFD, RSRFD, SMP, SPL, MultiState, encode_dataframe
+from dpkit.mechanisms.postprocessing import (
+    POSTPROCESS,
+    clip_normalize,
+    ibu,
+    ibu_structured,
+    norm_sub,
+    project_simplex,
+)
 
 __all__ = [
     "LGRR",
