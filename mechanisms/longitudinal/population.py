@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -101,7 +102,7 @@ class ClientPopulation:
     def save(self, path: str | os.PathLike[str]) -> None:
         params = dataclasses.asdict(self.protocol)  # type: ignore[call-overload]  # protocols are dataclasses
         meta = {"class": type(self.protocol).__name__, "params": params}
-        arrays = {f"user_{k}": v for k, v in self.user_params.items()}
+        arrays: dict[str, Any] = {f"user_{k}": v for k, v in self.user_params.items()}
         if self.memo_payload is not None:
             arrays["memo_payload"] = self.memo_payload
         np.savez(path, meta=np.array(json.dumps(meta)), memo_keys=self.memo_keys, n_reports=self.n_reports, **arrays)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -33,7 +34,7 @@ from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
 
 __all__ = ["RSFD", "RSRFD"]
 
-_ORACLES: dict[str, type[PureFrequencyOracle]] = {"GRR": GRR, "OUE": OUE, "SUE": SUE}
+_ORACLES: dict[str, Callable[[int, float], PureFrequencyOracle]] = {"GRR": GRR, "OUE": OUE, "SUE": SUE}
 
 _FAKES = {
     "GRR": ("GRR", None),
