@@ -100,7 +100,10 @@ class FrequencyOracle(ABC):
     """
 
     k: int
-    if TYPE_CHECKING:  # a field of most oracles, derived (a cached property) in others, e.g. L-GRR's eps_1
+    # ``epsilon`` is a field of most oracles and derived (a cached property) in others (L-GRR's is eps_1): a
+    # read-only property for the type checker, and no class attribute at run time (a dataclass field would take an
+    # inherited class attribute for its default).
+    if TYPE_CHECKING:
 
         @property
         def epsilon(self) -> float: ...

@@ -57,7 +57,9 @@ class LongitudinalProtocol(FrequencyOracle):
     min(tau single_report_epsilon, m eps_perm), as an accountants event ``longitudinal_event(tau, m)``.
     """
 
-    if TYPE_CHECKING:  # fields of most protocols, derived (cached properties) in others, e.g. dBitFlipPM's
+    # fields of most protocols, derived (cached properties) in dBitFlipPM: read-only for the type checker, no class
+    # attributes at run time (see FrequencyOracle.epsilon)
+    if TYPE_CHECKING:
 
         @property
         def eps_perm(self) -> float: ...
