@@ -11,21 +11,18 @@ Every protocol is a frozen dataclass of its parameters with a client/server spli
 Unit of privacy: one user's value (or, for the longitudinal protocols, one user's sequence of values; for the
 multidimensional ones see each class: RS+FD protects a change of one attribute, not of a whole tuple).
 Neighbouring relation: replace the value.
+
+Where things live: :mod:`.base` (the frequency-oracle interface, an abstract base class, and ``SupportCounts``),
+:mod:`.frequency_oracles` (one module per family and the registry ``FREQUENCY_ORACLES``), :mod:`.longitudinal` and
+:mod:`.multidimensional` (each with its own abstract base), :mod:`.postprocessing` (clip, Norm-Sub, simplex
+projection, IBU/EM), :mod:`.channels` (exact output distributions), :mod:`.bernoulli` and :mod:`.hashing` (the
+clients' vectorized primitives), :mod:`.dask_backend`. A new protocol is one module subclassing its family's base,
+one registry entry, and one registration of its attacks in :mod:`dpkit.audits.ldp.attacks`.
 """
 
 from dpkit.mechanisms import hashing
-from dpkit.mechanisms.base import (
-    POSTPROCESS,
-    FrequencyOracle,
-    PureFrequencyOracle,
-    SupportCounts,
-    clip_normalize,
-    ibu,
-    ibu_structured,
-    max_log_ratio,
-    norm_sub,
-    project_simplex,
-)
+from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
+from dpkit.mechanisms.channels import max_log_ratio
 from dpkit.mechanisms.frequency_oracles import (
     BLH,
     FREQUENCY_ORACLES,
@@ -60,6 +57,14 @@ from dpkit.mechanisms.longitudinal import (
     loloha_optimal_g,
 )
 from dpkit.mechanisms.multidimensional import RSFD, RSRFD, SMP, SPL, MultiState, encode_dataframe
+from dpkit.mechanisms.postprocessing import (
+    POSTPROCESS,
+    clip_normalize,
+    ibu,
+    ibu_structured,
+    norm_sub,
+    project_simplex,
+)
 
 __all__ = [
     "LGRR",

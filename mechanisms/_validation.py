@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from dpkit.accountants.validation import check_count, check_positive, check_probability
@@ -14,6 +16,7 @@ __all__ = [
     "check_report_array",
     "check_count",
     "check_probability",
+    "set_fields",
 ]
 
 
@@ -66,3 +69,17 @@ def check_report_array(name: str, reports, *, kinds: str, shape_tail: tuple, exp
         want = "(n" + "".join(f", {t if t is not None else '*'}" for t in shape_tail) + ")"
         raise ValueError(f"{name} must have shape {want} ({expected}), got shape {arr.shape}")
     return arr
+
+
+def set_fields(obj: object, **values: object) -> None:
+    """Store validated, normalized values of declared fields of a frozen dataclass, from its ``__post_init__``.
+
+    A frozen dataclass's generated ``__init__`` stores its fields with ``object.__setattr__``; this does the same
+    for the values ``__post_init__`` checked (e.g. ``k`` as an int, ``epsilon`` as a float, a default resolved to
+    its value), and only for declared fields: everything derived from the fields is a ``functools.cached_property``.
+    """
+    names = {f.name for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+    for name, value in values.items():
+        if name not in names:
+            raise AttributeError(f"{type(obj).__name__} has no field {name!r} (derived values are cached properties)")
+        object.__setattr__(obj, name, value)

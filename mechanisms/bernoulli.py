@@ -189,7 +189,7 @@ def _resolve_digits(count: int, digits, bg, sel=None, digits_where=()) -> np.nda
         if active.size == 0:
             break
         w = bg.random_raw(active.size)
-        d = np.uint64(digits[i] if i < len(digits) else 0)
+        d: np.ndarray | np.uint64 = np.uint64(digits[i] if i < len(digits) else 0)
         if sel is not None:
             d = np.where(sel[active], np.uint64(digits_where[i] if i < len(digits_where) else 0), d)
         bits[active] = w < d
@@ -449,11 +449,11 @@ def unary_support_counts(
                 t[~live] = (thr >= top)[~live, None]  # constant rows (fixed for the call)
                 scratch["t_const"] = t.base
             t = t[:, :nb]
-            if rows_lo is not None:
+            if rows_lo is not None and thr_lo is not None:  # (None together)
                 np.less_equal(
                     np.bitwise_and(u[:nb], 15, out=_buffer(scratch, "lo", nb, np.uint8)), thr_lo, out=t[rows_lo]
                 )
-            if rows_hi is not None:
+            if rows_hi is not None and thr_hi is not None:
                 np.less_equal(u[None, :nb], thr_hi, out=t[rows_hi])
             acc = np.add.reduce(t.view(np.uint8).reshape(4, -1, line), axis=1, dtype=np.uint8)
             per_bit = np.empty((2, line // 8, 2, 8), dtype=np.int64)  # per output: 8 low nibbles, 8 high ones

@@ -40,7 +40,7 @@ def _partitions(reports):
     try:
         import dask.dataframe as dd
     except ImportError:  # pragma: no cover - dataframe extra missing
-        dd = None
+        dd = None  # type: ignore[assignment]
     if dd is not None and isinstance(reports, (dd.DataFrame, dd.Series)):
         return [d for d in reports.to_delayed()], True
     if isinstance(reports, da.Array):

@@ -21,6 +21,7 @@ multiply, one add and one compare on uint64: ``a * x + (b - L_y) < W_y``.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 U64 = np.uint64
 _SHIFT = U64(32)
@@ -34,7 +35,7 @@ def draw_hash_params(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     return a, b
 
 
-def hash_values(a: np.ndarray, b: np.ndarray, x: np.ndarray, g: int) -> np.ndarray:
+def hash_values(a: ArrayLike, b: ArrayLike, x: ArrayLike, g: int) -> np.ndarray:
     """H_{a,b}(x) in [0, g), elementwise (broadcasting) over uint64 arrays."""
     z = np.multiply(np.asarray(a, dtype=U64), np.asarray(x).astype(U64, copy=False))
     z += np.asarray(b, dtype=U64)

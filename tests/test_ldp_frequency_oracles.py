@@ -42,7 +42,7 @@ from dpkit.mechanisms import (
     norm_sub,
     project_simplex,
 )
-from dpkit.mechanisms.base import em_channel
+from dpkit.mechanisms.postprocessing import em_channel
 
 N, K, R = 100_000, 100, 32
 EPS = 1.0

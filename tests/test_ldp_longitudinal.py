@@ -15,7 +15,7 @@ from test_ldp_frequency_oracles import check_unbiased_and_mse, zipf_population
 
 from dpkit.accountants import PureDpEvent, RandomizedResponseEvent, SelfComposedEvent
 from dpkit.mechanisms import OUE, SupportCounts, hashing, max_log_ratio
-from dpkit.mechanisms.base import em_channel, enumerate_bit_vectors
+from dpkit.mechanisms.channels import enumerate_bit_vectors
 from dpkit.mechanisms.longitudinal import (
     LGRR,
     LOLOHA,
@@ -27,6 +27,7 @@ from dpkit.mechanisms.longitudinal import (
     DBitFlipPM,
     loloha_optimal_g,
 )
+from dpkit.mechanisms.postprocessing import em_channel
 
 N, K, R = 100_000, 50, 64
 EP, E1 = 2.0, 1.0

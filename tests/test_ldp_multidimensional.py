@@ -17,8 +17,8 @@ import pytest
 from test_ldp_frequency_oracles import check_unbiased_and_mse, zipf_population
 
 from dpkit.mechanisms import SupportCounts, ibu
-from dpkit.mechanisms.base import em_channel
 from dpkit.mechanisms.multidimensional import RSFD, RSRFD, SMP, SPL, MultiState, encode_dataframe
+from dpkit.mechanisms.postprocessing import em_channel
 
 N, R = 100_000, 32
 KS = (10, 40, 50)

@@ -2,8 +2,10 @@
 
 * :mod:`dpkit.audits.ldp.bounds`: Clopper-Pearson bounds, the epsilon lower bound, the measurable cap, and the
   Neyman-Pearson event chosen from an exact distribution.
-* :mod:`dpkit.audits.ldp.attacks`: LDP-Auditor's per-family attacks and the likelihood-ratio statistics.
-* :mod:`dpkit.audits.ldp.targets`: what is audited (dpkit protocols, multi-freq-ldpy, pure-LDP, any callable).
+* :mod:`dpkit.audits.ldp.attacks`: LDP-Auditor's per-family attacks and the likelihood-ratio statistics, registered
+  per protocol class (one registration per new protocol).
+* :mod:`dpkit.audits.ldp.targets`: what is audited (dpkit protocols, multi-freq-ldpy, pure-LDP, any callable), and
+  ``resolve`` of a TARGET string.
 * :mod:`dpkit.audits.ldp.game`: :func:`audit` -> :class:`AuditResult`.
 * :mod:`dpkit.audits.ldp.grid`: :func:`run_grid` over (epsilon, k); :func:`results_frame`.
 * :mod:`dpkit.audits.ldp.broken`: randomizers broken the way real libraries broke (regression fixtures).

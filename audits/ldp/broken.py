@@ -2,8 +2,8 @@
 
 Each class keeps the *claimed* parameters of the dpkit protocol it imitates (so the audit's model and claim are
 the correct protocol's) and implements a known bug in ``_perturb``; ``true_epsilon()`` is the real worst-case
-privacy loss, computed in closed form from the buggy output distribution. Written from the bug descriptions in
-ldp_libraries.md 0 and 3.4-3.5, not from the libraries' code.
+privacy loss, computed in closed form from the buggy output distribution. Written from the bugs' public
+descriptions, not from the libraries' code.
 
 * :class:`LeakyTrueBitUE` (SUE/OUE): pure-LDP <= 1.1.2 ``UEClient._perturb``: every bit, the true one included,
   is first drawn Bern(q); the true bit is then set to 1 w.p. p and otherwise *keeps its q-draw*, so
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpkit.mechanisms.frequency_oracles import GRR, OUE, SUE, bernoulli_matrix, grr_perturb
+from dpkit.mechanisms.frequency_oracles import GRR, OUE, SUE, UnaryEncoding, bernoulli_matrix, grr_perturb
 from dpkit.mechanisms.longitudinal import ClientPopulation
 
 __all__ = [
@@ -45,10 +45,11 @@ def ue_epsilon(p_true: float, q_other: float) -> float:
     return abs(math.log(r))
 
 
-class LeakyTrueBitUE:
-    """Mixin: the pure-LDP 1.1.2 UE client (the true bit keeps its Bern(q) draw when the p-coin fails)."""
+class LeakyTrueBitUE(UnaryEncoding):
+    """The pure-LDP 1.1.2 UE client (the true bit keeps its Bern(q) draw when the p-coin fails), mixed into
+    :class:`SUE` and :class:`OUE` (which define p and q)."""
 
-    def _perturb(self, values, rng):
+    def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = values.shape[0]
         bits = bernoulli_matrix((n, self.k), self.q, rng)  # every bit Bern(q), the true one included
         coin = rng.random(n) < self.p

@@ -174,15 +174,17 @@ def audit(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=2 * (trials + n_train), desc=target.name, unit="trial", unit_scale=True, leave=False)
-    events = []  # (name, mask over codes, positive input, expected bound or None)
+    events: list[tuple[str, np.ndarray, int, float | None]] = []  # (name, mask, positive input, expected bound)
     try:
         if model_lr:
+            assert stat is not None and stat.pmf is not None  # what model_lr means
             p1, p2 = stat.pmf
             mask, e = choose_event(p1, p2, trials, beta=beta, delta=delta)
             events.append((f"lr {stat.name}", mask, 0, e))
             mask, e = choose_event(p2, p1, trials, beta=beta, delta=delta)
             events.append((f"lr-reverse {stat.name}", mask, 1, e))
         if split_lr:  # the event is chosen on separate training trials, never reused for evaluation
+            assert stat is not None  # what split_lr means
             (t1, t2), _ = _simulate(target, n_train, rng, stat, None, bar, stat.n_codes)
             p1 = (t1 + 0.5) / (n_train + 0.5 * stat.n_codes)
             p2 = (t2 + 0.5) / (n_train + 0.5 * stat.n_codes)
@@ -195,10 +197,10 @@ def audit(
         if bar is not None:
             bar.close()
     tests = []
-    for name, mask, pos, e in events:
+    for name, mask, pos, expected in events:
         tp, fp = int(hists[pos][mask].sum()), int(hists[1 - pos][mask].sum())
         lb = float(epsilon_lower_bound(tp, fp, trials, beta=beta, delta=delta))
-        tests.append(TestResult(name, tp, fp, trials, lb, e))
+        tests.append(TestResult(name, tp, fp, trials, lb, expected))
     if fam is not None:
         tp, fp = fam_counts
         tests.append(

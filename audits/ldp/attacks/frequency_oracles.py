@@ -1,0 +1,247 @@
+"""Attacks on one report of a frequency oracle, registered per protocol class.
+
+:func:`fo_statistic` (the likelihood-ratio statistic) and :func:`fo_family_attack` (LDP-Auditor's guess) dispatch
+on the class of the protocol (``functools.singledispatch``, so subclasses inherit their family's attack). A new
+frequency oracle adds one registration of each::
+
+    @fo_statistic.register(MyOracle)
+    def _my_statistic(proto: MyOracle, v1: int, v2: int) -> Statistic: ...
+
+    @fo_family_attack.register(MyOracle)
+    def _my_attack(proto: MyOracle, v1: int, v2: int) -> FamilyAttack | None: ...
+
+Pure protocols: the privacy loss ln P(y|v1)/P(y|v2) of one report takes the values +-epsilon and 0 and is a
+function of the code of the statistic, so the Neyman-Pearson test on the code is the Neyman-Pearson test on the
+report. SHE/THE: the loss is (eps/2)(clip(2 y_v1 - 1) - clip(2 y_v2 - 1)); the code bins y_v1 and y_v2 (saturated
+ends exact: y_v1 >= 1 and y_v2 <= 0 has ratio exactly e^eps). The family attacks follow LDP-Auditor (Arcolezi and
+Gambs, 2024): x_hat uniform on the support set of the report.
+"""
+
+from __future__ import annotations
+
+from functools import singledispatch
+
+import numpy as np
+
+from dpkit.audits.ldp.attacks.statistic import (
+    HE_EDGES,
+    FamilyAttack,
+    Statistic,
+    guess_uniform_from_support,
+    laplace_bin_pmf,
+    pair_pmf,
+)
+from dpkit.mechanisms import hashing
+from dpkit.mechanisms.base import FrequencyOracle
+from dpkit.mechanisms.frequency_oracles import (
+    GRR,
+    SHE,
+    THE,
+    HadamardResponse,
+    HadamardResponseGeneral,
+    LocalHashing,
+    SubsetSelection,
+    UnaryEncoding,
+)
+
+__all__ = ["fo_statistic", "fo_family_attack"]
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+@singledispatch
+def fo_statistic(proto: FrequencyOracle, v1: int, v2: int) -> Statistic:
+    """The likelihood-ratio statistic of one report of ``proto`` (its claimed model) for the inputs v1, v2."""
+    raise TypeError(f"no likelihood-ratio statistic for {type(proto).__name__}")
+
+
+@fo_statistic.register(GRR)
+def _grr_statistic(proto: GRR, v1: int, v2: int) -> Statistic:
+    p, q = proto.p, proto.q
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        return np.where(r == v1, 0, np.where(r == v2, 1, 2))
+
+    return Statistic("y", 3, codes, (np.array([p, q, 1 - p - q]), np.array([q, p, 1 - p - q])))
+
+
+@fo_statistic.register(UnaryEncoding)
+def _ue_statistic(proto: UnaryEncoding, v1: int, v2: int) -> Statistic:
+    p, q = proto.p, proto.q
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        return 2 * r[:, v1].astype(np.int64) + r[:, v2].astype(np.int64)
+
+    return Statistic("(bit v1, bit v2)", 4, codes, pair_pmf(p, q, q, p))
+
+
+@fo_statistic.register(LocalHashing)
+def _lh_statistic(proto: LocalHashing, v1: int, v2: int) -> Statistic:
+    p, q, g = proto.p, proto.q, proto.g
+    c = 1.0 / g  # collision probability of the universal family (exact up to g 2^-64)
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        a, b, y = r[:, 0], r[:, 1], r[:, 2].astype(np.int64)
+        h1 = hashing.hash_values(a, b, np.uint64(v1), g)
+        h2 = hashing.hash_values(a, b, np.uint64(v2), g)
+        return np.where(h1 == h2, 3, np.where(y == h1, 0, np.where(y == h2, 1, 2)))
+
+    m1 = np.array([(1 - c) * p, (1 - c) * q, (1 - c) * (1 - p - q), c])
+    m2 = np.array([(1 - c) * q, (1 - c) * p, (1 - c) * (1 - p - q), c])
+    return Statistic("(y = H(v1), y = H(v2), collision)", 4, codes, (m1, m2))
+
+
+@fo_statistic.register(SubsetSelection)
+def _ss_statistic(proto: SubsetSelection, v1: int, v2: int) -> Statistic:
+    k, w, pv = proto.k, proto.omega, proto.p_v
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        return 2 * (r == v1).any(axis=1).astype(np.int64) + (r == v2).any(axis=1).astype(np.int64)
+
+    # P(v1 in S, v2 in S | v1) etc.; codes 2 [v1 in S] + [v2 in S]
+    own = np.array(
+        [(1 - pv) * (k - 1 - w) / (k - 1), (1 - pv) * w / (k - 1), pv * (k - w) / (k - 1), pv * (w - 1) / (k - 1)]
+    )
+    other = own[[0, 2, 1, 3]]
+    return Statistic("(v1 in S, v2 in S)", 4, codes, (own, other))
+
+
+@fo_statistic.register(HadamardResponse)
+def _hr_statistic(proto: HadamardResponse, v1: int, v2: int) -> Statistic:
+    p = proto.p_star
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        in1 = (np.bitwise_count((v1 + 1) & r) & 1) == 0
+        in2 = (np.bitwise_count((v2 + 1) & r) & 1) == 0
+        return 2 * in1.astype(np.int64) + in2.astype(np.int64)
+
+    own = np.array([(1 - p) / 2, (1 - p) / 2, p / 2, p / 2])
+    other = own[[0, 2, 1, 3]]
+    return Statistic("(j in C_v1, j in C_v2)", 4, codes, (own, other))
+
+
+@fo_statistic.register(HadamardResponseGeneral)
+def _hr_general_statistic(proto: HadamardResponseGeneral, v1: int, v2: int) -> Statistic:
+    # the loss is +-eps or 0 according to (y in C_v1, y in C_v2); its exact law sums P(y | v) over [K]
+    in_c = _hr_general_membership(proto, v1, v2)
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        return in_c[r]
+
+    all_codes = in_c[np.arange(proto.K)]
+    own = np.bincount(all_codes, weights=proto.output_probabilities(v1), minlength=4)
+    other = np.bincount(all_codes, weights=proto.output_probabilities(v2), minlength=4)
+    return Statistic("(y in C_v1, y in C_v2)", 4, codes, (own, other))
+
+
+def _hr_general_membership(proto: HadamardResponseGeneral, v1: int, v2: int) -> np.ndarray:
+    """Code 2 [y in C_v1] + [y in C_v2] of every output y in [K] of HR-general (a lookup table)."""
+    y = np.arange(proto.K)
+
+    def member(v: int) -> np.ndarray:
+        blk, row = proto.cell(v)
+        return ((y // proto.b) == blk) & ((np.bitwise_count(int(row) & (y % proto.b)) & 1) == 0)
+
+    return 2 * member(v1).astype(np.int64) + member(v2).astype(np.int64)
+
+
+@fo_statistic.register(SHE)
+@fo_statistic.register(THE)
+def _he_statistic(proto: SHE | THE, v1: int, v2: int) -> Statistic:
+    scale = 2.0 / proto.epsilon
+    on, off = laplace_bin_pmf(1.0, scale), laplace_bin_pmf(0.0, scale)
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        return 6 * np.digitize(r[:, v1], HE_EDGES) + np.digitize(r[:, v2], HE_EDGES)
+
+    return Statistic("(bin y_v1, bin y_v2)", 36, codes, (np.outer(on, off).ravel(), np.outer(off, on).ravel()))
+
+
+# ---------------------------------------------------------------------------------------------- family attacks
+@singledispatch
+def fo_family_attack(proto: FrequencyOracle, v1: int, v2: int) -> FamilyAttack | None:
+    """LDP-Auditor's attack for the protocol family of ``proto``, returning guess == v1 per trial (None: no
+    attack is registered for this class)."""
+    return None
+
+
+@fo_family_attack.register(GRR)
+def _grr_attack(proto: GRR, v1: int, v2: int) -> FamilyAttack:
+    return lambda r, rng: r == v1
+
+
+@fo_family_attack.register(UnaryEncoding)
+def _ue_attack(proto: UnaryEncoding, v1: int, v2: int) -> FamilyAttack:
+    k = proto.k
+    return lambda r, rng: guess_uniform_from_support(r[:, v1], r.sum(axis=1), k, rng)
+
+
+@fo_family_attack.register(LocalHashing)
+def _lh_attack(proto: LocalHashing, v1: int, v2: int) -> FamilyAttack:
+    k, g = proto.k, proto.g
+    xs = np.arange(k, dtype=np.uint64)
+
+    def lh(r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        a, b, y = r[:, 0], r[:, 1], r[:, 2].astype(np.int64)
+        h = hashing.hash_values(a[:, None], b[:, None], xs[None, :], g)
+        support = h == y[:, None]
+        return guess_uniform_from_support(support[:, v1], support.sum(axis=1), k, rng)
+
+    return lh
+
+
+@fo_family_attack.register(SubsetSelection)
+def _ss_attack(proto: SubsetSelection, v1: int, v2: int) -> FamilyAttack:
+    k, w = proto.k, proto.omega
+    return lambda r, rng: guess_uniform_from_support((r == v1).any(axis=1), np.full(len(r), w), k, rng)
+
+
+@fo_family_attack.register(THE)
+def _the_attack(proto: THE, v1: int, v2: int) -> FamilyAttack:
+    k, th = proto.k, proto.theta
+    return lambda r, rng: guess_uniform_from_support(r[:, v1] > th, (r > th).sum(axis=1), k, rng)
+
+
+@fo_family_attack.register(SHE)
+def _she_attack(proto: SHE, v1: int, v2: int) -> FamilyAttack:
+    k = proto.k
+
+    def she(r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        # MAP under Laplace noise: argmax of clip(2y - 1, -1, 1), random tie-break. The clipped scores tie at the
+        # top only when max y >= 1 (every y >= 1 ties) or max y <= 0 (all tie at -1); otherwise the argmax is
+        # unique almost surely (continuous noise). Same guess, fewer passes.
+        m = r.max(axis=1)
+        sat_hi = m >= 1
+        sat_lo = m <= 0
+        tied_cnt = np.where(sat_hi, np.count_nonzero(r >= 1, axis=1), 1)
+        tied_cnt = np.where(sat_lo, k, tied_cnt)  # all clip to -1: every item ties
+        in1 = np.where(sat_hi, r[:, v1] >= 1, np.where(sat_lo, True, r[:, v1] == m))
+        return guess_uniform_from_support(in1, tied_cnt, k, rng)
+
+    return she
+
+
+@fo_family_attack.register(HadamardResponseGeneral)
+def _hr_general_attack(proto: HadamardResponseGeneral, v1: int, v2: int) -> FamilyAttack:
+    k = proto.k
+    blk, row = proto.cell(np.arange(k))
+
+    def hrg(r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        # uniform over the support {v : y in C_v} (v in y's block with an even parity)
+        support = (blk[None, :] == (r // proto.b)[:, None]) & (
+            (np.bitwise_count(row[None, :] & (r % proto.b)[:, None]) & 1) == 0
+        )
+        return guess_uniform_from_support(support[:, v1], support.sum(axis=1), k, rng)
+
+    return hrg
+
+
+@fo_family_attack.register(HadamardResponse)
+def _hr_attack(proto: HadamardResponse, v1: int, v2: int) -> FamilyAttack:
+    k = proto.k
+    vals = np.arange(1, k + 1)
+
+    def hr(r: np.ndarray, rng: np.random.Generator) -> np.ndarray:  # uniform over the support {v : j in C_v}
+        support = (np.bitwise_count(vals[None, :] & r[:, None]) & 1) == 0
+        return guess_uniform_from_support(support[:, v1], support.sum(axis=1), k, rng)
+
+    return hr

@@ -1,0 +1,57 @@
+"""Frequency oracles: GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, Hadamard Response (high-privacy and general-epsilon
+variants), the registry by name and the adaptive chooser. One module per family:
+
+==========================  ======================================================================================
+:mod:`.grr`                 GRR: int64 array (n,), values in [0, k)
+:mod:`.unary_encoding`      SUE, OUE: bool array (n, k), the perturbed one-hot bit vector
+:mod:`.local_hashing`       BLH, OLH: uint64 array (n, 3), columns (a, b, y): hash parameters and GRR_g(H(v))
+:mod:`.subset_selection`    SS: int64 array (n, omega), the reported subset (distinct items)
+:mod:`.histogram_encoding`  SHE, THE: float64 array (n, k), one-hot + Laplace(2/epsilon) noise (THE thresholds)
+:mod:`.hadamard`            HR: int64 array (n,), an index in [0, K), K = 2^ceil(log2(k + 1)) (HR-general: K = B b)
+:mod:`.registry`            ``FREQUENCY_ORACLES``, ``make_oracle``, ``choose_protocol``
+==========================  ======================================================================================
+
+Every class is a frozen dataclass of its parameters and implements :class:`dpkit.mechanisms.base.FrequencyOracle`.
+What is protected: one user's value in [0, k); neighbouring relation: replace it by any other value. Each report
+is epsilon-LDP (delta = 0): for all v, v' and every output y, P(y | v) <= e^epsilon P(y | v'). Formulas: Wang et al.
+USENIX Security'17; Ye-Barg 2018; Acharya-Sun-Zhang AISTATS'19.
+"""
+
+from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
+from dpkit.mechanisms.bernoulli import bernoulli_matrix
+from dpkit.mechanisms.frequency_oracles.grr import GRR, grr_perturb
+from dpkit.mechanisms.frequency_oracles.hadamard import HR, HadamardResponse, HadamardResponseGeneral, fwht
+from dpkit.mechanisms.frequency_oracles.histogram_encoding import SHE, THE, optimal_theta, the_variance_per_user
+from dpkit.mechanisms.frequency_oracles.local_hashing import BLH, OLH, LocalHashing
+from dpkit.mechanisms.frequency_oracles.registry import FREQUENCY_ORACLES, choose_protocol, make_oracle
+from dpkit.mechanisms.frequency_oracles.subset_selection import SS, SubsetSelection
+from dpkit.mechanisms.frequency_oracles.unary_encoding import OUE, SUE, BitVectorReports, UnaryEncoding
+
+__all__ = [
+    "GRR",
+    "UnaryEncoding",
+    "SUE",
+    "OUE",
+    "LocalHashing",
+    "BLH",
+    "OLH",
+    "SubsetSelection",
+    "SS",
+    "SHE",
+    "THE",
+    "HadamardResponse",
+    "HR",
+    "HadamardResponseGeneral",
+    "FREQUENCY_ORACLES",
+    "make_oracle",
+    "choose_protocol",
+    "grr_perturb",
+    "bernoulli_matrix",
+    "BitVectorReports",
+    "FrequencyOracle",
+    "PureFrequencyOracle",
+    "SupportCounts",
+    "fwht",
+    "optimal_theta",
+    "the_variance_per_user",
+]

@@ -1,0 +1,82 @@
+"""Generalized randomized response (k-RR, direct encoding) and its vectorized client primitive."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from dpkit.accountants import DpEvent, RandomizedResponseEvent
+from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, check_values, set_fields
+from dpkit.mechanisms.base import PureFrequencyOracle
+from dpkit.mechanisms.channels import grr_channel
+
+__all__ = ["GRR", "grr_perturb"]
+
+
+def grr_perturb(values: np.ndarray, k: int, p: float, rng: np.random.Generator) -> np.ndarray:
+    """k-ary randomized response: keep v w.p. p, else a uniform value of [k] minus {v} (exact, vectorized)."""
+    n = values.shape[0]
+    keep = rng.random(n) < p
+    other = rng.integers(0, k - 1, size=n)
+    other += other >= values
+    return np.where(keep, values, other)
+
+
+@dataclass(frozen=True)
+class GRR(PureFrequencyOracle):
+    """Generalized randomized response (k-RR, direct encoding; Kairouz et al. 2016, Wang et al. USENIX Sec'17).
+
+    Client: report v w.p. p = e^eps/(e^eps + k - 1), else a uniform other value (each w.p. q = 1/(e^eps + k - 1)).
+    epsilon-LDP for one user's value under replacement; ``privacy_event()`` is ``RandomizedResponseEvent(eps, k)``.
+    Reports: int64 (n,) in [0, k).
+    """
+
+    k: int
+    epsilon: float
+    name = "GRR"
+
+    def __post_init__(self) -> None:
+        set_fields(self, k=check_domain("k", self.k), epsilon=check_epsilon("epsilon", self.epsilon))
+
+    @cached_property
+    def p(self) -> float:
+        e = math.exp(self.epsilon)
+        return e / (e + self.k - 1)
+
+    @cached_property
+    def q(self) -> float:
+        return 1.0 / (math.exp(self.epsilon) + self.k - 1)
+
+    @property
+    def p_star(self) -> float:
+        return self.p
+
+    @property
+    def q_star(self) -> float:
+        return self.q
+
+    def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return grr_perturb(values, self.k, self.p, rng)
+
+    def _check_reports(self, reports: ArrayLike) -> np.ndarray:
+        r = check_report_array("reports", reports, kinds="iu", shape_tail=(), expected=f"GRR reports in [0, {self.k})")
+        return check_values("reports", r, self.k)
+
+    def _support_counts(self, reports: np.ndarray) -> np.ndarray:
+        return np.bincount(reports, minlength=self.k).astype(np.int64)
+
+    def output_probabilities(self, value: int) -> np.ndarray:
+        """P(report = y | value) for y in [0, k)."""
+        out = np.full(self.k, self.q)
+        out[value] = self.p
+        return out
+
+    def channel_matrix(self) -> np.ndarray:
+        return grr_channel(self.k, self.p, self.q)
+
+    def privacy_event(self) -> DpEvent:
+        return RandomizedResponseEvent(self.epsilon, self.k)

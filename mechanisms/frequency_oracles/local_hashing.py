@@ -1,0 +1,122 @@
+"""Local hashing: BLH (g = 2) and OLH (g = round(e^eps) + 1), with the universal family of mechanisms.hashing."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from dpkit.accountants import DpEvent, RandomizedResponseEvent
+from dpkit.mechanisms import hashing
+from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, set_fields
+from dpkit.mechanisms.base import PureFrequencyOracle
+from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
+
+__all__ = ["LocalHashing", "BLH", "OLH"]
+
+
+@dataclass(frozen=True)
+class LocalHashing(PureFrequencyOracle):
+    """Local hashing with ``g`` buckets (Wang et al. USENIX Sec'17; BLH: g = 2; OLH: g = round(e^eps) + 1).
+
+    Client: draw a hash function H from the universal family of :mod:`dpkit.mechanisms.hashing` (two uniform 64-bit
+    parameters), h = H(v) in [0, g), report (a, b, GRR_g(h)) with GRR at epsilon over [g]. The server's support is
+    {v : H(v) = y}, with p* = e^eps/(e^eps + g - 1) and q* = 1/g (hash collisions).
+    epsilon-LDP for one user's value under replacement: the hash function is drawn independently of the value and,
+    given it, the output is g-ary randomized response of H(v). Reports: uint64 (n, 3), rows (a, b, y).
+    """
+
+    k: int
+    epsilon: float
+    g: int = 0  # 0 = OLH's optimal g
+    name = "LH"
+    default_chunk = 1 << 16
+
+    def __post_init__(self) -> None:
+        k = check_domain("k", self.k, maximum=hashing.MAX_DOMAIN)
+        epsilon = check_epsilon("epsilon", self.epsilon)
+        g = self.g if self.g else int(round(math.exp(epsilon))) + 1
+        set_fields(self, k=k, epsilon=epsilon, g=check_domain("g", g, maximum=2**32 - 1))
+
+    @cached_property
+    def p(self) -> float:
+        """P(y = H(v)): GRR over [g] keeps the hashed value."""
+        e = math.exp(self.epsilon)
+        return e / (e + self.g - 1)
+
+    @cached_property
+    def q(self) -> float:
+        """P(y = a given other bucket)."""
+        return 1 / (math.exp(self.epsilon) + self.g - 1)
+
+    @property
+    def p_star(self) -> float:
+        return self.p
+
+    @cached_property
+    def q_star(self) -> float:
+        return 1.0 / self.g
+
+    def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n = values.shape[0]
+        a, b = hashing.draw_hash_params(n, rng)
+        h = hashing.hash_values(a, b, values, self.g)
+        y = grr_perturb(h, self.g, self.p, rng)
+        return np.stack([a, b, y.astype(np.uint64)], axis=1)
+
+    def _check_reports(self, reports: ArrayLike) -> np.ndarray:
+        r = check_report_array(
+            "reports", reports, kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y) of a local hashing report"
+        )
+        if r.dtype != np.uint64:
+            if r.dtype.kind == "i" and len(r) and r.min() < 0:
+                raise ValueError(f"reports must be non-negative (uint64 hash parameters), got {int(r.min())}")
+            r = r.astype(np.uint64)
+        if len(r) and r[:, 2].max() >= self.g:
+            raise ValueError(f"reports[:, 2] (the hashed report) must be in [0, {self.g}), got {int(r[:, 2].max())}")
+        return r
+
+    def _support_counts(self, reports: np.ndarray) -> np.ndarray:
+        return hashing.support_counts(reports[:, 0], reports[:, 1], reports[:, 2], self.g, self.k)
+
+    def hash(self, a: ArrayLike, b: ArrayLike, values: ArrayLike) -> np.ndarray:
+        """H_{a,b}(values) in [0, g) (vectorized)."""
+        return hashing.hash_values(a, b, values, self.g)
+
+    def output_probabilities(self, value: int, a: int, b: int) -> np.ndarray:
+        """P(y | value, hash (a, b)) for y in [0, g): the hash is independent of the value, so epsilon-LDP holds
+        iff it holds for every hash function."""
+        h = int(self.hash(np.uint64(a), np.uint64(b), np.array([value]))[0])
+        out = np.full(self.g, self.q)
+        out[h] = self.p
+        return out
+
+    def channel_matrix(self, a: int, b: int) -> np.ndarray:
+        return np.stack([self.output_probabilities(v, a, b) for v in range(self.k)])
+
+    def privacy_event(self) -> DpEvent:
+        return RandomizedResponseEvent(self.epsilon, self.g)
+
+
+@dataclass(frozen=True)
+class BLH(LocalHashing):
+    """Binary local hashing (g = 2)."""
+
+    g: int = 2
+    name = "BLH"
+
+    def __post_init__(self) -> None:
+        if self.g != 2:
+            raise ValueError(f"g must be 2 for BLH, got {self.g!r}")
+        super().__post_init__()
+
+
+@dataclass(frozen=True)
+class OLH(LocalHashing):
+    """Optimized local hashing, g = round(e^eps) + 1 (multi-freq-ldpy's integer g)."""
+
+    g: int = 0
+    name = "OLH"

@@ -1,0 +1,68 @@
+"""The frequency oracles by name, and the adaptive chooser (least approximate variance for (k, epsilon)).
+
+A new frequency oracle is one module in this package plus one entry in :data:`FREQUENCY_ORACLES`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dpkit.mechanisms.base import FrequencyOracle
+from dpkit.mechanisms.frequency_oracles.grr import GRR
+from dpkit.mechanisms.frequency_oracles.hadamard import HadamardResponse, HadamardResponseGeneral
+from dpkit.mechanisms.frequency_oracles.histogram_encoding import SHE, THE
+from dpkit.mechanisms.frequency_oracles.local_hashing import BLH, OLH
+from dpkit.mechanisms.frequency_oracles.subset_selection import SubsetSelection
+from dpkit.mechanisms.frequency_oracles.unary_encoding import OUE, SUE
+
+__all__ = ["FREQUENCY_ORACLES", "make_oracle", "choose_protocol"]
+
+FREQUENCY_ORACLES: dict[str, type[FrequencyOracle]] = {
+    "GRR": GRR,
+    "SUE": SUE,
+    "OUE": OUE,
+    "BLH": BLH,
+    "OLH": OLH,
+    "SS": SubsetSelection,
+    "SHE": SHE,
+    "THE": THE,
+    "HR": HadamardResponse,
+    "HR-general": HadamardResponseGeneral,
+}
+
+
+def _protocol_key(name: object) -> str:
+    return str(name).upper().replace("-", "").replace("_", "")
+
+
+def make_oracle(name: str, k: int, epsilon: float, **kwargs: Any) -> FrequencyOracle:
+    """Instantiate a frequency oracle by name (case-insensitive, '-' and '_' ignored; 'ADP' = the adaptive
+    chooser)."""
+    key = _protocol_key(name)
+    if key in ("ADP", "ADAPTIVE", "AUTO"):
+        return choose_protocol(k, epsilon)
+    classes = {_protocol_key(n): cls for n, cls in FREQUENCY_ORACLES.items()}
+    if key not in classes:
+        raise ValueError(f"protocol must be one of {', '.join(FREQUENCY_ORACLES)} or ADP, got {name!r}")
+    return classes[key](k, epsilon, **kwargs)  # type: ignore[call-arg]  # every oracle's fields start (k, epsilon)
+
+
+def choose_protocol(k: int, epsilon: float, candidates: tuple[str, ...] | None = None) -> FrequencyOracle:
+    """The frequency oracle of least approximate variance V* for (k, epsilon) among ``candidates``.
+
+    Default candidates: GRR, OUE, OLH, SS, HR, THE, SUE, BLH, SHE (ties go to the earlier, cheaper protocol).
+    With candidates=("GRR", "OUE") this is ADP (GRR iff k < 3 e^eps + 2). HR-general is not a default candidate:
+    its V* is never the least (see :class:`HadamardResponseGeneral`); name it in ``candidates`` to include it.
+    """
+    names = candidates or ("GRR", "OUE", "OLH", "SS", "HR", "THE", "SUE", "BLH", "SHE")
+    best: FrequencyOracle | None = None
+    best_v = math.inf
+    for name in names:
+        oracle = make_oracle(name, k, epsilon)
+        v = oracle.variance(1)
+        if v < best_v * (1 - 1e-12):
+            best, best_v = oracle, float(v)
+    if best is None:
+        raise ValueError(f"no candidate protocol has a finite variance at k={k}, epsilon={epsilon}: {names!r}")
+    return best

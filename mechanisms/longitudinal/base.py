@@ -1,0 +1,124 @@
+"""The interface of the longitudinal protocols: memoized permanent response, fresh instantaneous response.
+
+A longitudinal protocol is a frequency oracle (one report of one collection is an ordinary LDP report) whose
+client randomizes in two rounds: a permanent randomized response (PRR) at ``eps_perm`` of a memo key derived from
+the value, memoized per user (:class:`~dpkit.mechanisms.longitudinal.population.ClientPopulation`), then a fresh
+instantaneous randomized response (IRR) for every report, so that one report is ``eps_1``-LDP.
+
+A subclass (a frozen dataclass of its parameters) implements:
+
+* ``n_keys``: the number of distinct memo keys a user can have;
+* ``first_round(keys, users, rng) -> payload``: the PRR of each user's memo key (one payload row per user);
+* ``second_round(payload, users, rng) -> reports``: the IRR of the payloads;
+* optionally ``init_users(n, rng)`` (per-user persistent parameters, e.g. a hash function) and
+  ``memo_key(values, users)`` (default: the value itself);
+* the server side of :class:`~dpkit.mechanisms.base.FrequencyOracle` (``_check_reports``, ``_support_counts``,
+  ``estimate``, ``variance``; pure protocols inherit the last two from
+  :class:`~dpkit.mechanisms.base.PureFrequencyOracle`).
+
+What is protected: one user's whole sequence of values; neighbouring relation: replace the sequence.
+After tau reports with m distinct memo keys a user has spent at most min(tau eps_1, m eps_perm) (sequential
+composition of the reports, or of the memoized PRRs of which every report is post-processing).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dpkit.accountants import DpEvent, PureDpEvent, SelfComposedEvent
+from dpkit.mechanisms._validation import check_count, check_epsilon
+from dpkit.mechanisms.base import FrequencyOracle
+
+if TYPE_CHECKING:
+    from dpkit.mechanisms.longitudinal.population import ClientPopulation
+
+__all__ = ["LongitudinalProtocol", "UserParams", "check_eps_pair"]
+
+UserParams = dict[str, np.ndarray]  # per-user persistent parameters, one array of n_users rows per name
+
+
+def check_eps_pair(eps_perm: object, eps_1: object) -> tuple[float, float]:
+    """(eps_perm, eps_1) with 0 < eps_1 < eps_perm."""
+    perm = check_epsilon("eps_perm", eps_perm)
+    one = check_epsilon("eps_1", eps_1)
+    if not one < perm:
+        raise ValueError(f"eps_1 must be in (0, eps_perm={perm}), got {one!r}")
+    return perm, one
+
+
+class LongitudinalProtocol(FrequencyOracle):
+    """A frequency oracle with memoization (see the module docstring for what a subclass implements).
+
+    Guarantees (pure, delta = 0): one report is ``single_report_epsilon()``-LDP (at most ``eps_1``); after tau
+    reports with m distinct memo keys a user has spent at most ``privacy_spent(tau, m)`` =
+    min(tau single_report_epsilon, m eps_perm), as an accountants event ``longitudinal_event(tau, m)``.
+    """
+
+    # fields of most protocols, derived (cached properties) in dBitFlipPM: read-only for the type checker, no class
+    # attributes at run time (see FrequencyOracle.epsilon)
+    if TYPE_CHECKING:
+
+        @property
+        def eps_perm(self) -> float: ...
+
+        @property
+        def eps_1(self) -> float: ...
+
+    @property
+    @abstractmethod
+    def n_keys(self) -> int:
+        """The number of distinct memo keys of one user (keys are in [0, n_keys))."""
+
+    # ------------------------------------------------ per-user persistent parameters (hash seed, sampled buckets)
+    def init_users(self, n: int, rng: np.random.Generator) -> UserParams:
+        return {}
+
+    def memo_key(self, values: np.ndarray, users: UserParams) -> np.ndarray:
+        return values
+
+    @abstractmethod
+    def first_round(self, keys: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
+        """The permanent randomized response of each user's memo key: one payload row per user."""
+
+    @abstractmethod
+    def second_round(self, payload: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
+        """The instantaneous randomized response of the payloads: the reports."""
+
+    # ------------------------------------------------ one fresh report (no memo; what one collection looks like)
+    def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        users = self.init_users(len(values), rng)
+        payload = self.first_round(self.memo_key(values, users), users, rng)
+        return self.second_round(payload, users, rng)
+
+    # ------------------------------------------------ privacy
+    def single_report_epsilon(self) -> float:
+        """The exact worst-case privacy loss of one report."""
+        return self.eps_1
+
+    def privacy_event(self) -> DpEvent:
+        return PureDpEvent(self.single_report_epsilon())
+
+    def memo_event(self) -> DpEvent:
+        """The PRR of one memo key (epsilon_inf-LDP)."""
+        return PureDpEvent(self.eps_perm)
+
+    def privacy_spent(self, tau: object, distinct: object) -> np.ndarray:
+        """Longitudinal epsilon after ``tau`` reports with ``distinct`` memo keys: min(tau eps_1, distinct eps_inf)."""
+        t = np.asarray(tau)
+        m = np.asarray(distinct)
+        return np.minimum(t * self.single_report_epsilon(), m * self.eps_perm)
+
+    def longitudinal_event(self, tau: int, distinct: int) -> DpEvent:
+        tau = check_count("tau", tau)
+        distinct = check_count("distinct", distinct)
+        if distinct * self.eps_perm <= tau * self.single_report_epsilon():
+            return SelfComposedEvent(self.memo_event(), distinct)
+        return SelfComposedEvent(self.privacy_event(), tau)
+
+    def population(self, n_users: int, rng: np.random.Generator) -> ClientPopulation:
+        from dpkit.mechanisms.longitudinal.population import ClientPopulation
+
+        return ClientPopulation(self, n_users, rng)

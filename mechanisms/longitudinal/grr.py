@@ -1,0 +1,136 @@
+"""L-GRR (Arcolezi et al., DCN 2022): GRR memoized per value, then GRR per report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from dpkit.accountants import DpEvent, RandomizedResponseEvent
+from dpkit.mechanisms._validation import check_domain, check_report_array, check_values, set_fields
+from dpkit.mechanisms.base import PureFrequencyOracle
+from dpkit.mechanisms.channels import grr_channel
+from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
+from dpkit.mechanisms.longitudinal.base import LongitudinalProtocol, UserParams, check_eps_pair
+
+__all__ = ["LGRR", "lgrr_round2", "check_calibration"]
+
+CALIBRATIONS = ("paper", "exact")
+
+
+def check_calibration(calibration: object) -> str:
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be 'paper' or 'exact', got {calibration!r}")
+    return str(calibration)
+
+
+def lgrr_round2(k: int, p1: float, q1: float, eps_perm: float, eps_1: float, calibration: str) -> tuple[float, float]:
+    """Round-2 (p2, q2) of GRR-over-GRR on a domain of size k.
+
+    'paper' (Arcolezi et al., DCN 2022): eps_IRR = ln((e^(eps_inf + eps_1) - 1)/(e^eps_inf - e^eps_1)), GRR at
+    eps_IRR (conservative for k > 2); 'exact': q2 = (p1 - e^eps_1 q1)/((k p1 - 1) - e^eps_1 (k q1 - 1)),
+    p2 = 1 - (k - 1) q2, so that one report's loss is exactly eps_1.
+    """
+    if calibration == "paper":
+        e_irr = (math.exp(eps_perm + eps_1) - 1) / (math.exp(eps_perm) - math.exp(eps_1))
+        p2 = e_irr / (e_irr + k - 1)
+        return p2, (1 - p2) / (k - 1)
+    if calibration == "exact":
+        e1 = math.exp(eps_1)
+        q2 = (p1 - e1 * q1) / ((k * p1 - 1) - e1 * (k * q1 - 1))
+        return 1 - (k - 1) * q2, q2
+    raise ValueError(f"calibration must be 'paper' or 'exact', got {calibration!r}")
+
+
+@dataclass(frozen=True)
+class LGRR(LongitudinalProtocol, PureFrequencyOracle):
+    """L-GRR (Arcolezi et al., DCN 2022): GRR at eps_perm memoized per value, then GRR at eps_IRR per report.
+
+    ``calibration='paper'`` (default, reproduces the paper) or ``'exact'`` (the single-report loss is exactly eps_1;
+    the paper's is smaller than eps_1 for k > 2, wasting utility; :func:`lgrr_round2`). Reports: int64 (n,) in
+    [0, k). One report is ``single_report_epsilon()``-LDP (at most eps_1); a user's sequence of reports with m
+    distinct values is m eps_perm-LDP (one value under replacement of the sequence).
+    P = p1 p2 + (1 - p1) q2, Q = q1 p2 + (1 - q1) q2, estimator (C/n - Q)/(P - Q).
+    """
+
+    k: int
+    eps_perm: float
+    eps_1: float
+    calibration: str = "paper"
+    name = "L-GRR"
+
+    def __post_init__(self) -> None:
+        k = check_domain("k", self.k)
+        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
+        check_calibration(self.calibration)
+        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1)
+
+    @cached_property
+    def epsilon(self) -> float:
+        return self.eps_1
+
+    @cached_property
+    def n_keys(self) -> int:
+        return self.k
+
+    @cached_property
+    def p1(self) -> float:
+        e = math.exp(self.eps_perm)
+        return e / (e + self.k - 1)
+
+    @cached_property
+    def q1(self) -> float:
+        return 1 / (math.exp(self.eps_perm) + self.k - 1)
+
+    @cached_property
+    def _round2(self) -> tuple[float, float]:
+        return lgrr_round2(self.k, self.p1, self.q1, self.eps_perm, self.eps_1, self.calibration)
+
+    @property
+    def p2(self) -> float:
+        return self._round2[0]
+
+    @property
+    def q2(self) -> float:
+        return self._round2[1]
+
+    @cached_property
+    def p_star(self) -> float:
+        return self.p1 * self.p2 + (1 - self.p1) * self.q2
+
+    @cached_property
+    def q_star(self) -> float:
+        return self.q1 * self.p2 + (1 - self.q1) * self.q2
+
+    def first_round(self, keys: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
+        return grr_perturb(keys, self.k, self.p1, rng)[:, None]
+
+    def second_round(self, payload: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
+        return grr_perturb(payload[:, 0], self.k, self.p2, rng)
+
+    def _check_reports(self, reports: ArrayLike) -> np.ndarray:
+        r = check_report_array("reports", reports, kinds="iu", shape_tail=(), expected=f"reports in [0, {self.k})")
+        return check_values("reports", r, self.k)
+
+    def _support_counts(self, reports: np.ndarray) -> np.ndarray:
+        return np.bincount(reports, minlength=self.k).astype(np.int64)
+
+    def first_round_matrix(self) -> np.ndarray:
+        return grr_channel(self.k, self.p1, self.q1)
+
+    def channel_matrix(self) -> np.ndarray:
+        """P(report | value) of one report (PRR then IRR), k x k."""
+        return self.first_round_matrix() @ grr_channel(self.k, self.p2, self.q2)
+
+    def single_report_epsilon(self) -> float:
+        m = self.channel_matrix()
+        return float(math.log(m[0, 0] / m[0, 1]))
+
+    def privacy_event(self) -> DpEvent:
+        return RandomizedResponseEvent(self.single_report_epsilon(), self.k)
+
+    def memo_event(self) -> DpEvent:
+        return RandomizedResponseEvent(self.eps_perm, self.k)

@@ -1,0 +1,152 @@
+"""LOLOHA (Arcolezi, Pinzon, Palamidessi, Gambs, EDBT'23): local hashing with memoization on the hashed value."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from dpkit.accountants import DpEvent, RandomizedResponseEvent
+from dpkit.mechanisms import hashing
+from dpkit.mechanisms._validation import check_domain, check_report_array, set_fields
+from dpkit.mechanisms.base import PureFrequencyOracle
+from dpkit.mechanisms.channels import grr_channel
+from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
+from dpkit.mechanisms.longitudinal.base import LongitudinalProtocol, UserParams, check_eps_pair
+from dpkit.mechanisms.longitudinal.grr import check_calibration, lgrr_round2
+
+__all__ = ["LOLOHA", "loloha_optimal_g"]
+
+
+def loloha_optimal_g(eps_perm: float, alpha: float) -> int:
+    """OLOLOHA's g* (Arcolezi et al. EDBT'23): the stationary point of V*(g), rounded, at least 2."""
+    e = eps_perm
+    disc = (
+        math.exp(4 * e)
+        - 14 * math.exp(2 * e)
+        - 12 * math.exp(2 * e * (alpha + 1))
+        + 12 * math.exp(e * (alpha + 1))
+        + 12 * math.exp(e * (alpha + 3))
+        + 1
+    )
+    num = math.sqrt(max(disc, 0.0)) - math.exp(2 * e) + 6 * math.exp(e) - 6 * math.exp(alpha * e) + 1
+    return max(2, int(round(num / (6 * (math.exp(e) - math.exp(alpha * e))))))
+
+
+@dataclass(frozen=True)
+class LOLOHA(LongitudinalProtocol, PureFrequencyOracle):
+    """LOLOHA (Arcolezi, Pinzon, Palamidessi, Gambs, EDBT'23): local hashing with memoization on the hash.
+
+    Each user draws one hash function for all collections (the universal family of :mod:`dpkit.mechanisms.hashing`);
+    the PRR (GRR over [g] at eps_perm) is memoized per *hashed* value, so a user spends at most g * eps_perm over
+    any number of reports and any value changes. ``g=0`` picks OLOLOHA's optimal g for alpha = eps_1/eps_perm;
+    BiLOLOHA is g = 2. Server: support {v : H(v) = y}, q* = 1/g. Reports: uint64 (n, 3) rows (a, b, y).
+    ``calibration='exact'`` calibrates the IRR so a report is exactly eps_1-LDP (the paper's is conservative
+    for g > 2).
+    """
+
+    k: int
+    eps_perm: float
+    eps_1: float
+    g: int = 0
+    calibration: str = "paper"
+    name = "LOLOHA"
+    default_chunk = 1 << 16
+
+    def __post_init__(self) -> None:
+        k = check_domain("k", self.k, maximum=hashing.MAX_DOMAIN)
+        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
+        g = self.g if self.g else loloha_optimal_g(eps_perm, eps_1 / eps_perm)
+        g = check_domain("g", g, maximum=2**32 - 1)
+        check_calibration(self.calibration)
+        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1, g=g)
+
+    @cached_property
+    def epsilon(self) -> float:
+        return self.eps_1
+
+    @cached_property
+    def n_keys(self) -> int:
+        return self.g
+
+    @cached_property
+    def p1(self) -> float:
+        e = math.exp(self.eps_perm)
+        return e / (e + self.g - 1)
+
+    @cached_property
+    def q1(self) -> float:
+        return 1 / (math.exp(self.eps_perm) + self.g - 1)
+
+    @cached_property
+    def _round2(self) -> tuple[float, float]:
+        return lgrr_round2(self.g, self.p1, self.q1, self.eps_perm, self.eps_1, self.calibration)
+
+    @property
+    def p2(self) -> float:
+        return self._round2[0]
+
+    @property
+    def q2(self) -> float:
+        return self._round2[1]
+
+    @cached_property
+    def p_star(self) -> float:
+        return self.p1 * self.p2 + (1 - self.p1) * self.q2
+
+    @cached_property
+    def q_star(self) -> float:
+        return 1.0 / self.g
+
+    def init_users(self, n: int, rng: np.random.Generator) -> UserParams:
+        a, b = hashing.draw_hash_params(n, rng)
+        return {"a": a, "b": b}
+
+    def memo_key(self, values: np.ndarray, users: UserParams) -> np.ndarray:
+        return hashing.hash_values(users["a"], users["b"], values, self.g)
+
+    def first_round(self, keys: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
+        return grr_perturb(keys, self.g, self.p1, rng)[:, None]
+
+    def second_round(self, payload: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
+        y = grr_perturb(payload[:, 0], self.g, self.p2, rng)
+        return np.stack([users["a"], users["b"], y.astype(np.uint64)], axis=1)
+
+    def _check_reports(self, reports: ArrayLike) -> np.ndarray:
+        r = check_report_array("reports", reports, kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y)")
+        r = r.astype(np.uint64, copy=False)
+        if len(r) and r[:, 2].max() >= self.g:
+            raise ValueError(f"reports[:, 2] must be in [0, {self.g}), got {int(r[:, 2].max())}")
+        return r
+
+    def _support_counts(self, reports: np.ndarray) -> np.ndarray:
+        return hashing.support_counts(reports[:, 0], reports[:, 1], reports[:, 2], self.g, self.k)
+
+    def hashed_channel_matrix(self) -> np.ndarray:
+        """P(y | hashed value) over [g] x [g] for one report; given the hash, this is the whole channel."""
+        return grr_channel(self.g, self.p1, self.q1) @ grr_channel(self.g, self.p2, self.q2)
+
+    def channel_matrix(self, a: int, b: int) -> np.ndarray:
+        """P(y | value, hash (a, b)) for one report, k x g."""
+        h = hashing.hash_values(np.uint64(a), np.uint64(b), np.arange(self.k), self.g)
+        return self.hashed_channel_matrix()[h]
+
+    def first_round_matrix(self) -> np.ndarray:
+        return grr_channel(self.g, self.p1, self.q1)
+
+    def single_report_epsilon(self) -> float:
+        m = self.hashed_channel_matrix()
+        return float(math.log(m[0, 0] / m[0, 1]))
+
+    def privacy_event(self) -> DpEvent:
+        return RandomizedResponseEvent(self.single_report_epsilon(), self.g)
+
+    def memo_event(self) -> DpEvent:
+        return RandomizedResponseEvent(self.eps_perm, self.g)
+
+    def max_privacy_spent(self) -> float:
+        """The bound over any number of reports: g * eps_perm."""
+        return self.g * self.eps_perm
