@@ -319,6 +319,7 @@ class Run:
         self.anchors = tuple(anchors)
         self.started = _dt.datetime.now(_dt.timezone.utc)
         self.load_before = os.getloadavg()
+        self.git_before = git_state()  # the code the run starts with (children load it as they start)
         self.t0 = time.perf_counter()
 
     def meta(self) -> dict[str, Any]:
@@ -333,7 +334,7 @@ class Run:
             "threads": {**thread_env(self.threads), "torch_num_threads": self.threads},
             "versions": versions((*BASE_PACKAGES, *self.anchors)),
             "anchors": list(self.anchors),
-            "git": git_state(),
+            "git": {**self.git_before, "changed_during_run": git_state() != self.git_before},
         }
 
     def write(self, results: Mapping[str, Any], *, settings: Mapping[str, Any], method: str) -> Path:

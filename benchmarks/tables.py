@@ -64,6 +64,14 @@ def mb(x: float | None) -> str:
     return f"{x:.0f} MB" if abs(x) >= 10 else f"{x:.1f} MB"
 
 
+def sci(x: float) -> str:
+    """A count as 5.1e8 (plain below 1e4)."""
+    if x < 1e4:
+        return f"{x:g}"
+    mantissa, exp = f"{x:.2g}".split("e")
+    return f"{mantissa}e{int(exp)}"
+
+
 def num(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}g}"
 
@@ -78,6 +86,8 @@ def provenance(doc: dict[str, Any], path: Path | None = None) -> str:
     m = doc["meta"]
     mach, git, v = m["machine"], m["git"], m["versions"]
     state = "dirty tree" if git.get("dirty") else "clean tree" if git.get("dirty") is not None else "tree unknown"
+    if git.get("changed_during_run"):
+        state += ", changed during the run"
     before = " / ".join(f"{x:.2f}" for x in m["load_average_before"])
     after = " / ".join(f"{x:.2f}" for x in m["load_average_after"])
     anchors = ", ".join(f"{a} {v.get(a)}" for a in m.get("anchors", []))
@@ -98,6 +108,8 @@ def short_provenance(doc: dict[str, Any]) -> str:
     m = doc["meta"]
     git = m["git"]
     state = " (dirty tree)" if git.get("dirty") else ""
+    if git.get("changed_during_run"):
+        state += " (changed during the run)"
     quick = "; **quick (smoke-test) settings**" if doc["settings"].get("quick") else ""
     return (
         f"_Measured {m['date'][:10]} on {m['machine']['cpu_model']} ({m['machine']['cores']} cores), load average "
@@ -113,6 +125,14 @@ def _short_command(cmd: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- accountants
+SHOWN = {"pld": "PLD", "rdp": "RDP", "prv": "PRV", "opacus": "Opacus"}
+
+
+def shown(name: str) -> str:
+    """``dp_accounting pld`` -> ``dp_accounting PLD``."""
+    return " ".join(SHOWN.get(w, w) for w in name.split())
+
+
 def _acc_cells(doc, table):
     """{cell key: {accountant: {"value", "status", "seconds": [pair medians], "x": ratio or None}}}."""
     keys = ("q", "sigma", "steps") if table == "queries" else ("target_epsilon", "q", "steps")
@@ -146,7 +166,9 @@ def accountants_full(doc) -> str:
     out = []
     keys, cells = _acc_cells(doc, "queries")
     out.append(f"Epsilon at delta = {doc['delta']:g}:\n")
-    out.append(md_table([*keys, *names], [[*c, *(_acc_value(v.get(n)) for n in names)] for c, v in cells.items()]))
+    out.append(
+        md_table([*keys, *map(shown, names)], [[*c, *(_acc_value(v.get(n)) for n in names)] for c, v in cells.items()])
+    )
 
     def timing(entry):
         if entry is None or not entry["seconds"]:
@@ -155,14 +177,16 @@ def accountants_full(doc) -> str:
         return secs(med(entry["seconds"])) + (f" ({times(x)})" if x is not None else "")
 
     out.append("\nSeconds per query; in brackets the anchor's time over dpkit's, measured in the same process:\n")
-    out.append(md_table([*keys, *names], [[*c, *(timing(v.get(n)) for n in names)] for c, v in cells.items()]))
+    out.append(
+        md_table([*keys, *map(shown, names)], [[*c, *(timing(v.get(n)) for n in names)] for c, v in cells.items()])
+    )
     ckeys, ccells = _acc_cells(doc, "calibrations")
     out.append(
         "\nNoise multiplier for a target epsilon; seconds per calibration (anchor time over dpkit's, same process):\n"
     )
     out.append(
         md_table(
-            [*ckeys, *names],
+            [*ckeys, *map(shown, names)],
             [[*c, *(f"{_acc_value(v.get(n))}; {timing(v.get(n))}" for n in names)] for c, v in ccells.items()],
         )
     )
@@ -173,7 +197,7 @@ def accountants_full(doc) -> str:
             q, c = _acc_memory(doc, "queries", n), _acc_memory(doc, "calibrations", n)
             mx = [x for x in q if x is not None]
             cx = [x for x in c if x is not None]
-            rows.append([n, mb(med(q)), mb(max(mx)) if mx else "n/a", mb(med(c)), mb(max(cx)) if cx else "n/a"])
+            rows.append([shown(n), mb(med(q)), mb(max(mx)) if mx else "n/a", mb(med(c)), mb(max(cx)) if cx else "n/a"])
         out.append(md_table(["accountant", "query median", "query max", "calibration median", "calibration max"], rows))
     return "\n".join(out)
 
@@ -192,8 +216,8 @@ def accountants_summary(doc) -> str:
         dpk = n.startswith("dpkit")
         rows.append(
             [
-                n,
-                f"{secs(med(qs))} ({len(qs)} cells)",
+                shown(n),
+                f"{secs(med(qs))} ({len(qs)} cell{'s' if len(qs) != 1 else ''})",
                 "1" if dpk else times(med(qx)),
                 secs(med(cs)),
                 "1" if dpk else times(med(cx)),
@@ -203,7 +227,7 @@ def accountants_summary(doc) -> str:
     header = [
         "accountant",
         "seconds per query (median over the grid)",
-        "time / dpkit's",
+        "time / dpkit's (PLD, PRV: dpkit PLD; RDP: dpkit RDP)",
         "seconds per calibration (median over targets)",
         "time / dpkit's",
         "extra peak memory (max)",
@@ -385,16 +409,22 @@ def _grid_line(doc) -> str:
     g, s = doc["grid"], doc["settings"]
     return (
         f"Grid: {g['settings']} settings ({len(s['protocols'])} protocols x k in {s['k']} x epsilon in "
-        f"{s['epsilons']}), {g['trials']:.3g} trials per input, {g['randomizer_calls']:.3g} randomizer calls in "
+        f"{s['epsilons']}), {sci(g['trials'])} trials per input, {sci(g['randomizer_calls'])} randomizer calls in "
         f"{g['wall_s']:.3g} s wall on {g['workers']} worker(s) ({g['cpu_s']:.3g} s CPU: "
         f"{rate(g['calls_per_cpu_s'])} calls per CPU second); {g['violations']} violation(s); largest worker's peak "
         f"RSS {mb(g['max_worker_peak_rss_mb'])}."
     )
 
 
-def _extrapolated_hours(doc, rates: list[float]) -> float | None:
-    r = med(rates)
-    return doc["settings"]["full_grid_calls_per_protocol"] / r / 3600 if r else None
+def _extrapolated(doc, cells, anchor: str) -> str:
+    """Hours one core would need for one protocol's 32 settings at 1e6 trials through ``anchor``'s client alone,
+    per protocol measured (the median calls/s over its k's)."""
+    per_protocol: dict[str, list[float]] = {}
+    for (p, _), libs in cells.items():
+        per_protocol.setdefault(p, []).extend(libs.get(anchor, {}).get("rates", []))
+    calls = doc["settings"]["full_grid_calls_per_protocol"]
+    parts = [f"{p} ~{calls / r / 3600:.2g} h" for p, rs in per_protocol.items() if (r := med(rs))]
+    return ", ".join(parts) if parts else "n/a"
 
 
 def audit_full(doc) -> str:
@@ -423,9 +453,9 @@ def audit_full(doc) -> str:
     if cells:
         out.append(
             f"\nSide by side at epsilon = {doc['settings']['pair_epsilon']:g}: randomizer calls per second, dpkit's "
-            f"whole audit ({doc['settings']['pair_trials']:.3g} trials per input, both tests) against the anchors' "
-            f"clients alone ({doc['settings']['anchor_calls']:.3g} calls); in brackets dpkit's speed-up, same process; "
-            "extra peak memory of one run in a fresh process:\n"
+            f"whole audit ({sci(doc['settings']['pair_trials'])} trials per input, both tests) against the anchors' "
+            f"clients alone ({sci(doc['settings']['anchor_calls'])} calls); in brackets dpkit's speed-up, same "
+            "process; extra peak memory of one run in a fresh process:\n"
         )
         table_rows = []
         for (p, k), libs in cells.items():
@@ -439,11 +469,10 @@ def audit_full(doc) -> str:
         for a in anchors:
             header += [f"{a} calls/s", f"{a} extra peak"]
         out.append(md_table(header, table_rows))
-        per_lib = {a: [r for c in cells.values() for r in c.get(a, {}).get("rates", [])] for a in anchors}
         out.append(
-            "\nThe full grid at 1e6 trials through the anchors' clients alone (no attack), extrapolated from the "
-            "median rate above, one core, per protocol: "
-            + "; ".join(f"{a} ~{_extrapolated_hours(doc, per_lib[a]):.2g} h" for a in anchors if per_lib[a])
+            "\nThe full grid at 1e6 trials per input through the anchors' clients alone (no attack), extrapolated from "
+            "the calls/s above: one core, per protocol: "
+            + "; ".join(f"{a}: {_extrapolated(doc, cells, a)}" for a in anchors)
             + "."
         )
     if doc.get("findings"):
@@ -453,7 +482,7 @@ def audit_full(doc) -> str:
 
 def findings_table(doc) -> str:
     f = doc["findings"]
-    head = f"Broken randomizers ({f[0]['trials']:.3g} trials per input, confidence 0.99):\n\n"
+    head = f"Broken randomizers ({sci(f[0]['trials'])} trials per input, confidence 0.99):\n\n"
     return head + md_table(
         ["broken randomizer", "claimed epsilon", "true epsilon", "dpkit's lower bound", "flagged"],
         [
@@ -479,18 +508,11 @@ def audit_summary(doc) -> str:
             [f"randomizer calls/s, {p} k={k}", rate(med(libs.get("dpkit", {}).get("rates", [])))]
             + [_ldp_anchor_cell(libs.get(a), memory=False) or "n/a" for a in anchors]
         )
-    per_lib = {a: [r for c in cells.values() for r in c.get(a, {}).get("rates", [])] for a in anchors}
     rows.append(
         [
-            f"LDP-Auditor grid, {g['randomizer_calls']:.2g} calls",
+            f"LDP-Auditor grid, {sci(g['randomizer_calls'])} calls",
             f"{g['wall_s']:.0f} s on {g['workers']} cores, {g['violations']} violations",
-            *(
-                f"~{_extrapolated_hours(doc, per_lib[a]) * len(doc['settings']['protocols']):.2g} h on one core "
-                "(extrapolated from the calls/s above)"
-                if per_lib[a]
-                else "n/a"
-                for a in anchors
-            ),
+            *(f"{_extrapolated(doc, cells, a)} per protocol on one core (extrapolated)" for a in anchors),
         ]
     )
     return md_table(["", "dpkit (whole audit)", *(f"{a} (client alone)" for a in anchors)], rows)
