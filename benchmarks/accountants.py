@@ -1,59 +1,52 @@
-"""Accountants side by side: dpkit vs dp_accounting and Opacus, in one process, interleaved.
+"""Accountants side by side: dpkit against dp_accounting and Opacus, one (dpkit, anchor) pair per process.
 
-For each (q, sigma, steps) of the grid, epsilon at delta = 1e-5 and seconds per query under every accountant; then
-seconds per noise calibration (target epsilon 1, 3, 8 at q = 0.01, T = 1000). Each cell runs dpkit and the anchors
-in turn, round after round, and reports the median time. Known-slow anchor cells (minutes each, measured in
-../shared/specs) are skipped and marked; anchor errors are reported as such.
+Queries: for each (q, sigma, steps) of the grid, epsilon at delta = 1e-5 and seconds per query. Calibrations: the
+noise multiplier for a target epsilon (1, 3, 8) at q = 0.01, steps = 1000, and seconds per calibration. dpkit's PLD
+is paired with dp_accounting's PLD and with Opacus' PRV accountant, dpkit's RDP with dp_accounting's RDP and
+Opacus' RDP; each pair runs in a fresh process over every cell, the two in interleaved rounds (order reversed
+every round, ``--rounds`` per query cell, ``--calibration-rounds`` per target; dpkit's per-event caches cleared
+before every call), and the ratio is the anchor's median time over dpkit's in that process. A contender whose
+first call takes over 20 s is timed once in that cell. Cells where an anchor is known to take many minutes (Opacus
+PRV and dp_accounting PLD at q = 0.1, steps = 10000) are skipped and marked; anchor errors are reported as such.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/accountants.py [--quick] [--rounds 3]
+Memory: every (accountant, cell) in a fresh process of its own: after a warm-up query (imports), the extra peak RSS
+of one query or calibration over the RSS just before it. These processes run two at a time (peak RSS does not
+depend on what else runs; no timing is taken then).
+
+    python benchmarks/accountants.py                       # the full grid, 3 rounds per cell
+    python benchmarks/accountants.py --quick --out-dir /tmp/bench
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import time
+import sys
 import warnings
+from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import harness
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from dpkit import accountants  # noqa: E402
-
-torch.set_num_threads(2)
-warnings.filterwarnings("ignore")
 DELTA = 1e-5
+ACCOUNTANTS = ("dpkit pld", "dpkit rdp", "dp_accounting pld", "dp_accounting rdp", "opacus prv", "opacus rdp")
+PAIRS = (
+    ("dpkit pld", "dp_accounting pld"),
+    ("dpkit pld", "opacus prv"),
+    ("dpkit rdp", "dp_accounting rdp"),
+    ("dpkit rdp", "opacus rdp"),
+)
+# Cells where an anchor takes many minutes (PRV > 120 s at q = 0.1, T = 10000).
+SLOW = {("opacus prv", 0.1, 10000), ("dp_accounting pld", 0.1, 10000)}
+ONE_ROUND_AFTER_S = 20.0
 
 
 # ---------------------------------------------------------------------------------------------- contenders
-def dpkit_rdp(q, s, t):
-    return accountants.RDPAccountant().compose(accountants.dpsgd_event(s, q, t)).get_epsilon(DELTA)
+def _dpkit_event(q, s, t):
+    from dpkit import accountants
+
+    return accountants.dpsgd_event(s, q, t)
 
 
-def dpkit_pld(q, s, t):
-    return accountants.PLDAccountant().compose(accountants.dpsgd_event(s, q, t)).get_epsilon(DELTA)
-
-
-def opacus_rdp(q, s, t):
-    from opacus.accountants import RDPAccountant
-
-    acc = RDPAccountant()
-    acc.history = [(s, q, t)]
-    return acc.get_epsilon(DELTA)
-
-
-def opacus_prv(q, s, t):
-    from opacus.accountants import PRVAccountant
-
-    acc = PRVAccountant()
-    acc.history = [(s, q, t)]
-    return acc.get_epsilon(DELTA)
-
-
-def _dp_event(q, s, t):
+def _dpacc_event(q, s, t):
     import dp_accounting
 
     return dp_accounting.SelfComposedDpEvent(
@@ -61,140 +54,212 @@ def _dp_event(q, s, t):
     )
 
 
-def dpacc_rdp(q, s, t):
-    from dp_accounting import rdp
+def query(name: str, q: float, s: float, t: int) -> float:
+    """Epsilon at DELTA for ``steps`` Poisson-subsampled Gaussian steps under accountant ``name``."""
+    if name.startswith("dpkit"):
+        from dpkit import accountants
 
-    return rdp.RdpAccountant().compose(_dp_event(q, s, t)).get_epsilon(DELTA)
+        make = accountants.PLDAccountant if name == "dpkit pld" else accountants.RDPAccountant
+        return make().compose(_dpkit_event(q, s, t)).get_epsilon(DELTA)
+    if name.startswith("opacus"):
+        from opacus.accountants import PRVAccountant, RDPAccountant
 
+        acc = PRVAccountant() if name == "opacus prv" else RDPAccountant()
+        acc.history = [(s, q, t)]
+        return acc.get_epsilon(DELTA)
+    from dp_accounting import pld, rdp
 
-def dpacc_pld(q, s, t):
-    from dp_accounting import pld
-
-    return pld.PLDAccountant().compose(_dp_event(q, s, t)).get_epsilon(DELTA)
-
-
-QUERY = {
-    "dpkit pld": dpkit_pld,
-    "dpkit rdp": dpkit_rdp,
-    "dp_accounting pld": dpacc_pld,
-    "dp_accounting rdp": dpacc_rdp,
-    "opacus prv": opacus_prv,
-    "opacus rdp": opacus_rdp,
-}
-# Cells where an anchor takes minutes (../shared/specs/accounting_and_mf.md: PRV > 120 s at q=0.1, T=10000).
-SLOW = {("opacus prv", 0.1, 10000), ("dp_accounting pld", 0.1, 10000)}
+    make = pld.PLDAccountant if name == "dp_accounting pld" else rdp.RdpAccountant
+    return make().compose(_dpacc_event(q, s, t)).get_epsilon(DELTA)
 
 
-def dpkit_calibrate(kind):
-    return lambda target, q, t: accountants.calibrate_noise_multiplier(target, DELTA, q, t, accountant=kind)
+def calibrate(name: str, target: float, q: float, t: int) -> float:
+    """The noise multiplier reaching ``target`` epsilon at DELTA under accountant ``name``."""
+    kind = name.split()[1]
+    if name.startswith("dpkit"):
+        from dpkit import accountants
 
-
-def opacus_calibrate(kind):
-    def run(target, q, t):
+        return accountants.calibrate_noise_multiplier(target, DELTA, q, t, accountant=kind)
+    if name.startswith("opacus"):
         from opacus.accountants.utils import get_noise_multiplier
 
         return get_noise_multiplier(target_epsilon=target, target_delta=DELTA, sample_rate=q, steps=t, accountant=kind)
+    from dp_accounting import mechanism_calibration, pld, rdp
 
-    return run
-
-
-def dpacc_calibrate(kind):
-    def run(target, q, t):
-        from dp_accounting import mechanism_calibration, pld, rdp
-
-        make = pld.PLDAccountant if kind == "pld" else rdp.RdpAccountant
-        return mechanism_calibration.calibrate_dp_mechanism(
-            make,
-            lambda s: _dp_event(q, s, t),
-            target,
-            DELTA,
-            mechanism_calibration.LowerEndpointAndGuess(0.1, 1.0),
-        )
-
-    return run
+    make = pld.PLDAccountant if kind == "pld" else rdp.RdpAccountant
+    return mechanism_calibration.calibrate_dp_mechanism(
+        make, lambda s: _dpacc_event(q, s, t), target, DELTA, mechanism_calibration.LowerEndpointAndGuess(0.1, 1.0)
+    )
 
 
-CALIBRATE = {
-    "dpkit pld": dpkit_calibrate("pld"),
-    "dpkit rdp": dpkit_calibrate("rdp"),
-    "dp_accounting pld": dpacc_calibrate("pld"),
-    "dp_accounting rdp": dpacc_calibrate("rdp"),
-    "opacus prv": opacus_calibrate("prv"),
-    "opacus rdp": opacus_calibrate("rdp"),
-}
+def clear_caches() -> None:
+    """dpkit caches per-event results; a timed call must not profit from the previous one."""
+    for mod_name, mod in list(sys.modules.items()):
+        if mod_name.startswith("dpkit.accountants") and mod is not None:
+            for obj in vars(mod).values():
+                if callable(getattr(obj, "cache_clear", None)) and getattr(obj, "__module__", "") == mod_name:
+                    obj.cache_clear()
 
 
-def clear_caches():
-    """dpkit caches per-event results; a benchmark round must not profit from the previous one."""
-    from dpkit.accountants import pld, rdp
-
-    pld._composed.cache_clear()
-    rdp._cached_atom_rdp.cache_clear()
-
-
-def timed(fn, *args):
+def warm_up(name: str) -> None:
+    """Imports and first-use set-up of ``name``'s query and calibration code, outside any measurement."""
+    if name.startswith("dpkit"):
+        import dpkit.accountants  # noqa: F401
+    elif name.startswith("opacus"):
+        import opacus.accountants.utils  # noqa: F401
+    else:
+        import dp_accounting.mechanism_calibration  # noqa: F401
+    query(name, 0.5, 1.0, 3)
     clear_caches()
-    t0 = time.perf_counter()
-    try:
-        value = fn(*args)
-    except Exception as exc:  # an anchor failing is a result, not a crash of the benchmark
-        return f"error: {type(exc).__name__}", time.perf_counter() - t0
-    return value, time.perf_counter() - t0
 
 
-def run_cells(table, cells, rounds, slow=frozenset()):
-    rows = []
-    for key, args in cells:
-        values, times = {}, {name: [] for name in table}
-        for r in range(rounds):
-            for name, fn in table.items():  # interleaved: every contender once per round
-                if (name, args[0], args[-1]) in slow or (r > 0 and isinstance(values.get(name), str)):
-                    values[name] = values.get(name, "skipped (minutes)")
+def _call(table: str, name: str, cell: dict[str, Any]) -> Any:
+    if table == "queries":
+        return query(name, cell["q"], cell["sigma"], cell["steps"])
+    return calibrate(name, cell["target_epsilon"], cell["q"], cell["steps"])
+
+
+def _slow(name: str, cell: dict[str, Any]) -> bool:
+    return (name, cell["q"], cell["steps"]) in SLOW
+
+
+# ---------------------------------------------------------------------------------------------- children
+def pair_task(
+    dpkit: str, anchor: str, cells: dict[str, list[dict]], rounds: dict[str, int], threads: int
+) -> dict[str, Any]:
+    """In a fresh process: ``dpkit`` and ``anchor`` over every cell, interleaved rounds; seconds per call."""
+    warnings.filterwarnings("ignore")
+    warm_up(dpkit)
+    warm_up(anchor)
+    out: dict[str, list[dict]] = {}
+    for table, table_cells in cells.items():
+        out[table] = []
+        for cell in table_cells:
+            record: dict[str, Any] = {"cell": cell}
+            times: dict[str, list[float]] = {dpkit: [], anchor: []}
+            for _, name in harness.interleaved([dpkit, anchor], rounds[table]):
+                if _slow(name, cell):
+                    record[name] = {"status": "skipped (takes minutes)"}
                     continue
-                if r > 0 and times[name] and times[name][0] > 20:
-                    continue  # one round is enough for a contender that takes > 20 s
-                values[name], seconds = timed(fn, *args)
-                times[name].append(seconds)
-        for name in table:
-            med = statistics.median(times[name]) if times[name] else float("nan")
-            rows.append({**key, "accountant": name, "value": values[name], "seconds": med})
-        print(pd.DataFrame(rows[-len(table) :]).to_string(index=False), flush=True)
-    return pd.DataFrame(rows)
+                if record.get(name, {}).get("status", "ok") != "ok":
+                    continue
+                if times[name] and times[name][0] > ONE_ROUND_AFTER_S:
+                    continue
+                clear_caches()
+                try:
+                    with harness.Stopwatch() as sw:
+                        value = _call(table, name, cell)
+                except Exception as exc:  # an anchor failing is a result, not a crash of the benchmark
+                    record[name] = {"status": "error: " + harness.error_text(exc)}
+                    continue
+                times[name].append(sw.wall)
+                record[name] = {"status": "ok", "value": float(value)}
+            for name in (dpkit, anchor):
+                record[name]["seconds"] = harness.summary(times[name])
+            out[table].append(record)
+    return out
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small grid (a minute)")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+def memory_task(accountant: str, table: str, cell: dict[str, Any], threads: int) -> dict[str, Any]:
+    """In a fresh process: extra peak RSS of one query or calibration (after a warm-up)."""
+    warnings.filterwarnings("ignore")
+    warm_up(accountant)
+    with harness.PeakMemory() as m:
+        _call(table, accountant, cell)
+    return {**m.to_dict(), "method": m.method}
 
-    qs, sigmas, steps = (0.001, 0.01, 0.1), (0.6, 1.0, 2.0), (100, 1000, 10000)
-    if args.quick:
-        qs, sigmas, steps = (0.01,), (1.0,), (1000,)
-    cells = [({"q": q, "sigma": s, "steps": t}, (q, s, t)) for q in qs for s in sigmas for t in steps]
-    print(f"== epsilon at delta={DELTA} and seconds per query ==", flush=True)
-    queries = run_cells(QUERY, cells, args.rounds, SLOW)
 
-    targets = (3.0,) if args.quick else (1.0, 3.0, 8.0)
-    cal_cells = [({"target_epsilon": e, "q": 0.01, "steps": 1000}, (e, 0.01, 1000)) for e in targets]
-    print("\n== noise multiplier and seconds per calibration ==", flush=True)
-    calib = run_cells(CALIBRATE, cal_cells, 1)
+# ---------------------------------------------------------------------------------------------- parent
+def grid(quick: bool) -> dict[str, list[dict]]:
+    qs, sigmas, steps = (
+        ((0.01,), (1.0,), (1000,)) if quick else ((0.001, 0.01, 0.1), (0.6, 1.0, 2.0), (100, 1000, 10000))
+    )
+    targets = (3.0,) if quick else (1.0, 3.0, 8.0)
+    return {
+        "queries": [{"q": q, "sigma": s, "steps": t} for q in qs for s in sigmas for t in steps],
+        "calibrations": [{"target_epsilon": e, "q": 0.01, "steps": 1000} for e in targets],
+    }
 
-    def wide(df, index):
-        eps = df.pivot_table(index=index, columns="accountant", values="value", aggfunc="first")
-        sec = df.pivot_table(index=index, columns="accountant", values="seconds", aggfunc="first")
-        return eps, sec
 
-    pd.set_option("display.width", 200)
-    eps, sec = wide(queries, ["q", "sigma", "steps"])
-    print("\n== summary: epsilon ==\n" + eps.to_string())
-    print("\n== summary: seconds per query ==\n" + sec.round(3).to_string())
-    ceps, csec = wide(calib, ["target_epsilon"])
-    print("\n== summary: noise multiplier ==\n" + ceps.to_string())
-    print("\n== summary: seconds per calibration ==\n" + csec.round(2).to_string())
-    ratio = csec.drop(columns=["dpkit pld"]).div(csec["dpkit pld"], axis=0)
-    print("\n== calibration time relative to dpkit pld (x slower) ==\n" + ratio.round(1).to_string())
+def measure(cells, rounds, memory, threads) -> dict[str, Any]:
+    rows: dict[str, list[dict]] = {table: [] for table in cells}
+    for dpkit, anchor in PAIRS:
+        harness.say(f"[accountants] pair process: {dpkit} / {anchor}")
+        task = {"kind": "pair", "dpkit": dpkit, "anchor": anchor, "cells": cells, "rounds": rounds, "threads": threads}
+        try:
+            res = harness.run_child(__file__, task, threads=threads)
+        except harness.ChildFailed as exc:
+            res = {table: [{"cell": c, dpkit: {"status": f"error: {exc}"}, anchor: {"status": f"error: {exc}"}}
+                           for c in cells[table]] for table in cells}  # fmt: skip
+        for table, records in res.items():
+            for rec in records:
+                d, a = rec[dpkit], rec[anchor]
+                d_med = (d.get("seconds") or {}).get("median")
+                a_med = (a.get("seconds") or {}).get("median")
+                rows[table].append(
+                    {
+                        **rec["cell"],
+                        "dpkit": dpkit,
+                        "anchor": anchor,
+                        "dpkit_value": d.get("value"),
+                        "anchor_value": a.get("value"),
+                        "dpkit_status": d["status"],
+                        "anchor_status": a["status"],
+                        "dpkit_seconds": d.get("seconds"),
+                        "anchor_seconds": a.get("seconds"),
+                        "x_anchor_time": harness.ratio(a_med, d_med),
+                    }
+                )
+                harness.say(
+                    f"    {rec['cell']}: {dpkit} {d.get('value')} in {d_med}, {anchor} {a.get('value', a['status'])}"
+                    f" in {a_med}"
+                )
+    memory_rows: dict[str, list[dict]] = {table: [] for table in cells}
+    if memory:
+        jobs = [
+            (table, cell, name)
+            for table in cells
+            for cell in cells[table]
+            for name in ACCOUNTANTS
+            if not _slow(name, cell)
+        ]
+        harness.say(f"[accountants] memory: {len(jobs)} fresh processes, {threads} at a time")
+        tasks = [{"kind": "memory", "accountant": n, "table": t, "cell": c, "threads": threads} for t, c, n in jobs]
+        for (table, cell, name), res in zip(jobs, harness.run_children(__file__, tasks, threads=threads), strict=True):
+            mb = None if isinstance(res, harness.ChildFailed) else res["extra_peak_mb"]
+            if mb is None:
+                harness.say(f"    memory {name} {cell} failed: {res}")
+            memory_rows[table].append({**cell, "accountant": name, "extra_peak_mb": mb})
+    return {"pairs": rows, "memory": memory_rows}
+
+
+def main(argv=None) -> None:
+    if harness.child_main(argv, {"pair": pair_task, "memory": memory_task}):
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    harness.add_common_args(p, "one query cell (q=0.01, sigma=1, T=1000) and one calibration (target 3)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per query cell")
+    p.add_argument("--calibration-rounds", type=int, default=3, help="interleaved rounds per calibration")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory processes")
+    args = p.parse_args(argv)
+    cells = grid(args.quick)
+    run = harness.Run("accountants", args.out_dir, args.threads, anchors=("opacus", "dp-accounting"))
+    rounds = {"queries": args.rounds, "calibrations": args.calibration_rounds}
+    results = measure(cells, rounds, not args.no_memory, args.threads)
+    run.finish(
+        {"delta": DELTA, "accountants": list(ACCOUNTANTS), **results},
+        settings={
+            "quick": args.quick,
+            "rounds": rounds,
+            "memory": not args.no_memory,
+            "pairs": [list(pair) for pair in PAIRS],
+            "skipped_slow_cells": sorted([list(s) for s in SLOW]),
+            "one_round_after_s": ONE_ROUND_AFTER_S,
+            "grid": cells,
+        },
+        method=harness.method_text(__doc__),
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

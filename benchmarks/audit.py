@@ -1,42 +1,55 @@
-"""The full LDP-Auditor grid with dpkit's vectorized auditor, and what the anchors' per-user clients would cost.
+"""The LDP-Auditor grid with dpkit's vectorized auditor; dpkit against the anchors' per-user clients; broken
+randomizers the auditor catches.
 
-    .venv/bin/python benchmarks/audit.py [--quick] [--trials 1000000] [--workers 2] [--csv FILE] [--no-anchors]
+Grid (Arcolezi and Gambs, PoPETs 2024): 8 pure protocols (GRR, SS, SUE, OUE, THE, SHE, BLH, OLH) x k in
+{2, 25, 100, 200} x epsilon in {0.25, 0.5, 0.75, 1, 2, 4, 6, 10}, ``--trials`` per input (1e6 as in the paper),
+confidence 0.99, tests: the exact-model likelihood-ratio test (both directions) and LDP-Auditor's family attack
+(the ``lr-split`` test is left out, so the cost is the paper's 2 x trials randomizer calls per setting). Settings
+run in ``--workers`` processes of one thread each; reported: wall and CPU time, calls per second, the largest
+worker's peak RSS (imports included).
 
-Grid (ldp.md 7.1, Arcolezi & Gambs PoPETs 2024): 8 pure protocols (GRR, SS, SUE, OUE, THE, SHE, BLH, OLH) x
-k in {2, 25, 100, 200} x epsilon in {0.25, 0.5, 0.75, 1, 2, 4, 6, 10}, ``--trials`` per input (1e6 as in the
-paper), confidence 0.99, tests: the exact-model likelihood-ratio test (both directions) and LDP-Auditor's family
-attack (as in the paper; the ``lr-split`` test is left out here so the cost is the paper's 2e6 randomizer calls per
-setting). Settings run in ``--workers`` processes. ``--quick``: k in {2, 25}, epsilon in {0.5, 1, 4}, 1e5 trials.
+Side by side: LDP-Auditor itself (ldp-audit) is not on PyPI; it drives multi-freq-ldpy's per-user clients (one
+Python call per trial). Each anchor is paired with dpkit in a fresh process: dpkit's whole audit of
+``--pair-trials`` trials per input (randomizer, both tests, bounds) against the anchor's client alone called
+``--anchor-calls`` times, in ``--rounds`` interleaved rounds (order reversed every round), for GRR and OUE at
+k in {25, 200}, epsilon = 1; the speed-up is dpkit's randomizer calls per second over the anchor's (the anchor's
+figure counts no attack at all, so it flatters the anchor). Memory: each (library, cell) in a fresh process: extra
+peak RSS of one such run (these processes run after all timing, two at a time).
 
-Anchor cost: ldp-audit (GitHub hharcolezi/ldp-audit) is not on PyPI and is not installed here; it drives
-multi-freq-ldpy's per-user numba clients (one Python call per trial, with Ray over cores). We time those clients
-(and pure-LDP's) per call on this machine and extrapolate to the grid's 2 x trials x settings calls; these are
-extrapolations, printed as such, next to ldp_libraries.md's measured per-call numbers.
+Findings: randomizers broken the way real libraries broke (``dpkit.audits.ldp.broken``), audited with
+``--findings-trials`` trials per input at confidence 0.99; the lower bound must exceed the claimed epsilon.
+
+    python benchmarks/audit.py                             # the full grid (about 5 minutes on 2 idle cores)
+    python benchmarks/audit.py --quick --out-dir /tmp/bench
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import pandas as pd  # noqa: E402
+import harness
 
 PROTOCOLS = ("GRR", "SS", "SUE", "OUE", "THE", "SHE", "BLH", "OLH")
 EPSILONS = (0.25, 0.5, 0.75, 1.0, 2.0, 4.0, 6.0, 10.0)
 KS = (2, 25, 100, 200)
+PAIR_CELLS = (("GRR", 25), ("GRR", 200), ("OUE", 25), ("OUE", 200))
+PAIR_EPSILON = 1.0
+ANCHORS = {"multi-freq-ldpy": "multi-freq-ldpy", "pure-LDP": "pure-ldp"}  # label -> distribution name
 
 
-def _one(args):
+# ---------------------------------------------------------------------------------------------- grid
+def _one_setting(args) -> dict[str, Any]:
     name, k, eps, trials, seed = args
     from dpkit.audits.ldp import audit, resolve
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    r = audit(resolve(f"dpkit:{name}", k=k, epsilon=eps), trials, seed=seed, attacks=("lr", "family"))
-    lr = max((t.epsilon_lower_bound for t in r.tests if t.name.startswith("lr")), default=float("nan"))
-    fam = next((t.epsilon_lower_bound for t in r.tests if t.name.startswith("family")), float("nan"))
+    with harness.Stopwatch() as sw:
+        r = audit(resolve(f"dpkit:{name}", k=k, epsilon=eps), trials, seed=seed, attacks=("lr", "family"))
+    lr = max((t.epsilon_lower_bound for t in r.tests if t.name.startswith("lr")), default=None)
+    fam = next((t.epsilon_lower_bound for t in r.tests if t.name.startswith("family")), None)
     return {
         "protocol": name,
         "k": k,
@@ -45,128 +58,259 @@ def _one(args):
         "eps_lb_lr": lr,
         "eps_lb_family": fam,
         "cap": r.cap,
-        "violation": r.violation,
-        "seconds": time.perf_counter() - t0,
-        "cpu_seconds": time.process_time() - c0,
+        "violation": bool(r.violation),
+        "seconds": sw.wall,
+        "cpu_seconds": sw.cpu,
+        "worker_maxrss_mb": harness.maxrss_mb(),
     }
 
 
-def run_grid(protocols, ks, epsilons, trials, workers):
+def run_grid(protocols, ks, epsilons, trials, workers) -> tuple[list[dict], float]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
     settings = [
         (p, k, e, trials, i) for i, (p, k, e) in enumerate((p, k, e) for p in protocols for k in ks for e in epsilons)
     ]
-    # heaviest first (k = 200 UE/HE/SS) so the two workers finish together
-    settings.sort(key=lambda s: -s[1] * (1 if s[0] in ("GRR",) else 10))
-    t0 = time.perf_counter()
-    if workers > 1:
-        from concurrent.futures import ProcessPoolExecutor
-
-        from tqdm import tqdm
-
-        with ProcessPoolExecutor(workers) as ex:
-            rows = list(tqdm(ex.map(_one, settings), total=len(settings), desc="grid", unit="setting"))
-    else:
-        from tqdm import tqdm
-
-        rows = [_one(s) for s in tqdm(settings, desc="grid", unit="setting")]
-    return pd.DataFrame(rows), time.perf_counter() - t0
+    settings.sort(key=lambda s: -s[1] * (1 if s[0] == "GRR" else 10))  # heaviest first: the workers end together
+    os.environ.update(harness.thread_env(1))  # each worker one thread (spawned workers read it at start)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_import_auditor) as ex:
+        list(ex.map(_ready, range(workers)))  # every worker started and its imports done before the clock starts
+        t0 = time.perf_counter()
+        rows = list(tqdm(ex.map(_one_setting, settings), total=len(settings), desc="grid", unit="setting"))
+        wall = time.perf_counter() - t0
+    return rows, wall
 
 
-def anchor_cost(n_calls: int = 2000) -> pd.DataFrame:
-    """Seconds per client call of the anchors (numba warm-up excluded), k = 25 and 200, epsilon = 1."""
-    rows = []
-    try:
+def _import_auditor() -> None:
+    import dpkit.audits.ldp  # noqa: F401
+
+
+def _ready(_: int) -> None:
+    time.sleep(0.5)  # holds this worker so that the next one starts too
+
+
+# ---------------------------------------------------------------------------------------------- pairs
+def _anchor_client(library: str, protocol: str, k: int, eps: float):
+    """``value -> report``: the anchor's client for one user."""
+    if library == "multi-freq-ldpy":
         from multi_freq_ldpy.pure_frequency_oracles import GRR as G
         from multi_freq_ldpy.pure_frequency_oracles import UE as U
 
-        for k in (25, 200):
-            for name, f in (
-                ("GRR", lambda v, k=k: G.GRR_Client(v, k, 1.0)),
-                ("OUE", lambda v, k=k: U.UE_Client(v, k, 1.0, True)),
-            ):
-                f(0)
-                t0 = time.perf_counter()
-                for _ in range(n_calls):
-                    f(0)
-                rows.append(
-                    {
-                        "library": "multi-freq-ldpy",
-                        "protocol": name,
-                        "k": k,
-                        "us_per_call": 1e6 * (time.perf_counter() - t0) / n_calls,
-                    }
-                )
-    except ImportError:
-        pass
-    try:
-        from pure_ldp.frequency_oracles.unary_encoding import UEClient
+        if protocol == "GRR":
+            return lambda v: G.GRR_Client(v, k, eps)
+        return lambda v: U.UE_Client(v, k, eps, True)
+    from pure_ldp.frequency_oracles import direct_encoding, unary_encoding
 
-        for k in (25, 200):
-            c = UEClient(1.0, k, use_oue=True, index_mapper=lambda x: x)
-            t0 = time.perf_counter()
-            for _ in range(n_calls):
-                c.privatise(0)
-            rows.append(
-                {
-                    "library": "pure-ldp",
-                    "protocol": "OUE",
-                    "k": k,
-                    "us_per_call": 1e6 * (time.perf_counter() - t0) / n_calls,
-                }
-            )
-    except ImportError:
-        pass
-    return pd.DataFrame(rows)
+    ident = dict(index_mapper=lambda x: x)
+    if protocol == "GRR":
+        return direct_encoding.DEClient(eps, k, **ident).privatise
+    return unary_encoding.UEClient(eps, k, use_oue=True, **ident).privatise
 
 
+def _runner(library: str, protocol: str, k: int, trials: int, calls: int):
+    """``() -> randomizer calls made``: dpkit's whole audit of ``trials`` per input, or ``calls`` anchor calls."""
+    if library == "dpkit":
+        from dpkit.audits.ldp import audit, resolve
+
+        def run_dpkit():  # a fresh target every time: its set-up is part of every audit
+            audit(resolve(f"dpkit:{protocol}", k=k, epsilon=PAIR_EPSILON), trials, seed=0, attacks=("lr", "family"))
+            return 2 * trials
+
+        return run_dpkit
+    client = _anchor_client(library, protocol, k, PAIR_EPSILON)
+
+    def run_anchor():
+        for i in range(calls):
+            client(i & 1)  # v1 = 0 and v2 = 1 in turn, as in the game
+        return calls
+
+    return run_anchor
+
+
+def pair_task(anchor: str, cells: list[list], trials: int, calls: int, rounds: int, threads: int) -> list[dict]:
+    out = []
+    for protocol, k in cells:
+        runs = {lib: _runner(lib, protocol, k, trials, calls) for lib in ("dpkit", anchor)}
+        for lib in runs:  # warm-up (numba compiles multi-freq-ldpy's clients)
+            _runner(lib, protocol, k, 1000, 100)()
+        secs: dict[str, list[float]] = {lib: [] for lib in runs}
+        made = {}
+        for _, lib in harness.interleaved(list(runs), rounds):
+            with harness.Stopwatch() as sw:
+                made[lib] = runs[lib]()
+            secs[lib].append(sw.wall)
+        for lib in runs:
+            s = harness.summary(secs[lib])
+            out.append({"protocol": protocol, "k": k, "library": lib, "calls": made[lib], "seconds": s,
+                        "calls_per_s": harness.ratio(made[lib], s["median"])})  # fmt: skip
+    return out
+
+
+def memory_task(library: str, protocol: str, k: int, trials: int, calls: int, threads: int) -> dict[str, Any]:
+    _runner(library, protocol, k, 1000, 100)()  # warm-up
+    run = _runner(library, protocol, k, trials, calls)
+    with harness.PeakMemory() as m:
+        run()
+    return {**m.to_dict(), "method": m.method}
+
+
+# ---------------------------------------------------------------------------------------------- findings
+def findings_task(trials: int, threads: int) -> list[dict]:
+    from dpkit.audits.ldp import LongitudinalTarget, ProtocolTarget, audit
+    from dpkit.audits.ldp.broken import (
+        ForgetfulPopulation,
+        LeakyTrueBitOUE,
+        LeakyTrueBitSUE,
+        TooHonestGRR,
+        WrongQOUE,
+    )
+    from dpkit.mechanisms import LGRR
+
+    lgrr, tau = LGRR(2, 1.0, 0.5), 8
+    cases = [
+        ("pure-LDP 1.1.2's OUE (true bit keeps its q-draw when the p-coin fails)", LeakyTrueBitOUE(25, 1.0)),
+        ("the same bug in SUE", LeakyTrueBitSUE(25, 0.25)),
+        ("OUE with a wrong q", WrongQOUE(25, 0.25)),
+        ("GRR reporting one input's true value too often", TooHonestGRR(10, 1.0, favourite=0, p_leak=0.6)),
+    ]
+    out = []
+    for label, proto in cases:
+        r = audit(ProtocolTarget(proto), trials, seed=1)
+        out.append({"randomizer": label, "k": proto.k, "claimed": proto.epsilon, "true": proto.true_epsilon(),
+                    "lower_bound": r.epsilon_lower_bound, "cap": r.cap, "violation": bool(r.violation)})  # fmt: skip
+    r = audit(LongitudinalTarget(lgrr, tau, population=ForgetfulPopulation), trials, seed=4)
+    out.append(
+        {
+            "randomizer": f"longitudinal client that forgets its memoized value (L-GRR, {tau} reports)",
+            "k": lgrr.k,
+            "claimed": r.epsilon_claimed,
+            "true": ForgetfulPopulation.true_epsilon(lgrr, tau),
+            "lower_bound": r.epsilon_lower_bound,
+            "cap": r.cap,
+            "violation": bool(r.violation),
+        }
+    )
+    for row in out:
+        row["trials"] = trials
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- parent
 def main(argv=None) -> None:
+    if harness.child_main(argv, {"pair": pair_task, "memory": memory_task, "findings": findings_task}):
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--trials", type=int, default=None)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--csv", default=None)
-    ap.add_argument("--no-anchors", action="store_true")
+    harness.add_common_args(ap, "k in {2, 25}, epsilon in {0.5, 1, 4}, 2e4 trials; small pairs (a smoke test)")
+    ap.add_argument("--trials", type=int, default=None, help="grid trials per input (1e6; --quick: 2e4)")
+    ap.add_argument("--workers", type=int, default=2, help="grid processes (one thread each)")
+    ap.add_argument("--csv", default=None, help="also write the grid's rows to this CSV file")
+    ap.add_argument("--no-anchors", action="store_true", help="skip the side-by-side pairs")
+    ap.add_argument("--pair-trials", type=int, default=100_000, help="dpkit's trials per input in the pairs")
+    ap.add_argument("--anchor-calls", type=int, default=20_000, help="anchor client calls per round in the pairs")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per pair cell")
+    ap.add_argument("--findings-trials", type=int, default=100_000)
+    ap.add_argument("--no-findings", action="store_true")
+    ap.add_argument("--no-memory", action="store_true")
     a = ap.parse_args(argv)
     ks, eps = ((2, 25), (0.5, 1.0, 4.0)) if a.quick else (KS, EPSILONS)
-    trials = a.trials or (100_000 if a.quick else 1_000_000)
-    frame, wall = run_grid(PROTOCOLS, ks, eps, trials, a.workers)
-    n_set = len(frame)
-    calls = 2 * trials * n_set
-    pd.set_option("display.width", 160)
-    table = frame.pivot_table(index=["protocol", "k"], columns="epsilon", values="eps_lb").round(3)
-    print(f"\nepsilon lower bound (max of LR and family tests, confidence 0.99), {trials} trials per input:")
-    print(table.to_string())
-    fam = frame.pivot_table(index=["protocol", "k"], columns="epsilon", values="eps_lb_family").round(3)
-    print("\nLDP-Auditor's family attack alone:")
-    print(fam.to_string())
-    print(f"\nviolations: {int(frame['violation'].sum())} of {n_set} settings; cap {frame['cap'].iloc[0]:.3f}")
-    print(
-        f"grid: {n_set} settings x 2 x {trials} trials = {calls:.3g} randomizer calls in {wall:.1f} s wall "
-        f"({a.workers} worker(s)): {calls / wall:,.0f} trials/s"
-    )
-    cpu = frame["cpu_seconds"].sum()
-    print(
-        f"CPU time {cpu:.1f} s: {calls / cpu:,.0f} trials/s per core; on {a.workers} uncontended cores the grid "
-        f"needs ~{cpu / a.workers:.0f} s (wall above is larger if other jobs share the cores)"
-    )
-    per_proto = frame.groupby("protocol")["cpu_seconds"].sum().round(1)
-    print("CPU seconds per protocol:", per_proto.to_dict())
+    trials = a.trials or (20_000 if a.quick else 1_000_000)
+    if a.quick:
+        a.pair_trials, a.anchor_calls, a.rounds = 10_000, 1_000, 1
+    run = harness.Run("audit", a.out_dir, a.threads, anchors=tuple(ANCHORS.values()))
+
+    harness.say(f"[audit] grid: {len(PROTOCOLS) * len(ks) * len(eps)} settings, {trials} trials per input")
+    rows, wall = run_grid(PROTOCOLS, ks, eps, trials, a.workers)
     if a.csv:
-        frame.to_csv(a.csv, index=False)
-    if not a.no_anchors:
-        cost = anchor_cost()
-        if len(cost):
-            cost["grid_hours_1_core"] = cost["us_per_call"] * 1e-6 * 2 * 1_000_000 * len(KS) * len(EPSILONS) / 3600
-            print(
-                "\nAnchor clients, measured per call here (warm); the full grid at 1e6 trials would need per "
-                "protocol (extrapolated, one core, client calls only):"
-            )
-            print(cost.round(3).to_string(index=False))
-        print(
-            "ldp_libraries.md 5.2 (measured there): multi-freq-ldpy OUE k=100 client 142k users/s, pure-LDP OUE "
-            "k=100 18k users/s; ldp_libraries.md 3.4: pure-LDP UEClient ~50 us/call, ~10 s per 1e5-trial setting."
+        import csv
+
+        with open(a.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    calls = 2 * trials * len(rows)
+    cpu = sum(r["cpu_seconds"] for r in rows)
+    grid = {
+        "settings": len(rows),
+        "trials": trials,
+        "randomizer_calls": calls,
+        "workers": a.workers,
+        "threads_per_worker": 1,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "calls_per_s": calls / wall,
+        "calls_per_cpu_s": calls / cpu,
+        "violations": sum(r["violation"] for r in rows),
+        "max_worker_peak_rss_mb": max(r["worker_maxrss_mb"] for r in rows),
+        "rows": rows,
+    }
+    harness.say(f"    {calls:.3g} calls in {wall:.1f} s wall, {cpu:.1f} s CPU; {grid['violations']} violation(s)")
+
+    pairs, memory = [], []
+    anchors = [] if a.no_anchors else list(ANCHORS)
+    cells = [list(c) for c in PAIR_CELLS]
+    for anchor in anchors:
+        harness.say(f"[audit] pair process: dpkit / {anchor}")
+        task = {"kind": "pair", "anchor": anchor, "cells": cells, "trials": a.pair_trials, "calls": a.anchor_calls,
+                "rounds": a.rounds, "threads": a.threads}  # fmt: skip
+        try:
+            res = harness.run_child(__file__, task, threads=a.threads)
+        except harness.ChildFailed as exc:
+            harness.say(f"    failed: {exc}")
+            continue
+        dp = {(r["protocol"], r["k"]): r["calls_per_s"] for r in res if r["library"] == "dpkit"}
+        for r in res:
+            r["pair"] = anchor
+            if r["library"] != "dpkit":
+                r["dpkit_speedup"] = harness.ratio(dp[(r["protocol"], r["k"])], r["calls_per_s"])
+            harness.say(f"    {r['protocol']} k={r['k']} {r['library']}: {r['calls_per_s']:,.0f} calls/s")
+        pairs += res
+    if anchors and not a.no_memory:
+        jobs = [(p, k, lib) for p, k in cells for lib in ["dpkit", *anchors]]
+        tasks = [
+            {"kind": "memory", "library": lib, "protocol": p, "k": k, "trials": a.pair_trials,
+             "calls": a.anchor_calls, "threads": a.threads}
+            for p, k, lib in jobs
+        ]  # fmt: skip
+        harness.say(f"[audit] memory: {len(tasks)} fresh processes, {a.threads} at a time")
+        for (p, k, lib), res in zip(jobs, harness.run_children(__file__, tasks, threads=a.threads), strict=True):
+            if isinstance(res, harness.ChildFailed):
+                harness.say(f"    memory {p} k={k} {lib} failed: {res}")
+            mb = None if isinstance(res, harness.ChildFailed) else res["extra_peak_mb"]
+            memory.append({"protocol": p, "k": k, "library": lib, "extra_peak_mb": mb})
+
+    findings = []
+    if not a.no_findings:
+        harness.say("[audit] findings: broken randomizers")
+        findings = harness.run_child(
+            __file__, {"kind": "findings", "trials": a.findings_trials, "threads": a.threads}, threads=a.threads
         )
+
+    run.finish(
+        {"grid": grid, "pairs": pairs, "memory": memory, "findings": findings, "anchor_distributions": ANCHORS},
+        settings={
+            "quick": a.quick,
+            "protocols": list(PROTOCOLS),
+            "k": list(ks),
+            "epsilons": list(eps),
+            "trials": trials,
+            "workers": a.workers,
+            "confidence": 0.99,
+            "attacks": ["lr", "family"],
+            "pair_cells": cells,
+            "pair_epsilon": PAIR_EPSILON,
+            "pair_trials": a.pair_trials,
+            "anchor_calls": a.anchor_calls,
+            "rounds": a.rounds,
+            "findings_trials": a.findings_trials,
+            "full_grid_calls_per_protocol": 2 * 1_000_000 * len(KS) * len(EPSILONS),
+        },
+        method=harness.method_text(__doc__),
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
