@@ -32,7 +32,7 @@ from dpkit.mechanisms.multidimensional import RSFD
 
 # ------------------------------------------------------------------------------------------------ bounds
 def test_cap_matches_ldp_auditor_numbers():
-    # ldp.md 7.1: eps_OPT = 12.0252 for N = 1e6 and 9.7226 for N = 1e5 (alpha = 0.01 -> quantiles at alpha/4)
+    # LDP-Auditor's bound: eps_OPT = 12.0252 for N = 1e6 and 9.7226 for N = 1e5 (alpha = 0.01 -> quantiles at alpha/4)
     assert measurable_cap(10**6, beta=0.0025) == pytest.approx(12.0252, abs=1e-4)
     assert measurable_cap(10**5, beta=0.0025) == pytest.approx(9.7226, abs=1e-4)
     assert ldp_auditor_epsilon(10**6, 0, 10**6) == pytest.approx(12.0252, abs=1e-4)
@@ -98,7 +98,7 @@ def test_lr_attack_attains_grr_epsilon():
 
 
 def test_family_attack_matches_ldp_auditor_analytic_rates():
-    # ldp.md 7.3: UE attack TPR = Z0 + p E[1/(1 + Bin(k-1, q))] with Z0 = (1-p)(1-q)^(k-1)/k
+    # LDP-Auditor's UE attack, in closed form: TPR = Z0 + p E[1/(1 + Bin(k-1, q))] with Z0 = (1-p)(1-q)^(k-1)/k
     from scipy.stats import binom
 
     k, o = 25, OUE(25, 1.0)
@@ -131,7 +131,7 @@ def test_broken_fixture_flagged(proto, trials):
 
 
 def test_pure_ldp_bug_table():
-    # ldp_libraries.md 3.4: the closed forms of the bug
+    # pure-LDP <= 1.1.2's UE client bug, in closed form
     for eps, oue, sue in [(0.25, 1.189, 1.229), (1, 1.551, 1.680), (4, 4.036, 4.143)]:
         assert LeakyTrueBitOUE(10, eps).true_epsilon() == pytest.approx(oue, abs=1e-3)
         assert LeakyTrueBitSUE(10, eps).true_epsilon() == pytest.approx(sue, abs=1e-3)
@@ -184,8 +184,8 @@ def test_self_audit_every_dpkit_protocol(name):
 
 
 def test_rsfd_whole_tuple_finding_not_violation():
-    """RS+FD: changing every attribute leaks eps' = ln(d(e^eps - 1) + 1) > eps (ldp.md 4.2). dpkit claims eps per
-    attribute only, so the audit reports a finding and checks the tuple claim eps'."""
+    """RS+FD: changing every attribute leaks eps' = ln(d(e^eps - 1) + 1) > eps (Arcolezi et al., CIKM 2021). dpkit
+    claims eps per attribute only, so the audit reports a finding and checks the tuple claim eps'."""
     proto = RSFD((2, 2, 2), 0.25, "GRR")
     assert proto.exact_epsilon("tuple") == pytest.approx(proto.tuple_epsilon, rel=1e-9)  # 0.616
     r = audit(MultidimensionalTarget(proto, scope="tuple"), 200_000, seed=7)

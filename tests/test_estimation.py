@@ -142,7 +142,7 @@ def test_density_integrates_to_cdf():
 
 def test_reference_example_tn1_fn0():
     """The reference package's README example (TN = 1, FN = 0): package gives [0.145, 6.399] with loose
-    tolerances (spec 3.6: test at +-0.02); the spec's 1-D quadrature gives [0.1439, 6.4156]."""
+    tolerances (its own test uses +-0.02); an exact 1-D quadrature gives [0.1439, 6.4156]."""
     est = bayesian_interval(AttackCounts(tp=487, fp=512, tn=1, fn=0), alpha=0.1, delta=1e-5)
     assert est.lower == pytest.approx(0.145, abs=0.02) and est.upper == pytest.approx(6.399, abs=0.02)
     assert est.lower == pytest.approx(0.1439, abs=2e-3) and est.upper == pytest.approx(6.4156, abs=2e-3)

@@ -241,7 +241,7 @@ def test_state_serializes_and_refuses_foreign_merges():
 
 
 # ----------------------------------------------------------------------------------- analytic test vectors
-# ldp.md 2.10: per-user V* (n = 1) at k = 100.
+# Per-user V* (n = 1) at k = 100 (Wang et al., USENIX Security 2017; Acharya-Sun-Zhang 2019 for HR).
 TABLE = {
     0.5: {
         "GRR": 236.7857,
@@ -397,7 +397,8 @@ def test_bad_values_and_reports(cls):
     + [(5, 20.0, (8, 2)), (3, 1.2, (2, 4))],  # B capped by 2k; one block used although B = 2
 )
 def test_hr_general_blocks_follow_the_reference(k, eps, want):
-    """B = 2^floor(log2 min(e^eps, 2k)), b = 2^ceil(log2(k/B + 1)) (ldp.md 2.6), computed here in floating point."""
+    """B = 2^floor(log2 min(e^eps, 2k)), b = 2^ceil(log2(k/B + 1)) (Acharya, Sun and Zhang, AISTATS 2019), computed
+    here in floating point."""
     o = HadamardResponseGeneral(k, eps)
     B = 2 ** math.floor(math.log2(min(math.exp(eps), 2 * k)))
     b = 2 ** math.ceil(math.log2(k / B + 1))

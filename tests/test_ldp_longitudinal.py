@@ -58,7 +58,7 @@ def test_round_estimates_unbiased_and_mse(name):
 
 
 # --------------------------------------------------------------------------------------------- test vectors
-# DCN'22 Table 1 (n = 10 000), as corrected in ldp.md 3.3.
+# DCN'22 Table 1 (n = 10 000), recomputed from the closed form (two of the table's entries are misprinted).
 TABLE1 = [
     (0.5, 0.30, 0.001103, 0.980969, 0.004411, 0.004436, 0.005306, 0.005549),
     (1.0, 0.60, 0.000270, 0.125036, 0.001078, 0.001103, 0.001234, 0.001347),
@@ -84,7 +84,7 @@ def test_dcn22_table1(row):
     ]
     for g, w in zip(got, [grr2, grr32, osue, sue, soue, oue], strict=False):
         assert g == pytest.approx(w, rel=2e-3, abs=6e-7)
-    # L-OSUE's variance is OUE's at eps_1 (ldp.md 3.3)
+    # L-OSUE's variance is OUE's at eps_1 (Arcolezi et al., DCN 2022)
     assert LOSUE(8, ep, e1).variance(n) == pytest.approx(OUE(8, e1).variance(n), rel=1e-9)
 
 
@@ -123,7 +123,7 @@ def test_loloha_optimal_g_and_parameters():
 
 
 def test_dbitflip_variance_vector():
-    # ldp.md 3.4: b = 32, d = 4, eps = 2, n = 1 gives 7.3654 (not the notebook's 3.4037)
+    # dBitFlipPM (Ding et al., NeurIPS 2017): b = 32, d = 4, eps = 2, n = 1 gives 7.3654 (not the notebook's 3.4037)
     assert DBitFlipPM(32, 2.0, b=32, d=4).variance(1) == pytest.approx(7.3654, abs=1e-4)
 
 

@@ -157,8 +157,8 @@ def test_rsrfd_closed_form_equals_enumeration(proto):
 
 
 def test_rsrfd_caveat_values():
-    # ldp.md 4.3: with the published amplification the one-attribute loss is 1.4093 (and 1.4821); dpkit
-    # calibrates the amplification so that it is exactly epsilon = 1.
+    # RS+RFD (Arcolezi et al., VLDB 2023): with the published amplification the one-attribute loss is 1.4093
+    # (and 1.4821); dpkit calibrates the amplification so that it is exactly epsilon = 1.
     o = RSRFD((2, 2), 1.0, "GRR", priors=((0.9, 0.1), (0.9, 0.1)))
     assert o.attribute_loss(o.published_amplification) == pytest.approx(1.4093, abs=1e-4)
     assert o.published_amplification == pytest.approx(1.4899, abs=1e-4)

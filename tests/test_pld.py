@@ -146,7 +146,7 @@ def test_heterogeneous_composition_matches_dp_accounting(dp_accounting_pld):
 
 
 def test_large_epsilon_does_not_fail():
-    # Opacus' PRV accountant raises "Discrete mean differs ..." around here; the spec measured PLD 461.3.
+    # Opacus' PRV accountant raises "Discrete mean differs ..." around here; dpkit's PLD gives 461.3.
     acc = PLDAccountant().compose(dpsgd_event(0.6, 0.1, 10000))
     lower, upper = acc.get_epsilon_bounds(DELTA)
     assert upper == pytest.approx(461.3, abs=0.1)

@@ -10,8 +10,9 @@ one-sided Clopper-Pearson quantile is taken at level beta = (1 - c) / (2 m): by 
 quantiles, every reported lower bound holds simultaneously with probability >= c, so the maximum over the tests
 is a valid lower bound at confidence c.
 
-LDP-Auditor (ldp.md 7.1) passes alpha/2 to a two-sided interval, i.e. beta = alpha/4 with one test; with
-``confidence = 1 - alpha/2`` and ``m = 1`` the numbers here are identical (``ldp_auditor_epsilon`` spells it out).
+LDP-Auditor (Arcolezi and Gambs, PoPETs 2024) passes alpha/2 to a two-sided interval, i.e. beta = alpha/4 with one
+test; with ``confidence = 1 - alpha/2`` and ``m = 1`` the numbers here are identical (``ldp_auditor_epsilon``
+spells it out).
 
 The measurable cap is the largest lower bound N trials can ever show (TP = N, FP = 0):
 ln((beta^(1/N) - delta) / (1 - beta^(1/N))), about ln(N / ln(1/beta)); 12.0252 for N = 1e6, beta = 0.0025.

@@ -1,4 +1,5 @@
-"""The distinguishing game (LDP-Auditor, ldp.md 7.1), vectorized, with likelihood-ratio and family tests.
+"""The distinguishing game of LDP-Auditor (Arcolezi and Gambs, PoPETs 2024), vectorized, with likelihood-ratio and
+family tests.
 
 ``audit(target, trials, confidence)`` runs the target's real randomizer ``trials`` times on v1 and ``trials``
 times on v2 (in chunks, so memory stays bounded), applies every test and returns an :class:`AuditResult`:

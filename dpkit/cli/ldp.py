@@ -129,7 +129,7 @@ def _plot(path, f_true, est, out):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise click.UsageError("--plot needs matplotlib (pip install dpkit[plot])") from None
+        raise click.UsageError("--plot needs matplotlib (pip install matplotlib)") from None
     k = len(f_true)
     x = np.arange(k)
     fig, ax = plt.subplots(figsize=(8, 3.5))

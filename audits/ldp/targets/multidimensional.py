@@ -48,7 +48,7 @@ class MultidimensionalTarget(Target):
             self.reference_epsilon = float(protocol.epsilon)
             self.note = (
                 f"RS+FD claims epsilon = {protocol.epsilon:g} per attribute; for whole tuples dpkit states "
-                f"eps' = {protocol.tuple_epsilon:.4g} (ldp.md 4.2)"
+                f"eps' = {protocol.tuple_epsilon:.4g} (Arcolezi et al., CIKM 2021)"
             )
         else:
             self.epsilon = float(protocol.epsilon)
