@@ -107,6 +107,8 @@ class CandidateHashing:
     epsilon: float
     g: int = 0
     block: int = 1 << 20  # (report, candidate) pairs per block of the server's count
+    p_star: float = field(init=False, repr=False, compare=False, default=0.0)
+    q_star: float = field(init=False, repr=False, compare=False, default=0.0)
     name = "OLH-candidates"
 
     def __post_init__(self):
@@ -235,7 +237,7 @@ class Selection:
 
     @property
     def capacity(self) -> int:
-        return self.k if self.k is not None else math.ceil(1 / self.threshold)
+        return self.k if self.k is not None else math.ceil(1 / float(self.threshold or 1.0))
 
     def __call__(self, candidates: np.ndarray, freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(kept candidates, their estimates), by decreasing estimate (ties: smaller key first)."""

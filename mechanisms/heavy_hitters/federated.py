@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,8 @@ class TAP:
     consensus: bool = False
     order: str = "size"
     name = "TAP"
-    oracle: CandidateHashing = field(init=False, repr=False, compare=False, default=None)
+    oracle: Any = field(init=False, repr=False, compare=False, default=None)
+    lengths: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self):
         object.__setattr__(self, "bits", check_bits("bits", self.bits))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,9 @@ class PEM:
     step: int = 1
     start_bits: int | None = None
     name = "PEM"
-    oracle: CandidateHashing = field(init=False, repr=False, compare=False, default=None)
+    oracle: Any = field(init=False, repr=False, compare=False, default=None)
+    selection: Any = field(init=False, repr=False, compare=False, default=None)
+    lengths: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self):
         object.__setattr__(self, "bits", check_bits("bits", self.bits))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -74,8 +75,10 @@ class SFP:
     fragment_oracle: str = "HR"
     max_combinations: int = 1024
     name = "SFP"
-    fragments: object = field(init=False, repr=False, compare=False, default=None)
-    word_oracle: CandidateHashing = field(init=False, repr=False, compare=False, default=None)
+    fragments: Any = field(init=False, repr=False, compare=False, default=None)
+    word_oracle: Any = field(init=False, repr=False, compare=False, default=None)
+    selection: Any = field(init=False, repr=False, compare=False, default=None)
+    positions: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
         object.__setattr__(self, "bits", check_bits("bits", self.bits))

@@ -20,6 +20,7 @@ two epsilon/2-LDP reports (``privacy_event()``: ``ComposedEvent`` of the two ran
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +56,10 @@ class TreeHist:
     threshold: float | None = None
     step: int = 1
     name = "TreeHist"
-    prefix_oracle: CandidateHashing = field(init=False, repr=False, compare=False, default=None)
-    word_oracle: CandidateHashing = field(init=False, repr=False, compare=False, default=None)
+    prefix_oracle: Any = field(init=False, repr=False, compare=False, default=None)
+    word_oracle: Any = field(init=False, repr=False, compare=False, default=None)
+    selection: Any = field(init=False, repr=False, compare=False, default=None)
+    lengths: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self):
         object.__setattr__(self, "bits", check_bits("bits", self.bits))

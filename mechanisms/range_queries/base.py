@@ -89,7 +89,7 @@ class RangeState:
             return NotImplemented
         return self.protocol == other.protocol and self.levels == other.levels
 
-    __hash__ = None  # mutable payload
+    __hash__ = None  # type: ignore[assignment]  # mutable payload
 
     def to_dict(self) -> dict:
         return {"levels": [s.to_dict() for s in self.levels], "protocol": self.protocol}
@@ -194,8 +194,16 @@ class LevelSampledProtocol:
 
     default_chunk: int = 1 << 20
     oracles: tuple
+    epsilon: float
 
-    # subclasses: epsilon, oracles, _check_values(values) -> array, _node_index(values, level) -> int64 array
+    def _check_values(self, values) -> np.ndarray:
+        """The users' values, checked (subclasses)."""
+        raise NotImplementedError
+
+    def _node_index(self, values: np.ndarray, level: int) -> np.ndarray:
+        """The node (cell, coefficient) of every value at ``level`` (subclasses)."""
+        raise NotImplementedError
+
     @property
     def num_levels(self) -> int:
         return len(self.oracles)

@@ -62,6 +62,7 @@ class HaarLevel:
 
     m: int
     epsilon: float
+    p: float = field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self):
         object.__setattr__(self, "m", check_count("m", self.m, minimum=1))
@@ -142,6 +143,8 @@ class HaarHRR(LevelSampledProtocol):
     epsilon: float
     name = "HaarHRR"
     oracles: tuple = field(init=False, repr=False, compare=False, default=())
+    height: int = field(init=False, repr=False, compare=False, default=0)
+    leaves: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
         object.__setattr__(self, "domain", check_domain("domain", self.domain))

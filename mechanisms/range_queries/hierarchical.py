@@ -74,7 +74,7 @@ def badic_decomposition(a: np.ndarray, e: np.ndarray, branching: int, height: in
     range is the whole tree). Vectorized over the ranges.
     """
     B, h = int(branching), int(height)
-    out = []
+    out: list[tuple[np.ndarray, ...]] = []
     for lvl in range(h + 1):
         s = B ** (h - lvl)
         lo, hi = -(-a // s), e // s
@@ -109,6 +109,8 @@ class HierarchicalHistogram(LevelSampledProtocol):
     consistency: bool = True
     name = "HH"
     oracles: tuple = field(init=False, repr=False, compare=False, default=())
+    height: int = field(init=False, repr=False, compare=False, default=0)
+    leaves: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
         object.__setattr__(self, "domain", check_domain("domain", self.domain))
@@ -116,9 +118,9 @@ class HierarchicalHistogram(LevelSampledProtocol):
         if self.branching is None:
             B = choose_branching(self.domain, self.epsilon, self.oracle)
         else:
-            B = check_count("branching", self.branching, minimum=2)
+            B = check_count("branching", self.B, minimum=2)
             if B > max(self.domain, 2):
-                raise ValueError(f"branching must be in [2, domain={self.domain}], got {self.branching!r}")
+                raise ValueError(f"branching must be in [2, domain={self.domain}], got {self.B!r}")
         object.__setattr__(self, "branching", B)
         object.__setattr__(self, "consistency", bool(self.consistency))
         h = n_levels_needed(self.domain, B)
@@ -128,11 +130,16 @@ class HierarchicalHistogram(LevelSampledProtocol):
         object.__setattr__(self, "oracles", oracles)
 
     # ------------------------------------------------------------------------------------------- client
+    @property
+    def B(self) -> int:
+        """The branching factor (``branching`` after the choice)."""
+        return int(self.branching or 0)
+
     def _check_values(self, values):
         return check_values("values", values, self.domain)
 
     def _node_index(self, values, level):
-        return values // self.branching ** (self.height - level - 1)
+        return values // self.B ** (self.height - level - 1)
 
     # ------------------------------------------------------------------------------------------- server
     def level_variances(self, n: int) -> list[float]:
@@ -145,7 +152,7 @@ class HierarchicalHistogram(LevelSampledProtocol):
         raw = self.level_estimates(state)
         if not self._consistent(consistency):
             return raw
-        return tree_consistency(raw, self.branching, self.level_variances(state.n), root=1.0)
+        return tree_consistency(raw, self.B, self.level_variances(state.n), root=1.0)
 
     def estimate(self, state: RangeState, consistency: bool | None = None, postprocess: str | None = None):
         """Frequencies of the domain's values (the leaves over [0, domain)). ``postprocess='norm-sub'`` (consistent
@@ -183,7 +190,7 @@ class HierarchicalHistogram(LevelSampledProtocol):
             return cs[e] - cs[a]
         raw = self.level_estimates(state)
         total = np.zeros(a.shape, dtype=np.float64)
-        for lvl, (lo1, hi1, lo2, hi2) in enumerate(badic_decomposition(a, e, self.branching, self.height)):
+        for lvl, (lo1, hi1, lo2, hi2) in enumerate(badic_decomposition(a, e, self.B, self.height)):
             if lvl == 0:
                 total += hi1 > lo1  # the root: the whole tree, known total 1
                 continue
@@ -195,7 +202,7 @@ class HierarchicalHistogram(LevelSampledProtocol):
     def nodes_per_level(self, queries) -> np.ndarray:
         """Number of nodes of every level (rows 1..h) in each query's B-adic decomposition, shape (h, m)."""
         a, e = self._ends(queries)
-        dec = badic_decomposition(a, e, self.branching, self.height)
+        dec = badic_decomposition(a, e, self.B, self.height)
         return np.stack([(hi1 - lo1) + (hi2 - lo2) for lo1, hi1, lo2, hi2 in dec[1:]])
 
     def weights(self, n: int, queries, consistency: bool | None = None) -> list[np.ndarray]:
@@ -205,12 +212,12 @@ class HierarchicalHistogram(LevelSampledProtocol):
         if self._consistent(consistency):
             idx = np.arange(self.leaves)[:, None]
             leaf_q = ((idx >= a[None, :]) & (idx < e[None, :])).astype(np.float64)
-            return query_weights(leaf_q, self.branching, self.level_variances(n))
+            return query_weights(leaf_q, self.B, self.level_variances(n))
         out = []
-        for lvl, (lo1, hi1, lo2, hi2) in enumerate(badic_decomposition(a, e, self.branching, self.height)):
+        for lvl, (lo1, hi1, lo2, hi2) in enumerate(badic_decomposition(a, e, self.B, self.height)):
             if lvl == 0:
                 continue
-            idx = np.arange(self.branching**lvl)[:, None]
+            idx = np.arange(self.B**lvl)[:, None]
             out.append((((idx >= lo1) & (idx < hi1)) | ((idx >= lo2) & (idx < hi2))).astype(np.float64))
         return out
 
@@ -260,7 +267,7 @@ class HierarchicalHistogram(LevelSampledProtocol):
         leaves[: self.domain] = f
         out = [leaves]
         for _ in range(self.height - 1):
-            out.append(out[-1].reshape(-1, self.branching).sum(axis=1))
+            out.append(out[-1].reshape(-1, self.B).sum(axis=1))
         return out[::-1]
 
     def channel_matrix(self) -> np.ndarray:

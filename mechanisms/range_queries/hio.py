@@ -69,6 +69,9 @@ class HIO(LevelSampledProtocol):
     oracle: str = "adaptive"
     name = "HIO"
     oracles: tuple = field(init=False, repr=False, compare=False, default=())
+    trees: tuple = field(init=False, repr=False, compare=False, default=())
+    layers: tuple = field(init=False, repr=False, compare=False, default=())
+    layer_shapes: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self):
         cols = tuple(self.columns) if not isinstance(self.columns, str) else (self.columns,)
@@ -251,7 +254,7 @@ class HIO(LevelSampledProtocol):
 def _box_sums(sat: np.ndarray, intervals) -> np.ndarray:
     """Sums of the boxes prod_i [lo_i, hi_i) read from a zero-padded summed-area table (inclusion-exclusion)."""
     d = sat.ndim
-    out = 0.0
+    out: np.ndarray = np.zeros(np.shape(intervals[0][0]))
     for corner in itertools.product((0, 1), repeat=d):
         idx = tuple(intervals[i][corner[i]] for i in range(d))
         sign = (-1) ** (d - sum(corner))
