@@ -1,0 +1,307 @@
+"""What every range-query protocol shares: the query check, the mergeable per-level state, level sampling and the
+variance of a weighted sum of frequency-oracle estimates.
+
+Structure of a protocol (``FlatRange``, ``HierarchicalHistogram``, ``HaarHRR``, ``HIO``): the data domain is split
+into *levels* (or layers); each user samples one level uniformly at random (a public, data-independent choice) and
+reports the index of the node (cell, coefficient) that holds their value at that level through a frequency oracle
+at the full epsilon. The server keeps one :class:`~dpkit.mechanisms.SupportCounts` per level
+(:class:`RangeState`, mergeable with ``+``, so chunks, partitions and machines aggregate independently), estimates
+every level's node frequencies and answers range queries as linear combinations of them.
+
+Variance of an answer (``variance(n, queries, f)``): an answer is R_hat = c + sum_l sum_v w_lv x_hat_lv, a fixed
+weighted sum of the level estimates. Two parts, both exact up to O(1/n^2) terms (the level sizes are taken at their
+mean n/h):
+
+* the oracles' noise given which users sit at which level: sum_l Var_FO(sum_v w_lv x_hat_lv) with n/h users,
+  exact for GRR and OUE (:func:`oracle_sum_variance`);
+* the level sampling: level l estimates the frequencies of its own users, a random 1/h sample, so with
+  phi_l(x) = w_{l, node_l(x)} it adds (h sum_l Var_f(phi_l) - Var_f(sum_l phi_l)) / n (disjoint simple random
+  samples; sum_l phi_l(x) = 1[x in range] - c for an unbiased answer).
+
+With ``f=None`` the variance is the usual f -> 0 form sum_l V*_l sum_v w_lv^2 (the papers' V* per node).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from dpkit.accountants import DpEvent, PureDpEvent
+from dpkit.mechanisms import GRR, SupportCounts, choose_protocol, make_oracle
+from dpkit.mechanisms._validation import check_count, check_rng
+
+__all__ = [
+    "RangeState",
+    "check_ranges",
+    "make_level_oracle",
+    "oracle_sum_variance",
+    "sampling_variance",
+    "LevelSampledProtocol",
+    "ADAPTIVE",
+]
+
+ADAPTIVE = ("ADP", "ADAPTIVE", "AUTO")
+
+
+# ----------------------------------------------------------------------------------------------------- state
+@dataclass(frozen=True, eq=False)
+class RangeState:
+    """Server state of a level-sampled protocol: one :class:`SupportCounts` per level (or layer).
+
+    Mergeable: ``a + b`` is the state of the union of the two report sets (chunks, partitions, machines), and
+    ``sum(states)`` works. ``n`` is the number of reports over all levels.
+    """
+
+    levels: tuple[SupportCounts, ...]
+    protocol: str = ""
+
+    @property
+    def n(self) -> int:
+        return int(sum(s.n for s in self.levels))
+
+    @property
+    def level_sizes(self) -> np.ndarray:
+        return np.array([s.n for s in self.levels], dtype=np.int64)
+
+    def __add__(self, other: RangeState) -> RangeState:
+        if not isinstance(other, RangeState):
+            return NotImplemented
+        if self.protocol and other.protocol and self.protocol != other.protocol:
+            raise ValueError(f"cannot merge states of different protocols: {self.protocol} and {other.protocol}")
+        if len(self.levels) != len(other.levels):
+            raise ValueError(f"cannot merge states with {len(self.levels)} and {len(other.levels)} levels")
+        return RangeState(
+            tuple(a + b for a, b in zip(self.levels, other.levels, strict=True)), self.protocol or other.protocol
+        )
+
+    def __radd__(self, other):
+        if other == 0:
+            return self
+        return NotImplemented
+
+    merge = __add__
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, RangeState):
+            return NotImplemented
+        return self.protocol == other.protocol and self.levels == other.levels
+
+    __hash__ = None  # type: ignore[assignment]  # mutable payload
+
+    def to_dict(self) -> dict:
+        return {"levels": [s.to_dict() for s in self.levels], "protocol": self.protocol}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RangeState:
+        return cls(tuple(SupportCounts.from_dict(s) for s in d["levels"]), d.get("protocol", ""))
+
+
+# --------------------------------------------------------------------------------------------------- queries
+def check_ranges(name: str, queries, domain: int) -> tuple[np.ndarray, np.ndarray]:
+    """Range queries [a, b] (inclusive) over [0, domain): an (m, 2) integer array, or one pair (a, b).
+
+    Returns (a, b) as int64 arrays of length m. Errors name the query: a > b, or an end outside [0, domain).
+    """
+    arr = np.asarray(queries)
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise TypeError(f"{name} must be integer pairs (a, b) with 0 <= a <= b < {domain}, got dtype {arr.dtype}")
+    if arr.ndim == 1 and arr.shape == (2,):
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (m, 2) (one (a, b) pair per query), got shape {arr.shape}")
+    a, b = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
+    bad = np.flatnonzero(a > b)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name}[{i}] must have a <= b, got a={int(a[i])} > b={int(b[i])}")
+    bad = np.flatnonzero((a < 0) | (b >= domain))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name}[{i}] must lie in [0, {domain - 1}], got ({int(a[i])}, {int(b[i])})")
+    return a, b
+
+
+# ------------------------------------------------------------------------------------------------- oracles
+def make_level_oracle(name: str, k: int, epsilon: float):
+    """The frequency oracle of one level: ``make_oracle(name, k, epsilon)``; 'ADP' (default of the protocols) is
+    the adaptive choice between GRR and OUE by least V* (GRR iff k < 3 e^eps + 2)."""
+    if str(name).upper().replace("-", "").replace("_", "") in ADAPTIVE:
+        return choose_protocol(k, epsilon, ("GRR", "OUE"))
+    return make_oracle(name, k, epsilon)
+
+
+def _grr_pq(oracle) -> tuple[float, float]:
+    e = math.exp(oracle.epsilon)
+    return e / (e + oracle.k - 1), 1.0 / (e + oracle.k - 1)
+
+
+def oracle_sum_variance(oracle, n: float, w: np.ndarray, F: np.ndarray | None = None) -> np.ndarray:
+    """Var of sum_v w_v f_hat_v for one frequency oracle run by ``n`` users (may be fractional: n/h) whose value
+    distribution is ``F``.
+
+    ``w``: weights of shape (k, m) (one column per query) or (k,). ``F=None``: the f -> 0 form V* sum_v w_v^2.
+    With ``F``: exact for GRR (the report is one item: Var of w_Y per user) and OUE (independent bits: the items'
+    variances add); for other oracles the sum of the per-item variances (their covariances are neglected).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if F is None:
+        return oracle.variance(1) / n * np.sum(w * w, axis=0)
+    F = np.asarray(F, dtype=np.float64)
+    if isinstance(oracle, GRR):
+        p, q = _grr_pq(oracle)
+        W, W2 = w.sum(axis=0), (w * w).sum(axis=0)
+        Fu = F if w.ndim == 1 else F[:, None]
+        mean = p * w + q * (W - w)  # E[w_Y | value u]
+        second = p * w * w + q * (W2 - w * w)  # E[w_Y^2 | value u]
+        return np.sum(Fu * (second - mean * mean), axis=0) / (n * (p - q) ** 2)
+    per_item = np.asarray(oracle.variance(1, F), dtype=np.float64) / n  # every oracle's variance is (...)/n
+    if w.ndim == 2:
+        per_item = per_item[:, None]
+    return np.sum(w * w * per_item, axis=0)
+
+
+def sampling_variance(n: int, h: int, phi_var: np.ndarray, total_var: np.ndarray) -> np.ndarray:
+    """(h sum_l Var_f(phi_l) - Var_f(sum_l phi_l)) / n: the variance that level sampling adds (see the module).
+
+    ``phi_var``: shape (h, m), Var over the population of each level's weight function; ``total_var``: (m,), the
+    population variance of their sum (f_R (1 - f_R) for an unbiased range answer)."""
+    return (h * np.sum(phi_var, axis=0) - total_var) / n
+
+
+def population_variance(F: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Var of w_{node(x)} for x ~ F, node frequencies ``F`` (k,), weights ``w`` (k, m) -> (m,)."""
+    Fw = F[:, None] if w.ndim == 2 else F
+    mean = np.sum(Fw * w, axis=0)
+    return np.sum(Fw * w * w, axis=0) - mean * mean
+
+
+# -------------------------------------------------------------------------------------------- base protocol
+class LevelSampledProtocol:
+    """Shared client/server machinery; subclasses define ``oracles`` (one per level, frequency-oracle API) and
+    ``_node_index(values, level)`` (the node of each value at that level).
+
+    Client: ``perturb(values, rng)`` -> a tuple with one report array per level (the users who sampled it).
+    Server: ``aggregate(reports)`` -> :class:`RangeState`; ``aggregate_stream(chunks)``; ``perturb_aggregate``.
+    Privacy: each user reports once, at one level chosen uniformly at random independently of their value, through
+    an epsilon-LDP oracle; the report is epsilon-LDP for the user's value under replacement (any v -> v').
+    """
+
+    default_chunk: int = 1 << 20
+    oracles: tuple
+    epsilon: float
+
+    def _check_values(self, values) -> np.ndarray:
+        """The users' values, checked (subclasses)."""
+        raise NotImplementedError
+
+    def _node_index(self, values: np.ndarray, level: int) -> np.ndarray:
+        """The node (cell, coefficient) of every value at ``level`` (subclasses)."""
+        raise NotImplementedError
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.oracles)
+
+    @property
+    def key(self) -> str:
+        return repr(self)
+
+    def _sample_levels(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        h = self.num_levels
+        if h == 1:  # no draw: one level is the flat protocol, bit for bit
+            return np.zeros(n, dtype=np.int64)
+        return rng.integers(0, h, size=n)
+
+    def perturb(self, values, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Each user samples a level and reports their node there through that level's oracle (vectorized)."""
+        values = self._check_values(values)
+        check_rng(rng)
+        levels = self._sample_levels(len(values), rng)
+        out = []
+        for lvl, fo in enumerate(self.oracles):
+            v = values[levels == lvl] if self.num_levels > 1 else values
+            out.append(fo.perturb(self._node_index(v, lvl), rng))
+        return tuple(out)
+
+    def _check_reports(self, reports) -> tuple:
+        if not isinstance(reports, (tuple, list)) or len(reports) != self.num_levels:
+            got = (
+                f"{type(reports).__name__} of length {len(reports)}"
+                if isinstance(reports, (tuple, list))
+                else (type(reports).__name__)
+            )
+            raise ValueError(f"reports must be a tuple of {self.num_levels} report arrays (one per level), got {got}")
+        return tuple(reports)
+
+    def aggregate(self, reports) -> RangeState:
+        """Server state of one batch of reports (mergeable with ``+``)."""
+        reports = self._check_reports(reports)
+        return RangeState(tuple(fo.aggregate(r) for fo, r in zip(self.oracles, reports, strict=True)), self.key)
+
+    def empty_state(self) -> RangeState:
+        return RangeState(tuple(fo.aggregate_stream(()) for fo in self.oracles), self.key)
+
+    def aggregate_stream(self, chunks: Iterable) -> RangeState:
+        """Aggregate an iterable of report chunks in memory bounded by one chunk."""
+        state = self.empty_state()
+        for chunk in chunks:
+            state = state + self.aggregate(chunk)
+        return state
+
+    def perturb_aggregate(self, values, rng: np.random.Generator, chunk_size: int | None = None) -> RangeState:
+        """Clients then server, chunk by chunk (each level through its oracle's fused ``perturb_aggregate``)."""
+        values = self._check_values(values)
+        check_rng(rng)
+        size = check_count("chunk_size", chunk_size, minimum=1) if chunk_size is not None else self.default_chunk
+        state = self.empty_state()
+        for start in range(0, len(values), size):
+            chunk = values[start : start + size]
+            levels = self._sample_levels(len(chunk), rng)
+            parts = []
+            for lvl, fo in enumerate(self.oracles):
+                v = chunk[levels == lvl] if self.num_levels > 1 else chunk
+                parts.append(fo.perturb_aggregate(self._node_index(v, lvl), rng))
+            state = state + RangeState(tuple(parts), self.key)
+        return state
+
+    def _check_state(self, state: RangeState) -> RangeState:
+        if not isinstance(state, RangeState):
+            raise TypeError(f"state must be a RangeState (from aggregate), got {type(state).__name__}")
+        if len(state.levels) != self.num_levels:
+            raise ValueError(f"state must have {self.num_levels} levels, got {len(state.levels)}")
+        empty = [i for i, s in enumerate(state.levels) if s.n <= 0]
+        if empty:
+            raise ValueError(
+                f"state has no report at level(s) {empty}: every level needs users to estimate (more users, or a "
+                "smaller tree)"
+            )
+        return state
+
+    def level_estimates(self, state: RangeState) -> list[np.ndarray]:
+        """Unbiased node frequencies of every level (each from its own users)."""
+        state = self._check_state(state)
+        return [np.asarray(fo.estimate(s), dtype=np.float64) for fo, s in zip(self.oracles, state.levels, strict=True)]
+
+    def privacy_event(self) -> DpEvent:
+        """One report per user at one level: the level oracles' common event if they agree, else PureDpEvent(eps)
+        (a data-independent mixture of epsilon-LDP reports is epsilon-LDP)."""
+        events = {fo.privacy_event() for fo in self.oracles}
+        return events.pop() if len(events) == 1 else PureDpEvent(self.epsilon)
+
+    def _level_sizes(self, n: int) -> float:
+        return n / self.num_levels
+
+
+def n_levels_needed(domain: int, branching: int) -> int:
+    """h = ceil(log_B domain), computed exactly in integers."""
+    h, size = 0, 1
+    while size < domain:
+        size *= branching
+        h += 1
+    return max(h, 1)
