@@ -16,6 +16,7 @@ the DIFF2 and DECOR/CorN-DSGD papers; it needs the most noise of the three.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from dpkit.accountants import (
@@ -52,15 +53,20 @@ def calibrate_rounds(
     delta = check_delta("delta", delta)
     rounds = check_count("rounds", rounds, minimum=1)
     relation = NeighbouringRelation.parse(neighbouring_relation)
+    if accountant not in ("pld", "rdp"):
+        raise ValueError(f"accountant must be 'pld' or 'rdp', got {accountant!r}")
+    return _calibrate(epsilon, delta, rounds, relation, accountant)
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrate(epsilon: float, delta: float, rounds: int, relation: NeighbouringRelation, accountant: str) -> float:
     if accountant == "pld":
         single = calibrate_noise(GaussianEvent, epsilon, delta, "pld", neighbouring_relation=relation)
         return single * math.sqrt(rounds) * (1 + 1e-12)  # the margin keeps z / sqrt(rounds) >= single after rounding
-    if accountant == "rdp":
-        guess = zcdp_noise_multiplier(epsilon, delta, rounds)
-        return calibrate_noise(
-            lambda z: rounds_event(z, rounds), epsilon, delta, "rdp", guess=guess, neighbouring_relation=relation
-        )
-    raise ValueError(f"accountant must be 'pld' or 'rdp', got {accountant!r}")
+    guess = zcdp_noise_multiplier(epsilon, delta, rounds)
+    return calibrate_noise(
+        lambda z: rounds_event(z, rounds), epsilon, delta, "rdp", guess=guess, neighbouring_relation=relation
+    )
 
 
 def epsilon_of_rounds(
