@@ -171,6 +171,40 @@ def test_bad_arguments_name_the_parameter():
         )
 
 
+def test_a_resumed_run_equals_the_uninterrupted_one():
+    _, loss_fn, params, data = _mlp_problem()
+    cfg = Diff2Config(7, 3, 0.1, gradient_clip=0.5, difference_clip=2.0, noise_multiplier=1.0)
+    full = Diff2(loss_fn, params, data, cfg, seed=2)
+    full.run()
+    first = Diff2(loss_fn, params, data, cfg, seed=2)
+    for _ in range(4):
+        first.step()
+    state = first.state_dict()
+    resumed = Diff2(loss_fn, params, data, cfg, seed=2)
+    resumed.load_state_dict(state)
+    resumed.run()
+    torch.testing.assert_close(resumed.params, full.params, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="seed"):
+        Diff2(loss_fn, params, data, cfg, seed=3).load_state_dict(state)
+    bad = dict(state, params=torch.zeros(2))
+    fresh = Diff2(loss_fn, params, data, cfg, seed=2)
+    with pytest.raises(ValueError, match="params"):
+        fresh.load_state_dict(bad)
+    assert fresh.round == 0  # nothing was assigned
+
+
+def test_split_among_agents_is_a_partition():
+    from dpkit.distributed import split_among_agents
+
+    x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10.0)
+    parts = split_among_agents(x, y, 3, seed=0)
+    assert sorted(p[0].shape[0] for p in parts) == [3, 3, 4]
+    assert sorted(torch.cat([p[1] for p in parts]).tolist()) == y.tolist()
+    assert all(torch.equal(px[:, 0], py) for px, py in parts)
+    with pytest.raises(ValueError, match="num_agents"):
+        split_among_agents(x, y, 11, seed=0)
+
+
 # ---------------------------------------------------------------------------------------- multi-process runs
 TRUSTS = ("central", "local")
 

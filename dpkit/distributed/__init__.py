@@ -33,6 +33,7 @@ from dpkit.distributed.covariance import (
 )
 from dpkit.distributed.diff2 import Diff2, Diff2Config, RoundInfo
 from dpkit.distributed.launch import run_processes
+from dpkit.distributed.partition import split_among_agents
 from dpkit.distributed.per_sample import module_loss
 from dpkit.distributed.topology import (
     available_topologies,
@@ -79,6 +80,7 @@ __all__ = [
     "rounds_event",
     "run_processes",
     "solve_covariance",
+    "split_among_agents",
     "torus",
     "zcdp_noise_multiplier",
     "zcdp_privacy_bound",

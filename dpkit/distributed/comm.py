@@ -122,6 +122,9 @@ class TorchCommunicator(Communicator):
         self.rank = dist.get_rank(group)
         self.num_agents = dist.get_world_size(group)
         self.local_agents = (self.rank,)
+        # NCCL moves CUDA tensors only: messages travel on this rank's GPU and come back on the caller's device.
+        nccl = dist.get_backend(group) == "nccl"
+        self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
 
     def _global(self, rank: int) -> int:
         return rank if self.group is None else dist.get_global_rank(self.group, rank)
@@ -129,10 +132,10 @@ class TorchCommunicator(Communicator):
     def all_gather(self, local: torch.Tensor) -> torch.Tensor:
         if local.shape[0] != 1:
             raise ValueError(f"local must have 1 row (this rank's agent), got shape {tuple(local.shape)}")
-        local = local.contiguous()
-        parts = [torch.empty_like(local) for _ in range(self.num_agents)]
-        dist.all_gather(parts, local, group=self.group)
-        return torch.cat(parts, dim=0)
+        sent = local.to(self.device).contiguous()
+        parts = [torch.empty_like(sent) for _ in range(self.num_agents)]
+        dist.all_gather(parts, sent, group=self.group)
+        return torch.cat(parts, dim=0).to(local.device)
 
     def gossip(self, local: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
         w = np.asarray(weights)
@@ -143,7 +146,7 @@ class TorchCommunicator(Communicator):
             rows = torch.zeros((self.num_agents, *local.shape[1:]), dtype=local.dtype, device=local.device)
             rows[i] = local[0]
             neighbours = [j for j in range(self.num_agents) if j != i and w[i, j] != 0]
-            send = local[0].contiguous()
+            send = local[0].to(self.device).contiguous()
             ops = [dist.P2POp(dist.isend, send, self._global(j), self.group) for j in neighbours]
             recv = {j: torch.empty_like(send) for j in neighbours}
             ops += [dist.P2POp(dist.irecv, recv[j], self._global(j), self.group) for j in neighbours]
@@ -151,7 +154,7 @@ class TorchCommunicator(Communicator):
                 for req in dist.batch_isend_irecv(ops):
                     req.wait()
             for j in neighbours:
-                rows[j] = recv[j]
+                rows[j] = recv[j].to(local.device)
         out = torch.zeros_like(local[0])
         for j in range(self.num_agents):  # ordered sum over the non-zero weights of row i
             if w[i, j] != 0:
@@ -167,11 +170,11 @@ class TorchCommunicator(Communicator):
             owner = members[0]
             if self.rank == owner:
                 mine[k] = int(make_seed(k))
-                value = torch.tensor([mine[k]], dtype=torch.int64)
+                value = torch.tensor([mine[k]], dtype=torch.int64, device=self.device)
                 for j in members[1:]:
                     ops.append(dist.P2POp(dist.isend, value, self._global(j), self.group, tag=k))
             else:
-                pending[k] = torch.empty(1, dtype=torch.int64)
+                pending[k] = torch.empty(1, dtype=torch.int64, device=self.device)
                 ops.append(dist.P2POp(dist.irecv, pending[k], self._global(owner), self.group, tag=k))
         if ops:
             for req in dist.batch_isend_irecv(ops):

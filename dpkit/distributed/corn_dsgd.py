@@ -14,11 +14,12 @@ k. The shared randomness is a seed per component, drawn by the component's lowes
 members once at set-up (:meth:`dpkit.distributed.Communicator.share_seeds`); every round each member regenerates
 u_k from (seed_k, round). Nothing else is shared.
 
-Privacy. Unit: one sample of one agent; neighbouring relation: replace-one by default (add/remove optional);
+Privacy. Unit: one sample of one agent; neighbouring relation: replace-one (add/remove is not offered: with
+fixed-size minibatches an added sample can displace another one from the batch, so its sensitivity is 2 C too);
 trust model: an eavesdropper who sees every message of every round and knows Sigma, but neither the agents'
 private noise nor the shared seeds (agents themselves are trusted not to pool their seeds; against a curious
 agent, the components it shares are no noise at all). Given the past, a round releases G + Z, a Gaussian mechanism
-with Mahalanobis sensitivity Delta sqrt(e_i^T Sigma^-1 e_i) (Delta = 2 C, or C under add/remove), i.e.
+with Mahalanobis sensitivity Delta sqrt(e_i^T Sigma^-1 e_i) (Delta = 2 C), i.e.
 ``GaussianEvent(z)`` with z = 1 / (Delta sqrt(max_i e_i^T Sigma^-1 e_i)); the gossip is post-processing. R rounds
 are ``SelfComposedEvent(GaussianEvent(z), R)`` (:meth:`CornDSGD.privacy_event`), computed from the certified
 covariance, so (epsilon, delta) follow from any dpkit accountant. No privacy amplification by the minibatch
@@ -51,7 +52,10 @@ from dpkit.distributed.randomness import (
     stream_seed,
 )
 
-__all__ = ["CornConfig", "CornDSGD", "CorrelatedNoise", "corn_noise"]
+__all__ = ["CornConfig", "CornDSGD", "CorrelatedNoise", "corn_noise", "NEIGHBOURING_RELATION"]
+
+#: CorN-DSGD's neighbouring relation: one sample of one agent replaced by another.
+NEIGHBOURING_RELATION = NeighbouringRelation.REPLACE_ONE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,20 +66,17 @@ class CornConfig:
     learning_rate: float
     clip_norm: float
     batch_size: int
-    neighbouring_relation: NeighbouringRelation = NeighbouringRelation.REPLACE_ONE
 
     def __post_init__(self):
         object.__setattr__(self, "rounds", check_count("rounds", self.rounds, minimum=1))
         object.__setattr__(self, "learning_rate", check_positive("learning_rate", self.learning_rate))
         object.__setattr__(self, "clip_norm", check_positive("clip_norm", self.clip_norm))
         object.__setattr__(self, "batch_size", check_count("batch_size", self.batch_size, minimum=1))
-        relation = NeighbouringRelation.parse(self.neighbouring_relation)
-        object.__setattr__(self, "neighbouring_relation", relation)
 
     @property
     def sensitivity(self) -> float:
-        """L2 sensitivity of an agent's clipped gradient sum: 2 C (replace-one) or C (add/remove)."""
-        return (2.0 if self.neighbouring_relation is NeighbouringRelation.REPLACE_ONE else 1.0) * self.clip_norm
+        """L2 sensitivity of an agent's clipped gradient sum under replace-one: 2 C."""
+        return 2.0 * self.clip_norm
 
 
 def corn_noise(
@@ -93,7 +94,6 @@ def corn_noise(
         delta,
         config.rounds,
         config.clip_norm,
-        neighbouring_relation=config.neighbouring_relation,
         accountant=accountant,
     )
     return solve_covariance(weights, bound, mechanism)
@@ -187,7 +187,7 @@ class CornDSGD:
         self.config = config
         self.comm = comm
         self.seed = None if seed is None else int(seed)
-        self.sampler_seed = secrets.randbits(63) if seed is None else self.seed
+        self.sampler_seed: int = secrets.randbits(63) if seed is None else int(seed)
         self.sampler = CorrelatedNoise(noise, comm, self.seed)
         self.params = params.detach().clone().unsqueeze(0).repeat(len(comm.local_agents), 1)
         self.round = 0
@@ -226,6 +226,39 @@ class CornDSGD:
                 callback(self)
         return self.params
 
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs (seeds included: keep checkpoints as secret as the data)."""
+        return {
+            "config": dataclasses.asdict(self.config),
+            "local_agents": list(self.comm.local_agents),
+            "seed": self.seed,
+            "sampler_seed": self.sampler_seed,
+            "shared_seeds": dict(self.sampler.shared_seeds),
+            "round": self.round,
+            "params": self.params.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output of a run with the same configuration, agents and covariance."""
+        if state.get("config") != dataclasses.asdict(self.config):
+            raise ValueError(f"state config {state.get('config')} does not match this run's {self.config}")
+        if list(state.get("local_agents", [])) != list(self.comm.local_agents) or state.get("seed") != self.seed:
+            raise ValueError("state was saved by a run with other agents or another seed")
+        shared = {int(k): int(v) for k, v in state["shared_seeds"].items()}
+        if set(shared) != set(self.sampler.shared_seeds):
+            raise ValueError("state['shared_seeds'] does not cover this run's shared noise components")
+        rnd = check_count("state['round']", state["round"])
+        if rnd > self.config.rounds:
+            raise ValueError(f"state['round'] must be in [0, {self.config.rounds}], got {rnd}")
+        params = state["params"]
+        if not torch.is_tensor(params) or params.shape != self.params.shape:
+            raise ValueError(f"state['params'] must be a tensor of shape {tuple(self.params.shape)}")
+        self.round = rnd
+        self.params = params.to(self.params).clone()
+        self.sampler_seed = int(state["sampler_seed"])
+        self.sampler.shared_seeds = shared
+
     # ------------------------------------------------------------------------------------------ privacy
     @property
     def noise_multiplier(self) -> float:
@@ -233,7 +266,7 @@ class CornDSGD:
         return 1.0 / (self.config.sensitivity * math.sqrt(self.noise.inverse_diagonal))
 
     def privacy_event(self) -> DpEvent:
-        """The whole run: ``rounds`` x ``GaussianEvent(noise_multiplier)`` under ``config.neighbouring_relation``."""
+        """The whole run: ``rounds`` x ``GaussianEvent(noise_multiplier)`` under replace-one."""
         return rounds_event(self.noise_multiplier, self.config.rounds)
 
     def epsilon(self, delta: float, accountant: str = "pld") -> float:
@@ -242,7 +275,7 @@ class CornDSGD:
             self.noise_multiplier,
             self.config.rounds,
             delta,
-            neighbouring_relation=self.config.neighbouring_relation,
+            neighbouring_relation=NEIGHBOURING_RELATION,
             accountant=accountant,
         )
 

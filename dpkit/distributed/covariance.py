@@ -3,11 +3,11 @@
 Each round every agent i adds noise z_i to its clipped gradient sum before it gossips; across agents the noise
 vector (per coordinate) is N(0, Sigma), independent over coordinates and rounds. Privacy (one sample of one
 agent, against an eavesdropper who sees every message and knows Sigma, but not the agents' secret randomness):
-replacing one sample of agent i moves the messages by u (x) e_i with ||u|| <= Delta (Delta = 2 C under replace-one,
-C under add/remove), a Gaussian mechanism whose Mahalanobis shift is Delta sqrt(e_i^T Sigma^-1 e_i). So a round
-is ``GaussianEvent(z)`` with z = 1 / (Delta sqrt(max_i e_i^T Sigma^-1 e_i)), and R rounds are (epsilon, delta)-DP
-whenever e_i^T Sigma^-1 e_i <= B for every i, with B = 1 / (Delta^2 z*^2) and z* the multiplier that R Gaussian
-rounds need (:func:`privacy_bound`, calibrated by a dpkit accountant).
+replacing one sample of agent i moves the messages by u (x) e_i with ||u|| <= Delta = 2 C (replace-one), a
+Gaussian mechanism whose Mahalanobis shift is Delta sqrt(e_i^T Sigma^-1 e_i). So a round is ``GaussianEvent(z)``
+with z = 1 / (Delta sqrt(max_i e_i^T Sigma^-1 e_i)), and R rounds are (epsilon, delta)-DP whenever
+e_i^T Sigma^-1 e_i <= B for every i, with B = 1 / (Delta^2 z*^2) and z* the multiplier that R Gaussian rounds need
+(:func:`privacy_bound`, calibrated by a dpkit accountant).
 
 Among covariances meeting the bound, the programs minimise trace(W Sigma W^T), the noise variance left after one
 gossip step x <- W x (summed over agents, per coordinate):
@@ -101,25 +101,21 @@ class NoiseCovariance:
 
 
 # ----------------------------------------------------------------------------------------------- the bound B
-def _sensitivity(clip_norm: float, relation: NeighbouringRelation) -> float:
-    return (2.0 if relation is NeighbouringRelation.REPLACE_ONE else 1.0) * clip_norm
-
-
 def privacy_bound(
     epsilon: float,
     delta: float,
     rounds: int,
     clip_norm: float,
     *,
-    neighbouring_relation: NeighbouringRelation | str = NeighbouringRelation.REPLACE_ONE,
     accountant: str = "pld",
 ) -> float:
     """B: the largest e_i^T Sigma^-1 e_i with which ``rounds`` rounds of per-sample clipping at ``clip_norm`` are
-    (epsilon, delta)-DP for one sample of one agent: B = 1 / (Delta z*)^2, z* from ``calibrate_rounds``."""
+    (epsilon, delta)-DP for one sample of one agent under replace-one: B = 1 / (2 C z*)^2, z* from
+    ``calibrate_rounds``."""
     clip_norm = check_positive("clip_norm", clip_norm)
-    relation = NeighbouringRelation.parse(neighbouring_relation)
+    relation = NeighbouringRelation.REPLACE_ONE
     z = calibrate_rounds(epsilon, delta, rounds, neighbouring_relation=relation, accountant=accountant)
-    return 1.0 / (_sensitivity(clip_norm, relation) * z) ** 2
+    return 1.0 / (2.0 * clip_norm * z) ** 2
 
 
 def zcdp_privacy_bound(epsilon: float, delta: float, rounds: int, clip_norm: float) -> float:
@@ -219,8 +215,8 @@ def _solve_sdp(weights: np.ndarray, family: str, solver: str):
     if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
         raise ValueError(f"the {family} covariance program was not solved: status {problem.status!r}")
     if family == "decor":
-        return float(s.value), float(c.value), lap
-    return float(s.value), np.asarray(cor.value), None
+        return float(np.asarray(s.value)), float(np.asarray(c.value)), lap
+    return float(np.asarray(s.value)), np.asarray(cor.value), None
 
 
 def _ldp(weights: np.ndarray, solver: str) -> tuple[float, np.ndarray]:

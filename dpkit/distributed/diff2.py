@@ -189,8 +189,8 @@ class Diff2:
         self.chunk_size = check_count("chunk_size", chunk_size, minimum=1)
         self.inputs = torch.cat([x for x, _ in datasets])
         self.targets = torch.cat([y for _, y in datasets])
-        self.segments = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
-        self.local_sizes = torch.tensor(sizes, dtype=params.dtype)
+        self.segments = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(params.device)
+        self.local_sizes = torch.tensor(sizes, dtype=params.dtype, device=params.device)
         all_sizes = comm.all_gather(torch.tensor(sizes, dtype=torch.int64))  # node sizes are public
         self.node_sizes = tuple(int(n) for n in all_sizes)
         self.params = params.detach().clone()
@@ -269,6 +269,40 @@ class Diff2:
                 callback(self, info)
         return self.params
 
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs (the seed included: keep checkpoints as secret as the data)."""
+        return {
+            "config": dataclasses.asdict(self.config),
+            "local_agents": list(self.comm.local_agents),
+            "seed": self.seed,
+            "round": self.round,
+            "params": self.params.clone(),
+            "previous": None if self.previous is None else self.previous.clone(),
+            "estimator": self.estimator.clone(),
+            "estimator_noise_variance": self._estimator_noise_variance,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output of a run with the same configuration, nodes and seed."""
+        if state.get("config") != dataclasses.asdict(self.config):
+            raise ValueError(f"state config {state.get('config')} does not match this run's {self.config}")
+        if list(state.get("local_agents", [])) != list(self.comm.local_agents) or state.get("seed") != self.seed:
+            raise ValueError("state was saved by a run with other nodes or another seed")
+        rnd = check_count("state['round']", state["round"])
+        if rnd > self.config.rounds:
+            raise ValueError(f"state['round'] must be in [0, {self.config.rounds}], got {rnd}")
+        for key in ("params", "estimator") + (("previous",) if rnd > 0 else ()):
+            value = state[key]
+            if not torch.is_tensor(value) or value.shape != self.params.shape:
+                raise ValueError(f"state[{key!r}] must be a tensor of shape {tuple(self.params.shape)}")
+        variance = check_nonnegative("state['estimator_noise_variance']", state["estimator_noise_variance"])
+        self.round = rnd
+        self.params = state["params"].to(self.params).clone()
+        self.estimator = state["estimator"].to(self.params).clone()
+        self.previous = None if rnd == 0 else state["previous"].to(self.params).clone()
+        self._estimator_noise_variance = variance
+
     # ------------------------------------------------------------------------------------------ monitoring
     def evaluate(self, params: torch.Tensor | None = None) -> tuple[float, float]:
         """``(f(x), ||grad f(x)||)`` of the global objective at ``params`` (default: the current iterate).
@@ -280,10 +314,11 @@ class Diff2:
         k = len(self.comm.local_agents)
         x_req = x.detach().clone().requires_grad_(True)
         losses = self.loss_fn(x_req, self.inputs, self.targets)
-        per_node = torch.zeros(k, dtype=losses.dtype).index_add_(0, self.segments, losses) / self.local_sizes
+        per_node = torch.zeros(k, dtype=losses.dtype, device=losses.device).index_add_(0, self.segments, losses)
+        per_node = per_node / self.local_sizes
         objective = per_node.sum() / self.comm.num_agents  # local part of (1/P) sum_p f_p
         (g,) = torch.autograd.grad(objective, x_req)
-        local = torch.zeros((k, 1 + x.numel()), dtype=g.dtype)  # this process's part in its first row
+        local = torch.zeros((k, 1 + x.numel()), dtype=g.dtype, device=g.device)  # this process's part: first row
         local[0, 0] = per_node.detach().sum()
         local[0, 1:] = g.detach()
         total = self.comm.all_gather(local).sum(dim=0)
