@@ -247,7 +247,7 @@ def _corn_worker(rank, world_size):
 
 @pytest.mark.distributed
 def test_four_processes_gossip_like_the_simulation():
-    results = run_processes(_corn_worker, 4, timeout=150)
+    results = run_processes(_corn_worker, 4, timeout=300)
     w, cfg, cov = _setup()
     sim = CornDSGD(squared_loss, torch.zeros(3, dtype=torch.float64), agent_data(), w, cov, cfg, seed=4)
     sim.run()

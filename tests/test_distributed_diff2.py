@@ -226,7 +226,7 @@ def _diff2_worker(rank, world_size):
 
 @pytest.mark.distributed
 def test_three_processes_match_the_simulation():
-    results = run_processes(_diff2_worker, 3, timeout=120)
+    results = run_processes(_diff2_worker, 3, timeout=300)
     _, loss_fn, params, data = _mlp_problem()
     for trust in TRUSTS:
         sim = Diff2(loss_fn, params, data, _config(trust), seed=5)

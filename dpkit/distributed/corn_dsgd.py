@@ -142,7 +142,8 @@ class CornDSGD:
     ``datasets[k]``: the ``(inputs, targets)`` of agent ``comm.local_agents[k]`` (at least ``batch_size`` samples);
     ``weights``: the mixing matrix (every rank passes the same); ``noise``: the certified covariance (on a
     multi-process run, agent 0's is broadcast to all, so the other ranks may pass ``None``). Every agent starts at
-    ``params``. :attr:`params` is ``[len(local_agents), d]``.
+    ``params``. :attr:`params` is ``[len(local_agents), d]``. In a multi-process run every rank calls :meth:`step`,
+    :meth:`run` and :meth:`evaluate` in the same order (they communicate).
     """
 
     def __init__(

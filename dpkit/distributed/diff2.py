@@ -151,6 +151,8 @@ class Diff2:
     starting point x_0 (a flat vector, the same on every rank). ``seed`` fixes every node's noise (the noise of node
     p in round r is the stream (seed, p, r), the same in a simulation and a multi-process run); ``seed=None`` draws
     the noise from the OS CSPRNG. Each :meth:`step` is one round; :attr:`params` is the current iterate.
+    In a multi-process run every rank calls :meth:`step`, :meth:`run` and :meth:`evaluate` in the same order
+    (they communicate).
     """
 
     def __init__(
