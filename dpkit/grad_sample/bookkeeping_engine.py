@@ -42,22 +42,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import grad, vmap
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import (
-    ClippedSum,
-    GradSampleEngine,
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
+from dpkit.grad_sample.layers import Instantiated, LayerRule, Prepared, Record, Tap, rule_for
+from dpkit.grad_sample.vmap_calls import (
+    RngState,
     example_inputs,
     example_outputs,
-    flat_views,
-    register_engine,
+    per_example_grads,
+    rng_restored,
+    vmap_in_chunks,
 )
-from dpkit.grad_sample.functorch_engine import _ATTR, _rng_state, _set_rng_state, vmap_in_chunks
-from dpkit.grad_sample.layers import Instantiated, LayerRule, Prepared, Record, Tap, rule_for
-from dpkit.grad_sample.validation import check_module
 
 _MISSING = object()
 _SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
@@ -164,7 +162,7 @@ class _Call:
     spec: Any
     batched: list[bool]
     batch_size: int
-    rng_states: list[Any]
+    rng_states: list[RngState]
     records: list[Record | None]  # per tensor output (None: not differentiable)
 
 
@@ -238,27 +236,22 @@ class _FallbackUnit(_Unit):
         parts = []
         for index, sl in enumerate(self.engine.chunks(call.batch_size)):
             gs = tuple(call.records[k].grad[sl] for k in used)
-            _set_rng_state(call.rng_states[index])
             xs = tuple(x[sl] for x in xs_all)
-            with torch.no_grad():
-                parts.append(vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")(train, gs, xs))
+            parts.append(per_example_grads(loss, train, gs, xs, call.rng_states[index]))
         return {n: torch.cat([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in train}
 
     def _train(self) -> dict[str, torch.Tensor]:
         return {n: self.engine.params[i].detach() for n, i in self.names}
 
     def prepare(self, batch: int) -> Prepared | None:
-        saved = _rng_state()
         total: dict[str, torch.Tensor] | None = None
-        try:
+        with rng_restored():
             for call in self.calls:
                 if call.batch_size != batch:
                     continue
                 g = self._call_grads(call)
                 if g is not None:
                     total = g if total is None else {n: total[n] + g[n] for n in g}
-        finally:
-            _set_rng_state(saved)
         return None if total is None else Instantiated(total)
 
 
@@ -316,12 +309,7 @@ class BookkeepingEngine(GradSampleEngine):
     def attach(self) -> None:
         if self.attached:
             return
-        if self.module.__dict__.get(_ATTR) is not None:
-            raise RuntimeError(
-                "this module is already attached to a per-sample gradient engine (make_private was called on it "
-                "before); detach that engine or build a fresh module"
-            )
-        check_module(self.module)
+        self._check_attachable()
         self.units = self._plan()
         for u in self.units:
             u.install()
@@ -329,8 +317,7 @@ class BookkeepingEngine(GradSampleEngine):
             self.module.register_forward_pre_hook(self._enter, with_kwargs=True),
             self.module.register_forward_hook(self._leave, always_call=True),
         ]
-        self.module.__dict__[_ATTR] = self
-        self.attached = True
+        self._mark_attached(True)
 
     def detach(self) -> None:
         if not self.attached:
@@ -340,8 +327,7 @@ class BookkeepingEngine(GradSampleEngine):
         for h in self._handles:
             h.remove()
         self._handles = []
-        del self.module.__dict__[_ATTR]
-        self.attached = False
+        self._mark_attached(False)
         self.clear()
         self.units = []
 
