@@ -211,9 +211,10 @@ class DPOptimizer(Optimizer):
         return loss
 
 
-def warn_no_noise() -> None:
+def warn_no_noise(stacklevel: int = 3) -> None:
+    """Warn that ``noise_multiplier=0`` is not private (``stacklevel`` as in ``warnings.warn``)."""
     warnings.warn(
         "noise_multiplier=0: training is NOT private (epsilon is infinite); use it for debugging only",
         UserWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
