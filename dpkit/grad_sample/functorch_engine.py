@@ -22,7 +22,7 @@ Gradients do not flow back to the module's inputs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -73,7 +73,7 @@ class FunctorchEngine(GradSampleEngine):
         self._calls: list[_Call] = []
         self._inside = False
         self._prev_forward: Any = _MISSING
-        self._orig_forward = None
+        self._orig_forward: Callable[..., Any] = module.forward  # the module's forward as of attach()
 
     # ------------------------------------------------------------------ attach / detach
     def attach(self) -> None:
@@ -178,7 +178,7 @@ class FunctorchEngine(GradSampleEngine):
         for call in calls:
             gs_all = call.output_grads()
             used = [k for k, g in enumerate(gs_all) if g is not None]
-            gs = tuple(gs_all[k][sl] for k in used)
+            gs = tuple(g[sl] for g in gs_all if g is not None)
             xs = tuple(x[sl] for x, b in zip(call.leaves, call.batched, strict=True) if b)
 
             def loss(p, gs, xs, call=call, used=used):
