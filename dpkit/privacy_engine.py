@@ -88,12 +88,14 @@ class _Sampling:
 
 
 def _check_max_grad_norm(value: Any, clipping: str) -> float | list[float]:
+    """One clipping threshold > 0, or (``clipping="per_layer"`` only) one per parameter tensor."""
     if clipping == "per_layer" and isinstance(value, Sequence) and not isinstance(value, str):
         return [check_positive(f"max_grad_norm[{i}]", c) for i, c in enumerate(value)]
     return check_positive("max_grad_norm", value)
 
 
 def _clipping_policy(clipping: str, max_grad_norm: float | list[float], num_params: int) -> ClippingPolicy:
+    """The clipping policy for ``num_params`` trainable parameter tensors (its sensitivity scales the noise)."""
     if isinstance(max_grad_norm, list):  # one threshold per parameter tensor (only with clipping="per_layer")
         return PerLayerClipping(max_grad_norm, num_params)
     return FlatClipping(max_grad_norm) if clipping == "flat" else PerLayerClipping(max_grad_norm, num_params)
