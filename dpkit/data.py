@@ -9,7 +9,8 @@ batch is drawn from a generator seeded from the operating system's CSPRNG.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sized
+from typing import Any, cast
 
 import torch
 from torch.utils._pytree import tree_map
@@ -50,7 +51,12 @@ class PoissonBatchSampler(Sampler[list[int]]):
 
     def draw(self, index: int) -> list[int]:
         """The indices of batch number ``index``."""
-        seed = new_seed() if self.secure else derive_seed(self.seed, SAMPLER_STREAM, index)
+        if self.secure:
+            seed = new_seed()
+        elif self.seed is None:
+            raise RuntimeError("a seeded sampler needs a seed (its state was loaded without one)")
+        else:
+            seed = derive_seed(self.seed, SAMPLER_STREAM, index)
         self._generator.manual_seed(seed)
         mask = torch.rand(self.num_samples, generator=self._generator) < self.sample_rate
         return mask.nonzero().squeeze(1).tolist()
@@ -102,7 +108,7 @@ def check_map_style(data_loader) -> int:
             "map-style dataset (with __len__ and __getitem__) so each example can be drawn independently"
         )
     try:
-        n = len(dataset)
+        n = len(cast(Sized, dataset))
     except TypeError:
         raise TypeError(
             f"data_loader.dataset ({type(dataset).__name__}) has no len(); Poisson sampling needs a "
@@ -116,7 +122,7 @@ def check_map_style(data_loader) -> int:
 
 def expected_batch_size(data_loader: DataLoader) -> int:
     """The loader's batch size (or, with a custom batch sampler, dataset size / number of batches)."""
-    n = len(data_loader.dataset)
+    n = len(cast(Sized, data_loader.dataset))
     if data_loader.batch_size is not None:
         return min(int(data_loader.batch_size), n)
     return max(1, round(n / max(len(data_loader), 1)))

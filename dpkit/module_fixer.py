@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from torch import nn
 
@@ -15,7 +16,8 @@ def _group_norm_for(bn: nn.modules.batchnorm._BatchNorm) -> nn.GroupNorm:
 
 
 def _instance_norm_without_stats(m: nn.modules.instancenorm._InstanceNorm) -> nn.Module:
-    new = type(m)(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=False)
+    options: dict[str, Any] = {"eps": m.eps, "momentum": m.momentum, "affine": m.affine}
+    new = type(m)(m.num_features, **options, track_running_stats=False)
     if m.affine:
         new.load_state_dict({"weight": m.weight.detach(), "bias": m.bias.detach()})
     return new

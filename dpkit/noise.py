@@ -91,6 +91,8 @@ class GaussianNoise:
         return buf.copy_(self._seeded_(torch.empty(buf.numel(), dtype=torch.float32), std, step))
 
     def _seeded_(self, flat: torch.Tensor, std: float, step: int) -> torch.Tensor:
+        if self.seed is None:
+            raise RuntimeError("secure noise has no seed: it is drawn from the OS CSPRNG, never seeded")
         n = flat.numel()
         blocks = max(1, -(-n // BLOCK))
         seeds = block_seeds(self.seed, step, blocks)

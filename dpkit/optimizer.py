@@ -75,12 +75,12 @@ class DPOptimizer(Optimizer):
         self.last_clipped: ClippedSum | None = None  # diagnostics of the last step (norms before clipping)
         self._written: dict[int, tuple[torch.Tensor, int]] = {}
         # What torch.optim.Optimizer.__init__ would set and hooks/schedulers may touch.
-        self._optimizer_step_pre_hooks: dict[int, Callable] = OrderedDict()
-        self._optimizer_step_post_hooks: dict[int, Callable] = OrderedDict()
-        self._optimizer_state_dict_pre_hooks: dict[int, Callable] = OrderedDict()
-        self._optimizer_state_dict_post_hooks: dict[int, Callable] = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks: dict[int, Callable] = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks: dict[int, Callable] = OrderedDict()
+        self._optimizer_step_pre_hooks = OrderedDict()
+        self._optimizer_step_post_hooks = OrderedDict()
+        self._optimizer_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_state_dict_post_hooks = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
 
     # ----------------------------------------------------------------- delegation
     @property
@@ -125,7 +125,7 @@ class DPOptimizer(Optimizer):
 
     # ----------------------------------------------------------------- DP step
     @property
-    def params(self) -> list[torch.Tensor]:
+    def params(self) -> list[torch.nn.Parameter]:
         return self.engine.params
 
     @property
@@ -211,9 +211,10 @@ class DPOptimizer(Optimizer):
         return loss
 
 
-def warn_no_noise() -> None:
+def warn_no_noise(stacklevel: int = 3) -> None:
+    """Warn that ``noise_multiplier=0`` is not private (``stacklevel`` as in ``warnings.warn``)."""
     warnings.warn(
         "noise_multiplier=0: training is NOT private (epsilon is infinite); use it for debugging only",
         UserWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )

@@ -18,6 +18,7 @@ parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim import Optimizer
+from torch.utils.data import DataLoader
 
 from dpkit.accountants import (
     DpEvent,
@@ -38,7 +40,7 @@ from dpkit.accountants import (
 )
 from dpkit.accountants.validation import check_count, check_delta, check_nonnegative, check_positive
 from dpkit.data import check_map_style, expected_batch_size, poisson_data_loader
-from dpkit.grad_sample import FlatClipping, PerLayerClipping, available_engines, create_engine
+from dpkit.grad_sample import ClippingPolicy, FlatClipping, PerLayerClipping, available_engines, create_engine
 from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine
 from dpkit.noise import GaussianNoise
 from dpkit.optimizer import DPOptimizer, warn_no_noise
@@ -48,10 +50,190 @@ CHECKPOINT_FORMAT = "dpkit-checkpoint/1"
 CLIPPING_MODES = ("flat", "per_layer")
 
 
-def _check_max_grad_norm(value, clipping: str):
+# --------------------------------------------------------------------- make_private, step by step
+@dataclasses.dataclass(frozen=True)
+class _FixedNoise:
+    """Noise given as a multiplier of the sensitivity (0: not private)."""
+
+    noise_multiplier: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _EpsilonTarget:
+    """Noise calibrated so that ``epochs`` passes over the data spend ``epsilon`` at ``delta`` (then enforced)."""
+
+    epsilon: float
+    delta: float
+    epochs: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    """``make_private``'s arguments once validated: what is trained, how it is clipped, how the noise is chosen."""
+
+    params: list[nn.Parameter]  # the optimizer's trainable parameters, in order, each once
+    policy: ClippingPolicy
+    noise: _FixedNoise | _EpsilonTarget
+    max_physical_batch_size: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sampling:
+    """The loader of private training and what the accountant needs to know of its batches."""
+
+    loader: DataLoader
+    sample_rate: float  # q = expected batch size / N
+    expected_batch_size: int
+    steps_per_epoch: int
+
+
+def _check_max_grad_norm(value: Any, clipping: str) -> float | list[float]:
+    """One clipping threshold > 0, or (``clipping="per_layer"`` only) one per parameter tensor."""
     if clipping == "per_layer" and isinstance(value, Sequence) and not isinstance(value, str):
         return [check_positive(f"max_grad_norm[{i}]", c) for i, c in enumerate(value)]
     return check_positive("max_grad_norm", value)
+
+
+def _clipping_policy(clipping: str, max_grad_norm: float | list[float], num_params: int) -> ClippingPolicy:
+    """The clipping policy for ``num_params`` trainable parameter tensors (its sensitivity scales the noise)."""
+    if isinstance(max_grad_norm, list):  # one threshold per parameter tensor (only with clipping="per_layer")
+        return PerLayerClipping(max_grad_norm, num_params)
+    return FlatClipping(max_grad_norm) if clipping == "flat" else PerLayerClipping(max_grad_norm, num_params)
+
+
+def _check_noise(
+    noise_multiplier: float | None, target_epsilon: float | None, target_delta: float | None, epochs: float | None
+) -> _FixedNoise | _EpsilonTarget:
+    """Exactly one of ``noise_multiplier`` (>= 0) and ``target_epsilon`` (> 0, with target_delta and epochs)."""
+    if (noise_multiplier is None) == (target_epsilon is None):
+        raise ValueError(
+            "give exactly one of noise_multiplier (>= 0) and target_epsilon (> 0, with target_delta and "
+            f"epochs); got noise_multiplier={noise_multiplier!r}, target_epsilon={target_epsilon!r}"
+        )
+    if target_epsilon is not None:
+        target_epsilon = check_positive("target_epsilon", target_epsilon)
+        if target_delta is None or epochs is None:
+            raise ValueError(
+                "target_epsilon needs target_delta in (0, 1) and epochs in (0, inf); got "
+                f"target_delta={target_delta!r}, epochs={epochs!r}"
+            )
+        return _EpsilonTarget(
+            target_epsilon, check_delta("target_delta", target_delta), check_positive("epochs", epochs)
+        )
+    noise_multiplier = check_nonnegative("noise_multiplier", noise_multiplier)
+    if epochs is not None or target_delta is not None:
+        raise ValueError(
+            "epochs and target_delta are only used with target_epsilon (to calibrate the noise); got "
+            f"epochs={epochs!r}, target_delta={target_delta!r} with "
+            f"noise_multiplier={noise_multiplier!r}"
+        )
+    return _FixedNoise(noise_multiplier)
+
+
+def _trainable_params(module: nn.Module, optimizer: Optimizer) -> list[nn.Parameter]:
+    """The optimizer's trainable parameters (each once, in order), all of which must belong to the module."""
+    module_params = {id(p) for p in module.parameters()}
+    params: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for gi, group in enumerate(optimizer.param_groups):
+        for pi, p in enumerate(group["params"]):
+            if id(p) not in module_params:
+                raise ValueError(
+                    f"optimizer.param_groups[{gi}]['params'][{pi}] (shape {tuple(p.shape)}) is not a "
+                    "parameter "
+                    "of module; the optimizer must only hold parameters of the module passed to "
+                    "make_private"
+                )
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    if not params:
+        raise ValueError("optimizer holds no trainable parameters (requires_grad=True) of module")
+    return params
+
+
+def _check_arguments(
+    module: nn.Module,
+    optimizer: Optimizer,
+    *,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    target_delta: float | None,
+    epochs: float | None,
+    max_grad_norm: float | Sequence[float],
+    max_physical_batch_size: int | None,
+    clipping: str,
+    loss_reduction: str,
+    poisson_sampling: bool,
+) -> _Checked:
+    """Validate ``make_private``'s arguments (the data loader excepted), in order, before anything is built."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    if isinstance(optimizer, DPOptimizer) or not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a plain torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if clipping not in CLIPPING_MODES:
+        raise ValueError(f"clipping must be one of {CLIPPING_MODES}, got {clipping!r}")
+    if loss_reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
+    if not isinstance(poisson_sampling, bool):
+        raise TypeError(f"poisson_sampling must be True or False, got {poisson_sampling!r}")
+    if max_physical_batch_size is not None:
+        max_physical_batch_size = check_count("max_physical_batch_size", max_physical_batch_size, minimum=1)
+    norm = _check_max_grad_norm(max_grad_norm, clipping)
+    noise = _check_noise(noise_multiplier, target_epsilon, target_delta, epochs)
+    params = _trainable_params(module, optimizer)
+    return _Checked(params, _clipping_policy(clipping, norm, len(params)), noise, max_physical_batch_size)
+
+
+def _sampled_loader(data_loader: DataLoader, poisson_sampling: bool, *, seed: int | None, secure: bool) -> _Sampling:
+    """The loader of private training: exact Poisson sampling with rate q = batch_size / N (or, with
+    ``poisson_sampling=False``, the loader itself, with a warning that the accounting then assumes it)."""
+    n = check_map_style(data_loader)
+    batch = expected_batch_size(data_loader)
+    q = batch / n
+    if poisson_sampling:
+        loader = poisson_data_loader(data_loader, sample_rate=q, seed=seed, secure=secure)
+        return _Sampling(loader, q, batch, len(loader))  # its batch sampler's steps_per_epoch
+    warnings.warn(
+        "poisson_sampling=False: the loader's batches are not Poisson samples, so the epsilon "
+        "reported "
+        "(computed for Poisson sampling with q = batch_size / N) is an approximation, not a "
+        "guarantee",
+        UserWarning,
+        stacklevel=3,  # make_private's caller
+    )
+    return _Sampling(data_loader, q, batch, max(len(data_loader), 1))
+
+
+def _noise_multiplier(
+    noise: _FixedNoise | _EpsilonTarget, sampling: _Sampling, accountant: PrivacyAccountant
+) -> tuple[float, PrivacyBudget | None]:
+    """The noise multiplier and, for a target epsilon, the budget that enforces it.
+
+    Calibration: the smallest multiplier whose ``ceil(epochs * steps_per_epoch)`` Poisson-sampled Gaussian steps
+    spend at most the target epsilon at the target delta, by ``accountant``'s accounting.
+    """
+    if isinstance(noise, _FixedNoise):
+        if noise.noise_multiplier == 0:
+            warn_no_noise(stacklevel=4)  # make_private's caller
+        return noise.noise_multiplier, None
+    total_steps = max(1, math.ceil(noise.epochs * sampling.steps_per_epoch))
+    sigma = calibrate_noise_multiplier(
+        noise.epsilon, noise.delta, sampling.sample_rate, total_steps, accountant=accountant.fresh()
+    )
+    return sigma, PrivacyBudget(noise.epsilon, noise.delta, accountant=accountant)
+
+
+def _attached_engine(
+    name: str, module: nn.Module, params: list[nn.Parameter], loss_reduction: str, max_physical_batch_size: int | None
+) -> GradSampleEngine:
+    """The per-sample gradient engine ``name`` attached to ``module`` (attaching validates the module, with a
+    clear error naming incompatible submodules)."""
+    engine = create_engine(
+        name, module, params, loss_reduction=loss_reduction, max_physical_batch_size=max_physical_batch_size
+    )
+    engine.attach()
+    return engine
 
 
 class PrivacyEngine:
@@ -91,7 +273,7 @@ class PrivacyEngine:
         self.budget: PrivacyBudget | None = None
         self.engine: GradSampleEngine | None = None
         self.optimizer: DPOptimizer | None = None
-        self.data_loader = None
+        self.data_loader: DataLoader | None = None
         self.noise = GaussianNoise(self.seed, secure=secure_rng)
 
     # ----------------------------------------------------------------- ledger
@@ -150,121 +332,48 @@ class PrivacyEngine:
         """
         if self.optimizer is not None:
             raise RuntimeError("make_private was already called on this PrivacyEngine; use one engine per model")
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-        if isinstance(optimizer, DPOptimizer) or not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a plain torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if clipping not in CLIPPING_MODES:
-            raise ValueError(f"clipping must be one of {CLIPPING_MODES}, got {clipping!r}")
-        if loss_reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
-        if not isinstance(poisson_sampling, bool):
-            raise TypeError(f"poisson_sampling must be True or False, got {poisson_sampling!r}")
-        if max_physical_batch_size is not None:
-            max_physical_batch_size = check_count("max_physical_batch_size", max_physical_batch_size, minimum=1)
-        max_grad_norm = _check_max_grad_norm(max_grad_norm, clipping)
-        if (noise_multiplier is None) == (target_epsilon is None):
-            raise ValueError(
-                "give exactly one of noise_multiplier (>= 0) and target_epsilon (> 0, with target_delta and "
-                f"epochs); got noise_multiplier={noise_multiplier!r}, target_epsilon={target_epsilon!r}"
-            )
-        if target_epsilon is not None:
-            target_epsilon = check_positive("target_epsilon", target_epsilon)
-            if target_delta is None or epochs is None:
-                raise ValueError(
-                    "target_epsilon needs target_delta in (0, 1) and epochs in (0, inf); got "
-                    f"target_delta={target_delta!r}, epochs={epochs!r}"
-                )
-            target_delta = check_delta("target_delta", target_delta)
-            epochs = check_positive("epochs", epochs)
-        else:
-            noise_multiplier = check_nonnegative("noise_multiplier", noise_multiplier)
-            if epochs is not None or target_delta is not None:
-                raise ValueError(
-                    "epochs and target_delta are only used with target_epsilon (to calibrate the noise); got "
-                    f"epochs={epochs!r}, target_delta={target_delta!r} with "
-                    f"noise_multiplier={noise_multiplier!r}"
-                )
-
-        # Parameters: the optimizer's trainable ones, all of which must belong to the module.
-        module_params = {id(p) for p in module.parameters()}
-        params: list[nn.Parameter] = []
-        seen: set[int] = set()
-        for gi, group in enumerate(optimizer.param_groups):
-            for pi, p in enumerate(group["params"]):
-                if id(p) not in module_params:
-                    raise ValueError(
-                        f"optimizer.param_groups[{gi}]['params'][{pi}] (shape {tuple(p.shape)}) is not a "
-                        "parameter "
-                        "of module; the optimizer must only hold parameters of the module passed to "
-                        "make_private"
-                    )
-                if p.requires_grad and id(p) not in seen:
-                    seen.add(id(p))
-                    params.append(p)
-        if not params:
-            raise ValueError("optimizer holds no trainable parameters (requires_grad=True) of module")
-        policy = FlatClipping(max_grad_norm) if clipping == "flat" else PerLayerClipping(max_grad_norm, len(params))
-
-        # Data: exact Poisson sampling with rate batch_size / N.
-        n = check_map_style(data_loader)
-        batch = expected_batch_size(data_loader)
-        q = batch / n
-        if poisson_sampling:
-            loader = poisson_data_loader(data_loader, sample_rate=q, seed=self.seed, secure=self.secure_rng)
-            steps_per_epoch = loader.batch_sampler.steps_per_epoch
-        else:
-            warnings.warn(
-                "poisson_sampling=False: the loader's batches are not Poisson samples, so the epsilon "
-                "reported "
-                "(computed for Poisson sampling with q = batch_size / N) is an approximation, not a "
-                "guarantee",
-                UserWarning,
-                stacklevel=2,
-            )
-            loader = data_loader
-            steps_per_epoch = max(len(data_loader), 1)
-
-        if target_epsilon is not None:
-            total_steps = max(1, math.ceil(epochs * steps_per_epoch))
-            noise_multiplier = calibrate_noise_multiplier(
-                target_epsilon, target_delta, q, total_steps, accountant=self._accountant.fresh()
-            )
-            self.budget = PrivacyBudget(target_epsilon, target_delta, accountant=self._accountant)
-        elif noise_multiplier == 0:
-            warn_no_noise()
-
-        engine = create_engine(
-            self.grad_sample_engine,
+        checked = _check_arguments(
             module,
-            params,
-            loss_reduction=loss_reduction,
+            optimizer,
+            noise_multiplier=noise_multiplier,
+            target_epsilon=target_epsilon,
+            target_delta=target_delta,
+            epochs=epochs,
+            max_grad_norm=max_grad_norm,
             max_physical_batch_size=max_physical_batch_size,
+            clipping=clipping,
+            loss_reduction=loss_reduction,
+            poisson_sampling=poisson_sampling,
         )
-        engine.attach()  # validates the module (clear error naming incompatible submodules)
-        self.engine = engine
+        sampling = _sampled_loader(data_loader, poisson_sampling, seed=self.seed, secure=self.secure_rng)
+        sigma, budget = _noise_multiplier(checked.noise, sampling, self._accountant)
+        if budget is not None:
+            self.budget = budget
+        self.engine = _attached_engine(
+            self.grad_sample_engine, module, checked.params, loss_reduction, checked.max_physical_batch_size
+        )
         self.optimizer = DPOptimizer(
             optimizer,
-            engine=engine,
-            clipping=policy,
-            noise_multiplier=noise_multiplier,
-            expected_batch_size=batch,
-            sample_rate=q,
+            engine=self.engine,
+            clipping=checked.policy,
+            noise_multiplier=sigma,
+            expected_batch_size=sampling.expected_batch_size,
+            sample_rate=sampling.sample_rate,
             noise=self.noise,
             ledger=self,
         )
-        self.data_loader = loader
-        self._config = {
-            "noise_multiplier": noise_multiplier,
-            "sample_rate": q,
-            "expected_batch_size": batch,
-            "sensitivity": policy.sensitivity,
+        self.data_loader = sampling.loader
+        self._config: dict[str, Any] = {
+            "noise_multiplier": sigma,
+            "sample_rate": sampling.sample_rate,
+            "expected_batch_size": sampling.expected_batch_size,
+            "sensitivity": checked.policy.sensitivity,
             "clipping": clipping,
             "loss_reduction": loss_reduction,
             "poisson_sampling": poisson_sampling,
             "accountant": self.accountant_name,
         }
-        return module, self.optimizer, loader
+        return module, self.optimizer, sampling.loader
 
     def detach(self) -> None:
         """Give the module back its ordinary forward (the DP optimizer stops working)."""
@@ -276,7 +385,7 @@ class PrivacyEngine:
         """JSON-safe state: configuration, steps, ledger (with budget), sampler and noise seeds."""
         if self.optimizer is None:
             raise RuntimeError("call make_private before saving the engine state")
-        sampler = getattr(self.data_loader, "batch_sampler", None)
+        sampler: Any = getattr(self.data_loader, "batch_sampler", None)
         return {
             "config": self._config,
             "steps": self.optimizer.steps_taken,
@@ -290,7 +399,7 @@ class PrivacyEngine:
         if self.optimizer is None:
             raise RuntimeError("call make_private (with the same settings) before loading a checkpoint")
         for key, value in state["config"].items():
-            mine = self._config.get(key)
+            mine: Any = self._config.get(key)
             same = math.isclose(mine, value, rel_tol=1e-12) if isinstance(value, float) else mine == value
             if not same:
                 raise ValueError(
@@ -305,13 +414,13 @@ class PrivacyEngine:
             self._accountant.load_state_dict(state["accountant"])
         self.noise.load_state_dict(state["noise"])
         self.optimizer.steps_taken = int(state["steps"])
-        sampler = getattr(self.data_loader, "batch_sampler", None)
+        sampler: Any = getattr(self.data_loader, "batch_sampler", None)
         if state["sampler"] is not None and hasattr(sampler, "load_state_dict"):
             sampler.load_state_dict(state["sampler"])
             # One batch per step: continue with the batch after the last step taken (prefetching workers may
             # have drawn further ahead when the checkpoint was written).
             sampler.position = int(state["steps"])
-        self.engine.clear()
+        self.optimizer.engine.clear()  # the engine of make_private
 
     def save_checkpoint(
         self, path, *, model: nn.Module, optimizer: Optimizer, extra: dict[str, Any] | None = None

@@ -16,6 +16,7 @@ import dpkit.grad_sample.layers.conv as conv_rule
 import dpkit.grad_sample.layers.embedding as embedding_rule
 import dpkit.grad_sample.layers.matmul as matmul_rule
 from dpkit.grad_sample import BookkeepingEngine, FlatClipping, PerLayerClipping, create_engine, select_engine
+from dpkit.grad_sample.layers import GradRecord, PositionSumRecord, ReducedRecord
 from dpkit.privacy_engine import PrivacyEngine
 
 RTOL, ATOL = 1e-5, 1e-9  # float64 models: the engines agree far beyond this
@@ -141,7 +142,7 @@ class SeqAndPooled(nn.Module):
 
 def test_linear_bias_sums_from_the_backward_pass(norm_mode):
     # Sequence calls of a Linear with a bias sum each example's output gradient over positions in the backward
-    # pass (Record.position_sums); a step mixing such a call with a 2-D call uses the gradients themselves.
+    # pass (PositionSumRecord.position_sums); a step mixing such a call with a 2-D call uses the gradients themselves.
     torch.manual_seed(2)
     check(nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)), (torch.randn(6, 4, 5),))
     check(SeqAndPooled(), (torch.randn(6, 3, 4),))
@@ -151,9 +152,10 @@ def test_linear_bias_sums_from_the_backward_pass(norm_mode):
     try:
         loss_of(model(torch.randn(6, 4, 5))).backward()
         (first_rec,), (last_rec,) = (u.records for u in engine.units)
+        assert isinstance(first_rec, PositionSumRecord)
         assert first_rec.position_sums is not None and first_rec.position_sums.shape == (6, 7)
-        torch.testing.assert_close(first_rec.position_sums, first_rec.grad.sum(1))
-        assert last_rec.position_sums is None  # no bias: nothing to sum
+        torch.testing.assert_close(first_rec.position_sums, first_rec.output_grad.sum(1))
+        assert type(last_rec) is GradRecord  # no bias: nothing to sum
     finally:
         engine.detach()
 
@@ -262,8 +264,9 @@ def test_norm_layers_reduce_in_the_backward_pass_and_support_retained_graphs():
             if twice:
                 loss.backward(retain_graph=True)
                 loss.backward()
-                records = [r for u in engine.units for r in getattr(u, "records", []) if r.reduce is not None]
-                assert records and all(r.grad is None and r.saved is None and r.reduced for r in records)
+                # The norm layer's calls hold their per-example gradients only (no input, no output gradient).
+                records = [r for u in engine.units if isinstance(u.module, nn.LayerNorm) for r in u.records]
+                assert records and all(isinstance(r, ReducedRecord) and r.per_example for r in records)
             else:
                 (2 * loss).backward()
             results.append(engine.clipped_sum(FlatClipping(0.5)))

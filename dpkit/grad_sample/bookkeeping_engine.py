@@ -27,11 +27,12 @@ modules that own them (using a child's parameter directly in a parent's forward 
 gradient that bypasses the engine is). Memory: the layers' inputs (kept by non-private training too) and
 output gradients until the step, plus the instantiated per-example gradients of layers where that is cheaper
 than Gram matrices (at most ``p d`` < ``2 T^2`` values per example). Norm layers form their small per-example
-gradients during the backward pass instead (:attr:`Record.reduce`), so their inputs and output gradients are freed
-there; sequence Linear layers with a bias sum each example's output gradient over positions there too
-(:attr:`Record.position_sums`, ``[B, p]``: the bias's per-example gradient, taken while the gradient is in
-cache). (Reducing instantiated convolutions in the backward pass was tried: it allocates the per-example gradients
-while the backward pass still holds the activations, which did not lower the peak.)
+gradients during the backward pass instead (:class:`~dpkit.grad_sample.layers.ReducedRecord`), so their inputs and
+output gradients are freed there; sequence Linear layers with a bias sum each example's output gradient over
+positions there too (:class:`~dpkit.grad_sample.layers.PositionSumRecord`, ``[B, p]``: the bias's per-example
+gradient, taken while the gradient is in cache). (Reducing instantiated convolutions in the backward pass was
+tried: it allocates the per-example gradients while the backward pass still holds the activations, which did not
+lower the peak.)
 """
 
 from __future__ import annotations
@@ -42,35 +43,35 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import grad, vmap
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import (
-    ClippedSum,
-    GradSampleEngine,
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
+from dpkit.grad_sample.layers import AnyRule, GradRecord, Instantiated, Prepared, Record, Tap, rule_for
+from dpkit.grad_sample.vmap_calls import (
+    RngState,
     example_inputs,
     example_outputs,
-    flat_views,
-    register_engine,
+    per_example_grads,
+    rng_restored,
+    vmap_in_chunks,
 )
-from dpkit.grad_sample.functorch_engine import _ATTR, _rng_state, _set_rng_state, vmap_in_chunks
-from dpkit.grad_sample.layers import Instantiated, LayerRule, Prepared, Record, Tap, rule_for
-from dpkit.grad_sample.validation import check_module
 
 _MISSING = object()
 _SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
 
 
-def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = (), saved: Any = None) -> torch.Tensor:
+def _tap(
+    out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = (), kept: torch.Tensor | None = None
+) -> torch.Tensor:
     """``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs a tensor that owns
     its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on sequence inputs) is
     tapped at the base and reshaped back, with no copy, unless that base belongs to one of the layer's
     ``inputs`` (a pytree; it existed before the call); any other view is copied first."""
     base = out._base
     if base is None:
-        return Tap.apply(out, anchor, record, saved)
+        return Tap.apply(out, anchor, record, kept)
     inputs = tree_flatten(inputs)[0]
     owned = {id(x) for x in inputs if isinstance(x, torch.Tensor)}
     owned |= {id(x._base) for x in inputs if isinstance(x, torch.Tensor) and x._base is not None}
@@ -83,8 +84,8 @@ def _tap(out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = 
         and out.dtype == base.dtype
     ):
         record.shape = out.shape  # the output gradient is stored with the output's shape
-        return Tap.apply(base, anchor, record, saved).view(out.shape)
-    return Tap.apply(out.clone(), anchor, record, saved)
+        return Tap.apply(base, anchor, record, kept).view(out.shape)
+    return Tap.apply(out.clone(), anchor, record, kept)
 
 
 class _Unit:
@@ -125,24 +126,27 @@ class _Unit:
         raise NotImplementedError
 
 
+class _CallTap:
+    """The ``tap`` one call of a rule module passes its output through (:class:`~dpkit.grad_sample.layers.TapFn`)."""
+
+    __slots__ = ("unit", "batch", "inputs")
+
+    def __init__(self, unit: _RuleUnit, batch: int, inputs: Any):
+        self.unit, self.batch, self.inputs = unit, batch, inputs
+
+    def __call__(self, out: torch.Tensor, record: Record, kept: torch.Tensor | None = None) -> torch.Tensor:
+        self.unit.records.append(record)
+        return _tap(out, self.unit.anchor, record, self.inputs, kept)
+
+
 class _RuleUnit(_Unit):
-    def __init__(self, engine, path, module, names, rule: LayerRule):
+    def __init__(self, engine, path, module, names, rule: AnyRule):
         super().__init__(engine, path, module, names)
         self.rule = rule
         self.records: list[Record] = []
 
     def record(self, *args, **kwargs):
-        def tap(out: torch.Tensor, saved: Any, *, position_sums: bool = False) -> torch.Tensor:
-            batch = self.engine.current_batch
-            eager = self.rule.reducer(self.module, batch, saved, out)
-            if eager is not None:
-                rec = Record(None, reduce=eager[0])
-            else:
-                sums = position_sums and out.dim() > 2 and out.shape[0] == batch
-                rec = Record(saved, sum_batch=batch if sums else None)
-            self.records.append(rec)
-            return _tap(out, self.anchor, rec, (args, kwargs), None if eager is None else eager[1])
-
+        tap = _CallTap(self, self.engine.current_batch, (args, kwargs))
         return self.rule.forward(self.module, tap, *args, **kwargs)
 
     def clear(self) -> None:
@@ -164,8 +168,8 @@ class _Call:
     spec: Any
     batched: list[bool]
     batch_size: int
-    rng_states: list[Any]
-    records: list[Record | None]  # per tensor output (None: not differentiable)
+    rng_states: list[RngState]
+    records: list[GradRecord[None] | None]  # per tensor output (None: not differentiable)
 
 
 class _FallbackUnit(_Unit):
@@ -210,7 +214,7 @@ class _FallbackUnit(_Unit):
             if not isinstance(o, torch.Tensor):
                 continue
             if o.is_floating_point() or o.is_complex():
-                rec = Record(None)
+                rec = GradRecord(None)
                 call.records.append(rec)
                 out_leaves[j] = _tap(o, self.anchor, rec, leaves)
             else:
@@ -222,14 +226,15 @@ class _FallbackUnit(_Unit):
         self.calls.clear()
 
     def _call_grads(self, call: _Call) -> dict[str, torch.Tensor] | None:
-        used = [k for k, r in enumerate(call.records) if r is not None and r.grad is not None]
-        if not used:
+        received = [(k, r) for k, r in enumerate(call.records) if r is not None and r.has_grad]
+        if not received:
             return None
         if call.batch_size == 0:
             return {n: p.new_zeros((0, *p.shape)) for n, p in self._train().items()}
         base = self._detached()
         train = self._train()
         xs_all = [x for x, b in zip(call.leaves, call.batched, strict=True) if b]
+        used = [k for k, _ in received]
 
         def loss(p, gs, xs):
             outs = self._run(call, {**base, **p}, xs)[0]
@@ -237,28 +242,23 @@ class _FallbackUnit(_Unit):
 
         parts = []
         for index, sl in enumerate(self.engine.chunks(call.batch_size)):
-            gs = tuple(call.records[k].grad[sl] for k in used)
-            _set_rng_state(call.rng_states[index])
+            gs = tuple(r.output_grad[sl] for _, r in received)
             xs = tuple(x[sl] for x in xs_all)
-            with torch.no_grad():
-                parts.append(vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")(train, gs, xs))
+            parts.append(per_example_grads(loss, train, gs, xs, call.rng_states[index]))
         return {n: torch.cat([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in train}
 
     def _train(self) -> dict[str, torch.Tensor]:
         return {n: self.engine.params[i].detach() for n, i in self.names}
 
     def prepare(self, batch: int) -> Prepared | None:
-        saved = _rng_state()
         total: dict[str, torch.Tensor] | None = None
-        try:
+        with rng_restored():
             for call in self.calls:
                 if call.batch_size != batch:
                     continue
                 g = self._call_grads(call)
                 if g is not None:
                     total = g if total is None else {n: total[n] + g[n] for n in g}
-        finally:
-            _set_rng_state(saved)
         return None if total is None else Instantiated(total)
 
 
@@ -316,12 +316,7 @@ class BookkeepingEngine(GradSampleEngine):
     def attach(self) -> None:
         if self.attached:
             return
-        if self.module.__dict__.get(_ATTR) is not None:
-            raise RuntimeError(
-                "this module is already attached to a per-sample gradient engine (make_private was called on it "
-                "before); detach that engine or build a fresh module"
-            )
-        check_module(self.module)
+        self._check_attachable()
         self.units = self._plan()
         for u in self.units:
             u.install()
@@ -329,8 +324,7 @@ class BookkeepingEngine(GradSampleEngine):
             self.module.register_forward_pre_hook(self._enter, with_kwargs=True),
             self.module.register_forward_hook(self._leave, always_call=True),
         ]
-        self.module.__dict__[_ATTR] = self
-        self.attached = True
+        self._mark_attached(True)
 
     def detach(self) -> None:
         if not self.attached:
@@ -340,8 +334,7 @@ class BookkeepingEngine(GradSampleEngine):
         for h in self._handles:
             h.remove()
         self._handles = []
-        del self.module.__dict__[_ATTR]
-        self.attached = False
+        self._mark_attached(False)
         self.clear()
         self.units = []
 

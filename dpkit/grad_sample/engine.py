@@ -24,18 +24,20 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.accountants.validation import check_count
 from dpkit.grad_sample.clipping import ClippingPolicy
+from dpkit.grad_sample.validation import check_module
 
 _ENGINES: dict[str, type[GradSampleEngine]] = {}
 
 AUTO = "auto"
+
+# Set in the module's __dict__ while an engine is attached to it: one engine per module.
+_ATTACHED = "_dpkit_grad_sample_engine"
 
 LOSS_REDUCTIONS = ("mean", "sum")
 
@@ -155,6 +157,23 @@ class GradSampleEngine(abc.ABC):
         self.max_physical_batch_size = max_physical_batch_size
         self.attached = False
 
+    def _check_attachable(self) -> None:
+        """Refuse a module another engine is attached to, or one with layers per-example clipping cannot handle."""
+        if self.module.__dict__.get(_ATTACHED) is not None:
+            raise RuntimeError(
+                "this module is already attached to a per-sample gradient engine (make_private was called on it "
+                "before); detach that engine or build a fresh module"
+            )
+        check_module(self.module)
+
+    def _mark_attached(self, attached: bool) -> None:
+        """Set or remove the module's mark that an engine is attached to it (see :meth:`_check_attachable`)."""
+        if attached:
+            self.module.__dict__[_ATTACHED] = self
+        else:
+            del self.module.__dict__[_ATTACHED]
+        self.attached = attached
+
     def chunks(self, batch_size: int) -> list[slice]:
         """The physical chunks of a logical batch of ``batch_size`` examples."""
         step = self.max_physical_batch_size or max(batch_size, 1)
@@ -184,33 +203,3 @@ class GradSampleEngine(abc.ABC):
     def per_sample_gradients(self) -> list[torch.Tensor]:
         """Per-example gradients ``[batch_size, *param.shape]`` (may be refused)."""
         raise NotImplementedError(f"the {self.name!r} engine does not materialize per-sample gradients")
-
-
-def example_inputs(leaves: Sequence[Any], spec: Any, batched: Sequence[bool], xs) -> tuple[tuple, dict]:
-    """``(args, kwargs)`` of a call for ONE example: each batched leaf replaced by the next of ``xs`` (one example,
-    without the batch dimension) given a batch dimension of size 1; the other leaves as recorded."""
-    leaves = list(leaves)
-    it = iter(xs)
-    for i, b in enumerate(batched):
-        if b:
-            leaves[i] = next(it).unsqueeze(0)
-    return tree_unflatten(leaves, spec)
-
-
-def example_outputs(out, where: str) -> tuple[list[torch.Tensor], list, Any]:
-    """Flatten a module's output for ONE example (batch dimension of size 1 first) into its per-example tensors.
-
-    Returns (tensors without the batch dimension, all output leaves, the tree spec); ``where`` names the module in
-    the error raised when a tensor output does not have the batch dimension first.
-    """
-    out_leaves, out_spec = tree_flatten(out)
-    tensors = []
-    for j, o in enumerate(out_leaves):
-        if isinstance(o, torch.Tensor):
-            if o.dim() == 0 or o.shape[0] != 1:
-                raise ValueError(
-                    f"output leaf {j} of {where} has shape {tuple(o.shape)} for one example; every tensor output "
-                    "must have the batch dimension first"
-                )
-            tensors.append(o.squeeze(0))
-    return tensors, out_leaves, out_spec

@@ -22,40 +22,26 @@ Gradients do not flow back to the module's inputs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from torch.func import grad, vmap
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import (
-    ClippedSum,
-    GradSampleEngine,
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
+from dpkit.grad_sample.vmap_calls import (
+    RngState,
     example_inputs,
     example_outputs,
-    flat_views,
-    register_engine,
+    per_example_grads,
+    rng_restored,
+    vmap_in_chunks,
 )
-from dpkit.grad_sample.validation import check_module
 
 _MISSING = object()
-_ATTR = "_dpkit_grad_sample_engine"
-
-
-def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state) -> None:
-    cpu, cuda = state
-    torch.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state_all(cuda)
 
 
 @dataclasses.dataclass
@@ -66,7 +52,7 @@ class _Call:
     spec: Any
     batched: list[bool]  # per leaf: has the batch dimension
     batch_size: int
-    rng_states: list[Any] = dataclasses.field(default_factory=list)  # one per physical chunk
+    rng_states: list[RngState] = dataclasses.field(default_factory=list)  # one per physical chunk
     outputs: list[torch.Tensor | None] = dataclasses.field(default_factory=list)  # leaves the loss was built on
 
     def output_grads(self) -> list[torch.Tensor | None]:
@@ -87,25 +73,17 @@ class FunctorchEngine(GradSampleEngine):
         self._calls: list[_Call] = []
         self._inside = False
         self._prev_forward: Any = _MISSING
-        self._orig_forward = None
+        self._orig_forward: Callable[..., Any] = module.forward  # the module's forward as of attach()
 
     # ------------------------------------------------------------------ attach / detach
     def attach(self) -> None:
         if self.attached:
             return
-        other = self.module.__dict__.get(_ATTR)
-        if other is not None:
-            raise RuntimeError(
-                "this module is already attached to a per-sample gradient engine (make_private was called on "
-                "it "
-                "before); detach that engine or build a fresh module"
-            )
-        check_module(self.module)
+        self._check_attachable()
         self._prev_forward = self.module.__dict__.get("forward", _MISSING)
         self._orig_forward = self.module.forward
         self.module.__dict__["forward"] = self._forward
-        self.module.__dict__[_ATTR] = self
-        self.attached = True
+        self._mark_attached(True)
 
     def detach(self) -> None:
         if not self.attached:
@@ -114,8 +92,7 @@ class FunctorchEngine(GradSampleEngine):
             del self.module.__dict__["forward"]
         else:
             self.module.__dict__["forward"] = self._prev_forward
-        del self.module.__dict__[_ATTR]
-        self.attached = False
+        self._mark_attached(False)
         self.clear()
 
     def clear(self) -> None:
@@ -201,16 +178,14 @@ class FunctorchEngine(GradSampleEngine):
         for call in calls:
             gs_all = call.output_grads()
             used = [k for k, g in enumerate(gs_all) if g is not None]
-            gs = tuple(gs_all[k][sl] for k in used)
+            gs = tuple(g[sl] for g in gs_all if g is not None)
             xs = tuple(x[sl] for x, b in zip(call.leaves, call.batched, strict=True) if b)
 
             def loss(p, gs, xs, call=call, used=used):
                 outs = self._run(call, p, xs)[0]
                 return sum((outs[k] * g).sum() for k, g in zip(used, gs, strict=True))
 
-            _set_rng_state(call.rng_states[index])
-            with torch.no_grad():
-                per = vmap(grad(loss), in_dims=(None, 0, 0), randomness="different")(train, gs, xs)
+            per = per_example_grads(loss, train, gs, xs, call.rng_states[index])
             grads = [per[n] for n in self.param_names]
             if self.loss_reduction == "mean":
                 grads = [g * call.batch_size for g in grads]
@@ -222,12 +197,9 @@ class FunctorchEngine(GradSampleEngine):
         """Yield (slice, per-example gradients) per physical chunk; the global RNG state is restored after."""
         if not calls:
             return
-        saved = _rng_state()
-        try:
+        with rng_restored():
             for index, sl in enumerate(self.chunks(calls[0].batch_size)):
                 yield sl, self._chunk_grads(calls, index, sl)
-        finally:
-            _set_rng_state(saved)
 
     def per_sample_gradients(self) -> list[torch.Tensor]:
         calls = self._calls_for_step()
@@ -250,28 +222,3 @@ class FunctorchEngine(GradSampleEngine):
             norms.append(sq.sum(1).sqrt())
         batch = calls[0].batch_size if calls else 0
         return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0), flat)
-
-
-def vmap_in_chunks(run, xs_all: list, chunks, rng_states: list) -> tuple[list, Any]:
-    """Run a per-example forward ``run(xs) -> (tensors, leaves, spec)`` under vmap, chunk by chunk.
-
-    Records each chunk's RNG state in ``rng_states`` (so the per-example gradient pass replays dropout exactly) and
-    returns the output leaves, every tensor leaf concatenated over the chunks, with the output tree spec.
-    """
-    meta: dict[str, Any] = {}
-
-    def f(*xs):
-        t, ol, os_ = run(xs)
-        meta["leaves"], meta["spec"] = ol, os_
-        return tuple(t)
-
-    chunk_outs = []
-    for sl in chunks:
-        rng_states.append(_rng_state())
-        chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
-    out_leaves = list(meta["leaves"])
-    tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
-    for n, j in enumerate(tensor_pos):
-        parts = [c[n] for c in chunk_outs]
-        out_leaves[j] = parts[0] if len(parts) == 1 else torch.cat(parts)
-    return out_leaves, meta["spec"]

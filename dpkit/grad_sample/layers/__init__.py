@@ -1,4 +1,5 @@
-"""Layer rules of the book-keeping engine, one file per layer family (see :mod:`.base`).
+"""Layer rules of the book-keeping engine, one file per layer family (see :mod:`.base`), and the records of
+layer calls they make (:mod:`.records`).
 
 A new layer type = one file defining a :class:`LayerRule` subclass decorated with
 ``@register_layer_rule(ModuleType)``, imported here.
@@ -6,22 +7,34 @@ A new layer type = one file defining a :class:`LayerRule` subclass decorated wit
 
 from dpkit.grad_sample.layers import conv, embedding, linear, norms  # noqa: F401  (registration)
 from dpkit.grad_sample.layers.base import (
+    AnyRule,
     Instantiated,
     LayerRule,
     Prepared,
-    Record,
-    Tap,
     register_layer_rule,
     registered_layer_types,
     rule_for,
 )
+from dpkit.grad_sample.layers.records import (
+    GradRecord,
+    PositionSumRecord,
+    Record,
+    ReducedRecord,
+    Tap,
+    TapFn,
+)
 
 __all__ = [
+    "AnyRule",
+    "GradRecord",
     "Instantiated",
     "LayerRule",
+    "PositionSumRecord",
     "Prepared",
     "Record",
+    "ReducedRecord",
     "Tap",
+    "TapFn",
     "register_layer_rule",
     "registered_layer_types",
     "rule_for",

@@ -1,84 +1,31 @@
 """Layer rules for the book-keeping engine: how one layer type records, measures and sums per-example gradients.
 
-A rule (one file per layer family, registered with :func:`register_layer_rule`) does three things:
+A rule (one file per layer family, registered with :func:`register_layer_rule`) does two things:
 
 * ``forward(module, tap, *args, **kwargs)``: computes the layer's output with *detached* parameters (so the
   ordinary backward pass never forms a parameter gradient, only input gradients) and passes it through
-  ``tap(output, saved)``, which records what the rule needs later (``saved``: input activations or indices) and
-  catches the gradient of the loss with respect to the output during the user's single backward pass
-  (``position_sums=True``: also each example's gradient summed over positions, :attr:`Record.position_sums`).
+  ``tap(output, record)`` (:class:`~dpkit.grad_sample.layers.records.TapFn`), which keeps the record and hands
+  it the gradient of the loss with respect to the output during the user's single backward pass. The record's
+  type is the call's mode (:mod:`dpkit.grad_sample.layers.records`): the output gradient with what the rule saved
+  (input activations or indices), also its sums over positions, or per-example gradients reduced in the backward.
 * ``prepare(module, records, batch)`` returns a :class:`Prepared` holding, for the step, each example's squared
   gradient norm per parameter (ghost / Gram-matrix trick or instantiation, whichever is cheaper for the shapes)
   and able to add ``sum_i c_i * g_i`` into a buffer: one weighted matmul or matrix-vector product per parameter.
 
-Every record's tensors have the batch dimension first (``batch`` examples).
+A rule is ``LayerRule[ModuleType, RecordType]``: ``prepare`` receives the records its ``forward`` made (those a
+backward pass reached). Every record's tensors have the batch dimension first (``batch`` examples).
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
 
-
-@dataclasses.dataclass
-class Record:
-    """One call of a layer: what its rule saved in the forward and the output gradient from the backward."""
-
-    saved: Any
-    grad: torch.Tensor | None = None
-    shape: torch.Size | None = None  # set when the tapped tensor is a reshape of the layer's output
-    # Rules whose per-example gradients are small (norm layers: [B, d]) reduce the output gradient as soon as it
-    # arrives (``reduce(grad, saved) -> {name: [B, ...]}``, linear in grad) and keep only that: the output gradient
-    # and the input (then held by the graph, not by ``saved``) are dropped during the backward pass, not at the step.
-    reduce: Callable[[torch.Tensor, Any], dict[str, torch.Tensor]] | None = None
-    reduced: dict[str, torch.Tensor] | None = None
-    # Sequence layers with a bias (``tap(..., position_sums=True)``): each example's output gradient summed over
-    # its positions, ``[batch, p]``, formed in the backward pass while the gradient is still in cache (the bias's
-    # per-example gradient; a pass over the [B, T, p] gradient at the step costs several times more).
-    sum_batch: int | None = None
-    position_sums: torch.Tensor | None = None
-
-    @property
-    def has_grad(self) -> bool:
-        return self.grad is not None or self.reduced is not None
-
-
-class Tap(torch.autograd.Function):
-    """Identity on ``out`` that stores d loss / d out in ``record.grad`` during the backward pass.
-
-    ``anchor`` is one trainable parameter of the layer: it makes the output require grad even when the layer's
-    input does not (first layer), and it never receives a gradient (``None`` is returned for it).
-    """
-
-    @staticmethod
-    def forward(ctx, out, anchor, record, saved=None):
-        ctx.record = record
-        if record.reduce is not None:
-            ctx.save_for_backward(saved)  # kept by the graph (version-checked), freed once the reduction ran
-        ctx.mark_dirty(out)  # returned as-is, so later in-place ops (ReLU(inplace=True)) stay legal
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        rec = ctx.record
-        g = grad if rec.shape is None else grad.reshape(rec.shape)
-        if rec.reduce is not None:  # sums of reductions = reduction of the summed gradients (linear)
-            part = rec.reduce(g, ctx.saved_tensors[0])
-            rec.reduced = part if rec.reduced is None else {k: rec.reduced[k] + v for k, v in part.items()}
-        else:
-            rec.grad = g if rec.grad is None else rec.grad + g
-            if rec.sum_batch is not None:
-                s = g.reshape(rec.sum_batch, -1, g.shape[-1]).sum(1)
-                rec.position_sums = s if rec.position_sums is None else rec.position_sums + s
-        return grad, None, None, None
-
-
-TapFn = Callable[..., torch.Tensor]  # tap(output, saved, *, position_sums=False) -> output
+from dpkit.grad_sample.layers.records import Record, TapFn
 
 
 class Prepared(abc.ABC):
@@ -114,39 +61,40 @@ class Instantiated(Prepared):
         out.view(-1).addmv_(g.reshape(g.shape[0], -1).t(), factors.to(g.dtype))
 
 
-class LayerRule(abc.ABC):
-    """Per-example gradient rule for one layer type (see the module docstring)."""
+M = TypeVar("M", bound=nn.Module)
+R = TypeVar("R", bound=Record)
+
+
+class LayerRule(abc.ABC, Generic[M, R]):
+    """Per-example gradient rule for modules of type ``M`` whose calls it records as ``R`` (module docstring)."""
 
     #: the module's own parameters this rule handles
     param_names: tuple[str, ...] = ("weight", "bias")
 
-    def unsupported(self, module: nn.Module) -> str | None:
+    def unsupported(self, module: M) -> str | None:
         """Why this rule cannot handle ``module``'s configuration (it then falls back to torch.func)."""
         return None
 
     @abc.abstractmethod
-    def forward(self, module: nn.Module, tap: TapFn, *args, **kwargs) -> Any:
+    def forward(self, module: M, tap: TapFn[R], /, *args: Any, **kwargs: Any) -> Any:
         """The module's output, computed with detached parameters and tapped (see the module docstring)."""
 
     @abc.abstractmethod
-    def prepare(self, module: nn.Module, records: Sequence[Record], batch: int) -> Prepared:
-        """Per-example norms and clipped sums of this layer's recorded calls (all with output gradients)."""
-
-    def reducer(
-        self, module: nn.Module, batch: int, saved: Any, out: torch.Tensor
-    ) -> tuple[Callable[[torch.Tensor, torch.Tensor], dict], torch.Tensor] | None:
-        """Optional eager reduction of one call (see :attr:`Record.reduce`): ``(reduce, tensor)``, where the
-        graph keeps ``tensor`` for ``reduce(output_grad, tensor)``; None: the call is recorded for the step."""
-        return None
+    def prepare(self, module: M, records: Sequence[R], batch: int) -> Prepared:
+        """Per-example norms and clipped sums of this layer's recorded calls (all reached by a backward pass)."""
 
 
-_RULES: dict[type[nn.Module], LayerRule] = {}
+AnyRule = LayerRule[Any, Any]
+
+_RULES: dict[type[nn.Module], AnyRule] = {}
+
+RuleT = TypeVar("RuleT", bound=type[AnyRule])
 
 
-def register_layer_rule(module_type: type[nn.Module]):
+def register_layer_rule(module_type: type[nn.Module]) -> Callable[[RuleT], RuleT]:
     """Class decorator: instances of ``module_type`` (and subclasses that keep its forward) use this rule."""
 
-    def deco(cls: type[LayerRule]) -> type[LayerRule]:
+    def deco(cls: RuleT) -> RuleT:
         if module_type in _RULES:
             raise ValueError(f"a layer rule for {module_type.__name__} is already registered")
         _RULES[module_type] = cls()
@@ -159,11 +107,11 @@ def registered_layer_types() -> list[type[nn.Module]]:
     return list(_RULES)
 
 
-def rule_for(module: nn.Module) -> LayerRule | None:
+def rule_for(module: nn.Module) -> AnyRule | None:
     """The rule that handles ``module`` exactly, or None (the engine then uses the torch.func fallback)."""
     for cls in type(module).__mro__:
         rule = _RULES.get(cls)
-        if rule is None:
+        if rule is None or not issubclass(cls, nn.Module):
             continue
         if type(module).forward is not cls.forward:
             return None  # a subclass with its own forward: the rule would not compute what it computes

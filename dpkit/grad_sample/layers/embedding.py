@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpkit.grad_sample.layers.base import LayerRule, Prepared, Record, TapFn, check_batch, register_layer_rule
+from dpkit.grad_sample.layers.base import LayerRule, Prepared, check_batch, register_layer_rule
 from dpkit.grad_sample.layers.matmul import use_ghost
+from dpkit.grad_sample.layers.records import GradRecord, TapFn
 
 
 class EmbeddingGrads(Prepared):
@@ -53,7 +54,7 @@ class EmbeddingGrads(Prepared):
 
 
 @register_layer_rule(nn.Embedding)
-class EmbeddingRule(LayerRule):
+class EmbeddingRule(LayerRule[nn.Embedding, GradRecord[torch.Tensor]]):
     param_names = ("weight",)
 
     def unsupported(self, module: nn.Embedding) -> str | None:
@@ -61,18 +62,18 @@ class EmbeddingRule(LayerRule):
             return "scale_grad_by_freq=True"
         return None
 
-    def forward(self, module: nn.Embedding, tap: TapFn, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, module: nn.Embedding, tap: TapFn[GradRecord[torch.Tensor]], ids: torch.Tensor) -> torch.Tensor:
         out = F.embedding(
             ids, module.weight.detach(), module.padding_idx, module.max_norm, module.norm_type, False, module.sparse
         )
-        return tap(out, ids)
+        return tap(out, GradRecord(ids))
 
-    def prepare(self, module: nn.Embedding, records: Sequence[Record], batch: int) -> EmbeddingGrads:
+    def prepare(self, module: nn.Embedding, records: Sequence[GradRecord[torch.Tensor]], batch: int) -> EmbeddingGrads:
         ids, grads = [], []
         for r in records:
             check_batch(r.saved, batch, "Embedding")
             i = r.saved.reshape(batch, -1)
-            g = r.grad.reshape(batch, -1, module.embedding_dim)
+            g = r.output_grad.reshape(batch, -1, module.embedding_dim)
             if module.padding_idx is not None:
                 g = g * (i != module.padding_idx).unsqueeze(2).to(g.dtype)
             ids.append(i)

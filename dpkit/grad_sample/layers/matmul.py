@@ -26,7 +26,7 @@ def use_ghost(t: int, p: int, d: int) -> bool:
 
 class MatmulGrads(Prepared):
     """``A``: ``[B, T, d]``, ``G``: ``[B, T, p]``; ``weight`` / ``bias``: parameter names (None: not trained);
-    ``g_sum``: ``sum_t G[:, t]`` when the backward pass formed it (:attr:`Record.position_sums`)."""
+    ``g_sum``: ``sum_t G[:, t]`` when the backward pass formed it (``PositionSumRecord.position_sums``)."""
 
     def __init__(
         self,

@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpkit.grad_sample.layers.base import (
-    Instantiated,
-    LayerRule,
-    Record,
-    TapFn,
-    check_batch,
-    register_layer_rule,
-)
+from dpkit.grad_sample.layers.base import Instantiated, LayerRule, check_batch, register_layer_rule
 from dpkit.grad_sample.layers.linear import detached, trained
+from dpkit.grad_sample.layers.records import GradRecord, ReducedRecord, TapFn
 
 
 @dataclasses.dataclass
@@ -31,29 +26,42 @@ class _Stats:
     rstd: torch.Tensor
 
 
-def _split(saved) -> tuple:
-    """A norm call's saved object -> (input, _Stats or None); LayerNorm saves ``(input, _Stats)``."""
-    return saved if isinstance(saved, tuple) else (saved, None)
+NormT = TypeVar("NormT", nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+# A norm call whose input is batch-first reduces its gradients in the backward pass; any other call is recorded
+# with its input (and LayerNorm's statistics) for prepare, which then raises the error naming the layer.
+NormRecord = ReducedRecord | GradRecord[tuple[torch.Tensor, _Stats | None]]
 
 
-class _NormRule(LayerRule):
-    def forward(self, module, tap: TapFn, x: torch.Tensor) -> torch.Tensor:
+class _NormRule(LayerRule[NormT, NormRecord]):
+    def forward(self, module: NormT, tap: TapFn[NormRecord], x: torch.Tensor) -> torch.Tensor:
         weight, bias = detached(getattr(module, "weight", None)), detached(getattr(module, "bias", None))
-        return tap(self.normalize(module, x, weight, bias), x.detach())
+        return self.tap(module, tap, self.normalize(module, x, weight, bias), x.detach(), None)
 
-    def normalize(self, module, x, weight, bias) -> torch.Tensor:
+    def tap(
+        self, module: NormT, tap: TapFn[NormRecord], out: torch.Tensor, x: torch.Tensor, stats: _Stats | None
+    ) -> torch.Tensor:
+        """Record one call (input ``x``, detached): per-example gradients take [B, d] each, so they are formed in
+        the backward pass and neither the [B, T, d] output gradient nor the input is held until the step."""
+        batch = tap.batch
+        if x.dim() == 0 or x.shape[0] != batch:
+            return tap(out, GradRecord((x, stats)))
+        return tap(out, ReducedRecord(lambda grad, x: self.per_example(module, grad, x, batch, stats)), kept=x)
+
+    def normalize(
+        self, module: NormT, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def normalized(self, module, x: torch.Tensor, stats: _Stats | None) -> torch.Tensor:
+    def normalized(self, module: NormT, x: torch.Tensor, stats: _Stats | None) -> torch.Tensor:
         """``x_hat`` for a saved input, as a new tensor (the caller modifies it)."""
         return self.normalize(module, x, None, None)
 
-    def reduce(self, module, t: torch.Tensor, batch: int) -> torch.Tensor:
+    def reduce(self, module: NormT, t: torch.Tensor, batch: int) -> torch.Tensor:
         """Sum ``t`` (shaped like the output) over everything but the batch and the parameter's dimensions."""
         raise NotImplementedError
 
     def per_example(
-        self, module, grad: torch.Tensor, x: torch.Tensor, batch: int, stats: _Stats | None = None
+        self, module: NormT, grad: torch.Tensor, x: torch.Tensor, batch: int, stats: _Stats | None = None
     ) -> dict[str, torch.Tensor]:
         """Per-example parameter gradients of one call from its output gradient and saved input."""
         parts = {}
@@ -64,35 +72,26 @@ class _NormRule(LayerRule):
             parts["bias"] = self.reduce(module, grad, batch)
         return parts
 
-    def reducer(self, module, batch: int, saved, out):
-        # Per-example gradients take [B, d] each: form them in the backward pass, so that neither the [B, T, d]
-        # output gradient nor the input is held until the step (not for an input that is not batch-first:
-        # prepare then raises the error).
-        saved, stats = _split(saved)
-        if not isinstance(saved, torch.Tensor) or saved.dim() == 0 or saved.shape[0] != batch:
-            return None
-        return (lambda grad, x: self.per_example(module, grad, x, batch, stats)), saved
-
-    def prepare(self, module, records: Sequence[Record], batch: int) -> Instantiated:
+    def prepare(self, module: NormT, records: Sequence[NormRecord], batch: int) -> Instantiated:
         ps: dict[str, torch.Tensor] = {}
         for r in records:
-            if r.reduced is not None:
-                parts = r.reduced
+            if isinstance(r, ReducedRecord):
+                parts = r.per_example
             else:
-                x, stats = _split(r.saved)
+                x, stats = r.saved
                 check_batch(x, batch, type(module).__name__)
-                parts = self.per_example(module, r.grad, x, batch, stats)
+                parts = self.per_example(module, r.output_grad, x, batch, stats)
             for k, v in parts.items():
                 ps[k] = v if k not in ps else ps[k] + v
         return Instantiated(ps)
 
 
 @register_layer_rule(nn.LayerNorm)
-class LayerNormRule(_NormRule):
-    def forward(self, module, tap: TapFn, x: torch.Tensor) -> torch.Tensor:
+class LayerNormRule(_NormRule[nn.LayerNorm]):
+    def forward(self, module: nn.LayerNorm, tap: TapFn[NormRecord], x: torch.Tensor) -> torch.Tensor:
         weight, bias = detached(module.weight), detached(module.bias)
         out, mean, rstd = torch.native_layer_norm(x, module.normalized_shape, weight, bias, module.eps)
-        return tap(out, (x.detach(), _Stats(mean.detach(), rstd.detach())))
+        return self.tap(module, tap, out, x.detach(), _Stats(mean.detach(), rstd.detach()))
 
     def normalize(self, module, x, weight, bias):
         return F.layer_norm(x, module.normalized_shape, weight, bias, module.eps)
@@ -108,7 +107,7 @@ class LayerNormRule(_NormRule):
 
 
 @register_layer_rule(nn.GroupNorm)
-class GroupNormRule(_NormRule):
+class GroupNormRule(_NormRule[nn.GroupNorm]):
     def normalize(self, module, x, weight, bias):
         return F.group_norm(x, module.num_groups, weight, bias, module.eps)
 
@@ -117,7 +116,7 @@ class GroupNormRule(_NormRule):
 
 
 @register_layer_rule(nn.RMSNorm)
-class RMSNormRule(_NormRule):
+class RMSNormRule(_NormRule[nn.RMSNorm]):
     param_names = ("weight",)
 
     def normalize(self, module, x, weight, bias):
