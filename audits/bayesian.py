@@ -20,11 +20,11 @@ Sorted along the curve, consecutive points are at most one grid step apart in *b
 flat stretches (a concentrated posterior, the kinks of the region, zero counts, attacks worse than random) are
 all resolved; the trapezoid rule on these points has error O(h^2) in the grid step h and, for a monotone curve,
 a rigorous bracket: the area lies between the lower and upper step sums over the same points. Each CDF value
-costs ~4 x 4,300 ``betainc`` calls (a few ms); quantiles are found by Brent's method. Tails are refined with
+costs ~4 x 4,300 ``betainc`` calls; quantiles are found by Brent's method. Tails are refined with
 log-spaced levels down to 1e-12 so small credible levels keep relative accuracy.
 
 This replaces the reference package's 2-D ``dblquad`` (absolute tolerance 5e-3, which misses concentrated mass
-and returns intervals above the true epsilon at n >= 1e4, and takes minutes per interval).
+and returns intervals above the true epsilon at n >= 1e4; its speed is compared in benchmarks/README.md).
 """
 
 from __future__ import annotations

@@ -5,15 +5,14 @@
   ``SeedSequence([seed, NOISE_STREAM, t])`` (:mod:`dpkit.seeding`). The values depend on (seed, t, position)
   only, never on the number of threads, so a resumed run adds exactly the noise of the uninterrupted run; the
   blocks are drawn in parallel on ``torch.get_num_threads()`` threads (``normal_`` itself is serial, and it
-  is the largest cost of a DP step on small models: ~2.4 ms of a 6 ms MLP step). The seed is part of
+  is the largest cost of a DP step on small models: see benchmarks/README.md). The seed is part of
   checkpoints: anyone holding it can recompute the noise, so keep checkpoints as secret as the training
   data. ``torch.Generator`` is a Mersenne Twister: fine statistically, not cryptographically.
 * Secure (``secure=True``): every noise value comes from ``os.urandom`` (the OS CSPRNG): 2 x 64 random bits
   per pair of Gaussians via the Box-Muller transform in float64, then rounded to the parameter dtype. Nothing
   about the noise is stored anywhere, so it cannot be recomputed or predicted from earlier outputs,
-  checkpoints or seeds; the price is speed (``benchmark_noise()``: about 55 ns per value vs about 8 ns seeded
-  on the 2-core CPU of this project, i.e. ~50 ms per step for a 1M-parameter model) and runs that cannot be
-  resumed bit-exactly. It does not defend against floating-point (least-significant-bit) attacks on the
+  checkpoints or seeds; the price is speed (several times slower per value than seeded noise; ``benchmark_noise()``
+  measures both on your machine) and runs that cannot be resumed bit-exactly. It does not defend against floating-point (least-significant-bit) attacks on the
   Gaussian mechanism.
 """
 

@@ -38,7 +38,7 @@ ATTACKS = ("loss", "lira")
 
 @dataclasses.dataclass(frozen=True)
 class MiaConfig:
-    """Parameters of one harness run (defaults: about 10 s on 2 CPU cores).
+    """Parameters of one harness run.
 
     The defaults are sized so the attacks have power: with 40 epochs on 100 base examples a model memorizes its
     mislabelled canaries, and at noise multiplier 0.3 the harness certifies epsilon > 1 while at 4.0 it reports

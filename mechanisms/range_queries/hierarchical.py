@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dpkit.mechanisms._validation import check_count, check_domain, check_epsilon, check_values
-from dpkit.mechanisms.base import norm_sub
+from dpkit.mechanisms.postprocessing import norm_sub
 from dpkit.mechanisms.range_queries.base import (
     LevelSampledProtocol,
     RangeState,

@@ -6,7 +6,7 @@
   (``RS+FD[GRR|OUE-z|OUE-r|SUE-z|SUE-r]``, ``SPL[FO]``, ``SMP[FO]``; ``d`` attributes of domain ``k``; ``scope``
   'tuple' (all attributes change) or 'attribute' (attribute 0 changes)).
 * ``multi-freq-ldpy:NAME`` (GRR, SUE, OUE, BLH, OLH, SS, SHE, THE) and ``pure-ldp:NAME`` (GRR, SUE, OUE, BLH, OLH,
-  SHE, THE): the library's own per-user client, imported only when asked. These are Python loops (2-60 us per
+  SHE, THE): the library's own per-user client, imported only when asked. These are Python loops (far slower per
   report), so their default is ``ANCHOR_TRIALS`` trials, not 1e6.
 * ``package.module:callable``: any function ``f(value) -> report`` (an int, or a length-k vector of bits or
   floats); the user declares epsilon, delta and k. Its event is chosen on a training split (no model is known).

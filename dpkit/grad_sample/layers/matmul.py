@@ -7,9 +7,8 @@ fastDP's rule (:func:`use_ghost`: Gram matrices iff ``2 T^2 <= p d``, i.e. when 
 the instantiated gradient). For T = 1 the ghost norm is ``||g_i||^2 ||a_i||^2``. The clipped sum is one matmul
 ``(c * G)^T A`` over all examples (ghost) or one matrix-vector product over the instantiated gradients.
 
-Measured on the 2-core CPU of benchmarks/training.py (tiny transformer, T = 64): a FLOP-and-memory cost model
-that instantiates the 128x128 and 128x512 projections was slower than this rule (1.33x vs 1.26x of non-private
-in interleaved runs): streaming instantiated gradients through memory costs more than the Gram matrices.
+A FLOP-and-memory cost model that instantiates more layers was measured slower than this rule on CPU (the
+measurement is in benchmarks/README.md, "Design measurements").
 """
 
 from __future__ import annotations
