@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from dpkit.accountants.errors import UnsupportedEventError
 from dpkit.accountants.events import (
@@ -28,10 +29,13 @@ from dpkit.accountants.validation import check_count, check_delta, check_nonnega
 _ACCOUNTANTS: dict[str, type[PrivacyAccountant]] = {}
 
 
-def register_accountant(name: str):
+_A = TypeVar("_A", bound="type[PrivacyAccountant]")
+
+
+def register_accountant(name: str) -> Callable[[_A], _A]:
     """Class decorator: make ``create_accountant(name)`` build this accountant."""
 
-    def deco(cls: type[PrivacyAccountant]) -> type[PrivacyAccountant]:
+    def deco(cls: _A) -> _A:
         if name in _ACCOUNTANTS:
             raise ValueError(f"accountant {name!r} is already registered")
         _ACCOUNTANTS[name] = cls
@@ -45,7 +49,7 @@ def available_accountants() -> list[str]:
     return sorted(_ACCOUNTANTS)
 
 
-def create_accountant(name: str, **kwargs) -> PrivacyAccountant:
+def create_accountant(name: str, **kwargs: Any) -> PrivacyAccountant:
     """Build a registered accountant by name (``"rdp"``, ``"pld"``, ...)."""
     try:
         cls = _ACCOUNTANTS[name]

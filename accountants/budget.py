@@ -11,6 +11,8 @@ from dpkit.accountants.errors import BudgetExceededError
 from dpkit.accountants.events import DpEvent
 from dpkit.accountants.validation import check_count, check_delta, check_positive
 
+_Prefix = tuple[tuple[DpEvent, int], ...]
+
 
 class PrivacyBudget:
     """Records events and refuses any composition whose epsilon at ``target_delta`` would exceed ``target_epsilon``.
@@ -25,18 +27,18 @@ class PrivacyBudget:
         target_epsilon: float,
         target_delta: float,
         accountant: str | PrivacyAccountant = "pld",
-        **options,
-    ):
+        **options: Any,
+    ) -> None:
         self.target_epsilon = check_positive("target_epsilon", target_epsilon)
         self.target_delta = check_delta("target_delta", target_delta)
         if isinstance(accountant, PrivacyAccountant):
             self.accountant = accountant
         else:
             self.accountant = create_accountant(accountant, **options)
-        self._fits: dict[tuple, int] = {}
+        self._fits: dict[tuple[_Prefix, DpEvent], int] = {}
 
     # ----------------------------------------------------------------- spending
-    def _split(self, event: DpEvent) -> tuple[tuple, int]:
+    def _split(self, event: DpEvent) -> tuple[_Prefix, int]:
         """(ledger without a trailing run of ``event``, length of that run)."""
         ledger = self.accountant._ledger
         if ledger and ledger[-1][0] == event:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 from scipy import optimize
 
@@ -21,7 +22,7 @@ from dpkit.accountants.validation import check_count, check_delta, check_positiv
 AccountantSpec = str | PrivacyAccountant
 
 
-def _accountant(spec: AccountantSpec, **options) -> PrivacyAccountant:
+def _accountant(spec: AccountantSpec, **options: Any) -> PrivacyAccountant:
     return spec.fresh() if isinstance(spec, PrivacyAccountant) else create_accountant(spec, **options)
 
 
@@ -39,7 +40,7 @@ def calibrate_noise(
     guess: float = 1.0,
     growth: float = 1.5,
     max_noise: float = 1e6,
-    **options,
+    **options: Any,
 ) -> float:
     """Smallest noise multiplier ``s`` (within ``rtol``) with epsilon(``make_event(s)``) <= ``target_epsilon``.
 
@@ -118,7 +119,7 @@ def calibrate_noise_multiplier(
     accountant: AccountantSpec = "pld",
     *,
     rtol: float = 1e-3,
-    **options,
+    **options: Any,
 ) -> float:
     """Noise multiplier for DP-SGD with Poisson sampling rate ``q`` over ``steps`` steps at (epsilon, delta)."""
     q = check_probability("sampling_probability", sampling_probability)
@@ -146,7 +147,7 @@ def calibrate_steps(
     accountant: AccountantSpec = "pld",
     *,
     max_steps: int = 10**7,
-    **options,
+    **options: Any,
 ) -> int:
     """Largest number of DP-SGD steps whose epsilon at ``delta`` is at most ``target_epsilon``."""
     target_epsilon = check_positive("target_epsilon", target_epsilon)

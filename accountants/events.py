@@ -128,7 +128,7 @@ class GaussianEvent(DpEvent):
     noise_multiplier: float
     kind: ClassVar[str] = "gaussian"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "noise_multiplier", check_positive("noise_multiplier", self.noise_multiplier))
 
 
@@ -140,7 +140,7 @@ class LaplaceEvent(DpEvent):
     scale: float
     kind: ClassVar[str] = "laplace"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "scale", check_positive("scale", self.scale))
 
 
@@ -153,7 +153,7 @@ class RandomizedResponseEvent(DpEvent):
     num_buckets: int = 2
     kind: ClassVar[str] = "randomized_response"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "epsilon", check_positive("epsilon", self.epsilon))
         object.__setattr__(self, "num_buckets", check_count("num_buckets", self.num_buckets, minimum=2))
 
@@ -166,7 +166,7 @@ class PureDpEvent(DpEvent):
     epsilon: float
     kind: ClassVar[str] = "pure_dp"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "epsilon", check_positive("epsilon", self.epsilon))
 
 
@@ -179,7 +179,7 @@ class PoissonSampledEvent(DpEvent):
     event: DpEvent
     kind: ClassVar[str] = "poisson_sampled"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         q = check_probability("sampling_probability", self.sampling_probability)
         object.__setattr__(self, "sampling_probability", q)
         _check_event("event", self.event)
@@ -195,7 +195,7 @@ class SampledWithoutReplacementEvent(DpEvent):
     event: DpEvent
     kind: ClassVar[str] = "sampled_without_replacement"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         n = check_count("source_dataset_size", self.source_dataset_size, minimum=1)
         m = check_count("sample_size", self.sample_size, minimum=0)
         if m > n:
@@ -214,7 +214,7 @@ class SelfComposedEvent(DpEvent):
     count: int
     kind: ClassVar[str] = "self_composed"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_event("event", self.event)
         object.__setattr__(self, "count", check_count("count", self.count))
 
@@ -227,14 +227,14 @@ class ComposedEvent(DpEvent):
     events: tuple[DpEvent, ...]
     kind: ClassVar[str] = "composed"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         events = tuple(self.events)
         for i, e in enumerate(events):
             _check_event(f"events[{i}]", e)
         object.__setattr__(self, "events", events)
 
 
-def _check_event(name: str, event) -> None:
+def _check_event(name: str, event: object) -> None:
     if not isinstance(event, DpEvent):
         raise TypeError(f"{name} must be a DpEvent, got {event!r}")
 

@@ -64,7 +64,9 @@ def _pairs(event: DpEvent, relation: NeighbouringRelation) -> list[Pair]:
 
 
 @lru_cache(maxsize=64)
-def _composed(atoms: tuple[tuple[DpEvent, int], ...], relation: NeighbouringRelation, step: float, tail: float):
+def _composed(
+    atoms: tuple[tuple[DpEvent, int], ...], relation: NeighbouringRelation, step: float, tail: float
+) -> list[DiscretePLD | None]:
     """Composed PLDs of ``atoms``, one per direction (a direction-less event joins every direction)."""
     per_direction: list[DiscretePLD | None] = [None, None]
     for event, count in atoms:
@@ -125,10 +127,10 @@ class PLDAccountant(PrivacyAccountant):
             except GridTooLarge:
                 step *= 4.0
 
-    def _epsilon(self, atoms, delta: float) -> float:
+    def _epsilon(self, atoms: list[tuple[DpEvent, int]], delta: float) -> float:
         return float(max(p.get_epsilon(delta) for p in self._plds(atoms)))
 
-    def _delta(self, atoms, epsilon: float) -> float:
+    def _delta(self, atoms: list[tuple[DpEvent, int]], epsilon: float) -> float:
         return max(p.get_delta(epsilon) for p in self._plds(atoms))
 
     def get_epsilon_bounds(self, delta: float) -> tuple[float, float]:

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.fft
 from scipy.signal import fftconvolve
 
+from dpkit.accountants._typing import FloatArray
 from dpkit.accountants.privacy_loss import Pair
 
 #: The largest FFT the accountant will run; beyond it the grid is coarsened (pessimistically) instead.
@@ -51,7 +52,7 @@ class DiscretePLD:
 
     step: float
     offset: int
-    pmf: np.ndarray
+    pmf: FloatArray
     inf_mass: float
     n_split: int = 0
     drift: float = 0.0
@@ -66,7 +67,7 @@ class DiscretePLD:
             raise GridTooLarge
         if i_hi == i_lo:
             i_hi += 1
-        grid = np.arange(i_lo, i_hi + 1) * step
+        grid = np.arange(i_lo, i_hi + 1, dtype=np.float64) * step
         m = pair.masses(grid)
         # Split each interval's mass between its ends, preserving E_P[e^{-L}].
         up = (m.p - np.exp(grid[:-1]) * m.q) / -math.expm1(-step)
@@ -138,8 +139,8 @@ class DiscretePLD:
 
     # ------------------------------------------------------------------ queries
     @property
-    def losses(self) -> np.ndarray:
-        return (self.offset + np.arange(len(self.pmf))) * self.step
+    def losses(self) -> FloatArray:
+        return (self.offset + np.arange(len(self.pmf), dtype=np.float64)) * self.step
 
     def get_delta(self, epsilon: float) -> float:
         """delta(eps) = P(L = inf) + sum_{l > eps} p_l (1 - e^{eps - l})."""
@@ -204,7 +205,7 @@ def loss_range(pair: Pair, tail_mass: float) -> tuple[float, float]:
     return float(lo), float(max(hi, lo))
 
 
-def _chernoff_window(pmf: np.ndarray, count: int, tail_mass: float) -> tuple[int, int]:
+def _chernoff_window(pmf: FloatArray, count: int, tail_mass: float) -> tuple[int, int]:
     """Index window [lo, hi] of the count-fold sum outside which at most ``tail_mass`` lies on each side.
 
     Chernoff: mass(S >= u) <= M(lam)^count e^{-lam u} for lam > 0 (and symmetrically below), with M the
@@ -224,9 +225,10 @@ def _chernoff_window(pmf: np.ndarray, count: int, tail_mass: float) -> tuple[int
     lams = np.geomspace(1e-7, 50.0, 48)[:, None]
     log_tail = math.log(tail_mass)
 
-    def log_mgf(x):  # rows: lambdas; log sum exp(x + logm)
+    def log_mgf(x: FloatArray) -> FloatArray:  # rows: lambdas; log sum exp(x + logm)
         top = np.max(x, axis=1, keepdims=True)
-        return (top + np.log(np.sum(np.exp(x - top), axis=1, keepdims=True)))[:, 0]
+        out: FloatArray = (top + np.log(np.sum(np.exp(x - top), axis=1, keepdims=True)))[:, 0]
+        return out
 
     his = (count * log_mgf(lams * r_hi + logm) - log_tail) / lams[:, 0]
     los = -(count * log_mgf(-lams * r_lo + logm) - log_tail) / lams[:, 0]

@@ -27,8 +27,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from dpkit.accountants import rdp_analysis as ra
+from dpkit.accountants._typing import FloatArray
 from dpkit.accountants.accountant import PrivacyAccountant, register_accountant
 from dpkit.accountants.events import (
     ComposedEvent,
@@ -95,8 +97,8 @@ class RDPAccountant(PrivacyAccountant):
     def __init__(
         self,
         neighbouring_relation: NeighbouringRelation | str = NeighbouringRelation.ADD_OR_REMOVE,
-        orders=None,
-    ):
+        orders: npt.ArrayLike | None = None,
+    ) -> None:
         super().__init__(neighbouring_relation)
         self._custom_orders = orders is not None
         arr = ra.DEFAULT_ORDERS if orders is None else ra.check_orders(orders)
@@ -105,7 +107,7 @@ class RDPAccountant(PrivacyAccountant):
         self._orders_key = tuple(self._orders.tolist())
 
     @property
-    def orders(self) -> np.ndarray:
+    def orders(self) -> FloatArray:
         return self._orders
 
     def _options(self) -> dict[str, Any]:
@@ -153,7 +155,7 @@ class RDPAccountant(PrivacyAccountant):
         return f"the RDP accountant does not support {type(event).__name__}"
 
     # ------------------------------------------------------------------ RDP of atoms
-    def _atom_rdp(self, event: DpEvent) -> np.ndarray:
+    def _atom_rdp(self, event: DpEvent) -> FloatArray:
         return _cached_atom_rdp(event, self._orders_key)
 
     def _pure_epsilon(self, event: DpEvent) -> float:
@@ -179,7 +181,7 @@ class RDPAccountant(PrivacyAccountant):
         parts = [count * self._pure_epsilon(event) for event, count in atoms]
         return math.fsum(parts) if all(math.isfinite(p) for p in parts) else math.inf
 
-    def _total_rdp(self, atoms: list[tuple[DpEvent, int]]) -> np.ndarray:
+    def _total_rdp(self, atoms: list[tuple[DpEvent, int]]) -> FloatArray:
         total = np.zeros_like(self._orders)
         for event, count in atoms:
             total = total + count * self._atom_rdp(event)
@@ -203,7 +205,7 @@ class RDPAccountant(PrivacyAccountant):
         return self._delta_and_order(atoms, epsilon)[0]
 
     # ------------------------------------------------------------------ conveniences
-    def get_rdp(self) -> np.ndarray:
+    def get_rdp(self) -> FloatArray:
         """The ledger's RDP curve, one value per order in :attr:`orders`."""
         return self._total_rdp(self.atoms())
 
@@ -243,14 +245,14 @@ def _contains_sampling(event: DpEvent) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def _cached_atom_rdp(event: DpEvent, orders_key: tuple[float, ...]) -> np.ndarray:
+def _cached_atom_rdp(event: DpEvent, orders_key: tuple[float, ...]) -> FloatArray:
     """RDP curve of one event on the given orders (read-only; cached, since calibration re-asks often)."""
     rdp = _compute_atom_rdp(event, np.array(orders_key))
     rdp.flags.writeable = False
     return rdp
 
 
-def _compute_atom_rdp(event: DpEvent, orders: np.ndarray) -> np.ndarray:
+def _compute_atom_rdp(event: DpEvent, orders: FloatArray) -> FloatArray:
     if isinstance(event, NoOpEvent):
         return np.zeros_like(orders)
     if isinstance(event, NonPrivateEvent):
@@ -272,7 +274,10 @@ def _compute_atom_rdp(event: DpEvent, orders: np.ndarray) -> np.ndarray:
         sigma = _effective_gaussian_sigma(inner)
         if sigma is not None:
             return ra.rdp_poisson_gaussian(q, sigma, orders)
-        eps, k = _rr_epsilon(inner)
+        rr = _rr_epsilon(inner)
+        if rr is None:  # guarded by _supports_atom
+            raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")
+        eps, k = rr
         log_p, log_q = ra.randomized_response_log_pair(eps, k)
         if q == 1.0:
             log_mix = log_p
@@ -287,5 +292,7 @@ def _compute_atom_rdp(event: DpEvent, orders: np.ndarray) -> np.ndarray:
         if event.sample_size == 0 or _is_noop(inner):
             return np.zeros_like(orders)
         sigma = _effective_gaussian_sigma(inner)
+        if sigma is None:  # guarded by _supports_atom
+            raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")
         return ra.rdp_sampled_without_replacement_gaussian(event.source_dataset_size, event.sample_size, sigma, orders)
     raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")  # guarded by _supports_atom

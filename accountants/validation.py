@@ -9,13 +9,13 @@ import math
 from numbers import Integral, Real
 
 
-def _as_float(name: str, value) -> float:
+def _as_float(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     return float(value)  # NaN fails every range check below, so its error states the range
 
 
-def check_positive(name: str, value, *, allow_inf: bool = False) -> float:
+def check_positive(name: str, value: object, *, allow_inf: bool = False) -> float:
     """``value`` in (0, inf) (or (0, inf] with ``allow_inf``)."""
     v = _as_float(name, value)
     if not v > 0 or (math.isinf(v) and not allow_inf):
@@ -24,7 +24,7 @@ def check_positive(name: str, value, *, allow_inf: bool = False) -> float:
     return v
 
 
-def check_nonnegative(name: str, value) -> float:
+def check_nonnegative(name: str, value: object) -> float:
     """``value`` in [0, inf)."""
     v = _as_float(name, value)
     if not (0 <= v < math.inf):
@@ -32,7 +32,7 @@ def check_nonnegative(name: str, value) -> float:
     return v
 
 
-def check_probability(name: str, value, *, open_low: bool = True, open_high: bool = False) -> float:
+def check_probability(name: str, value: object, *, open_low: bool = True, open_high: bool = False) -> float:
     """``value`` in the unit interval; by default (0, 1] (a sampling probability)."""
     v = _as_float(name, value)
     low_ok = v > 0 if open_low else v >= 0
@@ -43,12 +43,12 @@ def check_probability(name: str, value, *, open_low: bool = True, open_high: boo
     return v
 
 
-def check_delta(name: str, value) -> float:
+def check_delta(name: str, value: object) -> float:
     """A privacy parameter delta in (0, 1)."""
     return check_probability(name, value, open_low=True, open_high=True)
 
 
-def check_count(name: str, value, *, minimum: int = 0) -> int:
+def check_count(name: str, value: object, *, minimum: int = 0) -> int:
     """A whole number >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         if isinstance(value, float) and value.is_integer():
