@@ -121,7 +121,8 @@ class DiscretePair:
     def masses(self, edges: FloatArray) -> Masses:
         edges = np.asarray(edges, dtype=float)
         keep = self.p > 0
-        loss = np.log(self.p[keep]) - np.log(self.q[keep])
+        with np.errstate(divide="ignore"):  # Q = 0 where P > 0 (e^-eps underflowed): infinite loss
+            loss = np.log(self.p[keep]) - np.log(self.q[keep])
         # bin b: e_{b-1} < loss <= e_b  ->  0 below e_0, n+1 above e_n.
         bins = np.searchsorted(edges, loss, side="left")
         n = len(edges) + 1
@@ -161,12 +162,12 @@ def laplace_pair(scale: float) -> ScalarPair:
 def randomized_response_pair(epsilon: float, num_buckets: int = 2) -> DiscretePair:
     """k-ary RR on inputs x (P) and x' (Q): true bucket w.p. e^eps / (e^eps + k - 1), each other 1 / (e^eps + k - 1)."""
     k = num_buckets
-    # Stable for large epsilon: divide through by e^eps.
+    # Stable for large epsilon: divide through by e^eps. The k - 2 buckets with P = Q (loss 0) are one outcome.
     hi = 1.0 / (1.0 + (k - 1) * math.exp(-epsilon))
     lo = math.exp(-epsilon) * hi
-    p = np.array([hi, lo] + [lo] * (k - 2))
-    q = np.array([lo, hi] + [lo] * (k - 2))
-    return DiscretePair(p, q)
+    if k == 2:
+        return DiscretePair(np.array([hi, lo]), np.array([lo, hi]))
+    return DiscretePair(np.array([hi, lo, (k - 2) * lo]), np.array([lo, hi, (k - 2) * lo]))
 
 
 def poisson_subsampled(pair: Pair, q: float, direction: str) -> Pair:

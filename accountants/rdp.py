@@ -47,6 +47,7 @@ from dpkit.accountants.events import (
     SelfComposedEvent,
     flatten,
 )
+from dpkit.accountants.progress import ProgressHook
 from dpkit.accountants.validation import check_delta, check_nonnegative
 
 __all__ = ["RDPAccountant"]
@@ -58,18 +59,20 @@ def _effective_gaussian_sigma(event: DpEvent) -> float | None:
     Gaussians with noise multipliers sigma_i on the same input compose to a Gaussian with
     sigma = (sum_i sigma_i^-2)^(-1/2) (exactly: the sufficient statistic of the outputs is one Gaussian).
     """
-    precision = 0.0
-    seen = False
+    parts: list[tuple[float, int]] = []
     for atom, count in flatten(event):
         if isinstance(atom, NoOpEvent):
             continue
         if not isinstance(atom, GaussianEvent):
             return None
-        precision += count / atom.noise_multiplier**2
-        seen = True
-    if not seen:
+        parts.append((atom.noise_multiplier, count))
+    if not parts:
         return None
-    return 1.0 / math.sqrt(precision)
+    if len(parts) == 1 and parts[0][1] == 1:
+        return parts[0][0]
+    # Scaled by the smallest sigma so that no sigma^-2 overflows: sigma = m / sqrt(sum_i c_i (m / sigma_i)^2).
+    m = min(sigma for sigma, _ in parts)
+    return m / math.sqrt(math.fsum(c * (m / sigma) ** 2 for sigma, c in parts))
 
 
 def _is_noop(event: DpEvent) -> bool:
@@ -172,7 +175,7 @@ class RDPAccountant(PrivacyAccountant):
                 return 0.0
             rr = _rr_epsilon(event.event)
             if rr is not None:
-                return math.log1p(event.sampling_probability * math.expm1(rr[0]))
+                return ra.log_mixture_epsilon(event.sampling_probability, rr[0])
         if isinstance(event, SampledWithoutReplacementEvent) and (event.sample_size == 0 or _is_noop(event.event)):
             return 0.0
         return math.inf
@@ -198,10 +201,10 @@ class RDPAccountant(PrivacyAccountant):
             return 0.0, math.inf
         return ra.rdp_to_delta(self._orders, self._total_rdp(atoms), epsilon)
 
-    def _epsilon(self, atoms: list[tuple[DpEvent, int]], delta: float) -> float:
-        return self._epsilon_and_order(atoms, delta)[0]
+    def _epsilon(self, atoms: list[tuple[DpEvent, int]], delta: float, progress: ProgressHook | None = None) -> float:
+        return self._epsilon_and_order(atoms, delta)[0]  # fast: no progress to report
 
-    def _delta(self, atoms: list[tuple[DpEvent, int]], epsilon: float) -> float:
+    def _delta(self, atoms: list[tuple[DpEvent, int]], epsilon: float, progress: ProgressHook | None = None) -> float:
         return self._delta_and_order(atoms, epsilon)[0]
 
     # ------------------------------------------------------------------ conveniences
@@ -264,7 +267,7 @@ def _compute_atom_rdp(event: DpEvent, orders: FloatArray) -> FloatArray:
     rr = _rr_epsilon(event)
     if rr is not None:
         eps, k = rr
-        log_p, log_q = ra.randomized_response_log_pair(eps, k)
+        log_p, log_q = ra.randomized_response_outcome_classes(eps, k)
         # an eps-DP mechanism has D_alpha <= eps at every order; the cap only removes rounding noise
         return np.minimum(ra._rdp_discrete_log(log_p, log_q, orders), eps)
     if isinstance(event, PoissonSampledEvent):
@@ -278,7 +281,7 @@ def _compute_atom_rdp(event: DpEvent, orders: FloatArray) -> FloatArray:
         if rr is None:  # guarded by _supports_atom
             raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")
         eps, k = rr
-        log_p, log_q = ra.randomized_response_log_pair(eps, k)
+        log_p, log_q = ra.randomized_response_outcome_classes(eps, k)
         if q == 1.0:
             log_mix = log_p
         else:
@@ -286,7 +289,7 @@ def _compute_atom_rdp(event: DpEvent, orders: FloatArray) -> FloatArray:
         # removal: (mix, Q); addition: (Q, mix). _rdp_discrete_log takes the max of both directions.
         rdp = ra._rdp_discrete_log(log_mix, log_q, orders)
         # Poisson-subsampled eps-DP is log(1 + q (e^eps - 1))-DP (cap only removes rounding noise)
-        return np.minimum(rdp, math.log1p(q * math.expm1(eps)))
+        return np.minimum(rdp, ra.log_mixture_epsilon(q, eps))
     if isinstance(event, SampledWithoutReplacementEvent):
         inner = event.event
         if event.sample_size == 0 or _is_noop(inner):

@@ -43,6 +43,8 @@ __all__ = [
     "rdp_discrete",
     "randomized_response_pair",
     "randomized_response_log_pair",
+    "randomized_response_outcome_classes",
+    "log_mixture_epsilon",
     "rdp_sampled_without_replacement_gaussian",
     "rdp_to_epsilon",
     "rdp_to_delta",
@@ -385,6 +387,32 @@ def randomized_response_log_pair(epsilon: float, num_buckets: int = 2) -> tuple[
     log_q = log_p.copy()
     log_q[[0, 1]] = log_q[[1, 0]]
     return log_p, log_q
+
+
+def randomized_response_outcome_classes(epsilon: float, num_buckets: int = 2) -> tuple[FloatArray, FloatArray]:
+    """:func:`randomized_response_log_pair` with the k - 2 buckets where P = Q merged into one outcome.
+
+    Renyi divergences (and privacy losses) are unchanged by merging outcomes of equal likelihood ratio, so this
+    gives the same RDP with at most three outcomes, whatever k is.
+    """
+    eps = check_nonnegative("epsilon", epsilon)
+    k = check_count("num_buckets", num_buckets, minimum=2)
+    log_norm = math.log1p((k - 1) * math.exp(-eps))
+    top, other = -log_norm, -eps - log_norm
+    if k == 2:
+        return np.array([top, other]), np.array([other, top])
+    rest = math.log(k - 2) + other
+    return np.array([top, other, rest]), np.array([other, top, rest])
+
+
+def log_mixture_epsilon(q: float, epsilon: float) -> float:
+    """log(1 + q (e^eps - 1)): the pure-DP epsilon of an eps-DP mechanism under Poisson sampling with rate q.
+
+    Evaluated without overflow for large eps (as eps + log(q + (1 - q) e^-eps)).
+    """
+    if epsilon < 700.0:  # e^eps is a finite float
+        return math.log1p(q * math.expm1(epsilon))
+    return epsilon + math.log(q + (1.0 - q) * math.exp(-epsilon))
 
 
 def randomized_response_pair(epsilon: float, num_buckets: int = 2) -> tuple[FloatArray, FloatArray]:

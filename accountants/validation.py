@@ -24,6 +24,14 @@ def check_positive(name: str, value: object, *, allow_inf: bool = False) -> floa
     return v
 
 
+def check_range(name: str, value: object, low: float, high: float) -> float:
+    """``value`` in the closed interval [low, high] (limits beyond which the arithmetic would overflow)."""
+    v = _as_float(name, value)
+    if not low <= v <= high:
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value!r}")
+    return v
+
+
 def check_nonnegative(name: str, value: object) -> float:
     """``value`` in [0, inf)."""
     v = _as_float(name, value)
@@ -48,13 +56,15 @@ def check_delta(name: str, value: object) -> float:
     return check_probability(name, value, open_low=True, open_high=True)
 
 
-def check_count(name: str, value: object, *, minimum: int = 0) -> int:
-    """A whole number >= ``minimum``."""
+def check_count(name: str, value: object, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """A whole number >= ``minimum`` (and <= ``maximum`` if given)."""
+    rng = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, Integral):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise TypeError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    return int(value)
+            raise TypeError(f"{name} must be a whole number {rng}, got {value!r}")
+    n = int(value)
+    if n < minimum or (maximum is not None and n > maximum):
+        raise ValueError(f"{name} must be a whole number {rng}, got {value!r}")
+    return n
