@@ -101,6 +101,8 @@ class PrivacyAccountant(abc.ABC):
 
     def compose(self, event: DpEvent, count: int = 1) -> PrivacyAccountant:
         """Record ``event`` run ``count`` times; raises ``UnsupportedEventError`` (recording nothing) if unsound."""
+        if not isinstance(event, DpEvent):
+            raise TypeError(f"event must be a DpEvent, got {event!r}")
         count = check_count("count", count, maximum=MAX_COUNT)
         reason = self.unsupported_reason(event)
         if reason is not None:

@@ -107,9 +107,7 @@ def event_from_dict(data: object, name: str = "event") -> DpEvent:
     kwargs: dict[str, Any] = {}
     for f in fields:
         if f.name not in data:
-            if f.default is dataclasses.MISSING:
-                raise ValueError(f"{name} ({kind}) is missing the key {f.name!r}")
-            continue
+            raise ValueError(f"{name} ({kind}) is missing the key {f.name!r}")
         value = data[f.name]
         path = f"{name}.{f.name}"
         if f.type in ("DpEvent", DpEvent):

@@ -79,6 +79,8 @@ _POINTS_PER_EPSILON = 2.5e5
 _SCALE_DELTA = 1e-10
 #: Largest rounding drift (steps x h^2 / 8) of the grid, as a share of the epsilon scale.
 _DRIFT_SHARE = 0.05
+#: The finest grid step used (tiny epsilons: the result is the minimum with the analytic bound anyway).
+_MIN_STEP = 1e-9
 #: Above this epsilon scale only the analytic bound is computed.
 _FFT_MAX_EPSILON = 1e6
 #: How often the grid step may double when a composition would still exceed MAX_POINTS.
@@ -237,7 +239,7 @@ class PLDAccountant(PrivacyAccountant):
         # (steps x h^2 / 8) stays below 5% of epsilon_scale. If both cannot hold, the FFT is not worth running.
         finest = scale / _POINTS_PER_EPSILON
         drift_limit = math.sqrt(8.0 * _DRIFT_SHARE * scale / steps)
-        step = min(max(self.value_discretization_interval, finest), drift_limit)
+        step = max(min(max(self.value_discretization_interval, finest), drift_limit), _MIN_STEP)
         if step < finest:
             return None
         return _Plan(step=step, noise=noise)
