@@ -141,7 +141,11 @@ class PrivacyAccountant(abc.ABC):
         ``progress``: optional hook ``(fraction, message)`` for long work (see :mod:`dpkit.accountants.progress`).
         """
         delta = check_delta("delta", delta)
-        return self.epsilon_of(self.atoms(), delta, progress=check_progress("progress", progress))
+        hook = check_progress("progress", progress)
+        eps = self.epsilon_of(self.atoms(), delta, progress=hook)
+        if hook is not None:
+            hook(1.0, "epsilon computed")
+        return eps
 
     def get_delta(self, epsilon: float, *, progress: ProgressHook | None = None) -> float:
         """Delta of the ledger at ``epsilon`` in [0, inf) (1 if something non-private was composed)."""
@@ -150,7 +154,10 @@ class PrivacyAccountant(abc.ABC):
         atoms = self.atoms()
         if any(isinstance(e, NonPrivateEvent) for e, _ in atoms):
             return 1.0
-        return self._delta(atoms, epsilon, progress) if atoms else 0.0
+        delta = self._delta(atoms, epsilon, progress) if atoms else 0.0
+        if progress is not None:
+            progress(1.0, "delta computed")
+        return delta
 
     def epsilon_of(
         self, atoms: list[tuple[DpEvent, int]], delta: float, *, progress: ProgressHook | None = None

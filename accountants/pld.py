@@ -63,7 +63,7 @@ from dpkit.accountants.privacy_loss import (
     poisson_subsampled,
     randomized_response_pair,
 )
-from dpkit.accountants.progress import Progress, ProgressHook
+from dpkit.accountants.progress import Progress, ProgressHook, check_progress
 from dpkit.accountants.rdp import RDPAccountant
 from dpkit.accountants.validation import check_delta, check_positive
 
@@ -292,7 +292,12 @@ class PLDAccountant(PrivacyAccountant):
         it reaches, or 0.
         """
         delta = check_delta("delta", delta)
-        report = Progress(progress)
+        report = Progress(check_progress("progress", progress))
+        lower, upper = self._bounds(delta, report)
+        report(1.0, "epsilon bounds computed")
+        return lower, upper
+
+    def _bounds(self, delta: float, report: Progress) -> tuple[float, float]:
         atoms = self.atoms()
         if not atoms:
             return 0.0, 0.0
