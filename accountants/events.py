@@ -26,7 +26,14 @@ from collections.abc import Iterable, Iterator
 from enum import Enum
 from typing import Any, ClassVar
 
-from dpkit.accountants.validation import check_count, check_positive, check_probability
+from dpkit.accountants.validation import check_count, check_probability, check_range
+
+#: Limits of the accepted parameters, beyond which the accountants' arithmetic would overflow (1/sigma^2, e^eps,
+#: count x RDP must stay finite floats). Counts stay exact as floats (2^53).
+MIN_SCALE = 1e-100
+MAX_SCALE = 1e100
+MAX_EPSILON = 1e100
+MAX_COUNT = 2**53
 
 
 class NeighbouringRelation(str, Enum):
@@ -78,30 +85,55 @@ class DpEvent:
         return json.dumps(self.to_dict())
 
 
-def event_from_dict(data: dict[str, Any]) -> DpEvent:
-    """Inverse of :meth:`DpEvent.to_dict`."""
-    if not isinstance(data, dict) or "type" not in data:
-        raise ValueError(f"an event dict needs a 'type' key, got {data!r}")
-    kind = data["type"]
+def event_from_dict(data: object, name: str = "event") -> DpEvent:
+    """Inverse of :meth:`DpEvent.to_dict`: the dict must have exactly the keys ``to_dict`` writes.
+
+    Every value is validated by the event's constructor; an error names the offending entry by its path
+    (``name``, e.g. ``ledger[3].event.noise_multiplier``). Nothing is built from a dict with unknown keys.
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{name} must be an event dict with a 'type' key, got {data!r}")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ValueError(f"{name} must be an event dict with a 'type' key, got {data!r}")
     cls = _EVENT_TYPES.get(kind)
     if cls is None:
-        raise ValueError(f"unknown event type {kind!r}; known: {sorted(_EVENT_TYPES)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
+        raise ValueError(f"unknown event type {kind!r} at {name}.type; known: {sorted(_EVENT_TYPES)}")
+    fields = dataclasses.fields(cls)
+    known = {"type"} | {f.name for f in fields}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ValueError(f"{name} ({kind}) has unknown keys {unknown}; allowed: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for f in fields:
         if f.name not in data:
-            continue
+            raise ValueError(f"{name} ({kind}) is missing the key {f.name!r}")
         value = data[f.name]
-        if isinstance(value, dict) and "type" in value:
-            value = event_from_dict(value)
-        elif isinstance(value, list):
-            value = tuple(event_from_dict(v) for v in value)
+        path = f"{name}.{f.name}"
+        if f.type in ("DpEvent", DpEvent):
+            value = event_from_dict(value, path)
+        elif f.type in ("tuple[DpEvent, ...]", tuple[DpEvent, ...]):
+            if not isinstance(value, list | tuple):
+                raise TypeError(f"{path} must be a list of event dicts, got {value!r}")
+            value = tuple(event_from_dict(v, f"{path}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, dict | list):
+            raise TypeError(f"{path} must be a number, got {value!r}")
         kwargs[f.name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name}: {err}") from None
 
 
-def event_from_json(text: str) -> DpEvent:
+def event_from_json(text: str | bytes) -> DpEvent:
     """Inverse of :meth:`DpEvent.to_json`."""
-    return event_from_dict(json.loads(text))
+    if not isinstance(text, str | bytes | bytearray):
+        raise TypeError(f"text must be a JSON string, got {type(text).__name__}")
+    try:
+        data = json.loads(text)
+    except ValueError as err:  # json.JSONDecodeError and undecodable bytes
+        raise ValueError(f"text is not valid JSON: {err}") from None
+    return event_from_dict(data)
 
 
 @register_event
@@ -128,8 +160,9 @@ class GaussianEvent(DpEvent):
     noise_multiplier: float
     kind: ClassVar[str] = "gaussian"
 
-    def __post_init__(self):
-        object.__setattr__(self, "noise_multiplier", check_positive("noise_multiplier", self.noise_multiplier))
+    def __post_init__(self) -> None:
+        sigma = check_range("noise_multiplier", self.noise_multiplier, MIN_SCALE, MAX_SCALE)
+        object.__setattr__(self, "noise_multiplier", sigma)
 
 
 @register_event
@@ -140,8 +173,8 @@ class LaplaceEvent(DpEvent):
     scale: float
     kind: ClassVar[str] = "laplace"
 
-    def __post_init__(self):
-        object.__setattr__(self, "scale", check_positive("scale", self.scale))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", check_range("scale", self.scale, MIN_SCALE, MAX_SCALE))
 
 
 @register_event
@@ -153,9 +186,10 @@ class RandomizedResponseEvent(DpEvent):
     num_buckets: int = 2
     kind: ClassVar[str] = "randomized_response"
 
-    def __post_init__(self):
-        object.__setattr__(self, "epsilon", check_positive("epsilon", self.epsilon))
-        object.__setattr__(self, "num_buckets", check_count("num_buckets", self.num_buckets, minimum=2))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epsilon", _check_epsilon("epsilon", self.epsilon))
+        k = check_count("num_buckets", self.num_buckets, minimum=2, maximum=MAX_COUNT)
+        object.__setattr__(self, "num_buckets", k)
 
 
 @register_event
@@ -166,8 +200,8 @@ class PureDpEvent(DpEvent):
     epsilon: float
     kind: ClassVar[str] = "pure_dp"
 
-    def __post_init__(self):
-        object.__setattr__(self, "epsilon", check_positive("epsilon", self.epsilon))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epsilon", _check_epsilon("epsilon", self.epsilon))
 
 
 @register_event
@@ -179,7 +213,7 @@ class PoissonSampledEvent(DpEvent):
     event: DpEvent
     kind: ClassVar[str] = "poisson_sampled"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         q = check_probability("sampling_probability", self.sampling_probability)
         object.__setattr__(self, "sampling_probability", q)
         _check_event("event", self.event)
@@ -195,8 +229,8 @@ class SampledWithoutReplacementEvent(DpEvent):
     event: DpEvent
     kind: ClassVar[str] = "sampled_without_replacement"
 
-    def __post_init__(self):
-        n = check_count("source_dataset_size", self.source_dataset_size, minimum=1)
+    def __post_init__(self) -> None:
+        n = check_count("source_dataset_size", self.source_dataset_size, minimum=1, maximum=MAX_COUNT)
         m = check_count("sample_size", self.sample_size, minimum=0)
         if m > n:
             raise ValueError(f"sample_size must be in [0, source_dataset_size={n}], got {m}")
@@ -214,9 +248,9 @@ class SelfComposedEvent(DpEvent):
     count: int
     kind: ClassVar[str] = "self_composed"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_event("event", self.event)
-        object.__setattr__(self, "count", check_count("count", self.count))
+        object.__setattr__(self, "count", check_count("count", self.count, maximum=MAX_COUNT))
 
 
 @register_event
@@ -227,21 +261,30 @@ class ComposedEvent(DpEvent):
     events: tuple[DpEvent, ...]
     kind: ClassVar[str] = "composed"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        if not isinstance(self.events, list | tuple):
+            raise TypeError(f"events must be a list or tuple of DpEvents, got {self.events!r}")
         events = tuple(self.events)
         for i, e in enumerate(events):
             _check_event(f"events[{i}]", e)
         object.__setattr__(self, "events", events)
 
 
-def _check_event(name: str, event) -> None:
+def _check_epsilon(name: str, value: object) -> float:
+    eps = check_range(name, value, 0.0, MAX_EPSILON)
+    if not eps > 0:
+        raise ValueError(f"{name} must be in (0, {MAX_EPSILON:g}], got {value!r}")
+    return eps
+
+
+def _check_event(name: str, event: object) -> None:
     if not isinstance(event, DpEvent):
         raise TypeError(f"{name} must be a DpEvent, got {event!r}")
 
 
 def dpsgd_event(noise_multiplier: float, sampling_probability: float, steps: int) -> DpEvent:
     """DP-SGD with Poisson sampling: ``steps`` x Poisson(q)-sampled Gaussian(sigma); sigma = 0 is non-private."""
-    steps = check_count("steps", steps)
+    steps = check_count("steps", steps, maximum=MAX_COUNT)
     if noise_multiplier == 0:
         step: DpEvent = NonPrivateEvent()
     else:

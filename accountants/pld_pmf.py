@@ -29,10 +29,11 @@ import numpy as np
 import scipy.fft
 from scipy.signal import fftconvolve
 
+from dpkit.accountants._typing import FloatArray
 from dpkit.accountants.privacy_loss import Pair
 
 #: The largest FFT the accountant will run; beyond it the grid is coarsened (pessimistically) instead.
-MAX_POINTS = 1 << 24
+MAX_POINTS = 1 << 22
 
 
 class GridTooLarge(Exception):
@@ -51,7 +52,7 @@ class DiscretePLD:
 
     step: float
     offset: int
-    pmf: np.ndarray
+    pmf: FloatArray
     inf_mass: float
     n_split: int = 0
     drift: float = 0.0
@@ -66,10 +67,13 @@ class DiscretePLD:
             raise GridTooLarge
         if i_hi == i_lo:
             i_hi += 1
-        grid = np.arange(i_lo, i_hi + 1) * step
+        grid = np.arange(i_lo, i_hi + 1, dtype=np.float64) * step
         m = pair.masses(grid)
-        # Split each interval's mass between its ends, preserving E_P[e^{-L}].
-        up = (m.p - np.exp(grid[:-1]) * m.q) / -math.expm1(-step)
+        # Split each interval's mass between its ends, preserving E_P[e^{-L}]. e^{l_i} Q_int is formed in logs:
+        # where Q_int underflows to 0 the whole interval goes up (pessimistic) instead of inf * 0.
+        with np.errstate(divide="ignore", over="ignore"):
+            eq = np.where(m.q > 0, np.exp(np.minimum(grid[:-1] + np.log(np.where(m.q > 0, m.q, 1.0)), 700.0)), 0.0)
+        up = (m.p - eq) / -math.expm1(-step)
         up = np.clip(up, 0.0, m.p)
         pmf = np.zeros(len(grid))
         pmf[1:] += up
@@ -96,8 +100,18 @@ class DiscretePLD:
         if size > MAX_POINTS:
             raise GridTooLarge
         spec = scipy.fft.rfft(self.pmf, size)
-        out = scipy.fft.irfft(spec**count, size)
-        finite = np.clip(out[np.arange(lo_w, hi_w + 1) % size], 0.0, None)
+        np.power(spec, count, out=spec)
+        out = scipy.fft.irfft(spec, size)
+        del spec
+        # Entries lo_w .. hi_w of the count-fold convolution, at positions (lo_w + t) mod size (slices, no index
+        # arrays: memory stays a few copies of the FFT).
+        start = lo_w % size
+        if start + width <= size:
+            finite = out[start : start + width].copy()
+        else:
+            finite = np.concatenate([out[start:], out[: start + width - size]])
+        del out
+        np.clip(finite, 0.0, None, out=finite)
         upper_tail = tail_mass if hi_w < count * (n - 1) else 0.0
         lower_tail = tail_mass if lo_w > 0 else 0.0
         inf_mass = -math.expm1(count * math.log1p(-self.inf_mass)) if self.inf_mass < 1 else 1.0
@@ -138,8 +152,8 @@ class DiscretePLD:
 
     # ------------------------------------------------------------------ queries
     @property
-    def losses(self) -> np.ndarray:
-        return (self.offset + np.arange(len(self.pmf))) * self.step
+    def losses(self) -> FloatArray:
+        return (self.offset + np.arange(len(self.pmf), dtype=np.float64)) * self.step
 
     def get_delta(self, epsilon: float) -> float:
         """delta(eps) = P(L = inf) + sum_{l > eps} p_l (1 - e^{eps - l})."""
@@ -180,13 +194,17 @@ class DiscretePLD:
     def error_margin(self, delta: float) -> tuple[float, float]:
         """(s, eta): the exact epsilon at delta is at least get_epsilon(delta + eta) - s (see module docstring)."""
         eta_h = 1e-3 * delta
-        s = self.drift + self.step * math.sqrt(self.n_split * math.log(1.0 / eta_h) / 2.0)
+        log_inv_eta = math.log(1e3) - math.log(delta)  # log(1 / eta_h), finite for every positive delta
+        s = self.drift + self.step * math.sqrt(self.n_split * log_inv_eta / 2.0)
         return s, eta_h + self.moved_mass
 
-    def epsilon_bounds(self, delta: float) -> tuple[float, float]:
-        upper = self.get_epsilon(delta)
+    def epsilon_bounds(self, delta: float, noise: float = 0.0) -> tuple[float, float]:
+        """(lower, upper) on the exact epsilon at ``delta``, given that the PMF's deltas may be off by ``noise``
+        (absolute, e.g. FFT rounding): upper solves at delta - noise, lower at delta + eta + noise."""
+        upper = self.get_epsilon(delta - noise) if delta > noise else math.inf
         s, eta = self.error_margin(delta)
-        lower = self.get_epsilon(min(delta + eta, 1.0 - 1e-15)) - s if delta + eta < 1 else 0.0
+        top = delta + eta + noise
+        lower = self.get_epsilon(min(top, 1.0 - 1e-15)) - s if top < 1 else 0.0
         return max(0.0, min(lower, upper)), upper
 
 
@@ -204,7 +222,7 @@ def loss_range(pair: Pair, tail_mass: float) -> tuple[float, float]:
     return float(lo), float(max(hi, lo))
 
 
-def _chernoff_window(pmf: np.ndarray, count: int, tail_mass: float) -> tuple[int, int]:
+def _chernoff_window(pmf: FloatArray, count: int, tail_mass: float) -> tuple[int, int]:
     """Index window [lo, hi] of the count-fold sum outside which at most ``tail_mass`` lies on each side.
 
     Chernoff: mass(S >= u) <= M(lam)^count e^{-lam u} for lam > 0 (and symmetrically below), with M the
@@ -224,9 +242,10 @@ def _chernoff_window(pmf: np.ndarray, count: int, tail_mass: float) -> tuple[int
     lams = np.geomspace(1e-7, 50.0, 48)[:, None]
     log_tail = math.log(tail_mass)
 
-    def log_mgf(x):  # rows: lambdas; log sum exp(x + logm)
+    def log_mgf(x: FloatArray) -> FloatArray:  # rows: lambdas; log sum exp(x + logm)
         top = np.max(x, axis=1, keepdims=True)
-        return (top + np.log(np.sum(np.exp(x - top), axis=1, keepdims=True)))[:, 0]
+        out: FloatArray = (top + np.log(np.sum(np.exp(x - top), axis=1, keepdims=True)))[:, 0]
+        return out
 
     his = (count * log_mgf(lams * r_hi + logm) - log_tail) / lams[:, 0]
     los = -(count * log_mgf(-lams * r_lo + logm) - log_tail) / lams[:, 0]

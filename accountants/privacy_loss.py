@@ -19,12 +19,29 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 from scipy import stats
 
+from dpkit.accountants._typing import FloatArray
 
-def _interval_mass(dist, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+
+class ContinuousDistribution(Protocol):
+    """What the pairs use of a frozen continuous scipy distribution."""
+
+    def median(self) -> float: ...
+
+    def cdf(self, x: FloatArray) -> FloatArray: ...
+
+    def sf(self, x: FloatArray) -> FloatArray: ...
+
+
+#: A generalized inverse of a privacy loss function: loss values -> z values (vectorized).
+LossInverse = Callable[[FloatArray], FloatArray]
+
+
+def _interval_mass(dist: ContinuousDistribution, lo: FloatArray, hi: FloatArray) -> FloatArray:
     """Mass of (lo, hi] under a continuous scipy distribution, accurate in both tails."""
     med = dist.median()
     with np.errstate(invalid="ignore"):
@@ -33,7 +50,7 @@ def _interval_mass(dist, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.clip(np.where(lo >= med, upper, lower), 0.0, None)
 
 
-def _g_inverse(l: np.ndarray, q: float) -> np.ndarray:
+def _g_inverse(l: FloatArray, q: float) -> FloatArray:
     """Inverse of g(l) = log(1 - q + q e^l): log((e^l - 1 + q) / q), -inf where e^l <= 1 - q."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # e^l - (1 - q) = expm1(l) + q, computed without cancellation for small l.
@@ -46,8 +63,8 @@ def _g_inverse(l: np.ndarray, q: float) -> np.ndarray:
 class Masses:
     """Privacy-loss masses on intervals (e_i, e_{i+1}] and the two tails (P-mass only)."""
 
-    p: np.ndarray
-    q: np.ndarray
+    p: FloatArray
+    q: FloatArray
     p_below: float
     p_above: float
 
@@ -61,21 +78,21 @@ class ScalarPair:
     the base pair (``mix`` = 1: no subsampling).
     """
 
-    p: object
-    q: object
-    z_sup: Callable[[np.ndarray], np.ndarray]
-    z_inf: Callable[[np.ndarray], np.ndarray]
+    p: ContinuousDistribution
+    q: ContinuousDistribution
+    z_sup: LossInverse
+    z_inf: LossInverse
     mix: float = 1.0
     direction: str = "remove"
 
-    def _mixed(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    def _mixed(self, lo: FloatArray, hi: FloatArray) -> FloatArray:
         """(1 - q_s) Q + q_s P mass of the z interval (lo, hi]."""
         out = self.mix * _interval_mass(self.p, lo, hi)
         if self.mix < 1:
             out = out + (1 - self.mix) * _interval_mass(self.q, lo, hi)
         return out
 
-    def masses(self, edges: np.ndarray) -> Masses:
+    def masses(self, edges: FloatArray) -> Masses:
         edges = np.asarray(edges, dtype=float)
         ninf, pinf = np.array([-np.inf]), np.array([np.inf])
         if self.direction == "remove":
@@ -98,18 +115,19 @@ class ScalarPair:
 class DiscretePair:
     """P and Q on finitely many outcomes (all Q-masses positive)."""
 
-    p: np.ndarray
-    q: np.ndarray
+    p: FloatArray
+    q: FloatArray
 
-    def masses(self, edges: np.ndarray) -> Masses:
+    def masses(self, edges: FloatArray) -> Masses:
         edges = np.asarray(edges, dtype=float)
         keep = self.p > 0
-        loss = np.log(self.p[keep]) - np.log(self.q[keep])
+        with np.errstate(divide="ignore"):  # Q = 0 where P > 0 (e^-eps underflowed): infinite loss
+            loss = np.log(self.p[keep]) - np.log(self.q[keep])
         # bin b: e_{b-1} < loss <= e_b  ->  0 below e_0, n+1 above e_n.
         bins = np.searchsorted(edges, loss, side="left")
         n = len(edges) + 1
-        pm = np.bincount(bins, weights=self.p[keep], minlength=n)
-        qm = np.bincount(bins, weights=self.q[keep], minlength=n)
+        pm = np.bincount(bins, weights=self.p[keep], minlength=n).astype(np.float64, copy=False)
+        qm = np.bincount(bins, weights=self.q[keep], minlength=n).astype(np.float64, copy=False)
         return Masses(p=pm[1:-1], q=qm[1:-1], p_below=float(pm[0]), p_above=float(pm[-1]))
 
 
@@ -120,7 +138,7 @@ def gaussian_pair(noise_multiplier: float) -> ScalarPair:
     """P = N(1, s^2), Q = N(0, s^2): L(z) = (2z - 1) / (2 s^2); symmetric, so add and remove coincide."""
     s2 = noise_multiplier**2
 
-    def inv(l):
+    def inv(l: FloatArray) -> FloatArray:
         return s2 * np.asarray(l, dtype=float) + 0.5
 
     return ScalarPair(stats.norm(1.0, noise_multiplier), stats.norm(0.0, noise_multiplier), inv, inv)
@@ -130,11 +148,11 @@ def laplace_pair(scale: float) -> ScalarPair:
     """P = Lap(1, b), Q = Lap(0, b): L(z) = (|z| - |z - 1|) / b, in [-1/b, 1/b] with atoms at both ends."""
     b = scale
 
-    def z_sup(l):
+    def z_sup(l: FloatArray) -> FloatArray:
         l = np.asarray(l, dtype=float)
         return np.where(l < -1 / b, -np.inf, np.where(l >= 1 / b, np.inf, (l * b + 1) / 2))
 
-    def z_inf(l):
+    def z_inf(l: FloatArray) -> FloatArray:
         l = np.asarray(l, dtype=float)
         return np.where(l <= -1 / b, -np.inf, np.where(l > 1 / b, np.inf, (l * b + 1) / 2))
 
@@ -144,12 +162,12 @@ def laplace_pair(scale: float) -> ScalarPair:
 def randomized_response_pair(epsilon: float, num_buckets: int = 2) -> DiscretePair:
     """k-ary RR on inputs x (P) and x' (Q): true bucket w.p. e^eps / (e^eps + k - 1), each other 1 / (e^eps + k - 1)."""
     k = num_buckets
-    # Stable for large epsilon: divide through by e^eps.
+    # Stable for large epsilon: divide through by e^eps. The k - 2 buckets with P = Q (loss 0) are one outcome.
     hi = 1.0 / (1.0 + (k - 1) * math.exp(-epsilon))
     lo = math.exp(-epsilon) * hi
-    p = np.array([hi, lo] + [lo] * (k - 2))
-    q = np.array([lo, hi] + [lo] * (k - 2))
-    return DiscretePair(p, q)
+    if k == 2:
+        return DiscretePair(np.array([hi, lo]), np.array([lo, hi]))
+    return DiscretePair(np.array([hi, lo, (k - 2) * lo]), np.array([lo, hi, (k - 2) * lo]))
 
 
 def poisson_subsampled(pair: Pair, q: float, direction: str) -> Pair:

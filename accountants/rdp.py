@@ -27,8 +27,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from dpkit.accountants import rdp_analysis as ra
+from dpkit.accountants._typing import FloatArray
 from dpkit.accountants.accountant import PrivacyAccountant, register_accountant
 from dpkit.accountants.events import (
     ComposedEvent,
@@ -45,6 +47,7 @@ from dpkit.accountants.events import (
     SelfComposedEvent,
     flatten,
 )
+from dpkit.accountants.progress import ProgressHook
 from dpkit.accountants.validation import check_delta, check_nonnegative
 
 __all__ = ["RDPAccountant"]
@@ -56,18 +59,20 @@ def _effective_gaussian_sigma(event: DpEvent) -> float | None:
     Gaussians with noise multipliers sigma_i on the same input compose to a Gaussian with
     sigma = (sum_i sigma_i^-2)^(-1/2) (exactly: the sufficient statistic of the outputs is one Gaussian).
     """
-    precision = 0.0
-    seen = False
+    parts: list[tuple[float, int]] = []
     for atom, count in flatten(event):
         if isinstance(atom, NoOpEvent):
             continue
         if not isinstance(atom, GaussianEvent):
             return None
-        precision += count / atom.noise_multiplier**2
-        seen = True
-    if not seen:
+        parts.append((atom.noise_multiplier, count))
+    if not parts:
         return None
-    return 1.0 / math.sqrt(precision)
+    if len(parts) == 1 and parts[0][1] == 1:
+        return parts[0][0]
+    # Scaled by the smallest sigma so that no sigma^-2 overflows: sigma = m / sqrt(sum_i c_i (m / sigma_i)^2).
+    m = min(sigma for sigma, _ in parts)
+    return m / math.sqrt(math.fsum(c * (m / sigma) ** 2 for sigma, c in parts))
 
 
 def _is_noop(event: DpEvent) -> bool:
@@ -95,8 +100,8 @@ class RDPAccountant(PrivacyAccountant):
     def __init__(
         self,
         neighbouring_relation: NeighbouringRelation | str = NeighbouringRelation.ADD_OR_REMOVE,
-        orders=None,
-    ):
+        orders: npt.ArrayLike | None = None,
+    ) -> None:
         super().__init__(neighbouring_relation)
         self._custom_orders = orders is not None
         arr = ra.DEFAULT_ORDERS if orders is None else ra.check_orders(orders)
@@ -105,7 +110,7 @@ class RDPAccountant(PrivacyAccountant):
         self._orders_key = tuple(self._orders.tolist())
 
     @property
-    def orders(self) -> np.ndarray:
+    def orders(self) -> FloatArray:
         return self._orders
 
     def _options(self) -> dict[str, Any]:
@@ -153,7 +158,7 @@ class RDPAccountant(PrivacyAccountant):
         return f"the RDP accountant does not support {type(event).__name__}"
 
     # ------------------------------------------------------------------ RDP of atoms
-    def _atom_rdp(self, event: DpEvent) -> np.ndarray:
+    def _atom_rdp(self, event: DpEvent) -> FloatArray:
         return _cached_atom_rdp(event, self._orders_key)
 
     def _pure_epsilon(self, event: DpEvent) -> float:
@@ -170,7 +175,7 @@ class RDPAccountant(PrivacyAccountant):
                 return 0.0
             rr = _rr_epsilon(event.event)
             if rr is not None:
-                return math.log1p(event.sampling_probability * math.expm1(rr[0]))
+                return ra.log_mixture_epsilon(event.sampling_probability, rr[0])
         if isinstance(event, SampledWithoutReplacementEvent) and (event.sample_size == 0 or _is_noop(event.event)):
             return 0.0
         return math.inf
@@ -179,7 +184,7 @@ class RDPAccountant(PrivacyAccountant):
         parts = [count * self._pure_epsilon(event) for event, count in atoms]
         return math.fsum(parts) if all(math.isfinite(p) for p in parts) else math.inf
 
-    def _total_rdp(self, atoms: list[tuple[DpEvent, int]]) -> np.ndarray:
+    def _total_rdp(self, atoms: list[tuple[DpEvent, int]]) -> FloatArray:
         total = np.zeros_like(self._orders)
         for event, count in atoms:
             total = total + count * self._atom_rdp(event)
@@ -196,14 +201,14 @@ class RDPAccountant(PrivacyAccountant):
             return 0.0, math.inf
         return ra.rdp_to_delta(self._orders, self._total_rdp(atoms), epsilon)
 
-    def _epsilon(self, atoms: list[tuple[DpEvent, int]], delta: float) -> float:
-        return self._epsilon_and_order(atoms, delta)[0]
+    def _epsilon(self, atoms: list[tuple[DpEvent, int]], delta: float, progress: ProgressHook | None = None) -> float:
+        return self._epsilon_and_order(atoms, delta)[0]  # fast: no progress to report
 
-    def _delta(self, atoms: list[tuple[DpEvent, int]], epsilon: float) -> float:
+    def _delta(self, atoms: list[tuple[DpEvent, int]], epsilon: float, progress: ProgressHook | None = None) -> float:
         return self._delta_and_order(atoms, epsilon)[0]
 
     # ------------------------------------------------------------------ conveniences
-    def get_rdp(self) -> np.ndarray:
+    def get_rdp(self) -> FloatArray:
         """The ledger's RDP curve, one value per order in :attr:`orders`."""
         return self._total_rdp(self.atoms())
 
@@ -243,14 +248,14 @@ def _contains_sampling(event: DpEvent) -> bool:
 
 
 @lru_cache(maxsize=1024)
-def _cached_atom_rdp(event: DpEvent, orders_key: tuple[float, ...]) -> np.ndarray:
+def _cached_atom_rdp(event: DpEvent, orders_key: tuple[float, ...]) -> FloatArray:
     """RDP curve of one event on the given orders (read-only; cached, since calibration re-asks often)."""
     rdp = _compute_atom_rdp(event, np.array(orders_key))
     rdp.flags.writeable = False
     return rdp
 
 
-def _compute_atom_rdp(event: DpEvent, orders: np.ndarray) -> np.ndarray:
+def _compute_atom_rdp(event: DpEvent, orders: FloatArray) -> FloatArray:
     if isinstance(event, NoOpEvent):
         return np.zeros_like(orders)
     if isinstance(event, NonPrivateEvent):
@@ -262,7 +267,7 @@ def _compute_atom_rdp(event: DpEvent, orders: np.ndarray) -> np.ndarray:
     rr = _rr_epsilon(event)
     if rr is not None:
         eps, k = rr
-        log_p, log_q = ra.randomized_response_log_pair(eps, k)
+        log_p, log_q = ra.randomized_response_outcome_classes(eps, k)
         # an eps-DP mechanism has D_alpha <= eps at every order; the cap only removes rounding noise
         return np.minimum(ra._rdp_discrete_log(log_p, log_q, orders), eps)
     if isinstance(event, PoissonSampledEvent):
@@ -272,8 +277,11 @@ def _compute_atom_rdp(event: DpEvent, orders: np.ndarray) -> np.ndarray:
         sigma = _effective_gaussian_sigma(inner)
         if sigma is not None:
             return ra.rdp_poisson_gaussian(q, sigma, orders)
-        eps, k = _rr_epsilon(inner)
-        log_p, log_q = ra.randomized_response_log_pair(eps, k)
+        rr = _rr_epsilon(inner)
+        if rr is None:  # guarded by _supports_atom
+            raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")
+        eps, k = rr
+        log_p, log_q = ra.randomized_response_outcome_classes(eps, k)
         if q == 1.0:
             log_mix = log_p
         else:
@@ -281,11 +289,13 @@ def _compute_atom_rdp(event: DpEvent, orders: np.ndarray) -> np.ndarray:
         # removal: (mix, Q); addition: (Q, mix). _rdp_discrete_log takes the max of both directions.
         rdp = ra._rdp_discrete_log(log_mix, log_q, orders)
         # Poisson-subsampled eps-DP is log(1 + q (e^eps - 1))-DP (cap only removes rounding noise)
-        return np.minimum(rdp, math.log1p(q * math.expm1(eps)))
+        return np.minimum(rdp, ra.log_mixture_epsilon(q, eps))
     if isinstance(event, SampledWithoutReplacementEvent):
         inner = event.event
         if event.sample_size == 0 or _is_noop(inner):
             return np.zeros_like(orders)
         sigma = _effective_gaussian_sigma(inner)
+        if sigma is None:  # guarded by _supports_atom
+            raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")
         return ra.rdp_sampled_without_replacement_gaussian(event.source_dataset_size, event.sample_size, sigma, orders)
     raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")  # guarded by _supports_atom

@@ -22,8 +22,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 from scipy.special import erfcx, gammaln, log_ndtr, logsumexp
 
+from dpkit.accountants._typing import FloatArray, IntArray
 from dpkit.accountants.validation import (
     check_count,
     check_delta,
@@ -41,6 +43,8 @@ __all__ = [
     "rdp_discrete",
     "randomized_response_pair",
     "randomized_response_log_pair",
+    "randomized_response_outcome_classes",
+    "log_mixture_epsilon",
     "rdp_sampled_without_replacement_gaussian",
     "rdp_to_epsilon",
     "rdp_to_delta",
@@ -48,7 +52,7 @@ __all__ = [
 
 #: Default Renyi orders: 1.1, 1.2, ..., 10.9, then 11, ..., 63, then 64 ... 1024. A superset of the grids of
 #: Opacus (1.1..10.9, 12..63) and dp_accounting (1.1..10.9, 11..63, 128, 256, 512, 1024).
-DEFAULT_ORDERS: np.ndarray = np.array(
+DEFAULT_ORDERS: FloatArray = np.array(
     [1 + x / 10.0 for x in range(1, 100)]
     + [float(x) for x in range(11, 64)]
     + [64.0, 80.0, 96.0, 128.0, 160.0, 192.0, 256.0, 384.0, 512.0, 768.0, 1024.0]
@@ -67,7 +71,7 @@ _INT_CHUNK = 4096
 
 
 # --------------------------------------------------------------------------------------------- validation
-def check_orders(orders, name: str = "orders") -> np.ndarray:
+def check_orders(orders: npt.ArrayLike, name: str = "orders") -> FloatArray:
     """Renyi orders as a 1-D float array; each must be a finite number > 1."""
     if isinstance(orders, str | bytes):
         raise TypeError(f"{name} must be a sequence of real numbers > 1, got {orders!r}")
@@ -87,7 +91,7 @@ def check_orders(orders, name: str = "orders") -> np.ndarray:
     return arr
 
 
-def _check_rdp(rdp, orders: np.ndarray, name: str = "rdp") -> np.ndarray:
+def _check_rdp(rdp: npt.ArrayLike, orders: FloatArray, name: str = "rdp") -> FloatArray:
     try:
         arr = np.atleast_1d(np.asarray(rdp, dtype=float))
     except (TypeError, ValueError):
@@ -102,7 +106,7 @@ def _check_rdp(rdp, orders: np.ndarray, name: str = "rdp") -> np.ndarray:
     return arr
 
 
-def _check_distribution(name: str, dist) -> np.ndarray:
+def _check_distribution(name: str, dist: npt.ArrayLike) -> FloatArray:
     try:
         arr = np.asarray(dist, dtype=float)
     except (TypeError, ValueError):
@@ -121,7 +125,7 @@ def _check_distribution(name: str, dist) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- Gaussian
-def rdp_gaussian(noise_multiplier: float, orders=DEFAULT_ORDERS) -> np.ndarray:
+def rdp_gaussian(noise_multiplier: float, orders: npt.ArrayLike = DEFAULT_ORDERS) -> FloatArray:
     """RDP of the Gaussian mechanism, noise std ``noise_multiplier`` x L2 sensitivity: alpha / (2 sigma^2).
 
     [M17], Proposition 7. Symmetric, so it holds in both directions of any neighbouring relation.
@@ -131,24 +135,25 @@ def rdp_gaussian(noise_multiplier: float, orders=DEFAULT_ORDERS) -> np.ndarray:
     return orders / (2.0 * sigma * sigma)
 
 
-def _log_expm1(x: np.ndarray) -> np.ndarray:
+def _log_expm1(x: FloatArray | float) -> FloatArray:
     """``log(exp(x) - 1)`` for x > 0, without overflow."""
     x = np.asarray(x, dtype=float)
     with np.errstate(divide="ignore"):
         return np.where(x > 1.0, x + np.log1p(-np.exp(-np.maximum(x, 1.0))), np.log(np.expm1(np.minimum(x, 1.0))))
 
 
-def _log_half_erfcx(x: np.ndarray) -> np.ndarray:
+def _log_half_erfcx(x: FloatArray) -> FloatArray:
     """``log(0.5 * erfcx(x)) = x^2 + log(0.5 * erfc(x))``, finite for all real x."""
     x = np.asarray(x, dtype=float)
     safe = x > -25.0  # erfcx(-25) ~ 2 e^625 is still representable
     with np.errstate(over="ignore", divide="ignore"):
         direct = np.log(0.5 * erfcx(np.where(safe, x, 0.0)))
         far = x * x + log_ndtr(-math.sqrt(2.0) * np.where(safe, -30.0, x))
-    return np.where(safe, direct, far)
+    out: FloatArray = np.where(safe, direct, far)
+    return out
 
 
-def _log_a_minus_1_integer(q: float, sigma: float, alphas: np.ndarray) -> np.ndarray:
+def _log_a_minus_1_integer(q: float, sigma: float, alphas: FloatArray) -> FloatArray:
     """``log(A_alpha - 1)`` for integer orders (array), via the finite binomial expansion.
 
     A_alpha = sum_{k=0}^{alpha} C(alpha,k) (1-q)^(alpha-k) q^k exp((k^2-k)/(2 sigma^2)). Since the
@@ -178,7 +183,7 @@ def _log_a_minus_1_integer(q: float, sigma: float, alphas: np.ndarray) -> np.nda
     return acc
 
 
-def _log_abs_binom_sign(a: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _log_abs_binom_sign(a: FloatArray, i: FloatArray) -> tuple[FloatArray, FloatArray]:
     """``log|C(a, i)|`` and the sign of the generalized binomial coefficient C(a, i) = a (a-1)...(a-i+1) / i!.
 
     ``a`` has shape (n, 1) (orders), ``i`` shape (1, m) (non-negative integers). For integer a and i > a the
@@ -200,7 +205,7 @@ def _log_abs_binom_sign(a: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.nd
     return log_abs, sign
 
 
-def _log_a_series(q: float, sigma: float, alphas: np.ndarray) -> np.ndarray:
+def _log_a_series(q: float, sigma: float, alphas: FloatArray) -> FloatArray:
     """``log A_alpha`` for orders alpha > 1 (used for fractional ones) via two convergent series; upper bound.
 
     Write mu0 = N(0, s^2), mu1 = N(1, s^2), s = sigma, so that
@@ -237,7 +242,7 @@ def _log_a_series(q: float, sigma: float, alphas: np.ndarray) -> np.ndarray:
 
     log_q, log_1mq = math.log(q), math.log1p(-q)
 
-    def log_pair_terms(idx_alpha: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def log_pair_terms(idx_alpha: IntArray, i: FloatArray) -> tuple[FloatArray, FloatArray]:
         """log|t1_i + t2_i| and sign(C(alpha, i)) for orders ``alphas[idx_alpha]`` and term indices ``i``."""
         a = alphas[idx_alpha][:, None]
         log_c, sign = _log_abs_binom_sign(a, i)
@@ -289,7 +294,7 @@ def _log_a_series(q: float, sigma: float, alphas: np.ndarray) -> np.ndarray:
     return result
 
 
-def rdp_poisson_gaussian(q: float, noise_multiplier: float, orders=DEFAULT_ORDERS) -> np.ndarray:
+def rdp_poisson_gaussian(q: float, noise_multiplier: float, orders: npt.ArrayLike = DEFAULT_ORDERS) -> FloatArray:
     """RDP of the Poisson-subsampled Gaussian mechanism (sampled Gaussian mechanism), add/remove neighbours.
 
     Each record is included independently with probability ``q``; Gaussian noise of std
@@ -322,7 +327,7 @@ def rdp_poisson_gaussian(q: float, noise_multiplier: float, orders=DEFAULT_ORDER
 
 
 # --------------------------------------------------------------------------------------------- Laplace
-def rdp_laplace(scale: float, orders=DEFAULT_ORDERS) -> np.ndarray:
+def rdp_laplace(scale: float, orders: npt.ArrayLike = DEFAULT_ORDERS) -> FloatArray:
     """RDP of the Laplace mechanism with noise scale ``scale`` x L1 sensitivity (b = scale, sensitivity 1).
 
     [M17], Proposition 6 (exact, both directions): for alpha > 1,
@@ -339,7 +344,7 @@ def rdp_laplace(scale: float, orders=DEFAULT_ORDERS) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- discrete pairs
-def _renyi_log(log_p: np.ndarray, log_q: np.ndarray, orders: np.ndarray) -> np.ndarray:
+def _renyi_log(log_p: FloatArray, log_q: FloatArray, orders: FloatArray) -> FloatArray:
     """D_alpha(P || Q) = 1/(alpha-1) log sum_x P(x)^alpha Q(x)^(1-alpha), from log-probabilities (-inf: 0)."""
     a = orders[:, None]
     lp, lq = log_p[None, :], log_q[None, :]
@@ -348,14 +353,15 @@ def _renyi_log(log_p: np.ndarray, log_q: np.ndarray, orders: np.ndarray) -> np.n
         return np.full(orders.shape, np.inf)
     with np.errstate(invalid="ignore"):
         terms = np.where(support, a * lp + (1 - a) * np.where(support, lq, 0.0), -np.inf)
-    return np.maximum(logsumexp(terms, axis=1) / (orders - 1), 0.0)
+    log_moment: FloatArray = logsumexp(terms, axis=1)
+    return np.maximum(log_moment / (orders - 1), 0.0)
 
 
-def _rdp_discrete_log(log_p: np.ndarray, log_q: np.ndarray, orders: np.ndarray) -> np.ndarray:
+def _rdp_discrete_log(log_p: FloatArray, log_q: FloatArray, orders: FloatArray) -> FloatArray:
     return np.maximum(_renyi_log(log_p, log_q, orders), _renyi_log(log_q, log_p, orders))
 
 
-def rdp_discrete(p, q_, orders=DEFAULT_ORDERS) -> np.ndarray:
+def rdp_discrete(p: npt.ArrayLike, q_: npt.ArrayLike, orders: npt.ArrayLike = DEFAULT_ORDERS) -> FloatArray:
     """Exact RDP of a pair of finite distributions: max(D_alpha(P || Q), D_alpha(Q || P)) [M17, Definition 3].
 
     D_alpha(P || Q) = 1/(alpha-1) log sum_x P(x)^alpha Q(x)^(1-alpha) (inf if P puts mass where Q does not).
@@ -371,7 +377,7 @@ def rdp_discrete(p, q_, orders=DEFAULT_ORDERS) -> np.ndarray:
         return _rdp_discrete_log(np.log(p), np.log(q_), orders)
 
 
-def randomized_response_log_pair(epsilon: float, num_buckets: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def randomized_response_log_pair(epsilon: float, num_buckets: int = 2) -> tuple[FloatArray, FloatArray]:
     """Log-probabilities of :func:`randomized_response_pair` (accurate for any epsilon)."""
     eps = check_nonnegative("epsilon", epsilon)
     k = check_count("num_buckets", num_buckets, minimum=2)
@@ -383,7 +389,33 @@ def randomized_response_log_pair(epsilon: float, num_buckets: int = 2) -> tuple[
     return log_p, log_q
 
 
-def randomized_response_pair(epsilon: float, num_buckets: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def randomized_response_outcome_classes(epsilon: float, num_buckets: int = 2) -> tuple[FloatArray, FloatArray]:
+    """:func:`randomized_response_log_pair` with the k - 2 buckets where P = Q merged into one outcome.
+
+    Renyi divergences (and privacy losses) are unchanged by merging outcomes of equal likelihood ratio, so this
+    gives the same RDP with at most three outcomes, whatever k is.
+    """
+    eps = check_nonnegative("epsilon", epsilon)
+    k = check_count("num_buckets", num_buckets, minimum=2)
+    log_norm = math.log1p((k - 1) * math.exp(-eps))
+    top, other = -log_norm, -eps - log_norm
+    if k == 2:
+        return np.array([top, other]), np.array([other, top])
+    rest = math.log(k - 2) + other
+    return np.array([top, other, rest]), np.array([other, top, rest])
+
+
+def log_mixture_epsilon(q: float, epsilon: float) -> float:
+    """log(1 + q (e^eps - 1)): the pure-DP epsilon of an eps-DP mechanism under Poisson sampling with rate q.
+
+    Evaluated without overflow for large eps (as eps + log(q + (1 - q) e^-eps)).
+    """
+    if epsilon < 700.0:  # e^eps is a finite float
+        return math.log1p(q * math.expm1(epsilon))
+    return epsilon + math.log(q + (1.0 - q) * math.exp(-epsilon))
+
+
+def randomized_response_pair(epsilon: float, num_buckets: int = 2) -> tuple[FloatArray, FloatArray]:
     """The output distributions (P, Q) of k-ary randomized response on two different inputs.
 
     P reports bucket 0 (the true value) with probability e^eps / (e^eps + k - 1) and each other bucket with
@@ -395,7 +427,7 @@ def randomized_response_pair(epsilon: float, num_buckets: int = 2) -> tuple[np.n
 
 
 # ----------------------------------------------------------------------------------------- w/o replacement
-def _wbk_log_moment_integer(gamma: float, sigma: float, alphas: np.ndarray) -> np.ndarray:
+def _wbk_log_moment_integer(gamma: float, sigma: float, alphas: FloatArray) -> FloatArray:
     """[WBK19] Theorem 9 bound on (alpha-1) eps'(alpha), integer alphas >= 2, Gaussian base (eps(inf)=inf)."""
     a = alphas[:, None]
     two_s2 = 2.0 * sigma * sigma
@@ -424,12 +456,13 @@ def _wbk_log_moment_integer(gamma: float, sigma: float, alphas: np.ndarray) -> n
             )
         log_terms = np.where(valid, log_terms, -np.inf)
         acc = np.logaddexp(acc, logsumexp(log_terms, axis=1))
-    return np.logaddexp(0.0, acc)
+    out: FloatArray = np.logaddexp(0.0, acc)
+    return out
 
 
 def rdp_sampled_without_replacement_gaussian(
-    n: int, m: int, noise_multiplier: float, orders=DEFAULT_ORDERS
-) -> np.ndarray:
+    n: int, m: int, noise_multiplier: float, orders: npt.ArrayLike = DEFAULT_ORDERS
+) -> FloatArray:
     """RDP bound of the Gaussian mechanism on m of n records sampled without replacement (replace-one).
 
     [WBK19], Theorem 9: if the base mechanism has RDP eps(.), with subsampling ratio gamma = m/n, for every
@@ -463,15 +496,15 @@ def rdp_sampled_without_replacement_gaussian(
     # also cap the integer CGF bounds by the Gaussian's (j - 1) j / (2 sigma^2)
     cgf = {j: min(v, (j - 1) * j / (2.0 * sigma * sigma)) for j, v in cgf.items()}
     cgf[1.0] = 0.0
-    k_lo = np.array([cgf[x] for x in lo.tolist()])
-    k_hi = np.array([cgf[x] for x in hi.tolist()])
+    k_lo = np.array([cgf[x] for x in lo.tolist()], dtype=np.float64)
+    k_hi = np.array([cgf[x] for x in hi.tolist()], dtype=np.float64)
     t = orders - lo
     bound = ((1 - t) * k_lo + t * k_hi) / (orders - 1)
     return np.minimum(bound, gauss)
 
 
 # --------------------------------------------------------------------------------------------- conversion
-def rdp_to_epsilon(orders, rdp, delta: float) -> tuple[float, float]:
+def rdp_to_epsilon(orders: npt.ArrayLike, rdp: npt.ArrayLike, delta: float) -> tuple[float, float]:
     """Smallest epsilon such that the RDP curve ``rdp`` implies (epsilon, delta)-DP; and its order.
 
     Improved conversion [BBGHS20, Thm 21], [CKS20, Prop. 12]:
@@ -494,7 +527,7 @@ def rdp_to_epsilon(orders, rdp, delta: float) -> tuple[float, float]:
     return max(0.0, float(eps[idx])), float(a[idx])
 
 
-def rdp_to_delta(orders, rdp, epsilon: float) -> tuple[float, float]:
+def rdp_to_delta(orders: npt.ArrayLike, rdp: npt.ArrayLike, epsilon: float) -> tuple[float, float]:
     """Smallest delta such that RDP curve ``rdp`` implies (epsilon, delta)-DP; and its order.
 
     Improved conversion [CKS20, Prop. 12]:
