@@ -11,9 +11,9 @@
 * Secure (``secure=True``): every noise value comes from ``os.urandom`` (the OS CSPRNG): 2 x 64 random bits
   per pair of Gaussians via the Box-Muller transform in float64, then rounded to the parameter dtype. Nothing
   about the noise is stored anywhere, so it cannot be recomputed or predicted from earlier outputs,
-  checkpoints or seeds; the price is speed (several times slower per value than seeded noise; ``benchmark_noise()``
-  measures both on your machine) and runs that cannot be resumed bit-exactly. It does not defend against floating-point (least-significant-bit) attacks on the
-  Gaussian mechanism.
+  checkpoints or seeds; the price is speed (several times slower per value than seeded noise;
+  ``benchmark_noise()`` measures both on your machine) and runs that cannot be resumed bit-exactly. It does not
+  defend against floating-point (least-significant-bit) attacks on the Gaussian mechanism.
 """
 
 from __future__ import annotations
