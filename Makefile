@@ -29,12 +29,13 @@ TYPES := $(VENV)/typecheck
 lint: $(STAMP)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/ruff check $(SOURCES)
+	$(MAKE) --no-print-directory typecheck
 
 typecheck: $(STAMP)
 	rm -rf $(TYPES) && mkdir -p $(TYPES)/dpkit
 	for f in dpkit/*; do ln -s "$(CURDIR)/$$f" $(TYPES)/dpkit/; done
 	for d in accountants mechanisms audits; do ln -s "$(CURDIR)/$$d" $(TYPES)/dpkit/$$d; done
-	cd $(TYPES) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml dpkit
+	cd $(TYPES) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/$(VENV)/mypy_cache dpkit
 
 test: $(STAMP) lint
 	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest

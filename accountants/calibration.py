@@ -17,8 +17,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from scipy import optimize
-
 from dpkit.accountants.accountant import PrivacyAccountant, create_accountant
 from dpkit.accountants.errors import UnsupportedEventError
 from dpkit.accountants.events import MAX_COUNT, MAX_SCALE, MIN_SCALE, DpEvent, dpsgd_event
@@ -135,6 +133,8 @@ def calibrate_noise(
     # eps(lo) > target >= eps(hi)
     if hi / lo - 1.0 > rtol:
         try:
+            from scipy import optimize  # imported here: the command line starts faster without it
+
             root = optimize.brentq(excess, math.log(lo), math.log(hi), xtol=rtol / 4)
         except _Converged:
             pass

@@ -26,8 +26,6 @@ import dataclasses
 import math
 
 import numpy as np
-import scipy.fft
-from scipy.signal import fftconvolve
 
 from dpkit.accountants._typing import FloatArray
 from dpkit.accountants.privacy_loss import Pair
@@ -93,6 +91,8 @@ class DiscretePLD:
     def self_compose(self, count: int, tail_mass: float) -> DiscretePLD:
         if count == 1:
             return self
+        import scipy.fft  # imported where used, like scipy.signal: the command line starts without them
+
         n = len(self.pmf)
         lo_w, hi_w = _chernoff_window(self.pmf, count, tail_mass)
         width = hi_w - lo_w + 1
@@ -128,6 +128,8 @@ class DiscretePLD:
     def compose(self, other: DiscretePLD, tail_mass: float) -> DiscretePLD:
         if other.step != self.step:
             raise ValueError("cannot compose PLDs on different grids")
+        from scipy.signal import fftconvolve  # imported where used: scipy.signal is slow to import
+
         pmf = np.clip(fftconvolve(self.pmf, other.pmf), 0.0, None)
         # Trim negligible tails: the bottom is rounded up, the top goes to infinity (both pessimistic).
         cum_lo = np.cumsum(pmf)

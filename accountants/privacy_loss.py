@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
-from scipy import stats
 
 from dpkit.accountants._typing import FloatArray
 
@@ -141,6 +140,8 @@ def gaussian_pair(noise_multiplier: float) -> ScalarPair:
     def inv(l: FloatArray) -> FloatArray:
         return s2 * np.asarray(l, dtype=float) + 0.5
 
+    from scipy import stats  # imported where used: scipy.stats takes a quarter second to import
+
     return ScalarPair(stats.norm(1.0, noise_multiplier), stats.norm(0.0, noise_multiplier), inv, inv)
 
 
@@ -155,6 +156,8 @@ def laplace_pair(scale: float) -> ScalarPair:
     def z_inf(l: FloatArray) -> FloatArray:
         l = np.asarray(l, dtype=float)
         return np.where(l <= -1 / b, -np.inf, np.where(l > 1 / b, np.inf, (l * b + 1) / 2))
+
+    from scipy import stats
 
     return ScalarPair(stats.laplace(1.0, b), stats.laplace(0.0, b), z_sup, z_inf)
 
