@@ -162,12 +162,11 @@ class BufferRecurrence(NoisingRecurrence):
 
     def step(self, state: list[Any], t: int, draw: Draw) -> Any:
         self._check_t(state, t)
-        z = draw(t)
-        x = z * 1.0
-        for w, s in zip(self.output_scale, state, strict=True):
-            x = x - w * s
+        x = draw(t) * 1.0
         if t == 0:
             state.extend(x * 0.0 for _ in self.buf_decay)
+        for w, s in zip(self.output_scale, state, strict=True):
+            x = x - w * s
         for theta, s in zip(self.buf_decay, state, strict=True):
             s *= theta
             s += x
