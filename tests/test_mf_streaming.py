@@ -52,7 +52,7 @@ def test_stream_equals_materialized(name):
     s = STRATEGIES[name]
     stream = s.noise_stream(DIM, SEED, stddev=0.7)
     rows = []
-    for t in range(N):
+    for _ in range(N):
         rows.append(next(stream))
         assert len(stream._state) <= MEMORY[name]
     np.testing.assert_allclose(np.stack(rows), _materialized(s, 0.7), rtol=1e-9, atol=1e-10)
