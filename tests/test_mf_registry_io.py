@@ -51,3 +51,10 @@ def test_unknown_kind_on_load():
         strategy_from_dict({"kind": "tree"})
     with pytest.raises(ValueError, match="needs a 'kind' key"):
         strategy_from_dict({})
+
+
+@pytest.mark.parametrize("name", available_strategies())
+def test_reported_noise_memory_is_the_stream_state(name):
+    s = make_strategy(name, 24, participation=FixedEpoch(2, 12), **OPTIONS.get(name, {}))
+    assert s.noise_memory == s.noising_recurrence().memory
+    assert s.evaluate(FixedEpoch(2, 12)).noise_memory == s.noise_memory

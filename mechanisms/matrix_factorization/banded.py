@@ -23,6 +23,7 @@ from scipy import optimize
 from scipy.linalg import lapack
 
 from dpkit.mechanisms.matrix_factorization._checks import check_count, check_steps
+from dpkit.mechanisms.matrix_factorization._threads import blas_threads
 from dpkit.mechanisms.matrix_factorization.participation import Participation
 from dpkit.mechanisms.matrix_factorization.sensitivity import Sensitivity, banded_sensitivity, sensitivity_from_gram
 from dpkit.mechanisms.matrix_factorization.strategy import Strategy, register_kind
@@ -87,6 +88,10 @@ class ColumnNormalizedBanded(Strategy):
     @property
     def bands(self) -> int | None:
         return int(self.params.shape[1])
+
+    @property
+    def noise_memory(self) -> int:
+        return int(self.params.shape[1]) - 1
 
     def describe(self) -> str:
         return self.label or f"banded(bands={self.bands})"
@@ -173,10 +178,12 @@ def optimize_banded(
     workload: Workload | None = None,
     init: ColumnNormalizedBanded | None = None,
     max_iterations: int = 200,
+    threads: int | None = 1,
 ) -> ColumnNormalizedBanded:
     """The column-normalized ``bands``-banded strategy minimizing the mean error (L-BFGS, analytic gradients).
 
     Starts from the optimal banded Toeplitz strategy (for Toeplitz workloads) or the truncated square root.
+    ``threads``: BLAS threads while optimizing (None: unchanged).
     """
     n = check_steps("n", n)
     bands = check_count("bands", bands, minimum=1)
@@ -188,7 +195,7 @@ def optimize_banded(
     if init is None:
         if workload.toeplitz_coef() is not None:
             init = ColumnNormalizedBanded.from_banded_toeplitz(
-                n, optimize_banded_toeplitz(n, bands, workload=workload).coef
+                n, optimize_banded_toeplitz(n, bands, workload=workload, threads=threads).coef
             )
         else:
             init = ColumnNormalizedBanded.default(n, bands)
@@ -205,13 +212,14 @@ def optimize_banded(
         loss, g = banded_mean_loss(p, workload)
         return loss, g[mask]
 
-    res = optimize.minimize(
-        fun,
-        x0,
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iterations, "maxcor": 20, "gtol": 1e-10, "ftol": 1e-13},
-    )
+    with blas_threads(threads):
+        res = optimize.minimize(
+            fun,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": max_iterations, "maxcor": 20, "gtol": 1e-10, "ftol": 1e-13},
+        )
     p = np.zeros((n, bands))
     p[mask] = res.x
     return ColumnNormalizedBanded(_normalized(p)[0], f"banded(bands={bands})")

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import optimize
 
 from dpkit.mechanisms.matrix_factorization._checks import check_count, check_error, check_steps, check_vector
+from dpkit.mechanisms.matrix_factorization._threads import blas_threads
 from dpkit.mechanisms.matrix_factorization.participation import Participation, SingleParticipation, as_min_separation
 from dpkit.mechanisms.matrix_factorization.strategy import register_kind
 from dpkit.mechanisms.matrix_factorization.streaming import BufferRecurrence, NoisingRecurrence
@@ -83,30 +84,43 @@ class BufferedToeplitz(ToeplitzLike):
     def buffers(self) -> int:
         return int(self.buf_decay.shape[0])
 
+    @property
+    def noise_memory(self) -> int:
+        return self.buffers
+
     def describe(self) -> str:
         return f"blt(buffers={self.buffers})"
 
     def toeplitz_coef(self) -> np.ndarray:
         return _coefs(self.buf_decay, self.output_scale, self.n)[0]
 
+    def _inverse_eigenvalues(self) -> np.ndarray:
+        vals = np.linalg.eigvals(np.diag(self.buf_decay) - np.outer(self.output_scale, np.ones(self.buffers)))
+        return vals[np.argsort(-vals.real)]
+
     def inverse_buf_decay(self) -> np.ndarray:
-        """theta_hat: the eigenvalues of diag(theta) - omega 1^T, the buffer decays of C^{-1}'s BLT."""
+        """theta_hat: the eigenvalues of diag(theta) - omega 1^T, the buffer decays of C^{-1}'s BLT (real ones)."""
         if self.buffers == 0:
             return np.zeros(0)
-        vals = np.linalg.eigvals(np.diag(self.buf_decay) - np.outer(self.output_scale, np.ones(self.buffers)))
-        return np.sort(vals.real)[::-1]
+        vals = self._inverse_eigenvalues()
+        if np.max(np.abs(vals.imag)) > 1e-12 * max(1.0, float(np.max(np.abs(vals)))):
+            raise ValueError(f"C^{{-1}} is not a real BLT: its buffer decays are complex ({vals})")
+        return vals.real
 
     def inverse(self) -> BufferedToeplitz:
-        """C^{-1} as a BLT (same n); valid when the inverse's decays are real and distinct."""
+        """C^{-1} as a BLT (same n); needs real, distinct inverse decays (true for every optimized BLT)."""
         thh = self.inverse_buf_decay()
         return BufferedToeplitz(thh, output_scale_from_decays(thh, self.buf_decay), self.n)
 
     def noising_coef(self) -> np.ndarray:
+        """C^{-1}'s coefficients: in closed form from the inverse BLT when it is well conditioned, else by
+        solving the triangular Toeplitz system (O(n m))."""
         if self.buffers:
-            thh = self.inverse_buf_decay()
-            gaps = np.abs(np.diff(np.sort(thh)))
-            if gaps.size == 0 or gaps.min() > 1e-9:
-                inv = _coefs(thh, output_scale_from_decays(thh, self.buf_decay), self.n)[0]
+            vals = self._inverse_eigenvalues()
+            gaps = np.abs(np.diff(np.sort(vals.real)))
+            real = np.max(np.abs(vals.imag)) <= 1e-12 * max(1.0, float(np.max(np.abs(vals))))
+            if real and (gaps.size == 0 or gaps.min() > 1e-9):
+                inv = _coefs(vals.real, output_scale_from_decays(vals.real, self.buf_decay), self.n)[0]
                 if np.all(np.isfinite(inv)):
                     return inv
         return inverse_coef(self.toeplitz_coef(), self.n)
@@ -260,12 +274,14 @@ def optimize_blt(
     rtol: float = 1.01,
     workload: Workload | None = None,
     max_iterations: int = 1000,
+    threads: int | None = 1,
 ) -> BufferedToeplitz:
     """The BLT minimizing sensitivity^2 x error (``error`` = 'mean' or 'max') for the participation schema.
 
     ``buffers=None`` tries 1, 2, ... buffers and keeps adding one while the loss improves by more than a factor
     ``rtol`` (as jax-privacy's ``buffered_toeplitz.optimize``), up to ``max_buffers``; an integer fixes m. Several
     starting points per m (log-spaced decays and the previous m's optimum), L-BFGS-B on the interlaced decays.
+    ``threads``: BLAS threads while optimizing (None: unchanged). Under a second at n = 1000 on one core.
     """
     n = check_steps("n", n)
     participation = SingleParticipation() if participation is None else participation
@@ -293,14 +309,14 @@ def optimize_blt(
         s = _decays(v)
         return BufferedToeplitz.from_buf_decay_pair(s[0::2], s[1::2], n)
 
-    if buffers is not None:
-        res = _fit(buffers, n, sep, k, error, wc, None, max_iterations)
-        return strategy(res.x)
-    best_v, best_loss, previous = None, math.inf, None
-    for m in range(1, max_buffers + 1):
-        res = _fit(m, n, sep, k, error, wc, previous, max_iterations)
-        if res is None or rtol * math.exp(res.fun) >= best_loss:
-            break
-        best_v, best_loss, previous = res.x, math.exp(res.fun), res.x
+    with blas_threads(threads):
+        if buffers is not None:
+            return strategy(_fit(buffers, n, sep, k, error, wc, None, max_iterations).x)
+        best_v, best_loss, previous = None, math.inf, None
+        for m in range(1, max_buffers + 1):
+            res = _fit(m, n, sep, k, error, wc, previous, max_iterations)
+            if res is None or rtol * math.exp(res.fun) >= best_loss:
+                break
+            best_v, best_loss, previous = res.x, math.exp(res.fun), res.x
     assert best_v is not None
     return strategy(best_v)

@@ -193,12 +193,12 @@ def sensitivity_from_gram(X: np.ndarray, participation: Participation) -> Sensit
     if _is_banded_gram(X, sep):
         value, _ = max_participation_for_linear_fn(diag, sep, k)
         return Sensitivity(math.sqrt(value), True, f"min-separation: orthogonal columns {sep} apart (VecSens)")
-    upper = minsep_sensitivity_upper_bound_squared(X, sep, k)
-    # Lower bounds: all-equal contributions on the patterns the programs pick, orthogonal ones on the diagonal's.
-    candidates = [max_participation_for_linear_fn(diag, sep, k)[1], tuple(range(0, n, sep))[:k]]
     row_max = _vecsens_rows(np.abs(X), sep, k)
-    candidates.append(max_participation_for_linear_fn(row_max, sep, k)[1])
-    lower = max(max_participation_for_linear_fn(diag, sep, k)[0], 0.0)
+    upper, row_pattern = max_participation_for_linear_fn(row_max, sep, k)  # Alg. 4
+    # Lower bounds: all-equal contributions on the patterns the programs pick, orthogonal ones on the diagonal's.
+    diag_value, diag_pattern = max_participation_for_linear_fn(diag, sep, k)
+    candidates = [diag_pattern, row_pattern, tuple(range(0, n, sep))[:k]]
+    lower = diag_value
     for pi in candidates:
         if pi:
             idx = np.asarray(pi)

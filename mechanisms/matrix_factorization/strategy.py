@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import math
 from typing import Any, ClassVar
 
@@ -41,7 +42,7 @@ def register_kind(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class StrategyReport:
     """Error and sensitivity of one strategy for one workload and participation schema (unit noise and clip)."""
 
@@ -96,6 +97,11 @@ class Strategy(abc.ABC):
         """The number of nonzero diagonals of C if C is banded (fewer than n), else None."""
         return None
 
+    @property
+    def noise_memory(self) -> int:
+        """How many model-sized vectors the noise stream keeps (see :meth:`noising_recurrence`)."""
+        return 0
+
     @abc.abstractmethod
     def describe(self) -> str:
         """A short name with the parameters, e.g. ``blt(buffers=3)``."""
@@ -119,7 +125,12 @@ class Strategy(abc.ABC):
         return np.einsum("ij,ij->i", B, B)
 
     def sensitivity(self, participation: Participation | None = None) -> Sensitivity:
-        """L2 sensitivity per unit clip norm: exact where a formula applies, else a sound upper bound."""
+        """L2 sensitivity per unit clip norm under ``participation`` (default: single participation).
+
+        Exact where a formula applies (``.exact`` True: attained by a pair of neighbouring datasets), otherwise a
+        sound upper bound (never an estimate); ``.method`` names the formula. This generic version works on the
+        Gram matrix C^T C (O(n^2) memory); Toeplitz and banded families override it with O(n) exact formulas.
+        """
         participation = self._participation(participation)
         C = self.strategy_matrix()
         return sensitivity_from_gram(C.T @ C, participation)
@@ -127,7 +138,8 @@ class Strategy(abc.ABC):
     def noising_recurrence(self) -> NoisingRecurrence:
         """Rows of C^{-1} Z from draws (general lower-triangular C: re-draws every earlier z, O(d) memory)."""
         inv = self.noising_matrix()
-        return RowRecurrence(lambda t: inv[t, : t + 1], self.n, key=repr(self.to_dict())[:4096])
+        key = hashlib.sha256(np.ascontiguousarray(inv).tobytes()).hexdigest()
+        return RowRecurrence(lambda t: inv[t, : t + 1], self.n, key=key)
 
     def noise_stream(self, dim: int, seed: int, *, stddev: float = 1.0) -> NoiseStream:
         """A seeded stream of ``stddev * (C^{-1} Z)_t`` for a parameter vector of dimension ``dim``."""
@@ -148,7 +160,7 @@ class Strategy(abc.ABC):
             mean_error=float(errors.mean()),
             max_error=float(errors.max()),
             sensitivity=self.sensitivity(participation),
-            noise_memory=self.noising_recurrence().memory,
+            noise_memory=self.noise_memory,
         )
 
     def _workload(self, workload: Workload | None) -> Workload:

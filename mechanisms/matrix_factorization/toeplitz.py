@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import math
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ import numpy as np
 from scipy import optimize, signal
 
 from dpkit.mechanisms.matrix_factorization._checks import check_count, check_error, check_steps, check_vector
+from dpkit.mechanisms.matrix_factorization._threads import blas_threads
 from dpkit.mechanisms.matrix_factorization.participation import Participation, as_min_separation
 from dpkit.mechanisms.matrix_factorization.sensitivity import Sensitivity, banded_sensitivity, sensitivity_from_gram
 from dpkit.mechanisms.matrix_factorization.strategy import Strategy, register_kind
@@ -288,9 +290,13 @@ class ToeplitzStrategy(ToeplitzLike):
         if bands is not None:
             return BandedRecurrence(self.coef[None, :bands], self.n)
         d = self.noising_coef()
-        return RowRecurrence(
-            lambda t: d[t::-1], self.n, key=f"toeplitz:{self.coef.tobytes().hex()[:64]}:{len(self.coef)}"
-        )
+        key = "toeplitz:" + hashlib.sha256(self.coef.tobytes()).hexdigest()
+        return RowRecurrence(lambda t: d[t::-1], self.n, key=key)
+
+    @property
+    def noise_memory(self) -> int:
+        bands = self.bands
+        return 0 if bands is None else bands - 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "n": self.n, "coef": self.coef.tolist(), "label": self.label}
@@ -343,12 +349,14 @@ def optimize_banded_toeplitz(
     workload: Workload | None = None,
     init=None,
     max_iterations: int = 2000,
+    threads: int | None = 1,
 ) -> ToeplitzStrategy:
     """The ``bands``-banded Toeplitz strategy minimizing the ``error`` ('mean' or 'max') loss, with ||c|| = 1.
 
     The loss is single-participation, and the same up to the constant k for k participations at least ``bands``
     steps apart (columns then never overlap; Choquette-Choo et al. 2023, arXiv 2306.08153), so the result serves
     every such schema. L-BFGS (scipy) over c_1..c_{bands-1} with c_0 = 1, from the square root's coefficients.
+    ``threads``: BLAS threads while optimizing (None: unchanged).
     """
     n = check_steps("n", n)
     bands = _check_bands(bands, n)
@@ -366,13 +374,14 @@ def optimize_banded_toeplitz(
     if x0[0] <= 0:
         raise ValueError(f"init[0] must be positive, got {x0[0]!r}")
     x0 = np.asarray(x0[1:] / x0[0])
-    res = optimize.minimize(
-        banded_toeplitz_log_loss,
-        x0,
-        args=(n, error, wc),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iterations, "maxcor": 30, "gtol": 1e-12, "ftol": 1e-15},
-    )
+    with blas_threads(threads):
+        res = optimize.minimize(
+            banded_toeplitz_log_loss,
+            x0,
+            args=(n, error, wc),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": max_iterations, "maxcor": 30, "gtol": 1e-12, "ftol": 1e-15},
+        )
     c = np.concatenate([[1.0], res.x])
     return ToeplitzStrategy(c / np.linalg.norm(c), n, f"banded-toeplitz(bands={bands}, error={error})")
