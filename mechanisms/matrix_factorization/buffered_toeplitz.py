@@ -28,7 +28,13 @@ from dpkit.mechanisms.matrix_factorization._threads import blas_threads
 from dpkit.mechanisms.matrix_factorization.participation import Participation, SingleParticipation, as_min_separation
 from dpkit.mechanisms.matrix_factorization.strategy import register_kind
 from dpkit.mechanisms.matrix_factorization.streaming import BufferRecurrence, NoisingRecurrence
-from dpkit.mechanisms.matrix_factorization.toeplitz import ToeplitzLike, inverse_coef
+from dpkit.mechanisms.matrix_factorization.toeplitz import (
+    ToeplitzLike,
+    error_and_grad,
+    inverse_coef,
+    minsep_sum_squared_and_grad,
+    toeplitz_workload_coef,
+)
 from dpkit.mechanisms.matrix_factorization.workload import Workload
 
 __all__ = ["BufferedToeplitz", "output_scale_from_decays", "blt_log_loss", "optimize_blt"]
@@ -175,33 +181,6 @@ def _coef_grads(g: np.ndarray, th: np.ndarray, om: np.ndarray, powers: np.ndarra
     return d_om, om * (dpow.T @ g1)
 
 
-def _sensitivity_squared_and_grad(c: np.ndarray, n: int, sep: int, k: int) -> tuple[float, np.ndarray]:
-    pad = (-n) % sep
-    blocks = np.concatenate([c, np.zeros(pad)]).reshape(-1, sep)
-    csum = np.cumsum(blocks, axis=0)
-    v = csum.copy()
-    v[k:] -= csum[:-k]
-    v = v.ravel()[:n]
-    gv = np.concatenate([2.0 * v, np.zeros(pad)]).reshape(-1, sep)
-    rsum = np.cumsum(gv[::-1], axis=0)[::-1]
-    g = rsum.copy()
-    g[:-k] -= rsum[k:]
-    return float(v @ v), g.ravel()[:n]
-
-
-def _error_and_grad(d: np.ndarray, n: int, error: str, workload_coef: np.ndarray | None) -> tuple[float, np.ndarray]:
-    b = np.cumsum(d) if workload_coef is None else np.convolve(workload_coef, d)[:n]
-    if error == "mean":
-        weights = (n - np.arange(n)) / n
-        err = float(weights @ (b * b))
-        gb = 2.0 * weights * b
-    else:
-        err = float(b @ b)
-        gb = 2.0 * b
-    gd = np.cumsum(gb[::-1])[::-1] if workload_coef is None else np.convolve(gb[::-1], workload_coef)[:n][::-1]
-    return err, gd
-
-
 def blt_log_loss(
     v: np.ndarray, n: int, sep: int, k: int, error: str = "mean", workload_coef: np.ndarray | None = None
 ) -> tuple[float, np.ndarray]:
@@ -215,8 +194,8 @@ def blt_log_loss(
     om, omh = output_scale_from_decays(th, thh), output_scale_from_decays(thh, th)
     c, pw = _coefs(th, om, n)
     d, pwh = _coefs(thh, omh, n)
-    s2, gc = _sensitivity_squared_and_grad(c, n, sep, k)
-    err, gd = _error_and_grad(d, n, error, workload_coef)
+    s2, gc = minsep_sum_squared_and_grad(c, n, sep, k)
+    err, gd = error_and_grad(d, n, error, workload_coef)
     gc /= s2
     gd /= err
     d_om, d_th = _coef_grads(gc, th, om, pw)
@@ -294,13 +273,7 @@ def optimize_blt(
         buffers = check_count("buffers", buffers, minimum=0)
     if not rtol >= 1:
         raise ValueError(f"rtol must be in [1, inf), got {rtol!r}")
-    workload = Workload(n) if workload is None else workload
-    if workload.n != n:
-        raise ValueError(f"workload.n must equal n={n}, got {workload.n}")
-    w = workload.toeplitz_coef()
-    if w is None:
-        raise ValueError("workload must be Toeplitz (a constant learning rate) for a BLT strategy")
-    wc = None if workload.is_prefix_sum else w
+    wc = toeplitz_workload_coef(workload, n)
     sep, k = as_min_separation(participation, n)
     if n == 1 or buffers == 0:
         return BufferedToeplitz(np.zeros(0), np.zeros(0), n)

@@ -47,6 +47,9 @@ __all__ = [
     "per_query_error",
     "is_nonnegative_nonincreasing",
     "minsep_sensitivity_squared",
+    "minsep_sum_squared_and_grad",
+    "error_and_grad",
+    "toeplitz_workload_coef",
     "ToeplitzLike",
     "ToeplitzStrategy",
     "banded_toeplitz_log_loss",
@@ -136,15 +139,40 @@ def is_nonnegative_nonincreasing(coef, rtol: float = _MONOTONE_RTOL) -> bool:
     return bool(np.all(c >= -tol) and np.all(np.diff(c) <= tol))
 
 
-def _minsep_sum_squared(c: np.ndarray, n: int, min_sep: int, k: int) -> float:
-    """||sum_{m<k} S^{m b} c||^2 (participations at 0, b, ..., (k-1) b) in O(n)."""
+def minsep_sum_squared_and_grad(c: np.ndarray, n: int, min_sep: int, k: int) -> tuple[float, np.ndarray]:
+    """||v||^2 for v = sum_{m<k} S^{m b} c (participations at 0, b, ..., (k-1) b) and its gradient in c, O(n)."""
     pad = (-n) % min_sep
     blocks = np.concatenate([_pad(c, n), np.zeros(pad)]).reshape(-1, min_sep)
     csum = np.cumsum(blocks, axis=0)
     v = csum.copy()
     v[k:] -= csum[:-k]
     v = v.ravel()[:n]
-    return float(v @ v)
+    gv = np.concatenate([2.0 * v, np.zeros(pad)]).reshape(-1, min_sep)
+    rsum = np.cumsum(gv[::-1], axis=0)[::-1]
+    g = rsum.copy()
+    g[:-k] -= rsum[k:]
+    return float(v @ v), g.ravel()[:n]
+
+
+def error_and_grad(
+    noising_coef: np.ndarray, n: int, error: str, workload_coef: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """Mean or max (= last) per-query error of a Toeplitz noising matrix and its gradient in ``noising_coef``.
+
+    b = A's first column convolved with d (prefix sums, ``workload_coef=None``: cumsum(d)); e_t = sum_{s<=t} b_s^2,
+    so mean_t e_t = sum_t (n - t) b_t^2 / n and max_t e_t = sum_t b_t^2.
+    """
+    d = noising_coef
+    b = np.cumsum(d) if workload_coef is None else signal.convolve(workload_coef, d)[:n]
+    if error == "mean":
+        weights = (n - np.arange(n)) / n
+        err = float(weights @ (b * b))
+        gb = 2.0 * weights * b
+    else:
+        err = float(b @ b)
+        gb = 2.0 * b
+    gd = np.cumsum(gb[::-1])[::-1] if workload_coef is None else signal.convolve(gb[::-1], workload_coef)[:n][::-1]
+    return err, gd
 
 
 def minsep_sensitivity_squared(strategy_coef, n: int, min_sep: int = 1, max_participations: int | None = None) -> float:
@@ -171,7 +199,7 @@ def minsep_sensitivity_squared(strategy_coef, n: int, min_sep: int = 1, max_part
             f"(got first violation at index {_first_violation(c[:n])}); use ToeplitzStrategy.sensitivity for a sound "
             "upper bound"
         )
-    return _minsep_sum_squared(np.maximum.accumulate(np.abs(c[:n])[::-1])[::-1], n, min_sep, k)
+    return minsep_sum_squared_and_grad(np.maximum.accumulate(np.abs(c[:n])[::-1])[::-1], n, min_sep, k)[0]
 
 
 def _first_violation(c: np.ndarray) -> int:
@@ -220,7 +248,7 @@ class ToeplitzLike(Strategy):
         # A sound upper bound: the projection of |c| onto non-increasing sequences dominates |C^T C| entry-wise.
         proj = np.maximum.accumulate(np.abs(c)[::-1])[::-1]
         bound = Sensitivity(
-            math.sqrt(_minsep_sum_squared(proj, self.n, sep, k)),
+            math.sqrt(minsep_sum_squared_and_grad(proj, self.n, sep, k)[0]),
             False,
             "toeplitz: upper bound via |c| made non-increasing",
         )
@@ -313,6 +341,20 @@ def _check_bands(bands, n: int) -> int:
     return bands
 
 
+def toeplitz_workload_coef(workload: Workload | None, n: int) -> np.ndarray | None:
+    """The first column of a Toeplitz workload for the Toeplitz losses (None for prefix sums, the fast path).
+
+    Raises ValueError for a workload of another size or with a learning-rate schedule (not Toeplitz).
+    """
+    workload = Workload(n) if workload is None else workload
+    if workload.n != n:
+        raise ValueError(f"workload.n must equal n={n}, got {workload.n}")
+    w = workload.toeplitz_coef()
+    if w is None:
+        raise ValueError("workload must be Toeplitz (a constant learning rate) for a Toeplitz or BLT strategy")
+    return None if workload.is_prefix_sum else w
+
+
 def banded_toeplitz_log_loss(
     tail: np.ndarray, n: int, error: str = "mean", workload_coef: np.ndarray | None = None
 ) -> tuple[float, np.ndarray]:
@@ -325,15 +367,7 @@ def banded_toeplitz_log_loss(
     impulse = np.zeros(n)
     impulse[0] = 1.0
     d = signal.lfilter([1.0], c, impulse)
-    b = np.cumsum(d) if workload_coef is None else signal.convolve(workload_coef, d)[:n]
-    if error == "mean":
-        weights = (n - np.arange(n)) / n
-        err = float(weights @ (b * b))
-        gb = 2.0 * weights * b
-    else:
-        err = float(b @ b)
-        gb = 2.0 * b
-    gd = np.cumsum(gb[::-1])[::-1] if workload_coef is None else signal.convolve(gb[::-1], workload_coef)[:n][::-1]
+    err, gd = error_and_grad(d, n, error, workload_coef)
     u = signal.lfilter([1.0], c, gd[::-1])[::-1]
     gc = -signal.convolve(u[::-1], d)[:n][::-1][: c.shape[0]]
     norm2 = float(c @ c)
@@ -361,13 +395,7 @@ def optimize_banded_toeplitz(
     n = check_steps("n", n)
     bands = _check_bands(bands, n)
     error = check_error("error", error)
-    workload = Workload(n) if workload is None else workload
-    if workload.n != n:
-        raise ValueError(f"workload.n must equal n={n}, got {workload.n}")
-    w = workload.toeplitz_coef()
-    if w is None:
-        raise ValueError("workload must be Toeplitz (a constant learning rate) for a Toeplitz strategy")
-    wc = None if workload.is_prefix_sum else w
+    wc = toeplitz_workload_coef(workload, n)
     if bands == 1:
         return ToeplitzStrategy(np.ones(1), n, "banded-toeplitz(bands=1)")
     x0 = square_root_coef(bands) if init is None else check_vector("init", init, length=bands)
