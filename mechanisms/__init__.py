@@ -1,4 +1,9 @@
-"""Local differential privacy protocols: frequency oracles, longitudinal and multidimensional collection.
+"""Privacy mechanisms: local-DP protocols and the correlated-noise (matrix-factorization) mechanisms of training.
+
+Local DP: frequency oracles, longitudinal and multidimensional collection (exported here), heavy hitters
+(:mod:`.heavy_hitters`: PEM, SFP, TreeHist, federated TAP/TAPS) and range queries (:mod:`.range_queries`: flat,
+hierarchical histograms, HaarHRR, HIO). Correlated Gaussian noise for private training:
+:mod:`.matrix_factorization` (workloads, strategies, sensitivity, streaming noise).
 
 Every protocol is a frozen dataclass of its parameters with a client/server split:
 
@@ -16,8 +21,9 @@ Where things live: :mod:`.base` (the frequency-oracle interface, an abstract bas
 :mod:`.frequency_oracles` (one module per family and the registry ``FREQUENCY_ORACLES``), :mod:`.longitudinal` and
 :mod:`.multidimensional` (each with its own abstract base), :mod:`.postprocessing` (clip, Norm-Sub, simplex
 projection, IBU/EM), :mod:`.channels` (exact output distributions), :mod:`.bernoulli` and :mod:`.hashing` (the
-clients' vectorized primitives), :mod:`.dask_backend`. A new protocol is one module subclassing its family's base,
-one registry entry, and one registration of its attacks in :mod:`dpkit.audits.ldp.attacks`.
+clients' vectorized primitives), :mod:`.dask_backend`; the subpackages named above. A new protocol is one module
+subclassing its family's base, one registry entry, and one registration of its attacks in
+:mod:`dpkit.audits.ldp.attacks`.
 """
 
 from dpkit.mechanisms import hashing
