@@ -11,7 +11,8 @@ denoising", ICML 2018, Theorem 8). Two calibrations of sigma for a target (epsil
 
 * classical (Dwork and Roth 2014, Theorem A.1): sigma = (Delta / epsilon) sqrt(2 ln(1.25 / delta)), proved for
   epsilon < 1; dpkit accepts epsilon <= 1 (at epsilon = 1 it still holds, checked against the exact profile in the
-  tests) and refuses larger epsilons, where it can fail (e.g. epsilon = 4, delta = 1e-5);
+  tests) and refuses larger epsilons, where nothing proves it and it does fail (e.g. epsilon = 8, delta = 0.01 or
+  epsilon = 20, delta = 1e-5: the exact delta is 1.8 and 150 times the claimed one);
 * analytic (Balle and Wang 2018): the smallest sigma with ``gaussian_delta(epsilon, sigma, Delta) <= delta``, found
   here by Brent's method on log sigma and moved up by ulps until the profile is at most delta, so the calibrated
   mechanism is (epsilon, delta)-DP up to the profile's floating-point error (relative 1e-12).
@@ -113,7 +114,7 @@ def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1
     if not (excess(lo) > 0 >= excess(hi)):
         raise ValueError(f"no Gaussian noise calibrates epsilon={epsilon!r}, delta={delta!r} in floating point")
     sigma = math.exp(brentq(excess, lo, hi, xtol=1e-15, rtol=1e-15, maxiter=500))
-    while _log_gaussian_delta(epsilon, sigma, sensitivity) > log_delta:  # land on the valid side
+    while math.exp(_log_gaussian_delta(epsilon, sigma, sensitivity)) > delta:  # the valid side, as gaussian_delta
         sigma = math.nextafter(sigma, math.inf) * (1 + 1e-15)
     return sigma
 
@@ -190,7 +191,7 @@ class BoundedGaussian:
             raise ValueError(f"{name} must be a 1-dimensional array, got shape {x.shape}")
         x = x.astype(np.float64)
         if x.size and not (np.isfinite(x).all() and x.min() >= self.lower and x.max() <= self.upper):
-            bad = x[~(np.isfinite(x) & (x >= self.lower) & (x <= self.upper))][0]
+            bad = float(x[~(np.isfinite(x) & (x >= self.lower) & (x <= self.upper))][0])
             raise ValueError(f"{name} must be in [{self.lower:g}, {self.upper:g}], got {bad!r}")
         return x
 
