@@ -36,13 +36,21 @@ from functools import cached_property
 
 from dpkit.accountants import DpEvent, RandomizedResponseEvent, SelfComposedEvent
 from dpkit.accountants.validation import check_probability
-from dpkit.mechanisms import hashing
-from dpkit.mechanisms._validation import check_domain, check_epsilon, set_fields
+from dpkit.mechanisms._validation import check_epsilon, set_fields
 from dpkit.mechanisms.frequency_oracles.grr import GRR
 from dpkit.mechanisms.frequency_oracles.local_hashing import LocalHashing
 from dpkit.mechanisms.frequency_oracles.unary_encoding import UnaryEncoding
 
-__all__ = ["AGRR", "ASUE", "ApproximateLocalHashing", "ABLH", "AOLH", "aolh_g", "check_ldp_delta"]
+__all__ = [
+    "ApproximateRandomizedResponse",
+    "AGRR",
+    "ASUE",
+    "ApproximateLocalHashing",
+    "ABLH",
+    "AOLH",
+    "aolh_g",
+    "check_ldp_delta",
+]
 
 
 def check_ldp_delta(name: str, value: object) -> float:
@@ -55,8 +63,37 @@ def _ratio_epsilon(p: float, q: float) -> float:
     return math.log(p) - math.log(q)
 
 
+class ApproximateRandomizedResponse:
+    """AGRR's probabilities over ``m = _outputs()`` outputs (k for AGRR, g for local hashing), mixed in before the
+    pure family: p = (e^eps + (m - 1) delta)/(e^eps + m - 1), q = (1 - delta)/(e^eps + m - 1), so p - e^eps q = delta;
+    the channel is m-ary randomized response at ln(p / q), which is its ``privacy_event()``."""
+
+    epsilon: float
+    delta: float
+
+    def _outputs(self) -> int:
+        raise NotImplementedError
+
+    @cached_property
+    def p(self) -> float:
+        e = math.exp(self.epsilon)
+        return (e + (self._outputs() - 1) * self.delta) / (e + self._outputs() - 1)
+
+    @cached_property
+    def q(self) -> float:
+        return (1.0 - self.delta) / (math.exp(self.epsilon) + self._outputs() - 1)
+
+    @cached_property
+    def pure_epsilon(self) -> float:
+        """ln(p / q): the channel's pure-LDP epsilon (> epsilon when delta > 0)."""
+        return _ratio_epsilon(self.p, self.q)
+
+    def privacy_event(self) -> DpEvent:
+        return RandomizedResponseEvent(self.pure_epsilon, self._outputs())
+
+
 @dataclass(frozen=True)
-class AGRR(GRR):
+class AGRR(ApproximateRandomizedResponse, GRR):
     """Approximate GRR: keep v w.p. p = (e^eps + (k - 1) delta)/(e^eps + k - 1), else a uniform other value.
 
     (epsilon, delta)-LDP for one user's value under replacement (exactly: p - e^eps q = delta); the channel is GRR at
@@ -72,22 +109,8 @@ class AGRR(GRR):
         super().__post_init__()
         set_fields(self, delta=delta)
 
-    @cached_property
-    def p(self) -> float:
-        e = math.exp(self.epsilon)
-        return (e + (self.k - 1) * self.delta) / (e + self.k - 1)
-
-    @cached_property
-    def q(self) -> float:
-        return (1.0 - self.delta) / (math.exp(self.epsilon) + self.k - 1)
-
-    @cached_property
-    def pure_epsilon(self) -> float:
-        """epsilon' = ln(p / q): the channel's pure-LDP epsilon (> epsilon when delta > 0)."""
-        return _ratio_epsilon(self.p, self.q)
-
-    def privacy_event(self) -> DpEvent:
-        return RandomizedResponseEvent(self.pure_epsilon, self.k)
+    def _outputs(self) -> int:
+        return self.k
 
 
 @dataclass(frozen=True)
@@ -146,7 +169,7 @@ def aolh_g(epsilon: float, delta: float) -> int:
 
 
 @dataclass(frozen=True)
-class ApproximateLocalHashing(LocalHashing):
+class ApproximateLocalHashing(ApproximateRandomizedResponse, LocalHashing):
     """Approximate local hashing: H uniform from the universal family, h = H(v) in [g], then AGRR over [g]: keep h
     w.p. p = (e^eps + (g - 1) delta)/(e^eps + g - 1), else a uniform other bucket. ``g = 0``: AOLH's g.
 
@@ -159,28 +182,14 @@ class ApproximateLocalHashing(LocalHashing):
     name = "ALH"
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k, maximum=hashing.MAX_DOMAIN)
-        epsilon = check_epsilon("epsilon", self.epsilon)
         delta = check_ldp_delta("delta", self.delta)
-        g = self.g if self.g else aolh_g(epsilon, delta)
-        set_fields(self, k=k, epsilon=epsilon, delta=delta, g=check_domain("g", g, maximum=2**32 - 1))
+        if not self.g:
+            set_fields(self, g=aolh_g(self.epsilon, delta))
+        super().__post_init__()
+        set_fields(self, delta=delta)
 
-    @cached_property
-    def p(self) -> float:
-        e = math.exp(self.epsilon)
-        return (e + (self.g - 1) * self.delta) / (e + self.g - 1)
-
-    @cached_property
-    def q(self) -> float:
-        return (1.0 - self.delta) / (math.exp(self.epsilon) + self.g - 1)
-
-    @cached_property
-    def pure_epsilon(self) -> float:
-        """ln(p / q): the channel's pure-LDP epsilon given the hash function."""
-        return _ratio_epsilon(self.p, self.q)
-
-    def privacy_event(self) -> DpEvent:
-        return RandomizedResponseEvent(self.pure_epsilon, self.g)
+    def _outputs(self) -> int:
+        return self.g
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, GaussianEvent
-from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, set_fields
+from dpkit.mechanisms._validation import check_domain, check_epsilon, set_fields
 from dpkit.mechanisms.base import FrequencyOracle, SupportCounts
+from dpkit.mechanisms.frequency_oracles.histogram_encoding import SHE
 from dpkit.mechanisms.gaussian import analytic_gaussian_sigma, check_gaussian_delta, classical_gaussian_sigma
-from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
-from dpkit.mechanisms.postprocessing import project_simplex
 
 __all__ = ["GaussianEncoding", "GM", "AGM", "ONE_HOT_SENSITIVITY"]
 
@@ -69,29 +68,22 @@ class GaussianEncoding(FrequencyOracle):
         y[np.arange(n), values] += 1.0
         return y
 
+    @cached_property
+    def _summation(self) -> SHE:
+        """The server of SHE, whose reports have the same form (float (n, k)): it sums them, and their mean is the
+        unbiased estimate (``postprocess='ibu'``: its projection onto the simplex, the maximum-likelihood point given
+        a Gaussian mean with the same variance for every item)."""
+        return SHE(self.k, self.epsilon)
+
     def _check_reports(self, reports: ArrayLike) -> np.ndarray:
-        r = check_report_array(
-            "reports",
-            reports,
-            kinds="f",
-            shape_tail=(self.k,),
-            expected=f"float noisy one-hot vectors of length {self.k}",
-        )
-        if not np.isfinite(r).all():
-            raise ValueError("reports must be finite (found NaN or inf)")
-        return r
+        return self._summation._check_reports(reports)
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
-        return reports.sum(axis=0, dtype=np.float64)
+        return self._summation._support_counts(reports)
 
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
-        """The mean report (unbiased). ``postprocess='ibu'``: its Euclidean projection onto the simplex, the
-        maximum-likelihood point given the mean (Gaussian with the same variance for every item)."""
-        self._check_state(state)
-        f = state.counts / state.n
-        if postprocess == "ibu":
-            return project_simplex(f)
-        return apply_postprocess(f, postprocess)
+        """The mean report (unbiased); post-processing as SHE's."""
+        return self._summation.estimate(state, postprocess)
 
     def variance(self, n: int, f: ArrayLike | None = None) -> float | np.ndarray:
         v = self.sigma**2 / self._check_n(n)
