@@ -19,7 +19,9 @@ Neighbouring relation: replace the value.
 
 Where things live: :mod:`.base` (the frequency-oracle interface, an abstract base class, and ``SupportCounts``),
 :mod:`.frequency_oracles` (one module per family and the registry ``FREQUENCY_ORACLES``), :mod:`.longitudinal` and
-:mod:`.multidimensional` (each with its own abstract base), :mod:`.postprocessing` (clip, Norm-Sub, simplex
+:mod:`.multidimensional` (each with its own abstract base), :mod:`.gaussian` (the Gaussian mechanism's exact
+privacy profile and calibrations, and :class:`BoundedGaussian`, the local Gaussian mechanism on a bounded
+number), :mod:`.postprocessing` (clip, Norm-Sub, simplex
 projection, IBU/EM), :mod:`.channels` (exact output distributions), :mod:`.bernoulli` and :mod:`.hashing` (the
 clients' vectorized primitives), :mod:`.dask_backend`; the subpackages named above. A new protocol is one module
 subclassing its family's base, one registry entry, and one registration of its attacks in
@@ -30,8 +32,15 @@ from dpkit.mechanisms import hashing
 from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
 from dpkit.mechanisms.channels import max_log_ratio
 from dpkit.mechanisms.frequency_oracles import (
+    ABLH,
+    AGM,
+    AGRR,
+    AOLH,
+    APPROXIMATE_ORACLES,
+    ASUE,
     BLH,
     FREQUENCY_ORACLES,
+    GM,
     GRR,
     HR,
     OLH,
@@ -48,6 +57,7 @@ from dpkit.mechanisms.frequency_oracles import (
     choose_protocol,
     make_oracle,
 )
+from dpkit.mechanisms.gaussian import BoundedGaussian, analytic_gaussian_sigma, classical_gaussian_sigma, gaussian_delta
 from dpkit.mechanisms.longitudinal import (
     LGRR,
     LOLOHA,
@@ -91,8 +101,19 @@ __all__ = [
     "SPL",
     "MultiState",
     "encode_dataframe",
+    "ABLH",
+    "AGM",
+    "AGRR",
+    "AOLH",
+    "APPROXIMATE_ORACLES",
+    "ASUE",
     "BLH",
+    "BoundedGaussian",
     "FREQUENCY_ORACLES",
+    "GM",
+    "analytic_gaussian_sigma",
+    "classical_gaussian_sigma",
+    "gaussian_delta",
     "GRR",
     "HR",
     "OLH",

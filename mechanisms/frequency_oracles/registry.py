@@ -1,6 +1,7 @@
 """The frequency oracles by name, and the adaptive chooser (least approximate variance for (k, epsilon)).
 
-A new frequency oracle is one module in this package plus one entry in :data:`FREQUENCY_ORACLES`.
+A new frequency oracle is one module in this package plus one entry in :data:`FREQUENCY_ORACLES` (epsilon-LDP,
+built from (k, epsilon)) or :data:`APPROXIMATE_ORACLES` ((epsilon, delta)-LDP, built from (k, epsilon, delta=...)).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import math
 from typing import Any
 
 from dpkit.mechanisms.base import FrequencyOracle
+from dpkit.mechanisms.frequency_oracles.approximate import ABLH, AGRR, AOLH, ASUE
+from dpkit.mechanisms.frequency_oracles.gaussian_encoding import AGM, GM
 from dpkit.mechanisms.frequency_oracles.grr import GRR
 from dpkit.mechanisms.frequency_oracles.hadamard import HadamardResponse, HadamardResponseGeneral
 from dpkit.mechanisms.frequency_oracles.histogram_encoding import SHE, THE
@@ -16,7 +19,7 @@ from dpkit.mechanisms.frequency_oracles.local_hashing import BLH, OLH
 from dpkit.mechanisms.frequency_oracles.subset_selection import SubsetSelection
 from dpkit.mechanisms.frequency_oracles.unary_encoding import OUE, SUE
 
-__all__ = ["FREQUENCY_ORACLES", "make_oracle", "choose_protocol"]
+__all__ = ["FREQUENCY_ORACLES", "APPROXIMATE_ORACLES", "make_oracle", "choose_protocol"]
 
 FREQUENCY_ORACLES: dict[str, type[FrequencyOracle]] = {
     "GRR": GRR,
@@ -31,6 +34,16 @@ FREQUENCY_ORACLES: dict[str, type[FrequencyOracle]] = {
     "HR-general": HadamardResponseGeneral,
 }
 
+#: (epsilon, delta)-LDP frequency oracles (``delta`` is a keyword-only field); not candidates of the chooser.
+APPROXIMATE_ORACLES: dict[str, type[FrequencyOracle]] = {
+    "AGRR": AGRR,
+    "ASUE": ASUE,
+    "ABLH": ABLH,
+    "AOLH": AOLH,
+    "GM": GM,
+    "AGM": AGM,
+}
+
 
 def _protocol_key(name: object) -> str:
     return str(name).upper().replace("-", "").replace("_", "")
@@ -38,13 +51,17 @@ def _protocol_key(name: object) -> str:
 
 def make_oracle(name: str, k: int, epsilon: float, **kwargs: Any) -> FrequencyOracle:
     """Instantiate a frequency oracle by name (case-insensitive, '-' and '_' ignored; 'ADP' = the adaptive
-    chooser)."""
+    chooser). The approximate-LDP oracles (:data:`APPROXIMATE_ORACLES`) need ``delta=...``."""
     key = _protocol_key(name)
     if key in ("ADP", "ADAPTIVE", "AUTO"):
         return choose_protocol(k, epsilon)
-    classes = {_protocol_key(n): cls for n, cls in FREQUENCY_ORACLES.items()}
+    approximate = {_protocol_key(n): n for n in APPROXIMATE_ORACLES}
+    if key in approximate and "delta" not in kwargs:
+        raise ValueError(f"{approximate[key]} is an (epsilon, delta)-LDP protocol: give delta=... (its claimed delta)")
+    classes = {_protocol_key(n): cls for n, cls in {**FREQUENCY_ORACLES, **APPROXIMATE_ORACLES}.items()}
     if key not in classes:
-        raise ValueError(f"protocol must be one of {', '.join(FREQUENCY_ORACLES)} or ADP, got {name!r}")
+        names = ", ".join([*FREQUENCY_ORACLES, *APPROXIMATE_ORACLES])
+        raise ValueError(f"protocol must be one of {names} or ADP, got {name!r}")
     return classes[key](k, epsilon, **kwargs)  # type: ignore[call-arg]  # every oracle's fields start (k, epsilon)
 
 

@@ -15,7 +15,8 @@ Two kinds, both vectorized over trials (one row of ``reports`` per trial):
   separate training split and evaluates it on fresh trials.
 
 Both are registered per protocol class (``functools.singledispatch``): :mod:`.frequency_oracles` (one report),
-:mod:`.longitudinal` (tau reports of one user), :mod:`.multidimensional` (one report of a tuple). A new protocol
+:mod:`.longitudinal` (tau reports of one user), :mod:`.multidimensional` (one report of a tuple), :mod:`.numeric`
+(one report of a bounded number). A new protocol
 adds one registration of each next to its family's attacks, e.g.::
 
     @fo_statistic.register(MyOracle)
@@ -25,10 +26,12 @@ adds one registration of each next to its family's attacks, e.g.::
 from dpkit.audits.ldp.attacks.frequency_oracles import fo_family_attack, fo_statistic
 from dpkit.audits.ldp.attacks.longitudinal import longitudinal_family_attack, longitudinal_statistic
 from dpkit.audits.ldp.attacks.multidimensional import multidimensional_family_attack, multidimensional_statistic
+from dpkit.audits.ldp.attacks.numeric import numeric_family_attack, numeric_statistic
 from dpkit.audits.ldp.attacks.statistic import (
     HE_EDGES,
     FamilyAttack,
     Statistic,
+    gaussian_shift_statistic,
     guess_uniform_from_support,
     laplace_bin_pmf,
     laplace_cdf,
@@ -47,8 +50,11 @@ __all__ = [
     "longitudinal_family_attack",
     "multidimensional_statistic",
     "multidimensional_family_attack",
+    "numeric_statistic",
+    "numeric_family_attack",
     "guess_uniform_from_support",
     "laplace_bin_pmf",
+    "gaussian_shift_statistic",
     "laplace_cdf",
     "trinomial_pmf",
     "mixture_binomial_pmf",

@@ -13,12 +13,16 @@ frequency oracle adds one registration of each::
 Pure protocols: the privacy loss ln P(y|v1)/P(y|v2) of one report takes the values +-epsilon and 0 and is a
 function of the code of the statistic, so the Neyman-Pearson test on the code is the Neyman-Pearson test on the
 report. SHE/THE: the loss is (eps/2)(clip(2 y_v1 - 1) - clip(2 y_v2 - 1)); the code bins y_v1 and y_v2 (saturated
-ends exact: y_v1 >= 1 and y_v2 <= 0 has ratio exactly e^eps). The family attacks follow LDP-Auditor (Arcolezi and
-Gambs, 2024): x_hat uniform on the support set of the report.
+ends exact: y_v1 >= 1 and y_v2 <= 0 has ratio exactly e^eps). GM/AGM: the loss is (y_v1 - y_v2) / sigma^2, so the
+code bins y_v1 - y_v2 (a Gaussian shift). The approximate-LDP variants AGRR, ASUE, ABLH and AOLH subclass GRR,
+unary encoding and local hashing and inherit their statistics, which read the class's own (p, q). The family
+attacks follow LDP-Auditor (Arcolezi and Gambs, 2024): x_hat uniform on the support set of the report (GM/AGM: the
+argmax of the report, the maximum-likelihood value).
 """
 
 from __future__ import annotations
 
+import math
 from functools import singledispatch
 
 import numpy as np
@@ -27,6 +31,7 @@ from dpkit.audits.ldp.attacks.statistic import (
     HE_EDGES,
     FamilyAttack,
     Statistic,
+    gaussian_shift_statistic,
     guess_uniform_from_support,
     laplace_bin_pmf,
     pair_pmf,
@@ -37,6 +42,7 @@ from dpkit.mechanisms.frequency_oracles import (
     GRR,
     SHE,
     THE,
+    GaussianEncoding,
     HadamardResponse,
     HadamardResponseGeneral,
     LocalHashing,
@@ -156,6 +162,16 @@ def _he_statistic(proto: SHE | THE, v1: int, v2: int) -> Statistic:
     return Statistic("(bin y_v1, bin y_v2)", 36, codes, (np.outer(on, off).ravel(), np.outer(off, on).ravel()))
 
 
+@fo_statistic.register(GaussianEncoding)
+def _gaussian_statistic(proto: GaussianEncoding, v1: int, v2: int) -> Statistic:
+    scale = proto.sigma * math.sqrt(2.0)  # y_v1 - y_v2 ~ N(+-1, 2 sigma^2)
+
+    def standardize(r: np.ndarray) -> np.ndarray:
+        return (r[:, v1] - r[:, v2]) / scale
+
+    return gaussian_shift_statistic("bin of y_v1 - y_v2", standardize, 1.0 / scale, -1.0 / scale)
+
+
 # ---------------------------------------------------------------------------------------------- family attacks
 @singledispatch
 def fo_family_attack(proto: FrequencyOracle, v1: int, v2: int) -> FamilyAttack | None:
@@ -245,3 +261,9 @@ def _hr_attack(proto: HadamardResponse, v1: int, v2: int) -> FamilyAttack:
         return guess_uniform_from_support(support[:, v1], support.sum(axis=1), k, rng)
 
     return hr
+
+
+@fo_family_attack.register(GaussianEncoding)
+def _gaussian_attack(proto: GaussianEncoding, v1: int, v2: int) -> FamilyAttack:
+    # MAP under Gaussian noise: argmax_v y_v (ties have probability 0)
+    return lambda r, rng: r[:, v1] >= r.max(axis=1)

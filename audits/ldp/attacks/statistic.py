@@ -3,8 +3,8 @@
 * :class:`Statistic`: maps every trial (one row of reports) to a code of a small discrete statistic whose exact
   distribution under v1 and v2 follows from the protocol's *claimed* output distribution (or is unknown);
 * :data:`FamilyAttack`: LDP-Auditor's guess ``(reports, rng) -> guess == v1`` per trial (a bool array);
-* exact pmf helpers (pairs of bits, Laplace bins, trinomial and mixture-binomial counts) and
-  :func:`guess_uniform_from_support`.
+* exact pmf helpers (pairs of bits, Laplace bins, trinomial and mixture-binomial counts), the binned statistic of
+  a Gaussian shift (:func:`gaussian_shift_statistic`) and :func:`guess_uniform_from_support`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import gammaln
+from scipy.special import gammaln, ndtr
 
 __all__ = [
     "Statistic",
@@ -24,6 +24,7 @@ __all__ = [
     "laplace_cdf",
     "laplace_bin_pmf",
     "HE_EDGES",
+    "gaussian_shift_statistic",
     "trinomial_pmf",
     "mixture_binomial_pmf",
     "guess_uniform_from_support",
@@ -72,6 +73,31 @@ def laplace_bin_pmf(mean: float, scale: float) -> np.ndarray:
     """P(bin of mean + Laplace(scale)) over the 6 bins of ``HE_EDGES``."""
     cdf = np.concatenate([[0.0], laplace_cdf(HE_EDGES - mean, scale), [1.0]])
     return np.diff(cdf)
+
+
+def gaussian_shift_statistic(
+    name: str, standardize: Callable[[np.ndarray], np.ndarray], mean1: float, mean2: float, step: float = 0.05
+) -> Statistic:
+    """The bin of a statistic z = ``standardize(reports)`` that is N(mean1, 1) under v1 and N(mean2, 1) under v2.
+
+    The likelihood ratio of z is monotone, so a prefix of bins in likelihood-ratio order is a threshold test on z:
+    the Neyman-Pearson test of the two Gaussians (up to the bin width ``step``). Bins of width ``step`` cover both
+    means and 9 standard deviations beyond them; the two outer bins are the tails. Tail masses are computed on
+    the side away from the mean, so that tiny masses keep their relative precision.
+    """
+    reach = max(abs(mean1), abs(mean2)) + 9.0
+    edges = np.linspace(-reach, reach, int(math.ceil(2 * reach / step)) + 1)
+
+    def pmf(mean: float) -> np.ndarray:
+        x = np.concatenate([[-np.inf], edges, [np.inf]]) - mean
+        lower = np.diff(ndtr(x))  # accurate below the mean
+        upper = -np.diff(ndtr(-x))  # accurate above it
+        return np.where(x[1:] <= 0, lower, upper)
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        return np.digitize(standardize(r), edges)
+
+    return Statistic(name, len(edges) + 1, codes, (pmf(mean1), pmf(mean2)))
 
 
 def trinomial_pmf(tau: int, a: float, b: float) -> np.ndarray:

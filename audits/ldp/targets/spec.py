@@ -1,6 +1,8 @@
 """TARGET strings: ``resolve(spec, k=..., epsilon=...)`` builds the target a string names.
 
-* ``dpkit:NAME``: a frequency oracle (GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, HR, HR-general, ADP), a longitudinal
+* ``dpkit:NAME``: a frequency oracle (GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, HR, HR-general, ADP; the
+  (epsilon, delta)-LDP AGRR, ASUE, ABLH, AOLH, GM and AGM at the given ``delta``), ``BoundedGaussian`` (the local
+  Gaussian mechanism on the range [0, k - 1], audited at its ends; (epsilon, delta)-LDP), a longitudinal
   protocol (L-GRR, L-SUE, L-OUE, L-OSUE, L-SOUE, dBitFlipPM, LOLOHA; over ``tau`` reports of a constant value, with the
   memo kept in a :class:`dpkit.mechanisms.longitudinal.ClientPopulation`), or a multidimensional one
   (``RS+FD[GRR|OUE-z|OUE-r|SUE-z|SUE-r]``, ``SPL[FO]``, ``SMP[FO]``; ``d`` attributes of domain ``k``; ``scope``
@@ -24,12 +26,14 @@ from dpkit.audits.ldp.targets.base import Target
 from dpkit.audits.ldp.targets.functions import CallableTarget
 from dpkit.audits.ldp.targets.longitudinal import LongitudinalTarget
 from dpkit.audits.ldp.targets.multidimensional import MultidimensionalTarget
+from dpkit.audits.ldp.targets.numeric import NumericTarget
 from dpkit.audits.ldp.targets.protocol import ProtocolTarget
-from dpkit.mechanisms.frequency_oracles import FREQUENCY_ORACLES, make_oracle
+from dpkit.mechanisms.frequency_oracles import APPROXIMATE_ORACLES, FREQUENCY_ORACLES, make_oracle
+from dpkit.mechanisms.gaussian import BoundedGaussian
 from dpkit.mechanisms.longitudinal import LONGITUDINAL_PROTOCOLS, LongitudinalProtocol
 from dpkit.mechanisms.multidimensional import RSFD, SMP, SPL, MultidimensionalProtocol
 
-__all__ = ["resolve", "dpkit_protocol_names", "MULTIDIMENSIONAL_NAMES"]
+__all__ = ["resolve", "dpkit_protocol_names", "MULTIDIMENSIONAL_NAMES", "NUMERIC_NAMES"]
 
 MULTIDIMENSIONAL_NAMES = (
     "RS+FD[GRR]",
@@ -43,10 +47,12 @@ MULTIDIMENSIONAL_NAMES = (
     "SMP[OUE]",
 )
 
+NUMERIC_NAMES = ("BoundedGaussian",)
+
 
 def dpkit_protocol_names() -> list[str]:
     """Every LDP protocol dpkit ships, read from the mechanisms registries (new ones are picked up)."""
-    return [*FREQUENCY_ORACLES, *LONGITUDINAL_PROTOCOLS, *MULTIDIMENSIONAL_NAMES]
+    return [*FREQUENCY_ORACLES, *APPROXIMATE_ORACLES, *NUMERIC_NAMES, *LONGITUDINAL_PROTOCOLS, *MULTIDIMENSIONAL_NAMES]
 
 
 _MD = re.compile(r"^(RS\+?FD|SPL|SMP)[\[\-_:]?([A-Za-z\-]+)\]?$", re.IGNORECASE)
@@ -68,6 +74,7 @@ def _dpkit(
     name: str,
     k: int,
     epsilon: float,
+    delta: float = 0.0,
     *,
     eps_1: float | None = None,
     tau: int = 10,
@@ -76,6 +83,16 @@ def _dpkit(
     calibration: str = "paper",
 ) -> Target:
     key = name.upper().replace("_", "-")
+    approximate = {n.upper(): n for n in (*APPROXIMATE_ORACLES, *NUMERIC_NAMES)}
+    if key in approximate:
+        if approximate[key] in NUMERIC_NAMES:
+            return NumericTarget(BoundedGaussian(epsilon, delta, 0.0, float(k - 1)), k=k)
+        return ProtocolTarget(make_oracle(key, k, epsilon, delta=delta), name=f"dpkit:{approximate[key]}")
+    if delta != 0:
+        raise ValueError(
+            f"delta={delta!r} applies to the (epsilon, delta)-LDP protocols ({', '.join(approximate.values())}); "
+            f"{name} is epsilon-LDP (delta = 0)"
+        )
     fos = {n.upper(): n for n in FREQUENCY_ORACLES}
     if key in fos or key in ("ADP", "ADAPTIVE", "AUTO"):
         return ProtocolTarget(make_oracle(key, k, epsilon), name=f"dpkit:{fos.get(key, 'ADP')}")
@@ -102,8 +119,9 @@ def _dpkit(
 
 
 def resolve(spec: str, *, k: int, epsilon: float, delta: float = 0.0, **options: Any) -> Target:
-    """Build a target from a TARGET string (see the module docstring). ``options``: eps_1, tau, d, scope,
-    calibration for dpkit protocols."""
+    """Build a target from a TARGET string (see the module docstring). ``delta``: the claimed delta of a callable,
+    or of a dpkit (epsilon, delta)-LDP protocol (0 for the others). ``options``: eps_1, tau, d, scope, calibration
+    for dpkit protocols."""
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(
             f"target must be dpkit:PROTOCOL, multi-freq-ldpy:PROTOCOL, pure-ldp:PROTOCOL or "
@@ -111,7 +129,7 @@ def resolve(spec: str, *, k: int, epsilon: float, delta: float = 0.0, **options:
         )
     prefix, _, name = spec.partition(":")
     if prefix == "dpkit":
-        return _dpkit(name, k, epsilon, **options)
+        return _dpkit(name, k, epsilon, delta, **options)
     if prefix in ANCHOR_PROTOCOLS:
         return AnchorTarget(prefix, name, k, epsilon)
     try:
