@@ -83,7 +83,7 @@ def rdp_discrete_gaussian(sigma: float, sensitivity: int, orders: FloatArray) ->
     c = np.mod((1.0 - orders) * d, 1.0)[:, None]
     half = math.ceil(40.0 * sigma) + 2
     x = np.arange(-half, half + 1, dtype=np.float64)[None, :]
-    log_theta_c = logsumexp(-((x - c) ** 2) / (2.0 * sigma * sigma), axis=1)
+    log_theta_c: FloatArray = logsumexp(-((x - c) ** 2) / (2.0 * sigma * sigma), axis=1)
     log_theta_0 = float(logsumexp(-(x[0] ** 2) / (2.0 * sigma * sigma)))
     correction = np.minimum(log_theta_c - log_theta_0, 0.0) / (orders - 1.0)
     return np.maximum(bound + correction, 0.0)
