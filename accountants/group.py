@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from dpkit.accountants.accountant import PrivacyAccountant
 from dpkit.accountants.errors import UnsupportedEventError
 from dpkit.accountants.events import (
     MAX_EPSILON,
@@ -54,9 +55,9 @@ from dpkit.accountants.events import (
     SingleEpochTreeAggregationEvent,
     ZCDPEvent,
 )
-from dpkit.accountants.validation import check_count
+from dpkit.accountants.validation import check_count, check_delta
 
-__all__ = ["group_event"]
+__all__ = ["group_epsilon", "group_event", "group_privacy"]
 
 
 def _scaled_epsilon(epsilon: float, k: int) -> float | None:
@@ -198,3 +199,63 @@ _RULES: dict[type[DpEvent], Callable[[DpEvent, int], DpEvent]] = {
     EpsilonDeltaEvent: _epsilon_delta,
     ZCDPEvent: _zcdp,
 }
+
+
+def group_privacy(accountant: PrivacyAccountant, group_size: int) -> PrivacyAccountant:
+    """A new accountant (same kind, relation and options) whose ledger is ``accountant``'s rewritten by
+    :func:`group_event`: its epsilons and deltas are the run's guarantee for any group of ``group_size`` records.
+
+    Raises ``UnsupportedEventError`` if an event has no group bound, or if the rewritten event is one the
+    accountant cannot analyse (e.g. a Poisson-sampled group under replace-one); the given accountant is unchanged.
+    """
+    if not isinstance(accountant, PrivacyAccountant):
+        raise TypeError(f"accountant must be a PrivacyAccountant, got {accountant!r}")
+    k = check_count("group_size", group_size, minimum=1, maximum=MAX_SAMPLE_SIZE)
+    out = accountant.fresh()
+    for event, count in accountant._ledger:
+        out.compose(_group(event, k), count)
+    return out
+
+
+def _chain_factor(epsilon: float, k: int) -> float:
+    """sum_{i<k} e^{i epsilon} (inf when it overflows)."""
+    if epsilon == 0:
+        return float(k)
+    log_sum = k * epsilon + math.log(-math.expm1(-k * epsilon)) - math.log(math.expm1(epsilon))
+    return math.exp(log_sum) if log_sum < 700 else math.inf
+
+
+def group_epsilon(accountant: PrivacyAccountant, group_size: int, delta: float, *, points: int = 200) -> float:
+    """Epsilon at ``delta`` of the run for any group of ``group_size`` records: the smaller of two bounds.
+
+    * the rewritten ledger (:func:`group_privacy`), where the accountant supports it;
+    * the chain bound on the single-record privacy profile: if the run is (e, d(e))-DP for one record, it is
+      (k e, d(e) sum_{i<k} e^{i e})-DP for k records (a chain of k neighbours, each step (e, d(e))-DP). The
+      accountant's ``get_delta`` is evaluated on ``points`` epsilons from its epsilon at ``delta`` upwards, and
+      the smallest k e whose chained delta is at most ``delta`` is kept; every candidate is checked, so the
+      result is a valid bound whatever the grid.
+
+    Returns ``inf`` if neither bound reaches ``delta``.
+    """
+    if not isinstance(accountant, PrivacyAccountant):
+        raise TypeError(f"accountant must be a PrivacyAccountant, got {accountant!r}")
+    k = check_count("group_size", group_size, minimum=1, maximum=MAX_SAMPLE_SIZE)
+    delta = check_delta("delta", delta)
+    points = check_count("points", points, minimum=2, maximum=100_000)
+    base = accountant.get_epsilon(delta)
+    if k == 1 or not math.isfinite(base):
+        return base if k == 1 else math.inf
+    best = math.inf
+    try:
+        best = group_privacy(accountant, k).get_epsilon(delta)
+    except UnsupportedEventError:
+        pass
+    top = max(2.0 * base + 1.0, base + math.log(k) + 1.0)
+    for eps in [base + (top - base) * i / (points - 1) for i in range(points)]:
+        if k * eps >= best:
+            break
+        factor = _chain_factor(eps, k)
+        if math.isfinite(factor) and accountant.get_delta(eps) * factor <= delta:
+            best = k * eps
+            break
+    return best
