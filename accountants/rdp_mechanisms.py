@@ -198,7 +198,7 @@ def rdp_repeat_and_select(
       any order lam and any lam_hat >= 1,
         eps'(lam) = eps(lam) + (1 + eta) ((1 - 1/lam_hat) eps(lam_hat) + log(1/gamma) / lam_hat)
                     + log(E[K]) / (lam - 1),
-      minimized over lam_hat in the grid.
+      minimized over lam_hat in the grid and lam_hat = 1.
     * Poisson (shape = inf), [PS22] Theorem 6: eps'(lam) = eps(lam) + mu delta_hat + log(mu) / (lam - 1), with
       delta_hat the delta of one run at epsilon_hat = log(1 + 1 / (lam - 1)) (from its RDP curve, or 0 when its
       pure-DP epsilon is at most epsilon_hat).
@@ -220,7 +220,8 @@ def rdp_repeat_and_select(
         gamma = truncated_negative_binomial_gamma(mean, shape)
         with np.errstate(invalid="ignore"):
             inner = (1.0 - 1.0 / orders) * rdp - math.log(gamma) / orders
-        c = (1.0 + shape) * float(np.min(np.where(np.isfinite(inner), inner, np.inf)))
+        # lam_hat = 1 is allowed too: its term is log(1 / gamma) (the KL term has weight 0)
+        c = (1.0 + shape) * min(-math.log(gamma), float(np.min(np.where(np.isfinite(inner), inner, np.inf))))
         out = rdp + c + math.log(mean) / (orders - 1.0)
     out = np.where(np.isnan(out), np.inf, out)
     return np.minimum.accumulate(out[::-1])[::-1] if np.all(np.diff(orders) > 0) else _monotone(orders, out)
