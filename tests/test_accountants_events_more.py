@@ -219,7 +219,7 @@ def test_mixture_of_gaussians_single_profile_by_integration():
     acc = PLDAccountant().compose(MixtureOfGaussiansEvent(s, cs, ps))
 
     def mix(z):
-        return sum(p * stats.norm.pdf(z, c, s) for c, p in zip(cs, ps))
+        return sum(p * stats.norm.pdf(z, c, s) for c, p in zip(cs, ps, strict=True))
 
     def base(z):
         return stats.norm.pdf(z, 0, s)
@@ -229,9 +229,9 @@ def test_mixture_of_gaussians_single_profile_by_integration():
         assert acc.get_delta(eps) == pytest.approx(exact, rel=2e-3, abs=1e-10)
     # RDP: the Jensen bound is an upper bound of the exact divergence
     rdp = RDPAccountant(orders=[2.0, 4.0]).compose(MixtureOfGaussiansEvent(s, cs, ps)).get_rdp()
-    for order, bound in zip((2.0, 4.0), rdp):
-        remove, _ = integrate.quad(lambda z: mix(z) ** order * base(z) ** (1 - order), -12, 14)
-        add, _ = integrate.quad(lambda z: base(z) ** order * mix(z) ** (1 - order), -12, 14)
+    for order, bound in zip((2.0, 4.0), rdp, strict=True):
+        remove, _ = integrate.quad(lambda z, o=order: mix(z) ** o * base(z) ** (1 - o), -12, 14)
+        add, _ = integrate.quad(lambda z, o=order: base(z) ** o * mix(z) ** (1 - o), -12, 14)
         assert max(math.log(remove), math.log(add)) / (order - 1) <= bound + 1e-9
 
 
@@ -264,8 +264,8 @@ def test_replace_one_poisson_gaussian_rdp_bound_and_relations():
     orders = np.array([2.0, 3.0, 5.5])
     rdp = RDPAccountant("replace_one", orders=orders).compose(PoissonSampledEvent(q, GaussianEvent(sigma))).get_rdp()
     p, qd = _replace_pair_pdfs(q, sigma)
-    for order, bound in zip(orders, rdp):
-        value, _ = integrate.quad(lambda z: p(z) ** order * qd(z) ** (1 - order), -8, 8)
+    for order, bound in zip(orders, rdp, strict=True):
+        value, _ = integrate.quad(lambda z, o=order: p(z) ** o * qd(z) ** (1 - o), -8, 8)
         assert math.log(value) / (order - 1) <= bound + 1e-9  # a sound upper bound
     event = PoissonSampledEvent(0.01, GaussianEvent(0.5))  # DP-SGD with sigma = 1 under replace-one
     pld = PLDAccountant("replace_one").compose(event, 1000).get_epsilon(1e-5)
@@ -277,7 +277,7 @@ def test_replace_one_poisson_gaussian_rdp_bound_and_relations():
     assert full == pytest.approx(PLDAccountant("replace_one").compose(GaussianEvent(0.5), 10).get_epsilon(1e-5))
 
 
-# ------------------------------------------------------------------------------------------------ sampling w/ replacement
+# ---------------------------------------------------------------------------------------------- with replacement
 def test_sampling_with_replacement():
     # one draw from one record: the record is always in, once
     one = SampledWithReplacementEvent(1, 1, GaussianEvent(1.0))
@@ -341,7 +341,7 @@ def test_repeat_and_select_gaussian_corollary_4(rho, gamma, shape):
     )
     orders = [o for o in orders if o > 1]
     acc = RDPAccountant(orders=orders).compose(RepeatAndSelectEvent(GaussianEvent(math.sqrt(0.5 / rho)), mean, shape))
-    for order, got in zip(orders, acc.get_rdp()):
+    for order, got in zip(orders, acc.get_rdp(), strict=True):
         const = 2 * (1 + shape) * math.sqrt(-rho * math.log(gamma)) - shape * rho
         if order <= 1 + math.sqrt(math.log(mean) / rho):
             want = 2 * math.sqrt(rho * math.log(mean)) + const
