@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from enum import Enum
 from typing import Any, ClassVar
 
-from dpkit.accountants.validation import check_count, check_probability, check_range
+from dpkit.accountants.validation import _as_float, check_count, check_probability, check_range
 
 #: Limits of the accepted parameters, beyond which the accountants' arithmetic would overflow (1/sigma^2, e^eps,
 #: count x RDP must stay finite floats). Counts stay exact as floats (2^53).
@@ -475,7 +475,7 @@ class RepeatAndSelectEvent(DpEvent):
     def __post_init__(self) -> None:
         _check_event("event", self.event)
         object.__setattr__(self, "mean", check_range("mean", self.mean, 1.0, MAX_EPSILON))
-        shape = _as_real("shape", self.shape)
+        shape = _as_float("shape", self.shape)
         if not (shape >= 0) or (math.isfinite(shape) and shape > MAX_EPSILON):
             raise ValueError(f"shape must be in [0, {MAX_EPSILON:g}] or inf, got {self.shape!r}")
         object.__setattr__(self, "shape", shape)
@@ -529,12 +529,6 @@ class GroupEvent(DpEvent):
         _check_event("event", self.event)
         k = check_count("group_size", self.group_size, minimum=1, maximum=MAX_SAMPLE_SIZE)
         object.__setattr__(self, "group_size", k)
-
-
-def _as_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    return float(value)
 
 
 def _number_tuple(name: str, value: object) -> tuple[float | int, ...]:

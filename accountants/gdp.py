@@ -36,23 +36,16 @@ import math
 from dpkit.accountants.accountant import PrivacyAccountant
 from dpkit.accountants.errors import UnsupportedEventError
 from dpkit.accountants.events import (
-    DiscreteLaplaceEvent,
     DpEvent,
-    EpsilonDeltaEvent,
-    ExponentialMechanismEvent,
-    LaplaceEvent,
     NeighbouringRelation,
     NonPrivateEvent,
     NoOpEvent,
-    PermuteAndFlipEvent,
     PoissonSampledEvent,
-    PureDpEvent,
-    RandomizedResponseEvent,
     SingleEpochTreeAggregationEvent,
     flatten,
     run_length,
 )
-from dpkit.accountants.rdp import _effective_gaussian_sigma
+from dpkit.accountants.rdp import _effective_gaussian_sigma, _pure_of_atom
 from dpkit.accountants.validation import check_delta, check_nonnegative
 
 __all__ = ["GaussianDP", "gdp_mu", "gdp_delta", "pure_dp_to_gdp_mu"]
@@ -115,8 +108,8 @@ def _atom_mu_squared(event: DpEvent, count: int, relation: NeighbouringRelation)
         return count / (sigma * sigma), True
     if isinstance(event, SingleEpochTreeAggregationEvent):
         return count * event.depth / event.noise_multiplier**2, True
-    eps = _pure_epsilon(event)
-    if eps is not None:
+    eps = _pure_of_atom(event)
+    if math.isfinite(eps):
         return count * pure_dp_to_gdp_mu(eps) ** 2, True
     if isinstance(event, PoissonSampledEvent):
         inner_sigma = _effective_gaussian_sigma(event.event)
@@ -136,18 +129,6 @@ def _atom_mu_squared(event: DpEvent, count: int, relation: NeighbouringRelation)
         f"gdp_mu cannot state {event!r} as GDP: only Gaussian mechanisms (exact), epsilon-DP mechanisms (exact "
         "conversion) and Poisson-subsampled Gaussians (central-limit approximation) have a mu"
     )
-
-
-def _pure_epsilon(event: DpEvent) -> float | None:
-    if isinstance(event, PureDpEvent | RandomizedResponseEvent | ExponentialMechanismEvent | PermuteAndFlipEvent):
-        return event.epsilon
-    if isinstance(event, EpsilonDeltaEvent) and event.delta == 0:
-        return event.epsilon
-    if isinstance(event, LaplaceEvent):
-        return 1.0 / event.scale
-    if isinstance(event, DiscreteLaplaceEvent):
-        return event.noise_parameter * event.sensitivity
-    return None
 
 
 def gdp_mu(source: DpEvent | PrivacyAccountant) -> GaussianDP:
