@@ -48,21 +48,10 @@ from typing import Any
 from dpkit.accountants.accountant import PrivacyAccountant, register_accountant
 from dpkit.accountants.events import (
     DpEvent,
-    GaussianEvent,
-    LaplaceEvent,
     NeighbouringRelation,
-    PoissonSampledEvent,
-    PureDpEvent,
-    RandomizedResponseEvent,
 )
+from dpkit.accountants.pld_pairs import analytic_view, event_pairs, pair_reason
 from dpkit.accountants.pld_pmf import DiscretePLD, GridTooLarge
-from dpkit.accountants.privacy_loss import (
-    Pair,
-    gaussian_pair,
-    laplace_pair,
-    poisson_subsampled,
-    randomized_response_pair,
-)
 from dpkit.accountants.progress import Progress, ProgressHook, check_progress
 from dpkit.accountants.rdp import RDPAccountant
 from dpkit.accountants.validation import check_delta, check_positive
@@ -87,31 +76,6 @@ _FFT_MAX_EPSILON = 1e6
 _MAX_COARSENINGS = 8
 #: Memory the cache of composed PLDs may hold.
 _CACHE_BYTES = 64 << 20
-
-_BASE = (GaussianEvent, LaplaceEvent, RandomizedResponseEvent, PureDpEvent)
-
-
-def _base_pair(event: DpEvent) -> Pair:
-    if isinstance(event, GaussianEvent):
-        return gaussian_pair(event.noise_multiplier)
-    if isinstance(event, LaplaceEvent):
-        return laplace_pair(event.scale)
-    if isinstance(event, RandomizedResponseEvent):
-        return randomized_response_pair(event.epsilon, event.num_buckets)
-    if isinstance(event, PureDpEvent):
-        return randomized_response_pair(event.epsilon, 2)
-    raise TypeError(event)
-
-
-def _pairs(event: DpEvent, relation: NeighbouringRelation) -> list[Pair]:
-    """The dominating pairs of ``event`` whose composed PLDs are maximized over (one per direction)."""
-    if isinstance(event, PoissonSampledEvent):
-        base = _base_pair(event.event)
-        if event.sampling_probability == 1.0:
-            return [base]
-        return [poisson_subsampled(base, event.sampling_probability, d) for d in ("remove", "add")]
-    # Unsampled base pairs are symmetric (the "add" pair has the same PLD as the "remove" pair).
-    return [_base_pair(event)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +116,8 @@ def _composed(
     done = 0.0
     for event, count in atoms:
         progress(done / total, f"composing {count} x {event!r}")
-        plds = [DiscretePLD.from_pair(p, step, tail).self_compose(count, tail) for p in _pairs(event, relation)]
+        pairs = event_pairs(event, relation, tail)
+        plds = [DiscretePLD.from_pair(p, step, tail).self_compose(count, tail) for p in pairs]
         for d in range(2):
             pld = plds[d] if len(plds) == 2 else plds[0]
             acc = per_direction[d]
@@ -164,18 +129,6 @@ def _composed(
     while len(_CACHE) > 1 and _cache_bytes() > _CACHE_BYTES:
         _CACHE.popitem(last=False)
     return out
-
-
-def _rdp_view(event: DpEvent) -> DpEvent:
-    """An event the RDP accountant analyses whose RDP bounds that of ``event`` (the same one, or a dominating one)."""
-    if isinstance(event, PoissonSampledEvent):
-        inner = event.event
-        if isinstance(inner, LaplaceEvent):  # dominated by randomized response with epsilon = 1/scale
-            inner = PureDpEvent(1.0 / inner.scale)
-        if event.sampling_probability == 1.0:
-            return inner
-        return PoissonSampledEvent(event.sampling_probability, inner)
-    return event
 
 
 @register_accountant("pld")
@@ -210,29 +163,45 @@ class PLDAccountant(PrivacyAccountant):
         return {"value_discretization_interval": self.value_discretization_interval, "tail_mass": self.tail_mass}
 
     def _supports_atom(self, event: DpEvent) -> str | None:
-        if isinstance(event, _BASE):
-            return None
-        if isinstance(event, PoissonSampledEvent):
-            if not isinstance(event.event, _BASE):
-                return f"Poisson sampling of {type(event.event).__name__} is not supported"
-            if self.neighbouring_relation is NeighbouringRelation.REPLACE_ONE and event.sampling_probability < 1:
-                return "Poisson-subsampled mechanisms are analysed under add/remove neighbouring only"
-            return None
-        return f"{type(event).__name__} is not supported by the PLD accountant (try the RDP accountant)"
+        return pair_reason(event, self.neighbouring_relation)
 
     # ------------------------------------------------------------------ the two analyses
+    def _analytic_split(self, atoms: list[tuple[DpEvent, int]]) -> tuple[list[tuple[DpEvent, int]], float, float]:
+        """(atoms for the RDP bound, total epsilon and total delta of the (epsilon, delta) atoms)."""
+        rdp_atoms: list[tuple[DpEvent, int]] = []
+        eps, delta = 0.0, 0.0
+        for event, count in atoms:
+            view = analytic_view(event, self.neighbouring_relation)
+            if isinstance(view, tuple):
+                eps, delta = eps + count * view[0], delta + count * view[1]
+            else:
+                rdp_atoms.append((view, count))
+        return rdp_atoms, eps, delta
+
     def _analytic_epsilon(self, atoms: list[tuple[DpEvent, int]], delta: float) -> float:
-        """min(RDP bound, basic composition of pure-DP epsilons) of the composition: valid at any delta."""
-        return self._rdp._epsilon([(_rdp_view(e), c) for e, c in atoms], delta)
+        """min(RDP bound, basic composition of pure-DP epsilons) of the composition, plus basic composition with
+        the (epsilon, delta) atoms (their deltas are taken from ``delta`` first): valid at any delta."""
+        rdp_atoms, eps, spent = self._analytic_split(atoms)
+        if spent >= delta:
+            return math.inf
+        return eps + (self._rdp._epsilon(rdp_atoms, delta - spent) if rdp_atoms else 0.0)
 
     def _analytic_delta(self, atoms: list[tuple[DpEvent, int]], epsilon: float) -> float:
-        return self._rdp._delta([(_rdp_view(e), c) for e, c in atoms], epsilon)
+        rdp_atoms, eps, spent = self._analytic_split(atoms)
+        if epsilon < eps:
+            return 1.0
+        return min(1.0, spent + (self._rdp._delta(rdp_atoms, epsilon - eps) if rdp_atoms else 0.0))
+
+    def _epsilon_scale(self, atoms: list[tuple[DpEvent, int]]) -> float:
+        """The analytic epsilon at delta = 1e-10, ignoring the deltas of (epsilon, delta) atoms (sizes the grid)."""
+        rdp_atoms, eps, _ = self._analytic_split(atoms)
+        return eps + (self._rdp._epsilon(rdp_atoms, _SCALE_DELTA) if rdp_atoms else 0.0)
 
     def _plan(self, atoms: list[tuple[DpEvent, int]]) -> _Plan | None:
         """Grid step and FFT error estimate for ``atoms``; ``None`` if the FFT is not worth running."""
         steps = math.fsum(float(c) for _, c in atoms) + len(atoms)
         noise = max(_FFT_ERROR_MIN, _FFT_ERROR_PER_STEP * steps)
-        scale = self._analytic_epsilon(atoms, _SCALE_DELTA)
+        scale = self._epsilon_scale(atoms)
         if not scale <= _FFT_MAX_EPSILON or noise * _FFT_DELTA_FACTOR >= 0.5:
             return None
         # Memory: the grid spans about 4 epsilon_scale in at most ~10^6 points. Accuracy: the rounding drift

@@ -8,7 +8,19 @@ Supported atoms (anything else fails closed with a reason):
   ``PoissonSampledEvent(q, RandomizedResponseEvent | PureDpEvent)`` (exact, as the discrete mixture pair
   ((1-q) Q + q P, Q) for removal and (Q, (1-q) Q + q P) for addition).
 * replace-one: Gaussian, Laplace, randomized response, pure DP, and
-  ``SampledWithoutReplacementEvent(n, m, GaussianEvent)`` (Wang-Balle-Kasiviswanathan 2019, Theorem 9).
+  ``SampledWithoutReplacementEvent(n, m, GaussianEvent)`` (Wang-Balle-Kasiviswanathan 2019, Theorem 9);
+  ``PoissonSampledEvent(q, GaussianEvent)`` by the weak triangle inequality over remove-then-add (an upper bound,
+  see :func:`dpkit.accountants.rdp_mechanisms.rdp_poisson_gaussian_replace_one`);
+  ``SampledWithReplacementEvent`` as the mixture over the number of copies of the record (see
+  :mod:`dpkit.accountants.group`).
+* replace-special: as add/remove, plus tree aggregation; sampling without replacement is refused.
+* every relation: ``ZCDPEvent`` (xi + rho alpha), ``DiscreteGaussianEvent`` (exact), ``DiscreteLaplaceEvent``
+  (exact, a finite pair), ``ExponentialMechanismEvent`` (min of epsilon-DP and the epsilon^2/8-zCDP of bounded
+  range), ``PermuteAndFlipEvent`` (epsilon-DP), ``EpsilonDeltaEvent`` with delta = 0 (pure DP; delta > 0 has
+  infinite Renyi divergence and is refused: use the PLD accountant), ``RepeatAndSelectEvent`` of any supported
+  event (Papernot-Steinke 2022). ``MixtureOfGaussiansEvent`` (Jensen upper bound) under add/remove and
+  replace-special; ``SingleEpochTreeAggregationEvent`` (a Gaussian) under replace-one and replace-special;
+  ``GroupEvent`` of a Poisson-sampled event under add/remove and replace-special (binomial mixture).
 
 Besides the grid of finite orders the accountant tracks the order alpha = infinity, i.e. pure DP: the pure-DP
 epsilons of the atoms (Laplace: 1/scale; randomized response / pure DP: epsilon; their Poisson-subsampled
@@ -30,23 +42,37 @@ import numpy as np
 import numpy.typing as npt
 
 from dpkit.accountants import rdp_analysis as ra
+from dpkit.accountants import rdp_mechanisms as rm
 from dpkit.accountants._typing import FloatArray
 from dpkit.accountants.accountant import PrivacyAccountant, register_accountant
+from dpkit.accountants.errors import UnsupportedEventError
 from dpkit.accountants.events import (
     ComposedEvent,
+    DiscreteGaussianEvent,
+    DiscreteLaplaceEvent,
     DpEvent,
+    EpsilonDeltaEvent,
+    ExponentialMechanismEvent,
     GaussianEvent,
+    GroupEvent,
     LaplaceEvent,
+    MixtureOfGaussiansEvent,
     NeighbouringRelation,
     NonPrivateEvent,
     NoOpEvent,
+    PermuteAndFlipEvent,
     PoissonSampledEvent,
     PureDpEvent,
     RandomizedResponseEvent,
+    RepeatAndSelectEvent,
     SampledWithoutReplacementEvent,
+    SampledWithReplacementEvent,
     SelfComposedEvent,
+    SingleEpochTreeAggregationEvent,
+    ZCDPEvent,
     flatten,
 )
+from dpkit.accountants.group import group_event
 from dpkit.accountants.progress import ProgressHook
 from dpkit.accountants.validation import check_delta, check_nonnegative
 
@@ -80,10 +106,63 @@ def _is_noop(event: DpEvent) -> bool:
 
 
 def _rr_epsilon(event: DpEvent) -> tuple[float, int] | None:
+    """(epsilon, k) of events whose tight pair is k-ary randomized response (pure DP: binary)."""
     if isinstance(event, RandomizedResponseEvent):
         return event.epsilon, event.num_buckets
-    if isinstance(event, PureDpEvent):
+    if isinstance(event, PureDpEvent | PermuteAndFlipEvent):
         return event.epsilon, 2
+    if isinstance(event, EpsilonDeltaEvent) and event.delta == 0:
+        return event.epsilon, 2
+    return None
+
+
+def _discrete_log_pair(event: DpEvent) -> tuple[FloatArray, FloatArray] | None:
+    """Log-probabilities of a finite tight pair of the event (randomized response, pure DP, discrete Laplace)."""
+    rr = _rr_epsilon(event)
+    if rr is not None:
+        return ra.randomized_response_outcome_classes(*rr)
+    if isinstance(event, DiscreteLaplaceEvent):
+        return rm.discrete_laplace_log_pair(event.noise_parameter, event.sensitivity)
+    return None
+
+
+def _pure_of_atom(event: DpEvent) -> float:
+    """Pure-DP epsilon of an unsampled atom (inf if it has none)."""
+    if isinstance(event, NoOpEvent):
+        return 0.0
+    if isinstance(event, LaplaceEvent):
+        return 1.0 / event.scale
+    rr = _rr_epsilon(event)
+    if rr is not None:
+        return rr[0]
+    if isinstance(event, ExponentialMechanismEvent):
+        return event.epsilon
+    if isinstance(event, DiscreteLaplaceEvent):
+        return event.noise_parameter * event.sensitivity
+    if isinstance(event, ZCDPEvent) and event.rho == 0 and event.xi == 0:
+        return 0.0
+    if isinstance(event, MixtureOfGaussiansEvent) and max(event.sensitivities) == 0:
+        return 0.0
+    return math.inf
+
+
+def _relation_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
+    """Why ``event`` cannot be analysed under ``relation`` (whatever its parameters), or None."""
+    if isinstance(event, MixtureOfGaussiansEvent) and relation is NeighbouringRelation.REPLACE_ONE:
+        return (
+            "a mixture of Gaussians describes add/remove neighbours (the mixture is the side with the record); use "
+            "neighbouring_relation='add_or_remove' or 'replace_special'"
+        )
+    if isinstance(event, SingleEpochTreeAggregationEvent) and relation is NeighbouringRelation.ADD_OR_REMOVE:
+        return (
+            "tree aggregation is analysed under replace-special or replace-one neighbours (adding a record shifts "
+            "the others to other leaves); use neighbouring_relation='replace_special'"
+        )
+    if isinstance(event, EpsilonDeltaEvent) and event.delta > 0:
+        return (
+            "an (epsilon, delta) guarantee with delta > 0 has infinite Renyi divergence; use the PLD accountant "
+            "(create_accountant('pld')), which composes it exactly"
+        )
     return None
 
 
@@ -118,67 +197,15 @@ class RDPAccountant(PrivacyAccountant):
 
     # ------------------------------------------------------------------ support
     def _supports_atom(self, event: DpEvent) -> str | None:
-        add_remove = self.neighbouring_relation is NeighbouringRelation.ADD_OR_REMOVE
-        if isinstance(
-            event,
-            NoOpEvent | NonPrivateEvent | GaussianEvent | LaplaceEvent | RandomizedResponseEvent | PureDpEvent,
-        ):
-            return None
-        if isinstance(event, PoissonSampledEvent):
-            if not add_remove:
-                return (
-                    "Poisson subsampling is analysed under add/remove neighbours only; use "
-                    "neighbouring_relation='add_or_remove' (or SampledWithoutReplacementEvent for fixed-size "
-                    "batches under replace-one)"
-                )
-            inner = event.event
-            if _is_noop(inner) or _effective_gaussian_sigma(inner) is not None or _rr_epsilon(inner) is not None:
-                return None
-            if _contains_sampling(inner):
-                return "nested subsampling is not supported by the RDP accountant"
-            return (
-                f"the RDP accountant handles Poisson sampling of Gaussian, randomized-response and pure-DP "
-                f"events only, not {type(inner).__name__}; use the PLD accountant (create_accountant('pld'))"
-            )
-        if isinstance(event, SampledWithoutReplacementEvent):
-            if add_remove:
-                return (
-                    "the sampling-without-replacement RDP bound (Wang-Balle-Kasiviswanathan 2019) is for "
-                    "replace-one neighbours; use neighbouring_relation='replace_one' or Poisson sampling"
-                )
-            inner = event.event
-            if event.sample_size == 0 or _is_noop(inner) or _effective_gaussian_sigma(inner) is not None:
-                return None
-            if _contains_sampling(inner):
-                return "nested subsampling is not supported by the RDP accountant"
-            return (
-                f"the RDP accountant handles sampling without replacement of Gaussian events only, not "
-                f"{type(inner).__name__}"
-            )
-        return f"the RDP accountant does not support {type(event).__name__}"
+        return _atom_reason(event, self.neighbouring_relation)
 
     # ------------------------------------------------------------------ RDP of atoms
     def _atom_rdp(self, event: DpEvent) -> FloatArray:
-        return _cached_atom_rdp(event, self._orders_key)
+        return _cached_atom_rdp(event, self._orders_key, self.neighbouring_relation)
 
     def _pure_epsilon(self, event: DpEvent) -> float:
         """D_infinity of an atom: its pure-DP epsilon (inf if it has none)."""
-        if isinstance(event, NoOpEvent):
-            return 0.0
-        if isinstance(event, LaplaceEvent):
-            return 1.0 / event.scale
-        rr = _rr_epsilon(event)
-        if rr is not None:
-            return rr[0]
-        if isinstance(event, PoissonSampledEvent):
-            if _is_noop(event.event):
-                return 0.0
-            rr = _rr_epsilon(event.event)
-            if rr is not None:
-                return ra.log_mixture_epsilon(event.sampling_probability, rr[0])
-        if isinstance(event, SampledWithoutReplacementEvent) and (event.sample_size == 0 or _is_noop(event.event)):
-            return 0.0
-        return math.inf
+        return _pure_epsilon(event)
 
     def _total_pure(self, atoms: list[tuple[DpEvent, int]]) -> float:
         parts = [count * self._pure_epsilon(event) for event, count in atoms]
@@ -238,8 +265,10 @@ class RDPAccountant(PrivacyAccountant):
 
 
 def _contains_sampling(event: DpEvent) -> bool:
-    if isinstance(event, PoissonSampledEvent | SampledWithoutReplacementEvent):
+    if isinstance(event, PoissonSampledEvent | SampledWithoutReplacementEvent | SampledWithReplacementEvent):
         return True
+    if isinstance(event, GroupEvent | RepeatAndSelectEvent):
+        return _contains_sampling(event.event)
     if isinstance(event, SelfComposedEvent):
         return _contains_sampling(event.event)
     if isinstance(event, ComposedEvent):
@@ -247,15 +276,172 @@ def _contains_sampling(event: DpEvent) -> bool:
     return False
 
 
+_UNSAMPLED = (
+    GaussianEvent,
+    LaplaceEvent,
+    RandomizedResponseEvent,
+    PureDpEvent,
+    ZCDPEvent,
+    DiscreteGaussianEvent,
+    DiscreteLaplaceEvent,
+    ExponentialMechanismEvent,
+    PermuteAndFlipEvent,
+    EpsilonDeltaEvent,
+    MixtureOfGaussiansEvent,
+    SingleEpochTreeAggregationEvent,
+)
+
+
+def _composite_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
+    """Reason the RDP accountant cannot analyse any atom of ``event`` (a composition), or None."""
+    for atom, _ in flatten(event):
+        if isinstance(atom, NoOpEvent | NonPrivateEvent):
+            continue
+        reason = _atom_reason(atom, relation)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _group_mixture_reason(inner: DpEvent, trials: int, relation: NeighbouringRelation, what: str) -> str | None:
+    """Can the binomial mixture of ``group_event(inner, j)``, j <= trials, be analysed?"""
+    if _contains_sampling(inner):
+        return f"nested subsampling inside {what} is not supported by the RDP accountant"
+    try:
+        largest = group_event(inner, trials)
+    except UnsupportedEventError as err:
+        return f"{what} needs group privacy of its sub-event: {err}"
+    return _composite_reason(largest, relation)
+
+
+def _atom_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
+    """None if the RDP accountant analyses the (non-composition) ``event`` under ``relation``, else why not."""
+    add_remove = relation is not NeighbouringRelation.REPLACE_ONE  # add/remove or replace-special
+    if isinstance(event, NoOpEvent | NonPrivateEvent):
+        return None
+    if isinstance(event, _UNSAMPLED):
+        return _relation_reason(event, relation)
+    if isinstance(event, PoissonSampledEvent):
+        inner = event.event
+        if _is_noop(inner):
+            return None
+        sigma = _effective_gaussian_sigma(inner)
+        if not add_remove:
+            if sigma is not None:
+                return None
+            return (
+                "under replace-one, the RDP accountant handles Poisson sampling of Gaussian events only (use the "
+                "PLD accountant, or neighbouring_relation='add_or_remove')"
+            )
+        if sigma is not None or _discrete_log_pair(inner) is not None:
+            return None
+        if _contains_sampling(inner):
+            return "nested subsampling is not supported by the RDP accountant"
+        return (
+            f"the RDP accountant handles Poisson sampling of Gaussian, randomized-response, pure-DP and discrete "
+            f"Laplace events only, not {type(inner).__name__}; use the PLD accountant (create_accountant('pld'))"
+        )
+    if isinstance(event, SampledWithoutReplacementEvent):
+        if relation is not NeighbouringRelation.REPLACE_ONE:
+            return (
+                "the sampling-without-replacement RDP bound (Wang-Balle-Kasiviswanathan 2019) is for "
+                "replace-one neighbours; use neighbouring_relation='replace_one' or Poisson sampling"
+            )
+        inner = event.event
+        if event.sample_size == 0 or _is_noop(inner) or _effective_gaussian_sigma(inner) is not None:
+            return None
+        if _contains_sampling(inner):
+            return "nested subsampling is not supported by the RDP accountant"
+        return (
+            f"the RDP accountant handles sampling without replacement of Gaussian events only, not "
+            f"{type(inner).__name__}"
+        )
+    if isinstance(event, SampledWithReplacementEvent):
+        if relation is not NeighbouringRelation.REPLACE_ONE:
+            return (
+                "sampling with replacement is analysed under replace-one neighbours (under add/remove the dataset "
+                "size, hence every record's chance of being drawn, changes); use neighbouring_relation='replace_one'"
+            )
+        if event.sample_size == 0:
+            return None
+        return _group_mixture_reason(event.event, event.sample_size, relation, "sampling with replacement")
+    if isinstance(event, GroupEvent):
+        if not isinstance(event.event, PoissonSampledEvent):
+            return "GroupEvent wraps Poisson-sampled events only; build group events with group_event(event, k)"
+        if not add_remove:
+            return "group privacy of Poisson sampling is analysed under add/remove (or replace-special) neighbours"
+        sampled = event.event
+        return _group_mixture_reason(sampled.event, event.group_size, relation, "a Poisson-sampled group")
+    if isinstance(event, RepeatAndSelectEvent):
+        if _is_noop(event.event):
+            return None
+        return _composite_reason(event.event, relation)
+    return f"the RDP accountant does not support {type(event).__name__}"
+
+
+def _pure_epsilon(event: DpEvent) -> float:
+    """D_infinity of an atom the RDP accountant supports: its pure-DP epsilon (inf if it has none)."""
+    if isinstance(event, PoissonSampledEvent):
+        if _is_noop(event.event):
+            return 0.0
+        inner = _pure_of_atom(event.event) if _discrete_log_pair(event.event) is not None else math.inf
+        return ra.log_mixture_epsilon(event.sampling_probability, inner) if math.isfinite(inner) else math.inf
+    if isinstance(event, SampledWithoutReplacementEvent) and (event.sample_size == 0 or _is_noop(event.event)):
+        return 0.0
+    if isinstance(event, SampledWithReplacementEvent):
+        if event.sample_size == 0:
+            return 0.0
+        return _composite_pure(group_event(event.event, event.sample_size))
+    if isinstance(event, GroupEvent) and isinstance(event.event, PoissonSampledEvent):
+        return _composite_pure(group_event(event.event.event, event.group_size))
+    if isinstance(event, RepeatAndSelectEvent):
+        return 0.0 if _is_noop(event.event) else math.inf
+    return _pure_of_atom(event)
+
+
+def _composite_pure(event: DpEvent) -> float:
+    parts = [c * _pure_epsilon(a) for a, c in flatten(event) if not isinstance(a, NoOpEvent)]
+    return math.fsum(parts) if all(math.isfinite(p) for p in parts) else math.inf
+
+
+def _composite_rdp(event: DpEvent, orders: FloatArray, relation: NeighbouringRelation) -> FloatArray:
+    total = np.zeros_like(orders)
+    for atom, count in flatten(event):
+        total = total + count * _compute_atom_rdp(atom, orders, relation)
+    return total
+
+
+def _group_mixture_rdp(
+    inner: DpEvent, trials: int, p: float, orders: FloatArray, relation: NeighbouringRelation
+) -> FloatArray:
+    """RDP of the mixture over J ~ Binomial(trials, p), J revealed, of ``group_event(inner, J)`` (J = 0: nothing).
+
+    With the label revealed, exp((alpha-1) D_alpha) = sum_j P(J = j) exp((alpha-1) D_alpha(pair j)) exactly, in
+    both directions when each curve bounds both. Labels are accumulated one at a time (bounded memory); labels of
+    weight below e^-700 are bounded together by the largest group's RDP (RDP grows with the group).
+    """
+    log_w, log_tail = rm.binomial_log_weights(trials, p)
+    acc = np.full_like(orders, log_w[0]) if len(log_w) else np.full_like(orders, -np.inf)
+    for j in range(1, len(log_w)):
+        curve = _composite_rdp(group_event(inner, j), orders, relation)
+        acc = np.logaddexp(acc, log_w[j] + (orders - 1.0) * curve)
+    tail = _composite_rdp(group_event(inner, trials), orders, relation) if log_tail > -math.inf else orders * 0.0
+    with np.errstate(invalid="ignore"):
+        if log_tail > -math.inf:
+            acc = np.logaddexp(acc, log_tail + (orders - 1.0) * tail)
+        out = np.where(np.isnan(acc), np.inf, acc / (orders - 1.0))
+    return np.maximum(out, 0.0)
+
+
 @lru_cache(maxsize=1024)
-def _cached_atom_rdp(event: DpEvent, orders_key: tuple[float, ...]) -> FloatArray:
+def _cached_atom_rdp(event: DpEvent, orders_key: tuple[float, ...], relation: NeighbouringRelation) -> FloatArray:
     """RDP curve of one event on the given orders (read-only; cached, since calibration re-asks often)."""
-    rdp = _compute_atom_rdp(event, np.array(orders_key))
+    rdp = _compute_atom_rdp(event, np.array(orders_key), relation)
     rdp.flags.writeable = False
     return rdp
 
 
-def _compute_atom_rdp(event: DpEvent, orders: FloatArray) -> FloatArray:
+def _compute_atom_rdp(event: DpEvent, orders: FloatArray, relation: NeighbouringRelation) -> FloatArray:
     if isinstance(event, NoOpEvent):
         return np.zeros_like(orders)
     if isinstance(event, NonPrivateEvent):
@@ -264,32 +450,22 @@ def _compute_atom_rdp(event: DpEvent, orders: FloatArray) -> FloatArray:
         return ra.rdp_gaussian(event.noise_multiplier, orders)
     if isinstance(event, LaplaceEvent):
         return ra.rdp_laplace(event.scale, orders)
-    rr = _rr_epsilon(event)
-    if rr is not None:
-        eps, k = rr
-        log_p, log_q = ra.randomized_response_outcome_classes(eps, k)
+    if isinstance(event, ZCDPEvent):
+        return rm.rdp_zcdp(event.rho, event.xi, orders)
+    if isinstance(event, DiscreteGaussianEvent):
+        return rm.rdp_discrete_gaussian(event.sigma, event.sensitivity, orders)
+    if isinstance(event, ExponentialMechanismEvent):
+        return rm.rdp_exponential_mechanism(event.epsilon, orders)
+    if isinstance(event, SingleEpochTreeAggregationEvent):
+        return event.depth * ra.rdp_gaussian(event.noise_multiplier, orders)
+    if isinstance(event, MixtureOfGaussiansEvent):
+        return rm.rdp_mixture_of_gaussians(event.standard_deviation, event.sensitivities, event.probabilities, orders)
+    pair = _discrete_log_pair(event)
+    if pair is not None:
         # an eps-DP mechanism has D_alpha <= eps at every order; the cap only removes rounding noise
-        return np.minimum(ra._rdp_discrete_log(log_p, log_q, orders), eps)
+        return np.minimum(ra._rdp_discrete_log(pair[0], pair[1], orders), _pure_of_atom(event))
     if isinstance(event, PoissonSampledEvent):
-        q, inner = event.sampling_probability, event.event
-        if _is_noop(inner):
-            return np.zeros_like(orders)
-        sigma = _effective_gaussian_sigma(inner)
-        if sigma is not None:
-            return ra.rdp_poisson_gaussian(q, sigma, orders)
-        rr = _rr_epsilon(inner)
-        if rr is None:  # guarded by _supports_atom
-            raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")
-        eps, k = rr
-        log_p, log_q = ra.randomized_response_outcome_classes(eps, k)
-        if q == 1.0:
-            log_mix = log_p
-        else:
-            log_mix = np.logaddexp(math.log1p(-q) + log_q, math.log(q) + log_p)
-        # removal: (mix, Q); addition: (Q, mix). _rdp_discrete_log takes the max of both directions.
-        rdp = ra._rdp_discrete_log(log_mix, log_q, orders)
-        # Poisson-subsampled eps-DP is log(1 + q (e^eps - 1))-DP (cap only removes rounding noise)
-        return np.minimum(rdp, ra.log_mixture_epsilon(q, eps))
+        return _poisson_rdp(event, orders, relation)
     if isinstance(event, SampledWithoutReplacementEvent):
         inner = event.event
         if event.sample_size == 0 or _is_noop(inner):
@@ -298,4 +474,37 @@ def _compute_atom_rdp(event: DpEvent, orders: FloatArray) -> FloatArray:
         if sigma is None:  # guarded by _supports_atom
             raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")
         return ra.rdp_sampled_without_replacement_gaussian(event.source_dataset_size, event.sample_size, sigma, orders)
+    if isinstance(event, SampledWithReplacementEvent):
+        if event.sample_size == 0:
+            return np.zeros_like(orders)
+        p = 1.0 / event.source_dataset_size
+        return _group_mixture_rdp(event.event, event.sample_size, p, orders, relation)
+    if isinstance(event, GroupEvent) and isinstance(event.event, PoissonSampledEvent):
+        sampled = event.event
+        return _group_mixture_rdp(sampled.event, event.group_size, sampled.sampling_probability, orders, relation)
+    if isinstance(event, RepeatAndSelectEvent):
+        inner_rdp = _composite_rdp(event.event, orders, relation)
+        return rm.rdp_repeat_and_select(orders, inner_rdp, event.mean, event.shape, _composite_pure(event.event))
     raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")  # guarded by _supports_atom
+
+
+def _poisson_rdp(event: PoissonSampledEvent, orders: FloatArray, relation: NeighbouringRelation) -> FloatArray:
+    q, inner = event.sampling_probability, event.event
+    if _is_noop(inner):
+        return np.zeros_like(orders)
+    sigma = _effective_gaussian_sigma(inner)
+    if sigma is not None:
+        if relation is NeighbouringRelation.REPLACE_ONE:
+            if q == 1.0:
+                return ra.rdp_gaussian(sigma, orders)
+            return rm.rdp_poisson_gaussian_replace_one(q, sigma, orders)
+        return ra.rdp_poisson_gaussian(q, sigma, orders)
+    pair = _discrete_log_pair(inner)
+    if pair is None:  # guarded by _supports_atom
+        raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")
+    log_p, log_q = pair
+    log_mix = log_p if q == 1.0 else np.logaddexp(math.log1p(-q) + log_q, math.log(q) + log_p)
+    # removal: (mix, Q); addition: (Q, mix). _rdp_discrete_log takes the max of both directions.
+    rdp = ra._rdp_discrete_log(log_mix, log_q, orders)
+    # Poisson-subsampled eps-DP is log(1 + q (e^eps - 1))-DP (cap only removes rounding noise)
+    return np.minimum(rdp, ra.log_mixture_epsilon(q, _pure_of_atom(inner)))

@@ -12,10 +12,17 @@ from hypothesis import strategies as st
 
 from dpkit.accountants import (
     ComposedEvent,
+    DiscreteGaussianEvent,
+    DiscreteLaplaceEvent,
+    EpsilonDeltaEvent,
+    ExponentialMechanismEvent,
     GaussianEvent,
+    GroupEvent,
     LaplaceEvent,
+    MixtureOfGaussiansEvent,
     NeighbouringRelation,
     NoOpEvent,
+    PermuteAndFlipEvent,
     PLDAccountant,
     PoissonSampledEvent,
     PrivacyAccountant,
@@ -23,8 +30,12 @@ from dpkit.accountants import (
     PureDpEvent,
     RandomizedResponseEvent,
     RDPAccountant,
+    RepeatAndSelectEvent,
     SampledWithoutReplacementEvent,
+    SampledWithReplacementEvent,
     SelfComposedEvent,
+    SingleEpochTreeAggregationEvent,
+    ZCDPEvent,
     calibrate_count,
     calibrate_noise,
     calibrate_noise_multiplier,
@@ -33,6 +44,9 @@ from dpkit.accountants import (
     dpsgd_event,
     event_from_dict,
     event_from_json,
+    group_epsilon,
+    group_event,
+    group_privacy,
 )
 from dpkit.accountants.events import MAX_COUNT, MAX_EPSILON, MIN_SCALE
 
@@ -99,6 +113,61 @@ CASES = [
     ("dpsgd sigma", lambda: dpsgd_event(NAN, 0.01, 10), "noise_multiplier"),
     ("dpsgd q", lambda: dpsgd_event(1.0, 0.0, 10), "sampling_probability"),
     ("relation", lambda: NeighbouringRelation.parse("swap"), "neighbouring_relation"),
+    # ---------------------------------------------------------------- further events
+    *[(f"zcdp rho {v!r}", lambda v=v: ZCDPEvent(v), "rho") for v in (NAN, INF, -0.1, 1e300, "1", None, True)],
+    *[(f"zcdp xi {v!r}", lambda v=v: ZCDPEvent(0.1, v), "xi") for v in (NAN, -1.0, INF)],
+    *[(f"dg sigma {v!r}", lambda v=v: DiscreteGaussianEvent(v), "sigma") for v in (NAN, INF, 0, -1, 1e300, "2")],
+    *[
+        (f"dg sensitivity {v!r}", lambda v=v: DiscreteGaussianEvent(1.0, v), "sensitivity")
+        for v in (0, -1, 1.5, 10**7, NAN, "1")
+    ],
+    *[(f"dl a {v!r}", lambda v=v: DiscreteLaplaceEvent(v, 1), "noise_parameter") for v in (NAN, INF, 0, -1, None)],
+    ("dl sensitivity", lambda: DiscreteLaplaceEvent(1.0, 0), "sensitivity"),
+    ("dl epsilon", lambda: DiscreteLaplaceEvent(1e99, 100), "epsilon"),
+    *[(f"em {v!r}", lambda v=v: ExponentialMechanismEvent(v), "epsilon") for v in (NAN, INF, 0, -1, 1e300, [1])],
+    *[(f"pf {v!r}", lambda v=v: PermuteAndFlipEvent(v), "epsilon") for v in (NAN, 0, -1)],
+    *[(f"ed delta {v!r}", lambda v=v: EpsilonDeltaEvent(1.0, v), "delta") for v in (NAN, INF, -1e-9, 1.0, 1.5, "0")],
+    *[(f"ed epsilon {v!r}", lambda v=v: EpsilonDeltaEvent(v, 1e-6), "epsilon") for v in (NAN, INF, -1, 1e300)],
+    ("mog sigma", lambda: MixtureOfGaussiansEvent(0.0, (1.0,), (1.0,)), "standard_deviation"),
+    ("mog weights sum", lambda: MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (0.5, 0.6)), "sum to 1"),
+    ("mog weight negative", lambda: MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (1.0, -0.5)), "probabilities[1]"),
+    ("mog weight nan", lambda: MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (NAN, 1.0)), "probabilities[0]"),
+    ("mog sensitivity negative", lambda: MixtureOfGaussiansEvent(1.0, (-1.0,), (1.0,)), "sensitivities[0]"),
+    ("mog sensitivity inf", lambda: MixtureOfGaussiansEvent(1.0, (INF,), (1.0,)), "sensitivities[0]"),
+    ("mog lengths", lambda: MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (1.0,)), "same length"),
+    ("mog empty", lambda: MixtureOfGaussiansEvent(1.0, (), ()), "sensitivities"),
+    ("mog not a list", lambda: MixtureOfGaussiansEvent(1.0, 1.0, (1.0,)), "sensitivities"),
+    ("mog entry type", lambda: MixtureOfGaussiansEvent(1.0, ("1",), (1.0,)), "sensitivities[0]"),
+    ("mog huge", lambda: MixtureOfGaussiansEvent(1.0, (0.0,) * 20000, (5e-5,) * 20000), "sensitivities"),
+    ("swr n", lambda: SampledWithReplacementEvent(0, 1, GaussianEvent(1.0)), "source_dataset_size"),
+    ("swr m", lambda: SampledWithReplacementEvent(10, -1, GaussianEvent(1.0)), "sample_size"),
+    ("swr m huge", lambda: SampledWithReplacementEvent(10, 10**9, GaussianEvent(1.0)), "sample_size"),
+    ("swr event", lambda: SampledWithReplacementEvent(10, 1, 1.0), "event"),
+    *[(f"ras mean {v!r}", lambda v=v: RepeatAndSelectEvent(STEP, v, 1.0), "mean") for v in (NAN, 0.5, INF, "2")],
+    *[(f"ras shape {v!r}", lambda v=v: RepeatAndSelectEvent(STEP, 2.0, v), "shape") for v in (NAN, -1.0, "1", None)],
+    ("ras event", lambda: RepeatAndSelectEvent("x", 2.0, 1.0), "event"),
+    ("tree sigma", lambda: SingleEpochTreeAggregationEvent(-1.0, (10,)), "noise_multiplier"),
+    ("tree steps", lambda: SingleEpochTreeAggregationEvent(1.0, (10, -1)), "step_counts[1]"),
+    ("tree steps empty", lambda: SingleEpochTreeAggregationEvent(1.0, ()), "step_counts"),
+    ("tree steps type", lambda: SingleEpochTreeAggregationEvent(1.0, "10"), "step_counts"),
+    ("group size", lambda: GroupEvent(STEP, 0), "group_size"),
+    ("group event", lambda: GroupEvent(None, 2), "event"),
+    ("group_event size", lambda: group_event(STEP, 1.5), "group_size"),
+    ("group_event event", lambda: group_event("x", 2), "event"),
+    ("group_privacy accountant", lambda: group_privacy("acc", 2), "accountant"),
+    ("group_privacy size", lambda: group_privacy(RDPAccountant(), 0), "group_size"),
+    ("group_epsilon delta", lambda: group_epsilon(RDPAccountant().compose(STEP), 2, 0.0), "delta"),
+    ("group_epsilon size", lambda: group_epsilon(RDPAccountant().compose(STEP), NAN, 1e-5), "group_size"),
+    (
+        "dict mixture not a list",
+        lambda: event_from_dict({**MixtureOfGaussiansEvent(1.0, (1.0,), (1.0,)).to_dict(), "probabilities": 1.0}),
+        "probabilities",
+    ),
+    (
+        "dict mixture nested list",
+        lambda: event_from_dict({**MixtureOfGaussiansEvent(1.0, (1.0,), (1.0,)).to_dict(), "probabilities": [[1]]}),
+        "probabilities",
+    ),
     # ---------------------------------------------------------------- event loaders
     ("json not text", lambda: event_from_json(3), "text"),
     ("json invalid", lambda: event_from_json("{"), "text"),
@@ -341,6 +410,45 @@ events = st.recursive(
     max_leaves=6,
 )
 pld_ledgers = st.lists(st.tuples(st.one_of(base_events, sampled), st.integers(1, 10**6)), max_size=5)
+
+
+further_events = st.one_of(
+    st.builds(ZCDPEvent, floats(0, 1e3), floats(0, 1e3)),
+    st.builds(DiscreteGaussianEvent, floats(1e-3, 1e3), st.integers(1, 10**6)),
+    st.builds(DiscreteLaplaceEvent, floats(1e-3, 10), st.integers(1, 1000)),
+    st.builds(ExponentialMechanismEvent, floats(1e-6, 50)),
+    st.builds(PermuteAndFlipEvent, floats(1e-6, 50)),
+    st.builds(EpsilonDeltaEvent, floats(0, 50), floats(0, 1, exclude_max=True)),
+    st.integers(1, 5).flatmap(
+        lambda n: st.builds(
+            lambda s, cs, ws: MixtureOfGaussiansEvent(s, cs, tuple(w / sum(ws) for w in ws)),
+            floats(1e-3, 1e3),
+            st.lists(floats(0, 1e3), min_size=n, max_size=n).map(tuple),
+            st.lists(floats(0.01, 1.0), min_size=n, max_size=n),
+        )
+    ),
+    st.builds(
+        SingleEpochTreeAggregationEvent, floats(1e-3, 1e3), st.lists(st.integers(0, 10**6), min_size=1).map(tuple)
+    ),
+)
+wrapped_events = st.one_of(
+    further_events,
+    st.builds(SampledWithReplacementEvent, st.integers(1, 10**9), st.integers(0, 10**6), further_events),
+    st.builds(RepeatAndSelectEvent, further_events, floats(1, 1e6), st.one_of(floats(0, 100), st.just(INF))),
+    st.builds(
+        GroupEvent,
+        st.builds(PoissonSampledEvent, floats(1e-9, 1.0, exclude_min=True), further_events),
+        st.integers(1, 100),
+    ),
+)
+
+
+@given(wrapped_events)
+def test_further_events_json_round_trip(event):
+    text = event.to_json()
+    assert event_from_json(text) == event
+    assert hash(event_from_json(text)) == hash(event)
+    assert event_from_dict(json.loads(json.dumps(event.to_dict()))) == event
 
 
 @given(events)

@@ -182,8 +182,8 @@ def test_replace_one_relation():
     acc = PLDAccountant(neighbouring_relation="replace_one")
     acc.compose(GaussianEvent(1.0), 10)
     assert math.isfinite(acc.get_epsilon(DELTA))
-    with pytest.raises(UnsupportedEventError, match="add/remove"):
-        acc.compose(dpsgd_event(1.0, 0.01, 10))
+    with pytest.raises(UnsupportedEventError, match="add_or_remove"):
+        acc.compose(PoissonSampledEvent(0.01, LaplaceEvent(1.0)), 10)
     with pytest.raises(UnsupportedEventError):
         PLDAccountant().compose(SampledWithoutReplacementEvent(100, 10, GaussianEvent(1.0)))
     # Nothing is recorded by a refused compose.

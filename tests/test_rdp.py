@@ -417,7 +417,7 @@ def test_wor_fractional_orders_interpolate_integer_bounds():
 @pytest.mark.parametrize(
     "relation,event,needle",
     [
-        ("replace_one", PoissonSampledEvent(0.1, GaussianEvent(1.0)), "add/remove"),
+        ("replace_one", PoissonSampledEvent(0.1, LaplaceEvent(1.0)), "add_or_remove"),
         ("add_or_remove", SampledWithoutReplacementEvent(100, 10, GaussianEvent(1.0)), "replace-one"),
         ("add_or_remove", PoissonSampledEvent(0.1, LaplaceEvent(1.0)), "PLD"),
         ("add_or_remove", PoissonSampledEvent(0.1, PoissonSampledEvent(0.5, GaussianEvent(1.0))), "nested"),
