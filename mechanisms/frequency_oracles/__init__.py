@@ -1,5 +1,6 @@
 """Frequency oracles: GRR, SUE, OUE, BLH, OLH, SS, SHE, THE, Hadamard Response (high-privacy and general-epsilon
-variants), the registry by name and the adaptive chooser. One module per family:
+variants), the ASR-MSE refined ASS, AUE, ALH and ATHE, the registry by name and the adaptive chooser. One module per
+family:
 
 ==========================  ======================================================================================
 :mod:`.grr`                 GRR: int64 array (n,), values in [0, k)
@@ -8,21 +9,26 @@ variants), the registry by name and the adaptive chooser. One module per family:
 :mod:`.subset_selection`    SS: int64 array (n, omega), the reported subset (distinct items)
 :mod:`.histogram_encoding`  SHE, THE: float64 array (n, k), one-hot + Laplace(2/epsilon) noise (THE thresholds)
 :mod:`.hadamard`            HR: int64 array (n,), an index in [0, K), K = 2^ceil(log2(k + 1)) (HR-general: K = B b)
+:mod:`.refined`             ASS, AUE, ALH, ATHE: SS, UE, LH, THE with the parameter that trades attack success (ASR)
+                            against MSE; reports as their base protocol's
+:mod:`.asr`                 closed-form attack success rate of one report (``expected_asr``)
 :mod:`.registry`            ``FREQUENCY_ORACLES``, ``make_oracle``, ``choose_protocol``
 ==========================  ======================================================================================
 
 Every class is a frozen dataclass of its parameters and implements :class:`dpkit.mechanisms.base.FrequencyOracle`.
 What is protected: one user's value in [0, k); neighbouring relation: replace it by any other value. Each report
 is epsilon-LDP (delta = 0): for all v, v' and every output y, P(y | v) <= e^epsilon P(y | v'). Formulas: Wang et al.
-USENIX Security'17; Ye-Barg 2018; Acharya-Sun-Zhang AISTATS'19.
+USENIX Security'17; Ye-Barg 2018; Acharya-Sun-Zhang AISTATS'19; Arcolezi-Gambs arXiv 2503.01482 (refined).
 """
 
 from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
 from dpkit.mechanisms.bernoulli import bernoulli_matrix
+from dpkit.mechanisms.frequency_oracles.asr import expected_asr
 from dpkit.mechanisms.frequency_oracles.grr import GRR, grr_perturb
 from dpkit.mechanisms.frequency_oracles.hadamard import HR, HadamardResponse, HadamardResponseGeneral, fwht
 from dpkit.mechanisms.frequency_oracles.histogram_encoding import SHE, THE, optimal_theta, the_variance_per_user
 from dpkit.mechanisms.frequency_oracles.local_hashing import BLH, OLH, LocalHashing
+from dpkit.mechanisms.frequency_oracles.refined import ALH, ASS, ATHE, AUE, REFINED_PROTOCOLS, pareto_frontier
 from dpkit.mechanisms.frequency_oracles.registry import FREQUENCY_ORACLES, choose_protocol, make_oracle
 from dpkit.mechanisms.frequency_oracles.subset_selection import SS, SubsetSelection
 from dpkit.mechanisms.frequency_oracles.unary_encoding import OUE, SUE, BitVectorReports, UnaryEncoding
@@ -42,6 +48,13 @@ __all__ = [
     "HadamardResponse",
     "HR",
     "HadamardResponseGeneral",
+    "ASS",
+    "AUE",
+    "ALH",
+    "ATHE",
+    "REFINED_PROTOCOLS",
+    "pareto_frontier",
+    "expected_asr",
     "FREQUENCY_ORACLES",
     "make_oracle",
     "choose_protocol",
