@@ -145,8 +145,8 @@ def _print_one(d: dict) -> None:
 
 def _print_table(rows, k, epsilon, targets, beta, defense) -> None:
     click.echo(f"k = {k}, epsilon = {epsilon:g}, {len(targets)} targets, beta = {beta:g}, defense {defense}")
-    cols = ("gain", "closed form", "before", "after", "detected", "FPR")
-    click.echo(f"{'protocol':11} {'attack':6} " + " ".join(f"{c:>{w}}" for c, w in zip(cols, (9, 11, 8, 8, 9, 7))))
+    cols = (("gain", 9), ("closed form", 11), ("before", 8), ("after", 8), ("detected", 9), ("FPR", 7))
+    click.echo(f"{'protocol':11} {'attack':6} " + " ".join(f"{c:>{w}}" for c, w in cols))
     for row in rows:
         det = "n/a" if row["detected_fraction"] is None else f"{row['detected_fraction']:.1%}"
         fpr = "n/a" if row["false_positive_rate"] is None else f"{row['false_positive_rate']:.2%}"
