@@ -27,9 +27,11 @@ def check_fake_fraction(name: str, value: object) -> float:
 def check_targets(name: str, targets: object, k: int) -> np.ndarray:
     """Target items: a non-empty array of distinct integers in [0, k), returned sorted as int64."""
     arr = np.atleast_1d(np.asarray(targets))
+    if arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty list of items in [0, {k}), got none")
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be integer items in [0, {k}), got dtype {arr.dtype}")
-    if arr.ndim != 1 or arr.size == 0:
+    if arr.ndim != 1:
         raise ValueError(f"{name} must be a non-empty list of items in [0, {k}), got shape {arr.shape}")
     if arr.size > k:
         raise ValueError(f"{name} must hold at most k={k} items, got {arr.size}")
