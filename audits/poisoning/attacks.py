@@ -180,7 +180,8 @@ def _mga_ue(
     is_target[targets] = True
     if padding == "mean":
         rate = ones_padding(k, r, honest)
-        reports = bernoulli_matrix((m, k), rate, rng, where=np.broadcast_to(is_target, (m, k)), prob_where=1.0)
+        reports = bernoulli_matrix((m, k), rate, rng)  # then every target bit set: faster than a per-bit mask
+        reports[:, targets] = True
         info: dict[str, Any] = {"padding": "mean", "padding_rate": rate}
     elif padding == "exact":
         lpad = max(0, min(int(math.floor(honest - r)), k - r))

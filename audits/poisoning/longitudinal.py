@@ -133,7 +133,9 @@ def _memo_lue(proto: LUE, attack: str, targets, m, rng, padding: str | None = "m
         info = {"padding": padding, "padding_rate": rate_out}
     is_target = np.zeros(k, dtype=bool)
     is_target[targets] = True
-    bits = bernoulli_matrix((m, k), rate_out, rng, where=np.broadcast_to(is_target, (m, k)), prob_where=rate_in)
+    bits = bernoulli_matrix((m, k), rate_out, rng)
+    if rate_in == 1.0:
+        bits[:, targets] = True
     p_memo = np.where(is_target, rate_in, rate_out)
     scores = pure_scores(proto, p_memo * p2 + (1 - p_memo) * q2)
     return _finish(proto, np.packbits(bits, axis=1), {}, scores, bits, p_memo, info)

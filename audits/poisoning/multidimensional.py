@@ -76,7 +76,9 @@ def rsfd_attack(
             honest = (p + (k - 1) * q + (proto.d - 1) * fake_ones) / proto.d
             rate_in, rate_out = 1.0, ones_padding(k, r, honest) if options.get("padding", "mean") == "mean" else 0.0
             info["padding_rate"] = rate_out
-        slot = bernoulli_matrix((m, k), rate_out, rng, where=np.broadcast_to(is_t, (m, k)), prob_where=rate_in)
+        slot = bernoulli_matrix((m, k), rate_out, rng)
+        if rate_in == 1.0:
+            slot[:, targets] = True
         p_s = np.where(is_t, rate_in, rate_out)
     reports[attribute] = slot
     return FakeReports(reports, _slot_scores(proto, attribute, p_s), info)
