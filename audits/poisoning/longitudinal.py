@@ -265,15 +265,13 @@ def simulate_longitudinal(
     std = beta_real * math.sqrt(var_g + spread[0] / m) if m else None
     info = {**memo.info, "tau": tau, "consistent": consistent, "gain_per_round": gains,
             "privacy_spent_max": float(population.privacy_spent().max())}  # fmt: skip
-    return PoisoningResult(
-        protocol=repr(protocol),
-        attack=key,
-        k=int(k),
-        epsilon=float(protocol.epsilon),
-        targets=[int(x) for x in targets],
-        n_genuine=n,
-        n_fake=m,
-        beta=beta_real,
+    return PoisoningResult.of(
+        protocol,
+        key,
+        k,
+        targets,
+        n,
+        m,
         gain=float(np.mean(gains)),
         analytic_gain=analytic,
         gain_std=std,

@@ -122,15 +122,13 @@ def simulate_rsfd(
     slot = np.asarray(fake.reports[attribute])
     hits = (slot[:, None] == targets[None, :]) if protocol.base == "GRR" else slot[:, targets]
     var_f = float(np.var(protocol.d * hits.sum(axis=1) / (p - q))) if m else 0.0
-    return PoisoningResult(
-        protocol=repr(protocol),
-        attack=key,
-        k=int(k),
-        epsilon=float(protocol.epsilon),
-        targets=[int(t) for t in targets],
-        n_genuine=n,
-        n_fake=m,
-        beta=beta_real,
+    return PoisoningResult.of(
+        protocol,
+        key,
+        k,
+        targets,
+        n,
+        m,
         gain=float(np.sum(after[targets] - before[targets])),
         analytic_gain=fake.expected_gain(targets, beta_real, f_t),
         gain_std=beta_real * math.sqrt(var_g + var_f / m) if m else None,

@@ -62,6 +62,22 @@ class PoisoningResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of(cls, protocol: Any, attack: str, k: int, targets: Any, n: int, m: int, **measured: Any) -> PoisoningResult:
+        """The fields every simulation shares, from the protocol and the population (beta = m/(n + m)), and the
+        measured ones as given."""
+        return cls(
+            protocol=repr(protocol),
+            attack=attack,
+            k=int(k),
+            epsilon=float(protocol.epsilon),
+            targets=[int(t) for t in targets],
+            n_genuine=int(n),
+            n_fake=int(m),
+            beta=m / (n + m),
+            **measured,
+        )
+
 
 def check_attack(attack: str) -> str:
     """An attack name of ``ATTACKS`` (case-insensitive)."""
@@ -154,15 +170,13 @@ def simulate(
         detected = float(flags[n:].mean()) if m else 0.0
         fpr = float(flags[:n].mean())
         info["detection"] = detection.info
-    return PoisoningResult(
-        protocol=repr(protocol),
-        attack=key,
-        k=int(k),
-        epsilon=float(protocol.epsilon),
-        targets=[int(t) for t in targets],
-        n_genuine=n,
-        n_fake=m,
-        beta=beta_real,
+    return PoisoningResult.of(
+        protocol,
+        key,
+        k,
+        targets,
+        n,
+        m,
         gain=gain,
         analytic_gain=analytic,
         gain_std=std,

@@ -30,7 +30,7 @@ epsilon-LDP (delta = 0) for one user's value under replacement, exactly like its
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -72,10 +72,16 @@ class AsrMseRefined:
     w_mse: float
     parameter: ClassVar[str] = ""
 
-    def _init_weights(self) -> None:
+    def __post_init__(self) -> None:
+        """Check (k, epsilon) and the weights. A protocol whose parameter is a dataclass field (ALH's g, ATHE's
+        theta) stores its choice there, then runs its base protocol's checks; the others derive it on first use."""
         w_asr, w_mse = check_weights(self.w_asr, self.w_mse)
         set_fields(self, k=check_domain("k", self.k), epsilon=check_epsilon("epsilon", self.epsilon))
         set_fields(self, w_asr=w_asr, w_mse=w_mse)
+        if self.parameter in {f.name for f in fields(self)}:  # type: ignore[arg-type]  # subclasses are dataclasses
+            value = self._choose()
+            set_fields(self, **{self.parameter: value.item() if hasattr(value, "item") else value})
+            super().__post_init__()  # type: ignore[misc]  # the base protocol's (next in the MRO)
 
     def grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(parameter values, closed-form ASR, per-user MSE) over the protocol's grid."""
@@ -116,9 +122,6 @@ class ASS(AsrMseRefined, SubsetSelection):
     name = "ASS"
     parameter = "omega"
 
-    def __post_init__(self) -> None:
-        self._init_weights()
-
     def grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k, e = self.k, math.exp(self.epsilon)
         w = np.arange(1, max(k - 1, 2), dtype=np.float64)
@@ -145,9 +148,6 @@ class AUE(AsrMseRefined, UnaryEncoding):
     w_mse: float = 0.5
     name = "AUE"
     parameter = "p"
-
-    def __post_init__(self) -> None:
-        self._init_weights()
 
     @staticmethod
     def tight_q(p: Any, epsilon: float) -> Any:
@@ -185,11 +185,6 @@ class ALH(AsrMseRefined, LocalHashing):
     name = "ALH"
     parameter = "g"
 
-    def __post_init__(self) -> None:
-        self._init_weights()
-        set_fields(self, g=int(self._choose()))
-        super().__post_init__()
-
     def grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         e = math.exp(self.epsilon)
         g = np.arange(2, max(self.k, round(e) + 1) + 1)
@@ -212,11 +207,6 @@ class ATHE(AsrMseRefined, THE):
     w_mse: float = 0.5
     name = "ATHE"
     parameter = "theta"
-
-    def __post_init__(self) -> None:
-        self._init_weights()
-        set_fields(self, theta=float(self._choose()))
-        super().__post_init__()
 
     def grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         theta = np.linspace(0.5, 1.0, 100)
