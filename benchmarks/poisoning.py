@@ -1,10 +1,12 @@
 """Data poisoning on LDP frequency oracles: how fast dpkit crafts fake users' reports and simulates genuine ones.
 
 For each (protocol, k) at epsilon = 1, r = 10 targets, in a fresh process: fake users per second of each attack
-(RPA, RIA, MGA: crafting the m reports, then the server's aggregation of them, which runs the report check),
+(RPA, RIA, MGA: ``aggregate_fakes`` crafts the m reports and aggregates them chunk by chunk, about 64 MB of reports
+at a time, the server's report check included),
 genuine users per second (``perturb_aggregate``: clients and server, memory-bounded chunks), and users per second of
 a whole :func:`dpkit.audits.poisoning.simulate` (n genuine + m fake users, beta = 0.05, no defense), each the median
-of ``--rounds`` rounds after a warm-up; MGA on local hashing includes its search over 2^20 hash functions. Extra
+of ``--rounds`` rounds after a warm-up; MGA on local hashing includes its search over 2^20 hash functions (once
+per chunk). Extra
 peak memory of one end-to-end simulation in a fresh process of its own, after all timing. There is no anchor
 library for poisoning: the figures stand alone.
 
@@ -36,14 +38,13 @@ def _setup(protocol: str, k: int, epsilon: float, n: int, seed: int):
 
 def timing_task(cells: list[list], n: int, m: int, epsilon: float, rounds: int, seed: int, threads: int):
     """In a fresh process: every cell's fake, genuine and end-to-end rates, interleaved rounds."""
-    from dpkit.audits.poisoning import ATTACKS as FNS
-    from dpkit.audits.poisoning import simulate
+    from dpkit.audits.poisoning import aggregate_fakes, simulate
 
     out = []
     for protocol, k in cells:
         proto, rng, values, targets = _setup(protocol, k, epsilon, n, seed)
         for attack in ATTACKS:  # warm-up, small
-            proto.aggregate(FNS[attack](proto, targets, 1000, rng).reports)
+            aggregate_fakes(proto, attack, targets, 1000, rng)
         proto.perturb_aggregate(values[:1000], rng)
         names = [*(f"fake {a}" for a in ATTACKS), "genuine", "simulate"]
         secs: dict[str, list[float]] = {name: [] for name in names}
@@ -54,7 +55,7 @@ def timing_task(cells: list[list], n: int, m: int, epsilon: float, rounds: int, 
                 elif name == "simulate":
                     simulate(proto, "mga", values, targets, 0.05, rng)
                 else:
-                    proto.aggregate(FNS[name.split()[1]](proto, targets, m, rng).reports)
+                    aggregate_fakes(proto, name.split()[1], targets, m, rng)
             secs[name].append(sw.wall)
         m_sim = int(round(0.05 * n / 0.95))
         for name in names:

@@ -187,3 +187,20 @@ def test_zero_fake_users_and_gain_table():
                         attacks=["mga"], defense="detect")  # fmt: skip
     assert detect[0]["detected_fraction"] is None and detect[0]["defense"].startswith("detect (no detector")
     assert detect[1]["detected_fraction"] is not None
+
+
+def test_fakes_aggregated_in_chunks():
+    """aggregate_fakes: the state of m fake reports crafted in chunks; E phi weighted over the chunks; the simulation
+    without a detector uses it (memory bounded by one chunk)."""
+    from dpkit.audits.poisoning import aggregate_fakes
+
+    rng = np.random.default_rng(5)
+    for proto in (OUE(K, EPS), GRR(K, EPS), OLH(K, EPS)):
+        agg = aggregate_fakes(proto, "mga", TARGETS, 10_001, rng, chunk_size=4096, **({"n_hashes": 1 << 14}
+                              if proto.name == "OLH" else {}))  # fmt: skip
+        assert agg.state.n == 10_001 and agg.expected_scores.shape == (K,)
+        one = ATTACKS["mga"](proto, TARGETS, 10, rng, **({"n_hashes": 1 << 14} if proto.name == "OLH" else {}))
+        if proto.name != "OLH":  # the closed form does not depend on the chunk
+            np.testing.assert_allclose(agg.expected_scores, one.expected_scores, rtol=1e-12)
+    empty = aggregate_fakes(GRR(K, EPS), "rpa", TARGETS, 0, rng)
+    assert empty.state.n == 0 and empty.expected_scores is not None

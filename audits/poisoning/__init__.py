@@ -31,17 +31,27 @@ from dpkit.audits.poisoning.longitudinal import FakeMemo, crafted_memo, simulate
 from dpkit.audits.poisoning.multidimensional import rsfd_attack, simulate_rsfd
 from dpkit.audits.poisoning.range_queries import RangePoisoningResult, level_targets, range_attack, simulate_range
 from dpkit.audits.poisoning.scores import item_support, n_items, report_scores, true_frequencies
-from dpkit.audits.poisoning.simulation import DEFENSES, PoisoningResult, check_attack, gain_table, simulate
+from dpkit.audits.poisoning.simulation import (
+    DEFENSES,
+    FakeAggregate,
+    PoisoningResult,
+    aggregate_fakes,
+    check_attack,
+    gain_table,
+    simulate,
+)
 from dpkit.audits.poisoning.threat import check_fake_fraction, check_targets, fake_count, random_targets
 
 __all__ = [
     "ATTACKS",
     "DEFENSES",
     "Detection",
+    "FakeAggregate",
     "FakeMemo",
     "FakeReports",
     "PoisoningResult",
     "RangePoisoningResult",
+    "aggregate_fakes",
     "check_attack",
     "check_fake_fraction",
     "check_targets",

@@ -5,6 +5,8 @@ defense; the simulated gain next to the closed-form one.
 reports with the attack, lets the server aggregate (its report check runs on the fake reports too) and estimates:
 
 * before: from the genuine reports alone; after: from all reports (or from the reports a detector did not flag);
+  without a detector the fake reports are crafted and aggregated in chunks (:func:`aggregate_fakes`) and the
+  genuine ones through ``perturb_aggregate``, so memory stays bounded; a detector needs every report at once;
 * ``gain`` = sum_{t in T} (after_t - before_t); ``analytic_gain`` = beta (sum_t E phi_t(fake) - f_T), the expected
   gain against the unbiased estimator (Cao et al.); ``gain_std`` its standard deviation (items' covariances
   neglected), so a simulation sits within a few ``gain_std`` of ``analytic_gain`` when there is no defense.
@@ -27,11 +29,20 @@ from dpkit.audits.poisoning.attacks import ATTACKS
 from dpkit.audits.poisoning.defenses import Detection, default_detector
 from dpkit.audits.poisoning.scores import n_items, report_scores, true_frequencies
 from dpkit.audits.poisoning.threat import check_fake_fraction, check_targets, fake_count
-from dpkit.mechanisms._validation import check_rng, check_values
-from dpkit.mechanisms.base import FrequencyOracle
+from dpkit.mechanisms._validation import check_count, check_rng, check_values
+from dpkit.mechanisms.base import FrequencyOracle, SupportCounts
 from dpkit.mechanisms.frequency_oracles import FREQUENCY_ORACLES, make_oracle
 
-__all__ = ["PoisoningResult", "simulate", "gain_table", "check_attack", "DEFENSES"]
+__all__ = [
+    "PoisoningResult",
+    "FakeAggregate",
+    "aggregate_fakes",
+    "fake_chunk_size",
+    "simulate",
+    "gain_table",
+    "check_attack",
+    "DEFENSES",
+]
 
 DEFENSES = ("none", "normalize", "detect")
 
@@ -91,6 +102,63 @@ def _concat(a: Any, b: Any) -> Any:
     return np.concatenate([np.asarray(a), np.asarray(b).astype(np.asarray(a).dtype, copy=False)])
 
 
+@dataclass(frozen=True)
+class FakeAggregate:
+    """The server's state of m fake reports, their closed-form E phi (weighted over the chunks they were crafted
+    in; None without a closed form), the attack's ``info`` and the variance of one fake report's total score on
+    the targets (from the first chunk)."""
+
+    state: SupportCounts
+    expected_scores: np.ndarray | None
+    info: dict[str, Any]
+    score_variance: float
+
+
+def _score_variance(protocol: FrequencyOracle, reports: Any, targets: np.ndarray) -> float:
+    if len(reports) == 0:
+        return 0.0
+    return float(np.var(report_scores(protocol, reports[: min(len(reports), 100_000)], targets).sum(axis=1)))
+
+
+def fake_chunk_size(protocol: FrequencyOracle, rng: np.random.Generator, budget: int = 1 << 26) -> int:
+    """Fake users per chunk: about ``budget`` bytes of reports (the size of one genuine report, measured)."""
+    row = np.asarray(protocol.perturb(np.zeros(1, dtype=np.int64), rng)).nbytes
+    return max(1 << 12, budget // max(row, 1))
+
+
+def aggregate_fakes(
+    protocol: FrequencyOracle,
+    attack: str,
+    targets: Any,
+    m: int,
+    rng: np.random.Generator,
+    chunk_size: int | None = None,
+    **attack_options: Any,
+) -> FakeAggregate:
+    """Craft m fake reports with ``attack`` and aggregate them chunk by chunk (memory bounded by one chunk, by
+    default about 64 MB of reports); the server's report check runs on every chunk. Each chunk is one call of the
+    attack (MGA on local hashing searches its hash functions again per chunk)."""
+    key = check_attack(attack)
+    targets = check_targets("targets", targets, n_items(protocol))
+    m = check_count("m", m)
+    size = chunk_size if chunk_size is not None else fake_chunk_size(protocol, rng)
+    state = protocol.empty_state()
+    total: np.ndarray | None = np.zeros(n_items(protocol))
+    info: dict[str, Any] = {}
+    var = 0.0
+    for start in range(0, max(m, 1), size):
+        chunk = min(size, m - start)
+        fake = ATTACKS[key](protocol, targets, chunk, rng, **attack_options)
+        state = state + protocol.aggregate(fake.reports)
+        if start == 0:
+            info, var = dict(fake.info), _score_variance(protocol, fake.reports, targets)
+        if total is not None and fake.expected_scores is not None:
+            total = total + max(chunk, 1) * fake.expected_scores
+        else:
+            total = None
+    return FakeAggregate(state, None if total is None else total / max(m, 1), info, var)
+
+
 def simulate(
     protocol: FrequencyOracle,
     attack: str,
@@ -138,15 +206,18 @@ def simulate(
     n = len(values)
     m = fake_count(n, beta)
     beta_real = m / (n + m)
-    fake = ATTACKS[key](protocol, targets, m, rng, **attack_options)
     f_true = true_frequencies(protocol, values)
     f_t = float(f_true[targets].sum())
     pp = postprocess if defense_name == "normalize" else None
     flags = None
-    if detector is None:
+    if detector is None:  # fake reports crafted and aggregated chunk by chunk: memory bounded by one chunk
+        fakes = aggregate_fakes(protocol, key, targets, m, rng, **attack_options)
         state_g = protocol.perturb_aggregate(values, rng)
-        state_all = state_g + protocol.aggregate(fake.reports)
-    else:
+        state_all = state_g + fakes.state
+    else:  # the detector reads every report
+        fake = ATTACKS[key](protocol, targets, m, rng, **attack_options)
+        fakes = FakeAggregate(protocol.aggregate(fake.reports), fake.expected_scores, fake.info,
+                              _score_variance(protocol, fake.reports, targets))  # fmt: skip
         genuine = protocol.perturb(values, rng)
         state_g = protocol.aggregate(genuine)
         everyone = _concat(genuine, fake.reports)
@@ -158,13 +229,14 @@ def simulate(
     before = protocol.estimate(state_g, postprocess=pp)
     after = protocol.estimate(state_all, postprocess=pp)
     gain = float(np.sum(after[targets] - before[targets]))
-    analytic = fake.expected_gain(targets, beta_real, f_t)
+    analytic = None
+    if fakes.expected_scores is not None:
+        analytic = float(beta_real * (np.sum(fakes.expected_scores[targets]) - f_t))
     std = None
     if m > 0 and analytic is not None:
-        fake_sum = report_scores(protocol, fake.reports[: min(m, 100_000)], targets).sum(axis=1)
         var_genuine = float(np.sum(np.asarray(protocol.variance(n, f_true))[targets]))
-        std = beta_real * math.sqrt(var_genuine + float(np.var(fake_sum)) / m)
-    info = dict(fake.info)
+        std = beta_real * math.sqrt(var_genuine + fakes.score_variance / m)
+    info = dict(fakes.info)
     detected = fpr = None
     if flags is not None:
         detected = float(flags[n:].mean()) if m else 0.0
