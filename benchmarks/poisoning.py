@@ -44,7 +44,7 @@ def timing_task(cells: list[list], n: int, m: int, epsilon: float, rounds: int, 
     for protocol, k in cells:
         proto, rng, values, targets = _setup(protocol, k, epsilon, n, seed)
         for attack in ATTACKS:  # warm-up, small
-            aggregate_fakes(proto, attack, targets, 1000, rng)
+            aggregate_fakes(proto, attack, targets, 1000, rng, variance_sample=0)
         proto.perturb_aggregate(values[:1000], rng)
         names = [*(f"fake {a}" for a in ATTACKS), "genuine", "simulate"]
         secs: dict[str, list[float]] = {name: [] for name in names}
@@ -55,7 +55,7 @@ def timing_task(cells: list[list], n: int, m: int, epsilon: float, rounds: int, 
                 elif name == "simulate":
                     simulate(proto, "mga", values, targets, 0.05, rng)
                 else:
-                    aggregate_fakes(proto, name.split()[1], targets, m, rng)
+                    aggregate_fakes(proto, name.split()[1], targets, m, rng, variance_sample=0)
             secs[name].append(sw.wall)
         m_sim = int(round(0.05 * n / 0.95))
         for name in names:

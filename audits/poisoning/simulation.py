@@ -114,10 +114,11 @@ class FakeAggregate:
     score_variance: float
 
 
-def _score_variance(protocol: FrequencyOracle, reports: Any, targets: np.ndarray) -> float:
-    if len(reports) == 0:
+def _score_variance(protocol: FrequencyOracle, reports: Any, targets: np.ndarray, sample: int = 10_000) -> float:
+    """The variance of one fake report's total score on the targets, from up to ``sample`` reports."""
+    if len(reports) == 0 or sample <= 0:
         return 0.0
-    return float(np.var(report_scores(protocol, reports[: min(len(reports), 100_000)], targets).sum(axis=1)))
+    return float(np.var(report_scores(protocol, reports[: min(len(reports), sample)], targets).sum(axis=1)))
 
 
 def fake_chunk_size(protocol: FrequencyOracle, rng: np.random.Generator, budget: int = 1 << 26) -> int:
@@ -133,11 +134,13 @@ def aggregate_fakes(
     m: int,
     rng: np.random.Generator,
     chunk_size: int | None = None,
+    variance_sample: int = 10_000,
     **attack_options: Any,
 ) -> FakeAggregate:
     """Craft m fake reports with ``attack`` and aggregate them chunk by chunk (memory bounded by one chunk, by
     default about 64 MB of reports); the server's report check runs on every chunk. Each chunk is one call of the
-    attack (MGA on local hashing searches its hash functions again per chunk)."""
+    attack (MGA on local hashing searches its hash functions again per chunk). ``score_variance`` comes from the
+    first ``variance_sample`` reports (0: not computed)."""
     key = check_attack(attack)
     targets = check_targets("targets", targets, n_items(protocol))
     m = check_count("m", m)
@@ -151,7 +154,7 @@ def aggregate_fakes(
         fake = ATTACKS[key](protocol, targets, chunk, rng, **attack_options)
         state = state + protocol.aggregate(fake.reports)
         if start == 0:
-            info, var = dict(fake.info), _score_variance(protocol, fake.reports, targets)
+            info, var = dict(fake.info), _score_variance(protocol, fake.reports, targets, variance_sample)
         if total is not None and fake.expected_scores is not None:
             total = total + max(chunk, 1) * fake.expected_scores
         else:
