@@ -5,7 +5,8 @@
     python benchmarks/tables.py --results /tmp/bench --readme /tmp/B.md --summary /tmp/R.md
 
 A generated block sits between ``<!-- BEGIN GENERATED name -->`` and ``<!-- END GENERATED name -->``; its name is
-a benchmark (``accountants``, ``training``, ``ldp``, ``audit``: the full tables, in benchmarks/README.md) or
+a benchmark (``accountants``, ``training``, ``ldp``, ``audit``, ``poisoning``: the full tables, in
+benchmarks/README.md) or
 ``summary-<benchmark>`` (one short table, in README.md). A block whose results file is missing, or was written
 with ``--quick`` (unless ``--allow-quick``), is left as it is and said so.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("accountants", "training", "ldp", "audit")
+BENCHMARKS = ("accountants", "training", "ldp", "audit", "poisoning")
 
 
 # ---------------------------------------------------------------------------------------------- formatting
@@ -518,16 +519,52 @@ def audit_summary(doc) -> str:
     return md_table(["", "dpkit (whole audit)", *(f"{a} (client alone)" for a in anchors)], rows)
 
 
+# ---------------------------------------------------------------------------------------------- poisoning
+POISON_COLUMNS = ("fake rpa", "fake ria", "fake mga", "genuine", "simulate")
+
+
+def _poison_cells(doc) -> dict[tuple, dict[str, Any]]:
+    cells: dict[tuple, dict[str, Any]] = {}
+    for r in doc["timing"]:
+        cells.setdefault((r["protocol"], r["k"]), {})[r["what"]] = r["users_per_s"]
+    for r in doc.get("memory", []):
+        cells.setdefault((r["protocol"], r["k"]), {})["memory"] = r["extra_peak_mb"]
+    return cells
+
+
+def poisoning_full(doc) -> str:
+    s = doc["settings"]
+    rows = [
+        [p, k, *(rate(c.get(col)) for col in POISON_COLUMNS), mb(c.get("memory"))]
+        for (p, k), c in _poison_cells(doc).items()
+    ]
+    header = ["protocol", "k", "fake RPA users/s", "fake RIA users/s", "fake MGA users/s", "genuine users/s",
+              "simulate users/s", "simulate extra peak"]  # fmt: skip
+    return (
+        f"epsilon = {s['epsilon']:g}, {s['targets']} targets, {s['data']} data; fake users/s: crafting "
+        f"{rate(s['m'])} reports and aggregating them; genuine: perturb_aggregate of {rate(s['n'])} users; simulate: "
+        f"MGA at beta = {s['beta']:g} end to end; medians of {s['rounds']} round(s):\n\n" + md_table(header, rows)
+    )
+
+
+def poisoning_summary(doc) -> str:
+    rows = [[p, k, rate(c.get("fake mga")), rate(c.get("genuine")), rate(c.get("simulate"))]
+            for (p, k), c in _poison_cells(doc).items()]  # fmt: skip
+    return md_table(["protocol", "k", "fake MGA users/s", "genuine users/s", "simulate users/s"], rows)
+
+
 # ---------------------------------------------------------------------------------------------- blocks
 RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "accountants": ("accountants", accountants_full),
     "training": ("training", training_full),
     "ldp": ("ldp", ldp_full),
     "audit": ("audit", audit_full),
+    "poisoning": ("poisoning", poisoning_full),
     "summary-accountants": ("accountants", accountants_summary),
     "summary-training": ("training", training_summary),
     "summary-ldp": ("ldp", ldp_summary),
     "summary-audit": ("audit", audit_summary),
+    "summary-poisoning": ("poisoning", poisoning_summary),
 }
 BLOCK = re.compile(
     r"(<!-- BEGIN GENERATED (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END GENERATED (?P=name) -->)", re.S

@@ -9,6 +9,7 @@ start without loading torch, pandas or matplotlib:
 * :mod:`dpkit.cli.ldp`: ``dpkit ldp simulate``;
 * :mod:`dpkit.cli.estimate`: ``dpkit estimate-eps`` and ``dpkit mia-run`` (the harness: :mod:`dpkit.cli.mia_harness`);
 * :mod:`dpkit.cli.audit_ldp`: ``dpkit audit-ldp``;
+* :mod:`dpkit.cli.poison`: ``dpkit poison``;
 * :mod:`dpkit.cli.options`: option callbacks running dpkit's argument checks;
 * :mod:`dpkit.cli.lazy_group`: the click group that imports a command when it runs.
 
@@ -50,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "dpkit.cli.audit_ldp:audit_ldp",
         "Audit an LDP randomizer: an empirical lower bound on its epsilon.",
     ),
+    "poison": ("dpkit.cli.poison:poison", "Measure a data-poisoning attack on an LDP frequency oracle."),
 }
 
 

@@ -16,6 +16,7 @@ from dpkit.mechanisms.frequency_oracles.grr import GRR
 from dpkit.mechanisms.frequency_oracles.hadamard import HadamardResponse, HadamardResponseGeneral
 from dpkit.mechanisms.frequency_oracles.histogram_encoding import SHE, THE
 from dpkit.mechanisms.frequency_oracles.local_hashing import BLH, OLH
+from dpkit.mechanisms.frequency_oracles.refined import ALH, ASS, ATHE, AUE
 from dpkit.mechanisms.frequency_oracles.subset_selection import SubsetSelection
 from dpkit.mechanisms.frequency_oracles.unary_encoding import OUE, SUE
 
@@ -32,6 +33,10 @@ FREQUENCY_ORACLES: dict[str, type[FrequencyOracle]] = {
     "THE": THE,
     "HR": HadamardResponse,
     "HR-general": HadamardResponseGeneral,
+    "ASS": ASS,
+    "AUE": AUE,
+    "ALH": ALH,
+    "ATHE": ATHE,
 }
 
 #: (epsilon, delta)-LDP frequency oracles (``delta`` is a keyword-only field); not candidates of the chooser.
