@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import microbatch_clipped
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
@@ -57,21 +58,6 @@ def step(model, optimizer, x, y, reduction="mean"):
     optimizer.step()
 
 
-def clipped_reference(model, x, y, c):
-    """Micro-batch loop: sum over examples of each example's gradient clipped to norm c."""
-    params = list(model.parameters())
-    total = [torch.zeros_like(p) for p in params]
-    norms = []
-    for i in range(len(y)):
-        g = torch.autograd.grad(nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), params)
-        norm = torch.sqrt(sum(t.pow(2).sum() for t in g))
-        norms.append(norm)
-        f = min(1.0, c / (float(norm) + 1e-6))
-        for t, gi in zip(total, g, strict=True):
-            t.add_(gi * f)
-    return total, torch.stack(norms)
-
-
 def test_make_private_returns_the_same_module_and_three_values():
     engine, m, o, dl = setup()
     assert type(m) is Net and m.describe() == "net" and isinstance(m.fc1, nn.Linear)
@@ -88,7 +74,9 @@ def test_noise_zero_equals_clipped_microbatch_loop(reduction):
     x, y = x[:13], y[:13]
     # Reference gradients before the step (the engine is bypassed in no-engine mode by detaching it).
     engine.detach()
-    ref, ref_norms = clipped_reference(m, x, y, 0.3)
+    ref, ref_norms = microbatch_clipped(
+        m, (x,), 0.3, loss=lambda out, i: nn.functional.cross_entropy(out, y[i : i + 1])
+    )
     engine.engine.attach()
     o.zero_grad()
     nn.functional.cross_entropy(m(x), y, reduction=reduction).backward()

@@ -47,7 +47,7 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
+from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, finite_rows, flat_views, register_engine
 from dpkit.grad_sample.layers import AnyRule, GradRecord, Instantiated, Prepared, Record, Tap, rule_for
 from dpkit.grad_sample.vmap_calls import (
     RngState,
@@ -216,7 +216,9 @@ class _FallbackUnit(_Unit):
             if o.is_floating_point() or o.is_complex():
                 rec = GradRecord(None)
                 call.records.append(rec)
-                out_leaves[j] = _tap(o, self.anchor, rec, leaves)
+                # A copy: the module's last operation may have saved its output for its backward (tanh, sigmoid,
+                # exp, ...), which the tap's mark_dirty would invalidate (and vmap returns views of it).
+                out_leaves[j] = Tap.apply(o.clone(), self.anchor, rec)
             else:
                 call.records.append(None)
         self.calls.append(call)
@@ -449,12 +451,25 @@ class BookkeepingEngine(GradSampleEngine):
         sq = torch.stack(cols, 1)
         if scale != 1.0:
             sq = sq * (scale * scale)
+        total = sq.sum(1)
+        keep = finite_rows(total)
         factors = policy.factors(sq) * (scale * weight)
+        selected: dict[int, Prepared] = {}  # each layer's information restricted to the kept examples
+        if keep is not None:  # examples with a NaN / inf gradient: their rows are removed before the sums
+            factors = factors[keep]
+            shared = {i: g[keep] for i, g in shared.items()}
         for i, parts in contrib.items():
+            if keep is not None and not len(factors):
+                break  # every example was left out: nothing to add
             c = factors[:, i].contiguous()
             if i in shared:
                 sums[i].view(-1).addmv_(shared[i].t(), c.to(shared[i].dtype))
             else:
                 prep, name = parts[0]
+                if keep is not None:
+                    if id(prep) not in selected:
+                        selected[id(prep)] = prep.select(keep)
+                    prep = selected[id(prep)]
                 prep.accumulate(name, c, sums[i])
-        return ClippedSum(sums, batch, sq.sum(1).sqrt(), flat)
+        nonfinite = 0 if keep is None else batch - int(keep.sum())
+        return ClippedSum(sums, batch, total.sqrt(), flat, nonfinite)
