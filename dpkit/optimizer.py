@@ -15,6 +15,22 @@
 
 Empty batches are valid steps (noise only). ``zero_grad()`` clears parameter gradients and the engine's
 record.
+
+Where the gradients are: between ``loss.backward()`` and ``step()`` the parameters' ``.grad`` are ``None`` (the
+engine holds what it needs to form each example's gradient; they are formed, clipped and summed at the step), so
+``torch.nn.utils.clip_grad_norm_`` there finds no gradient and returns 0: it is not needed (per-example clipping to
+``max_grad_norm`` is what DP-SGD does). After ``step()`` each ``p.grad`` holds the gradient the wrapped optimizer
+applied: the clipped, noised sum divided by the expected batch size (views of the one flat buffer the step forms;
+no copy), until the next ``zero_grad()``.
+
+Non-finite examples: an example whose per-example gradient (or its norm) is NaN or inf contributes exactly zero
+to the step (its rows are removed before the sums, the step is the step of the batch without it); the step then
+warns with :class:`NonFiniteGradientWarning` (filter it, or turn it into an error that refuses the step before
+anything changes, with ``warnings.simplefilter("error", NonFiniteGradientWarning)``) and counts those examples in
+``nonfinite_examples``. The count is a statistic of the batch, not a private release: use it for debugging.
+
+The wrapped optimizer refuses ``step()`` while it is wrapped (it would apply gradients that were never clipped or
+noised, or none at all): step the ``DPOptimizer``.
 """
 
 from __future__ import annotations
@@ -32,6 +48,10 @@ from dpkit.accountants.validation import check_nonnegative
 from dpkit.grad_sample.clipping import ClippingPolicy
 from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine
 from dpkit.noise import GaussianNoise
+
+
+class NonFiniteGradientWarning(UserWarning):
+    """Some examples of a step had a NaN or inf gradient and were left out of it (they contributed zero)."""
 
 
 class StepLedger(Protocol):
@@ -72,8 +92,11 @@ class DPOptimizer(Optimizer):
         self.noise = noise
         self.ledger = ledger
         self.steps_taken = 0
+        self.nonfinite_examples = 0  # examples left out of the steps taken (NaN or inf gradient)
         self.last_clipped: ClippedSum | None = None  # diagnostics of the last step (norms before clipping)
         self._written: dict[int, tuple[torch.Tensor, int]] = {}
+        self._stepping_wrapped = False
+        self._refuse_handle: Any = optimizer.register_step_pre_hook(self._refuse_wrapped_step)
         # What torch.optim.Optimizer.__init__ would set and hooks/schedulers may touch.
         self._optimizer_step_pre_hooks = OrderedDict()
         self._optimizer_step_post_hooks = OrderedDict()
@@ -81,6 +104,19 @@ class DPOptimizer(Optimizer):
         self._optimizer_state_dict_post_hooks = OrderedDict()
         self._optimizer_load_state_dict_pre_hooks = OrderedDict()
         self._optimizer_load_state_dict_post_hooks = OrderedDict()
+
+    def _refuse_wrapped_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        """Step pre-hook on the wrapped optimizer: only this DP optimizer may step it."""
+        if not self._stepping_wrapped:
+            raise RuntimeError(
+                f"this {type(optimizer).__name__} was made private by make_private: call step() on the optimizer "
+                f"make_private returned ({self!r}); stepping this one would apply gradients that were never "
+                "clipped or noised (or none at all)"
+            )
+
+    def release(self) -> None:
+        """Let the wrapped optimizer step on its own again (``PrivacyEngine.detach`` calls it)."""
+        self._refuse_handle.remove()
 
     # ----------------------------------------------------------------- delegation
     @property
@@ -188,6 +224,8 @@ class DPOptimizer(Optimizer):
                 grads = [g.add_(z) for g, z in zip(grads, noise, strict=True)]
             for g in grads:
                 g.div_(self.expected_batch_size)
+        if clipped.nonfinite:  # before anything changes: an error filter refuses the step
+            warn_nonfinite(clipped.nonfinite, clipped.batch_size, self.steps_taken)
         self._written.clear()
         for p, g in zip(self.params, grads, strict=True):
             p.grad = g
@@ -196,6 +234,7 @@ class DPOptimizer(Optimizer):
         if self.ledger is not None:
             self.ledger.record_step(event)
         self.steps_taken += 1
+        self.nonfinite_examples += clipped.nonfinite
         self.engine.clear()
 
     @torch.no_grad()
@@ -205,7 +244,11 @@ class DPOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self.pre_step()
-        self.original_optimizer.step()
+        self._stepping_wrapped = True
+        try:
+            self.original_optimizer.step()
+        finally:
+            self._stepping_wrapped = False
         # The wrapped step may legitimately touch .grad in place: remember the versions it left.
         self._written = {i: (g, g._version) for i, (g, _) in self._written.items()}
         return loss
@@ -216,5 +259,15 @@ def warn_no_noise(stacklevel: int = 3) -> None:
     warnings.warn(
         "noise_multiplier=0: training is NOT private (epsilon is infinite); use it for debugging only",
         UserWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def warn_nonfinite(count: int, batch_size: int, step: int, stacklevel: int = 4) -> None:
+    """Warn that ``count`` of ``batch_size`` examples of step ``step`` were left out (NaN or inf gradient)."""
+    warnings.warn(
+        f"{count} of {batch_size} examples of step {step} had a NaN or inf gradient and contributed nothing to the "
+        "step (the step is that of the batch without them); look for non-finite inputs or a loss that overflows",
+        NonFiniteGradientWarning,
         stacklevel=stacklevel,
     )
