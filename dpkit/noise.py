@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from dpkit.seeding import NOISE_STREAM, new_seed
+from dpkit.seeding import NOISE_STREAM, check_seed, new_seed
 
 BLOCK = 1 << 16  # values per independently seeded block of seeded noise
 
@@ -66,10 +66,13 @@ class GaussianNoise:
     """Draws the Gaussian noise of step ``t`` for a list of tensor shapes."""
 
     def __init__(self, seed: int | None = None, *, secure: bool = False):
-        self.secure = bool(secure)
-        if self.secure and seed is not None:
+        if not isinstance(secure, bool):
+            raise TypeError(f"secure must be True or False, got {secure!r}")
+        checked = check_seed("seed", seed, optional=True)
+        if secure and checked is not None:
             raise ValueError("seed must be None with secure_rng=True (secure noise comes from the OS CSPRNG)")
-        self.seed = None if self.secure else (new_seed() if seed is None else int(seed))
+        self.secure = secure
+        self.seed = None if self.secure else (new_seed() if checked is None else checked)
         self._generators: list[torch.Generator] = []
 
     def fill_(self, buf: torch.Tensor, std: float, step: int) -> torch.Tensor:
@@ -138,10 +141,21 @@ class GaussianNoise:
     def state_dict(self) -> dict:
         return {"seed": self.seed, "secure": self.secure}
 
+    def check_state(self, state: object, name: str = "noise state") -> int | None:
+        """The seed of a :meth:`state_dict` output for this noise source (a clear error otherwise)."""
+        if not isinstance(state, dict) or set(state) != {"seed", "secure"}:
+            raise ValueError(f"{name} must be a dict with keys seed, secure; got {state!r}")
+        if state["secure"] is not self.secure:
+            raise ValueError(f"{name} has secure={state['secure']!r}, this engine secure_rng={self.secure}")
+        if self.secure:
+            if state["seed"] is not None:
+                raise ValueError(f"{name}.seed must be None for secure noise, got {state['seed']!r}")
+            return None
+        return check_seed(f"{name}.seed", state["seed"])
+
     def load_state_dict(self, state: dict) -> None:
-        if bool(state["secure"]) != self.secure:
-            raise ValueError(f"noise state has secure={state['secure']}, this engine secure_rng={self.secure}")
-        self.seed = None if state["seed"] is None else int(state["seed"])
+        """Restore the seed (validated first: a refused state changes nothing)."""
+        self.seed = self.check_state(state)
 
 
 def benchmark_noise(num_values: int = 1_000_000, repeats: int = 5) -> dict[str, float]:

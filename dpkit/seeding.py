@@ -8,11 +8,25 @@ workers).
 from __future__ import annotations
 
 import secrets
+from numbers import Integral
 
 import numpy as np
 
 SAMPLER_STREAM = 0
 NOISE_STREAM = 1
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
+
+
+def check_seed(name: str, value: object, *, optional: bool = False) -> int | None:
+    """A seed: a whole number in [0, 2**64 - 1] (or, with ``optional``, None: a fresh seed is drawn)."""
+    if value is None and optional:
+        return None
+    allowed = "None or a whole number" if optional else "a whole number"
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be {allowed} in [0, 2**64 - 1], got {value!r}")
+    if not 0 <= int(value) <= MAX_SEED:
+        raise ValueError(f"{name} must be {allowed} in [0, 2**64 - 1], got {value!r}")
+    return int(value)
 
 
 def new_seed() -> int:
