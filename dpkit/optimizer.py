@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch.optim import Optimizer
 
 from dpkit.accountants import DpEvent, GaussianEvent, NonPrivateEvent, PoissonSampledEvent
-from dpkit.accountants.validation import check_nonnegative
+from dpkit.accountants.validation import check_nonnegative, check_positive, check_probability
 from dpkit.grad_sample.clipping import ClippingPolicy
 from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine
 from dpkit.noise import GaussianNoise
@@ -77,18 +77,18 @@ class DPOptimizer(Optimizer):
         noise: GaussianNoise,
         ledger: StepLedger | None = None,
     ):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if not (expected_batch_size > 0):
-            raise ValueError(f"expected_batch_size must be in (0, inf), got {expected_batch_size!r}")
-        if not (0 < sample_rate <= 1):
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        if isinstance(optimizer, DPOptimizer) or not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a plain torch.optim.Optimizer, got {type(optimizer).__name__}")
+        expected_batch_size = check_positive("expected_batch_size", expected_batch_size)
+        sample_rate = check_probability("sample_rate", sample_rate)
+        noise_multiplier = check_nonnegative("noise_multiplier", noise_multiplier)
+        check_noise_scale(noise_multiplier, clipping.sensitivity, expected_batch_size, engine.params)
         self.original_optimizer = optimizer
         self.engine = engine
         self.clipping = clipping
-        self.noise_multiplier = check_nonnegative("noise_multiplier", noise_multiplier)
-        self.expected_batch_size = float(expected_batch_size)
-        self.sample_rate = float(sample_rate)
+        self.noise_multiplier = noise_multiplier
+        self.expected_batch_size = expected_batch_size
+        self.sample_rate = sample_rate
         self.noise = noise
         self.ledger = ledger
         self.steps_taken = 0
@@ -239,6 +239,8 @@ class DPOptimizer(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
+        if closure is not None and not callable(closure):
+            raise TypeError(f"closure must be None or a callable returning the loss, got {closure!r}")
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -252,6 +254,21 @@ class DPOptimizer(Optimizer):
         # The wrapped step may legitimately touch .grad in place: remember the versions it left.
         self._written = {i: (g, g._version) for i, (g, _) in self._written.items()}
         return loss
+
+
+def check_noise_scale(
+    noise_multiplier: float, sensitivity: float, expected_batch_size: float, params: Sequence[torch.Tensor]
+) -> None:
+    """The noise std of a gradient coordinate, ``noise_multiplier * sensitivity / expected_batch_size``, times 40
+    (no draw exceeds 40 standard deviations) must be finite in every parameter's dtype: else the step would write
+    inf into the parameters without a word."""
+    std = noise_multiplier * sensitivity / expected_batch_size
+    limit = min(torch.finfo(p.dtype).max for p in params) / 40
+    if not std <= limit:
+        raise ValueError(
+            f"noise_multiplier * max_grad_norm / expected batch size must be at most {limit:.3g} (the largest noise "
+            f"std the parameters' dtype holds), got {noise_multiplier:g} * {sensitivity:g} / {expected_batch_size:g}"
+        )
 
 
 def warn_no_noise(stacklevel: int = 3) -> None:

@@ -46,7 +46,7 @@ from dpkit.data import check_map_style, expected_batch_size, poisson_data_loader
 from dpkit.grad_sample import ClippingPolicy, FlatClipping, PerLayerClipping, available_engines, create_engine
 from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine
 from dpkit.noise import GaussianNoise
-from dpkit.optimizer import DPOptimizer, warn_no_noise
+from dpkit.optimizer import DPOptimizer, check_noise_scale, warn_no_noise
 from dpkit.seeding import check_seed, new_seed
 
 CLIPPING_MODES = ("flat", "per_layer")
@@ -353,11 +353,14 @@ class PrivacyEngine:
         )
         sampling = _sampled_loader(data_loader, poisson_sampling, seed=self.seed, secure=self.secure_rng)
         sigma, budget = _noise_multiplier(checked.noise, sampling, self._accountant)
-        if budget is not None:
-            self.budget = budget
-        self.engine = _attached_engine(
+        check_noise_scale(sigma, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
+        # Everything is checked: from here on the module, the optimizer and this engine change.
+        engine = _attached_engine(
             self.grad_sample_engine, module, checked.params, loss_reduction, checked.max_physical_batch_size
         )
+        if budget is not None:
+            self.budget = budget
+        self.engine = engine
         self.optimizer = DPOptimizer(
             optimizer,
             engine=self.engine,

@@ -440,9 +440,13 @@ def test_layer_inputs_must_be_batch_first(layer):
     model = SeqFirst()
     engine = create_engine("bookkeeping", model, trainable(model))
     engine.attach()
-    loss_of(model(torch.randn(4, 5, 3))).backward()
-    with pytest.raises(RuntimeError, match=r"module fc: .*batch.*grad_sample_engine='functorch'"):
-        engine.clipped_sum(FlatClipping(1.0))
+    # refused at the layer's call (before the backward pass or the step)
+    with pytest.raises(
+        ValueError,
+        match=r"module fc \(\w+\) returned shape \(5, 4, \d\), not \[batch, ...\] with batch = 4.*"
+        r"grad_sample_engine='functorch'",
+    ):
+        model(torch.randn(4, 5, 3))
     engine.detach()
 
 

@@ -135,6 +135,14 @@ class _CallTap:
         self.unit, self.batch, self.inputs = unit, batch, inputs
 
     def __call__(self, out: torch.Tensor, record: Record, kept: torch.Tensor | None = None) -> torch.Tensor:
+        if out.dim() < 2 or out.shape[0] != self.batch:
+            u = self.unit
+            raise ValueError(
+                f"module {u.path or '<root>'} ({type(u.module).__name__}) returned shape {tuple(out.shape)}, not "
+                f"[batch, ...] with batch = {self.batch} (the first dimension of the model's first tensor "
+                "argument): inputs must be batched (one example: x.unsqueeze(0)), and every layer with "
+                "parameters must see batch-first activations (else use PrivacyEngine(grad_sample_engine='functorch'))"
+            )
         self.unit.records.append(record)
         return _tap(out, self.unit.anchor, record, self.inputs, kept)
 
@@ -208,7 +216,11 @@ class _FallbackUnit(_Unit):
         else:
             xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]  # not detached: input grads flow
             out_leaves, out_spec = vmap_in_chunks(
-                lambda xs: self._run(call, params, xs), xs_all, self.engine.chunks(batch), call.rng_states
+                lambda xs: self._run(call, params, xs),
+                xs_all,
+                self.engine.chunks(batch),
+                call.rng_states,
+                f"module {self.path or '<root>'} ({type(self.module).__name__})",
             )
         for j, o in enumerate(out_leaves):
             if not isinstance(o, torch.Tensor):

@@ -143,7 +143,11 @@ class FunctorchEngine(GradSampleEngine):
             xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]
             with torch.no_grad():
                 out_leaves, out_spec = vmap_in_chunks(
-                    lambda xs: self._run(call, None, xs), xs_all, self.chunks(batch), call.rng_states
+                    lambda xs: self._run(call, None, xs),
+                    xs_all,
+                    self.chunks(batch),
+                    call.rng_states,
+                    f"{type(self.module).__name__}.forward",
                 )
             tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
         outputs: list[torch.Tensor | None] = []
