@@ -280,8 +280,9 @@ def warn_no_noise(stacklevel: int = 3) -> None:
     )
 
 
-def warn_nonfinite(count: int, batch_size: int, step: int, stacklevel: int = 4) -> None:
-    """Warn that ``count`` of ``batch_size`` examples of step ``step`` were left out (NaN or inf gradient)."""
+def warn_nonfinite(count: int, batch_size: int, step: int, stacklevel: int = 5) -> None:
+    """Warn that ``count`` of ``batch_size`` examples of step ``step`` were left out (NaN or inf gradient);
+    ``stacklevel`` 5 names the line that called ``DPOptimizer.step`` (through ``pre_step`` and ``torch.no_grad``)."""
     warnings.warn(
         f"{count} of {batch_size} examples of step {step} had a NaN or inf gradient and contributed nothing to the "
         "step (the step is that of the batch without them); look for non-finite inputs or a loss that overflows",

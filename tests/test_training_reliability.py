@@ -251,6 +251,34 @@ def test_stepping_the_original_optimizer_is_refused():
     original.step()
 
 
+@pytest.mark.parametrize("engine_name", ["bookkeeping", "functorch"])
+def test_a_step_without_backward_is_refused(engine_name):
+    _, m, o = private(engine_name)
+    ids, x = batch()
+    before = [p.detach().clone() for p in m.parameters()]
+    o.zero_grad()
+    m(ids, x)  # forgot loss.backward()
+    with pytest.raises(RuntimeError, match=r"after a forward pass on 5 examples that no backward pass reached"):
+        o.step()
+    assert o.steps_taken == 0
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, m.parameters(), strict=True))
+    o.zero_grad()
+    m(ids[:0], x[:0]).sum().backward()  # an empty batch is a valid (noise-only) step
+    o.step()
+    assert o.steps_taken == 1
+
+
+def test_the_warning_names_the_line_that_stepped():
+    _, m, o = private()
+    ids, x = batch()
+    x[1, 0, 0] = math.nan
+    o.zero_grad()
+    loss_of(m(ids, x)).backward()
+    with pytest.warns(NonFiniteGradientWarning) as caught:
+        o.step()
+    assert caught[0].filename == __file__
+
+
 def test_gradients_are_formed_at_the_step_and_exposed_after_it():
     engine, m, o, dl, _ = small()
     x, y = next(iter(dl))

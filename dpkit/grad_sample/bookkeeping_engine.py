@@ -47,7 +47,14 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, finite_rows, flat_views, register_engine
+from dpkit.grad_sample.engine import (
+    ClippedSum,
+    GradSampleEngine,
+    finite_rows,
+    flat_views,
+    no_backward_error,
+    register_engine,
+)
 from dpkit.grad_sample.layers import AnyRule, GradRecord, Instantiated, Prepared, Record, Tap, rule_for
 from dpkit.grad_sample.vmap_calls import (
     RngState,
@@ -443,6 +450,8 @@ class BookkeepingEngine(GradSampleEngine):
         if batch == 0:
             return ClippedSum(sums, 0, torch.zeros(0), flat)
         contrib = self._contributions(batch)
+        if not contrib:
+            raise no_backward_error(batch)
         dtype, device = self.params[0].dtype, self.params[0].device
         cols, shared = [], {}
         for i in range(len(self.params)):

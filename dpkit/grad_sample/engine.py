@@ -97,6 +97,14 @@ class ClippedSum:
     nonfinite: int = 0  # examples left out of ``grads`` because their gradient or its norm is NaN or inf
 
 
+def no_backward_error(batch: int) -> RuntimeError:
+    """The error of a step after a forward pass on ``batch`` examples that no backward pass reached."""
+    return RuntimeError(
+        f"optimizer.step() after a forward pass on {batch} examples that no backward pass reached: call "
+        "loss.backward() before optimizer.step() (the step would add noise only and train nothing)"
+    )
+
+
 def finite_rows(sq_norms: torch.Tensor) -> torch.Tensor | None:
     """``None`` if every example's squared gradient norm (``[b]``) is finite, else the bool mask of the examples
     whose norm is: an example with a NaN or inf in its gradient (or a norm that overflows) contributes nothing to

@@ -31,7 +31,14 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, finite_rows, flat_views, register_engine
+from dpkit.grad_sample.engine import (
+    ClippedSum,
+    GradSampleEngine,
+    finite_rows,
+    flat_views,
+    no_backward_error,
+    register_engine,
+)
 from dpkit.grad_sample.vmap_calls import (
     RngState,
     example_inputs,
@@ -214,6 +221,9 @@ class FunctorchEngine(GradSampleEngine):
 
     def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
         calls = self._calls_for_step()
+        unreached = max((c.batch_size for c in self._calls), default=0)
+        if not calls and unreached:
+            raise no_backward_error(unreached)
         flat, sums = flat_views(self.params, out)
         norms = []
         nonfinite = 0
