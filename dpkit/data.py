@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset, Sampler
 from torch.utils.data.dataloader import default_collate
 
 from dpkit.accountants.validation import check_count, check_probability
-from dpkit.seeding import SAMPLER_STREAM, check_seed, derive_seed, new_seed
+from dpkit.seeding import SAMPLER_STREAM, check_seed, check_seeded_state, derive_seed, new_seed
 
 
 class PoissonBatchSampler(Sampler[list[int]]):
@@ -75,16 +75,7 @@ class PoissonBatchSampler(Sampler[list[int]]):
 
     def check_state(self, state: Any, name: str = "sampler state") -> tuple[int | None, int]:
         """``(seed, position)`` of a :meth:`state_dict` output for this sampler (a clear error otherwise)."""
-        if not isinstance(state, dict) or set(state) != {"seed", "position", "secure"}:
-            raise ValueError(f"{name} must be a dict with keys seed, position, secure; got {state!r}")
-        if state["secure"] is not self.secure:
-            raise ValueError(f"{name} has secure={state['secure']!r}, this sampler secure={self.secure}")
-        if self.secure:
-            if state["seed"] is not None:
-                raise ValueError(f"{name}.seed must be None for a secure sampler, got {state['seed']!r}")
-            seed = None
-        else:
-            seed = check_seed(f"{name}.seed", state["seed"])
+        seed = check_seeded_state(name, state, ("seed", "position", "secure"), self.secure)
         return seed, check_count(f"{name}.position", state["position"], minimum=0)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

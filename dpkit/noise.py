@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from dpkit.seeding import NOISE_STREAM, check_seed, new_seed
+from dpkit.seeding import NOISE_STREAM, check_seed, check_seeded_state, new_seed
 
 BLOCK = 1 << 16  # values per independently seeded block of seeded noise
 
@@ -143,15 +143,7 @@ class GaussianNoise:
 
     def check_state(self, state: object, name: str = "noise state") -> int | None:
         """The seed of a :meth:`state_dict` output for this noise source (a clear error otherwise)."""
-        if not isinstance(state, dict) or set(state) != {"seed", "secure"}:
-            raise ValueError(f"{name} must be a dict with keys seed, secure; got {state!r}")
-        if state["secure"] is not self.secure:
-            raise ValueError(f"{name} has secure={state['secure']!r}, this engine secure_rng={self.secure}")
-        if self.secure:
-            if state["seed"] is not None:
-                raise ValueError(f"{name}.seed must be None for secure noise, got {state['seed']!r}")
-            return None
-        return check_seed(f"{name}.seed", state["seed"])
+        return check_seeded_state(name, state, ("seed", "secure"), self.secure)
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the seed (validated first: a refused state changes nothing)."""

@@ -29,6 +29,21 @@ def check_seed(name: str, value: object, *, optional: bool = False) -> int | Non
     return int(value)
 
 
+def check_seeded_state(name: str, state: object, keys: tuple[str, ...], secure: bool) -> int | None:
+    """The seed of the state of a random source (a dict with exactly ``keys``, among them ``seed`` and ``secure``)
+    whose ``secure`` flag is ``secure``: a seed for a seeded source, None for a secure one (a clear error
+    otherwise)."""
+    if not isinstance(state, dict) or set(state) != set(keys):
+        raise ValueError(f"{name} must be a dict with keys {', '.join(keys)}; got {state!r}")
+    if state["secure"] is not secure:
+        raise ValueError(f"{name} has secure={state['secure']!r}, but this one has secure={secure}")
+    if secure:
+        if state["seed"] is not None:
+            raise ValueError(f"{name}.seed must be None for a secure source (OS CSPRNG), got {state['seed']!r}")
+        return None
+    return check_seed(f"{name}.seed", state["seed"])
+
+
 def new_seed() -> int:
     """A fresh 63-bit seed from the operating system's CSPRNG."""
     return secrets.randbits(63)

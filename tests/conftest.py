@@ -99,3 +99,39 @@ def microbatch_clipped(model: nn.Module, inputs: Sequence[torch.Tensor], c: floa
         for t, g in zip(total, per, strict=True):
             t.add_(g[i] * f)
     return total, torch.stack(norms) if norms else torch.zeros(0)
+
+
+class ScaledTanh(nn.Module):
+    """``tanh(x * scale)`` with a raw parameter: the book-keeping engine's torch.func fallback, whose last operation
+    saves its output for its backward pass."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, d))
+
+    def forward(self, x):
+        return torch.tanh(x * self.scale)
+
+
+def parameters_of(model: nn.Module) -> list[torch.Tensor]:
+    """Copies of the model's parameters (to check later that a refused call changed none)."""
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def unchanged(model: nn.Module, before: list[torch.Tensor]) -> bool:
+    return all(torch.equal(a, p.detach()) for a, p in zip(before, model.parameters(), strict=True))
+
+
+class Tied(nn.Module):
+    """Embedding tied to the output layer, and a layer used twice per forward."""
+
+    def __init__(self, vocab=7, dim=4):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.hidden = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, vocab, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        h = torch.tanh(self.hidden(self.emb(ids)))
+        return self.out(h) + self.hidden(h).sum(-1, keepdim=True)

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import loss_of, microbatch_clipped, microbatch_grads, trainable
+from conftest import ScaledTanh, Tied, loss_of, microbatch_clipped, microbatch_grads, trainable
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -336,21 +336,10 @@ def test_fallback_output_that_is_a_view_of_its_input():
     check(UsesViewOfInput(), (torch.randn(5, 3),))
 
 
-class EndsInTanh(nn.Module):
-    """A fallback module whose last operation saves its output for the backward pass (tanh)."""
-
-    def __init__(self, d):
-        super().__init__()
-        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, d))
-
-    def forward(self, x):
-        return torch.tanh(x * self.scale)
-
-
 @pytest.mark.parametrize("shape", [(5, 4), (5, 3, 4)])
 def test_fallback_module_whose_output_its_backward_needs(shape):
     torch.manual_seed(16)
-    check(nn.Sequential(nn.Linear(4, 4), EndsInTanh(4), nn.Linear(4, 2)), (torch.randn(shape),))
+    check(nn.Sequential(nn.Linear(4, 4), ScaledTanh(4), nn.Linear(4, 2)), (torch.randn(shape),))
 
 
 def test_frozen_parameters():
@@ -360,21 +349,6 @@ def test_frozen_parameters():
     model[2].bias.requires_grad_(False)
     assert len(trainable(model)) == 2
     check(model, (torch.randn(6, 4),))
-
-
-class Tied(nn.Module):
-    """Embedding tied to the output layer, and a layer used twice per forward."""
-
-    def __init__(self, vocab=7, dim=4):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.hidden = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, vocab, bias=False)
-        self.out.weight = self.emb.weight
-
-    def forward(self, ids):
-        h = torch.tanh(self.hidden(self.emb(ids)))
-        return self.out(h) + self.hidden(h).sum(-1, keepdim=True)
 
 
 def test_tied_and_reused_parameters(norm_mode):

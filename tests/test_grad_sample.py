@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import loss_of, microbatch_grads, trainable
+from conftest import Tied, loss_of, microbatch_grads, trainable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -189,19 +189,6 @@ def test_frozen_parameters_are_skipped():
     params = trainable(model)
     assert len(params) == 3
     assert_matches(model, (torch.randn(4, 4),))
-
-
-class Tied(nn.Module):
-    def __init__(self, vocab=7, dim=4):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.hidden = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, vocab, bias=False)
-        self.out.weight = self.emb.weight  # tied
-
-    def forward(self, ids):
-        h = torch.tanh(self.hidden(self.emb(ids)))
-        return self.out(h) + self.hidden(h).sum(-1, keepdim=True)  # hidden used twice as well
 
 
 def test_tied_parameters_summed_per_sample():

@@ -9,8 +9,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import parameters_of, unchanged
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import dpkit
 from dpkit.checkpoint import CheckpointError
@@ -19,6 +20,11 @@ from dpkit.noise import GaussianNoise
 from dpkit.optimizer import DPOptimizer
 
 NAN, INF = math.nan, math.inf
+
+
+class Stream(IterableDataset):
+    def __iter__(self):
+        yield torch.zeros(5), 0
 
 
 def dataset(n=40):
@@ -127,7 +133,24 @@ EPS = {"noise_multiplier": None, "target_delta": 1e-5, "epochs": 1}
         ({"clipping": None}, ValueError, r"clipping must be one of \('flat', 'per_layer'\), got None"),
         ({"loss_reduction": "none"}, ValueError, r"loss_reduction must be one of \('mean', 'sum'\), got 'none'"),
         ({"poisson_sampling": "yes"}, TypeError, "poisson_sampling must be True or False, got 'yes'"),
+        ({**EPS, "target_epsilon": 0.0}, ValueError, r"target_epsilon must be in \(0, inf\), got 0.0"),
+        ({**EPS, "target_epsilon": 1, "target_delta": 1.0}, ValueError, r"target_delta must be in \(0, 1\), got 1.0"),
+        ({**EPS, "target_epsilon": 1, "epochs": 0}, ValueError, r"epochs must be in \(0, inf\), got 0"),
+        ({"noise_multiplier": None, "target_epsilon": 1.0}, ValueError, "target_epsilon needs target_delta"),
+        ({"target_epsilon": 1.0}, ValueError, "give exactly one of noise_multiplier"),
+        ({"noise_multiplier": None}, ValueError, "give exactly one of noise_multiplier"),
+        ({"epochs": 3}, ValueError, "epochs and target_delta are only used with target_epsilon"),
+        ({"clipping": "adaptive"}, ValueError, r"clipping must be one of \('flat', 'per_layer'\), got 'adaptive'"),
+        ({"max_grad_norm": [1.0, 2.0], "clipping": "per_layer"}, ValueError, "2 per-layer thresholds but"),
+        ({"data_loader": DataLoader(Stream(), batch_size=2)}, TypeError, "IterableDataset"),
+        ({"data_loader": [1, 2]}, TypeError, "data_loader must be a torch.utils.data.DataLoader"),
+        (
+            {"optimizer": torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)},
+            ValueError,
+            r"optimizer.param_groups\[0\]\['params'\]\[0\] \(shape \(2, 2\)\) is not a parameter of module",
+        ),
         ({"module": None}, TypeError, "module must be a torch.nn.Module, got NoneType"),
+        ({"module": "model"}, TypeError, "module must be a torch.nn.Module, got str"),
         ({"optimizer": "sgd"}, TypeError, "optimizer must be a plain torch.optim.Optimizer, got str"),
         ({"data_loader": dataset()}, TypeError, "data_loader must be a torch.utils.data.DataLoader"),
         (
@@ -153,6 +176,13 @@ def test_make_private_refuses_before_changing_anything(overrides, error, match):
     engine.make_private(**arguments())  # the engine is still usable
 
 
+def test_make_private_once_per_engine():
+    engine = dpkit.PrivacyEngine(seed=0)
+    engine.make_private(**arguments())
+    with pytest.raises(RuntimeError, match="make_private was already called on this PrivacyEngine"):
+        engine.make_private(**arguments())
+
+
 # ---------------------------------------------------------------------------------------------- the training step
 @pytest.mark.parametrize("engine_name", ["bookkeeping", "functorch"])
 @pytest.mark.parametrize(
@@ -165,13 +195,13 @@ def test_make_private_refuses_before_changing_anything(overrides, error, match):
 )
 def test_an_unbatched_input_is_refused_at_the_forward(engine_name, x, match):
     engine, m, o, _ = trained(engine_name, steps=0)
-    before = [p.detach().clone() for p in m.parameters()]
+    before = parameters_of(m)
     o.zero_grad()
     with pytest.raises(ValueError, match=match) as info:
         m(x).sum().backward()
         o.step()
     assert "\n" not in str(info.value)
-    assert engine.steps == 0 and all(torch.equal(a, b.detach()) for a, b in zip(before, m.parameters(), strict=True))
+    assert engine.steps == 0 and unchanged(m, before)
     x, y = dataset().tensors
     o.zero_grad()
     nn.functional.cross_entropy(m(x[:4]), y[:4]).backward()  # a batched input still trains
@@ -280,7 +310,7 @@ def test_poisson_data_loader(kwargs, error, match):
         ({"seed": 3, "position": -1, "secure": False}, "sampler state.position must be a whole number >= 0, got -1"),
         ({"seed": 3, "position": 1.5, "secure": False}, "sampler state.position must be a whole number >= 0"),
         ({"seed": -3, "position": 1, "secure": False}, r"sampler state.seed must be a whole number in \[0, 2\*\*64"),
-        ({"seed": 3, "position": 1, "secure": True}, "sampler state has secure=True, this sampler secure=False"),
+        ({"seed": 3, "position": 1, "secure": True}, "sampler state has secure=True, but this one has secure=False"),
     ],
 )
 def test_sampler_state_is_validated_before_it_is_assigned(state, match):
@@ -334,11 +364,10 @@ def test_checkpoint_arguments(tmp_path):
         dpkit.PrivacyEngine(seed=0).save_checkpoint(tmp_path / "ck.pt", model=m, optimizer=o)
     engine.save_checkpoint(tmp_path / "ck.pt", model=m, optimizer=o)
     (tmp_path / "short.pt").write_bytes((tmp_path / "ck.pt").read_bytes()[:100])  # a truncated file
-    before = (engine.steps, [p.detach().clone() for p in m.parameters()])
+    steps, before = engine.steps, parameters_of(m)
     with pytest.raises(CheckpointError, match=r"short.pt is not a readable checkpoint \(truncated or not a"):
         engine.load_checkpoint(tmp_path / "short.pt", model=m, optimizer=o)
-    assert engine.steps == before[0]
-    assert all(torch.equal(a, b.detach()) for a, b in zip(before[1], m.parameters(), strict=True))
+    assert engine.steps == steps and unchanged(m, before)
     with pytest.raises(RuntimeError, match="call make_private"):
         dpkit.PrivacyEngine(seed=0).load_checkpoint(tmp_path / "ck.pt", model=m, optimizer=o)
 

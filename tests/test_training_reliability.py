@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import loss_of, microbatch_clipped
+from conftest import ScaledTanh, loss_of, microbatch_clipped, parameters_of, unchanged
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -24,17 +24,6 @@ from dpkit.optimizer import NonFiniteGradientWarning
 VOCAB, SEQ, D_IN, B = 11, 5, 4, 5
 
 
-class RawScale(nn.Module):
-    """A module owning a raw parameter (the book-keeping engine's torch.func fallback)."""
-
-    def __init__(self, d):
-        super().__init__()
-        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, d))
-
-    def forward(self, h):
-        return torch.tanh(h * self.scale)
-
-
 class Mixed(nn.Module):
     """Every kind of per-example information: Embedding, sequence Linear, LayerNorm (reduced in the backward
     pass), the torch.func fallback, Conv1d, and an output layer tied to the embedding."""
@@ -44,7 +33,7 @@ class Mixed(nn.Module):
         self.emb = nn.Embedding(VOCAB, 6)
         self.inp = nn.Linear(D_IN, 6)
         self.norm = nn.LayerNorm(6)
-        self.raw = RawScale(6)
+        self.raw = ScaledTanh(6)
         self.conv = nn.Conv1d(6, 6, 3, padding=1)
         self.out = nn.Linear(6, VOCAB, bias=False)
         self.out.weight = self.emb.weight
@@ -197,7 +186,7 @@ def test_the_warning_as_an_error_refuses_the_step_before_anything_changes():
     ids, x = batch()
     x[0, 0, 0] = math.nan
     engine, m, o = private()
-    before = [p.detach().clone() for p in m.parameters()]
+    before = parameters_of(m)
     o.zero_grad()
     loss_of(m(ids, x)).backward()
     with warnings.catch_warnings():
@@ -205,7 +194,7 @@ def test_the_warning_as_an_error_refuses_the_step_before_anything_changes():
         with pytest.raises(NonFiniteGradientWarning, match="1 of 5"):
             o.step()
     assert engine.steps == 0 and engine.nonfinite_examples == 0 and engine.get_epsilon(1e-5) == 0
-    assert all(torch.equal(a, b.detach()) for a, b in zip(before, m.parameters(), strict=True))
+    assert unchanged(m, before)
     assert all(p.grad is None for p in m.parameters())
     assert dpkit.NonFiniteGradientWarning is NonFiniteGradientWarning
 
@@ -237,12 +226,12 @@ def small(seed=0):
 def test_stepping_the_original_optimizer_is_refused():
     engine, m, o, dl, original = small()
     x, y = next(iter(dl))
-    before = [p.detach().clone() for p in m.parameters()]
+    before = parameters_of(m)
     original.zero_grad()
     nn.functional.cross_entropy(m(x), y).backward()
     with pytest.raises(RuntimeError, match=r"SGD was made private by make_private: call step\(\) on .*DPOptimizer"):
         original.step()
-    assert all(torch.equal(a, b.detach()) for a, b in zip(before, m.parameters(), strict=True))
+    assert unchanged(m, before)
     o.step()  # the DP optimizer steps the wrapped one
     assert engine.steps == 1 and not all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
     engine.detach()  # a detached engine gives the optimizer back
@@ -255,13 +244,13 @@ def test_stepping_the_original_optimizer_is_refused():
 def test_a_step_without_backward_is_refused(engine_name):
     _, m, o = private(engine_name)
     ids, x = batch()
-    before = [p.detach().clone() for p in m.parameters()]
+    before = parameters_of(m)
     o.zero_grad()
     m(ids, x)  # forgot loss.backward()
     with pytest.raises(RuntimeError, match=r"after a forward pass on 5 examples that no backward pass reached"):
         o.step()
     assert o.steps_taken == 0
-    assert all(torch.equal(a, b.detach()) for a, b in zip(before, m.parameters(), strict=True))
+    assert unchanged(m, before)
     o.zero_grad()
     m(ids[:0], x[:0]).sum().backward()  # an empty batch is a valid (noise-only) step
     o.step()
@@ -282,7 +271,7 @@ def test_the_warning_names_the_line_that_stepped():
 def test_gradients_are_formed_at_the_step_and_exposed_after_it():
     engine, m, o, dl, _ = small()
     x, y = next(iter(dl))
-    before = [p.detach().clone() for p in m.parameters()]
+    before = parameters_of(m)
     o.zero_grad()
     nn.functional.cross_entropy(m(x), y).backward()
     assert all(p.grad is None for p in m.parameters()), "between backward and step there is no .grad"
