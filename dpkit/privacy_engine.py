@@ -13,7 +13,12 @@ sharing the original's parameter groups and state; the loader draws exact Poisso
 With a ``target_epsilon`` the noise is calibrated for ``epochs`` passes and the step that would exceed the
 target raises ``BudgetExceededError`` before changing anything. Checkpoints restore model, optimizer, ledger,
 sampler and noise positions and the global torch RNG: an interrupted and resumed run ends with bit-identical
-parameters.
+parameters; a checkpoint is checked completely before anything is assigned (:mod:`dpkit.checkpoint`).
+
+Reliability (:mod:`dpkit.optimizer` has the details): an example whose gradient is NaN or inf contributes exactly
+zero to its step (``NonFiniteGradientWarning``, counted in ``nonfinite_examples``); the wrapped optimizer refuses
+``step()``; a step after a forward pass that no backward pass reached is refused; inputs must be batched; every
+argument is checked before anything changes.
 """
 
 from __future__ import annotations

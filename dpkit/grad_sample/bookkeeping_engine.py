@@ -13,7 +13,10 @@ Book-Keeping (Bu et al., ICML 2023) on an unwrapped module:
 * **Step** (:meth:`clipped_sum`): per layer, each example's squared gradient norm by the ghost (Gram-matrix)
   trick or by instantiating that layer's per-example gradient, whichever is cheaper for its shapes; the clip
   factors of the policy; then per parameter one weighted matmul ``(c * G)^T A`` (or ``index_add_`` /
-  matrix-vector product) adds the clipped sum into the output buffer. No second backward pass.
+  matrix-vector product) adds the clipped sum into the output buffer. No second backward pass. When some
+  example's norm is NaN or inf (checked on the ``[B]`` norms), each layer's information is first restricted to the
+  other examples (:meth:`~dpkit.grad_sample.layers.Prepared.select`): the offending rows leave the matmuls, since a
+  zero clip factor would still give ``0 * NaN = NaN``.
 * **Fallback** modules run their forward as ``vmap`` over examples (in physical chunks, RNG state saved, so
   dropout masks replay exactly) with gradients flowing to their inputs; at step time ``vmap(grad(...))`` gives
   their per-example gradients from the tapped output gradients. Tied parameters (one tensor used by several
@@ -72,8 +75,8 @@ _SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerD
 def _tap(
     out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = (), kept: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs a tensor that owns
-    its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on sequence inputs) is
+    """A rule layer's output ``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs
+    a tensor that owns its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on sequence inputs) is
     tapped at the base and reshaped back, with no copy, unless that base belongs to one of the layer's
     ``inputs`` (a pytree; it existed before the call); any other view is copied first."""
     base = out._base

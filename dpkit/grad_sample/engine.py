@@ -9,7 +9,8 @@ The contract between an engine and the DP optimizer:
 3. ``clipped_sum(policy, out=None, weight=1.0)`` returns, for each trainable parameter, ``weight * sum_i c_i * g_i``
    where ``g_i`` is example i's gradient of its own loss term and ``c_i`` the policy's clip factor (the sum runs
    over the examples whose gradient norm is finite: an example with a NaN or inf in its gradient is removed
-   before the sum, not multiplied by zero, and counted in ``ClippedSum.nonfinite``); with
+   before the sum, not multiplied by zero, and counted in ``ClippedSum.nonfinite``; a forward pass on examples
+   that no backward pass reached is refused, :func:`no_backward_error`); with
    ``loss_reduction="mean"`` the loss is taken to be the mean over the logical batch and ``g_i`` is rescaled
    accordingly. With ``out`` (one flat buffer of all trainable parameters' values, e.g. pre-filled with the
    noise) the sums are added into it and the returned gradients are views of it. (``weight`` folds the
