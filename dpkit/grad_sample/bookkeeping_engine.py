@@ -76,9 +76,9 @@ def _tap(
     out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = (), kept: torch.Tensor | None = None
 ) -> torch.Tensor:
     """A rule layer's output ``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs
-    a tensor that owns its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on sequence inputs) is
-    tapped at the base and reshaped back, with no copy, unless that base belongs to one of the layer's
-    ``inputs`` (a pytree; it existed before the call); any other view is copied first."""
+    a tensor that owns its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on
+    sequence inputs) is tapped at the base and reshaped back, with no copy, unless that base belongs to one of the
+    layer's ``inputs`` (a pytree; it existed before the call); any other view is copied first."""
     base = out._base
     if base is None:
         return Tap.apply(out, anchor, record, kept)
