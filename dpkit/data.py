@@ -51,7 +51,8 @@ class PoissonBatchSampler(Sampler[list[int]]):
         return self.steps_per_epoch
 
     def draw(self, index: int) -> list[int]:
-        """The indices of batch number ``index``."""
+        """The indices of batch number ``index`` (>= 0)."""
+        index = check_count("index", index, minimum=0)
         if self.secure:
             seed = new_seed()
         elif self.seed is None:

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from dpkit.accountants.validation import check_count, check_nonnegative
 from dpkit.seeding import NOISE_STREAM, check_seed, check_seeded_state, new_seed
 
 BLOCK = 1 << 16  # values per independently seeded block of seeded noise
@@ -85,6 +86,7 @@ class GaussianNoise:
         """
         if buf.dim() != 1:
             raise ValueError(f"buf must be a flat (1-D) tensor, got shape {tuple(buf.shape)}")
+        std, step = _check_std_and_step(std, step)
         if self.secure:
             z = torch.from_numpy(secure_standard_normal(buf.numel()))
             return buf.copy_(z.mul_(std))
@@ -127,6 +129,7 @@ class GaussianNoise:
 
     def draw(self, like: Sequence[torch.Tensor], std: float, step: int) -> list[torch.Tensor]:
         """Noise of standard deviation ``std``, one tensor shaped like each of ``like``, for step ``step``."""
+        std, step = _check_std_and_step(std, step)
         sizes = [t.numel() for t in like]
         total = sum(sizes)
         if self.secure:
@@ -148,6 +151,10 @@ class GaussianNoise:
     def load_state_dict(self, state: dict) -> None:
         """Restore the seed (validated first: a refused state changes nothing)."""
         self.seed = self.check_state(state)
+
+
+def _check_std_and_step(std: float, step: int) -> tuple[float, int]:
+    return check_nonnegative("std", std), check_count("step", step, minimum=0)
 
 
 def benchmark_noise(num_values: int = 1_000_000, repeats: int = 5) -> dict[str, float]:

@@ -45,6 +45,7 @@ from torch.optim import Optimizer
 
 from dpkit.accountants import DpEvent, GaussianEvent, NonPrivateEvent, PoissonSampledEvent
 from dpkit.accountants.validation import check_nonnegative, check_positive, check_probability
+from dpkit.checkpoint import check_optimizer_state
 from dpkit.grad_sample.clipping import ClippingPolicy
 from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine
 from dpkit.noise import GaussianNoise
@@ -147,6 +148,9 @@ class DPOptimizer(Optimizer):
         return self.original_optimizer.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The wrapped optimizer's state, checked first (parameter groups and their sizes): a refused state changes
+        nothing."""
+        check_optimizer_state(self.original_optimizer, state_dict)
         self.original_optimizer.load_state_dict(state_dict)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -339,6 +339,33 @@ def test_noise_state_and_seed(state, match):
         GaussianNoise(-1)
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: GaussianNoise(1).fill_(torch.empty(4), -1.0, 0), r"std must be in \[0, inf\), got -1.0"),
+        (lambda: GaussianNoise(1).fill_(torch.empty(4), NAN, 0), r"std must be in \[0, inf\), got nan"),
+        (lambda: GaussianNoise(1).fill_(torch.empty(4), 1.0, -2), "step must be a whole number >= 0, got -2"),
+        (lambda: GaussianNoise(1).fill_(torch.empty(2, 2), 1.0, 0), r"buf must be a flat \(1-D\) tensor"),
+        (lambda: GaussianNoise(1).draw([torch.empty(3)], INF, 0), r"std must be in \[0, inf\), got inf"),
+        (lambda: PoissonBatchSampler(10, 0.5, 2, seed=1).draw(-1), "index must be a whole number >= 0, got -1"),
+    ],
+)
+def test_noise_and_batch_draws(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_optimizer_state_is_validated_before_it_is_assigned():
+    engine, m, o, _ = trained(steps=1)
+    state = o.state_dict()
+    before = repr(o.state_dict())
+    with pytest.raises(ValueError, match=r"optimizer state has parameter groups of sizes \[4, 4\]"):
+        o.load_state_dict({**state, "param_groups": state["param_groups"] * 2})
+    with pytest.raises(ValueError, match="optimizer state must be a dict with 'state' and 'param_groups'"):
+        o.load_state_dict({"param_groups": state["param_groups"]})
+    assert repr(o.state_dict()) == before
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("path", [None, 3, b"ck.pt", ["ck.pt"]])
 def test_checkpoint_paths_must_be_paths(tmp_path, path):
