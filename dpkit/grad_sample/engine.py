@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import torch
@@ -110,7 +111,9 @@ def finite_rows(sq_norms: torch.Tensor) -> torch.Tensor | None:
     """``None`` if every example's squared gradient norm (``[b]``) is finite, else the bool mask of the examples
     whose norm is: an example with a NaN or inf in its gradient (or a norm that overflows) contributes nothing to
     the clipped sum. One reduction over ``[b]``: the common, finite step pays nothing measurable."""
-    finite = torch.isfinite(sq_norms)
+    if math.isfinite(float(sq_norms.sum())):  # squares are >= 0: a finite sum means every one is finite
+        return None
+    finite = torch.isfinite(sq_norms)  # (a sum that overflowed with every square finite comes here too)
     return None if bool(finite.all()) else finite
 
 
