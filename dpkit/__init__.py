@@ -15,24 +15,35 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dpkit.checkpoint import CheckpointError
     from dpkit.data import PoissonBatchSampler
     from dpkit.grad_sample import IncompatibleModuleError
     from dpkit.module_fixer import fix_module
-    from dpkit.optimizer import DPOptimizer
+    from dpkit.optimizer import DPOptimizer, NonFiniteGradientWarning
     from dpkit.privacy_engine import PrivacyEngine
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "CheckpointError": "dpkit.checkpoint",
     "DPOptimizer": "dpkit.optimizer",
     "IncompatibleModuleError": "dpkit.grad_sample",
+    "NonFiniteGradientWarning": "dpkit.optimizer",
     "PoissonBatchSampler": "dpkit.data",
     "PrivacyEngine": "dpkit.privacy_engine",
     "fix_module": "dpkit.module_fixer",
 }
 
-__all__ = ["DPOptimizer", "IncompatibleModuleError", "PoissonBatchSampler", "PrivacyEngine", "fix_module"]
+__all__ = [
+    "CheckpointError",
+    "DPOptimizer",
+    "IncompatibleModuleError",
+    "NonFiniteGradientWarning",
+    "PoissonBatchSampler",
+    "PrivacyEngine",
+    "fix_module",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,8 @@ from torch.utils._pytree import tree_map
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 from torch.utils.data.dataloader import default_collate
 
-from dpkit.seeding import SAMPLER_STREAM, derive_seed, new_seed
+from dpkit.accountants.validation import check_count, check_probability
+from dpkit.seeding import SAMPLER_STREAM, check_seed, check_seeded_state, derive_seed, new_seed
 
 
 class PoissonBatchSampler(Sampler[list[int]]):
@@ -34,15 +35,15 @@ class PoissonBatchSampler(Sampler[list[int]]):
     ):
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a whole number >= 1, got {num_samples!r}")
-        if not (isinstance(sample_rate, int | float) and 0 < sample_rate <= 1):
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        sample_rate = check_probability("sample_rate", sample_rate)
         if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be a whole number >= 1, got {steps_per_epoch!r}")
+        seed, secure = _check_seed_and_secure(seed, secure)
         self.num_samples = num_samples
-        self.sample_rate = float(sample_rate)
+        self.sample_rate = sample_rate
         self.steps_per_epoch = steps_per_epoch
-        self.secure = bool(secure)
-        self.seed = None if self.secure else (new_seed() if seed is None else int(seed))
+        self.secure = secure
+        self.seed = None if self.secure else (new_seed() if seed is None else seed)
         self.position = 0  # batches drawn so far (over all epochs)
         self._generator = torch.Generator()
 
@@ -50,7 +51,8 @@ class PoissonBatchSampler(Sampler[list[int]]):
         return self.steps_per_epoch
 
     def draw(self, index: int) -> list[int]:
-        """The indices of batch number ``index``."""
+        """The indices of batch number ``index`` (>= 0)."""
+        index = check_count("index", index, minimum=0)
         if self.secure:
             seed = new_seed()
         elif self.seed is None:
@@ -72,11 +74,14 @@ class PoissonBatchSampler(Sampler[list[int]]):
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "position": self.position, "secure": self.secure}
 
+    def check_state(self, state: Any, name: str = "sampler state") -> tuple[int | None, int]:
+        """``(seed, position)`` of a :meth:`state_dict` output for this sampler (a clear error otherwise)."""
+        seed = check_seeded_state(name, state, ("seed", "position", "secure"), self.secure)
+        return seed, check_count(f"{name}.position", state["position"], minimum=0)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if bool(state["secure"]) != self.secure:
-            raise ValueError(f"sampler state has secure={state['secure']}, this sampler secure={self.secure}")
-        self.seed = None if state["seed"] is None else int(state["seed"])
-        self.position = int(state["position"])
+        """Restore seed and position (validated first: a refused state changes nothing)."""
+        self.seed, self.position = self.check_state(state)
 
 
 class EmptyBatchCollate:
@@ -141,7 +146,8 @@ def poisson_data_loader(
     of ``data_loader`` are kept; ``drop_last`` and ``shuffle`` have no meaning under Poisson sampling.
     """
     n = check_map_style(data_loader)
-    q = expected_batch_size(data_loader) / n if sample_rate is None else sample_rate
+    q = expected_batch_size(data_loader) / n if sample_rate is None else check_probability("sample_rate", sample_rate)
+    seed, secure = _check_seed_and_secure(seed, secure)
     steps = steps_per_epoch(q)
     sampler = PoissonBatchSampler(n, q, steps, seed=seed, secure=secure)
     kwargs: dict[str, Any] = {}
@@ -163,6 +169,16 @@ def poisson_data_loader(
         pin_memory_device=data_loader.pin_memory_device,
         **kwargs,
     )
+
+
+def _check_seed_and_secure(seed: object, secure: object) -> tuple[int | None, bool]:
+    """A seed (None: fresh) and the secure flag; a secure sampler cannot be seeded."""
+    if not isinstance(secure, bool):
+        raise TypeError(f"secure must be True or False, got {secure!r}")
+    checked = check_seed("seed", seed, optional=True)
+    if secure and checked is not None:
+        raise ValueError(f"seed must be None with secure=True (batches come from the OS CSPRNG), got {seed!r}")
+    return checked, secure
 
 
 def steps_per_epoch(sample_rate: float) -> int:

@@ -36,6 +36,8 @@ def fix_module(module: nn.Module) -> nn.Module:
     InstanceNorm that tracks running statistics by one that does not. Returns the module (a new one if the
     root itself was replaced). The replacements are freshly initialized: fix the model before training it.
     """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     root = _replacement(module)
     if root is not None:
         return root

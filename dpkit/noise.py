@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from dpkit.seeding import NOISE_STREAM, new_seed
+from dpkit.accountants.validation import check_count, check_nonnegative
+from dpkit.seeding import NOISE_STREAM, check_seed, check_seeded_state, new_seed
 
 BLOCK = 1 << 16  # values per independently seeded block of seeded noise
 
@@ -66,10 +67,13 @@ class GaussianNoise:
     """Draws the Gaussian noise of step ``t`` for a list of tensor shapes."""
 
     def __init__(self, seed: int | None = None, *, secure: bool = False):
-        self.secure = bool(secure)
-        if self.secure and seed is not None:
+        if not isinstance(secure, bool):
+            raise TypeError(f"secure must be True or False, got {secure!r}")
+        checked = check_seed("seed", seed, optional=True)
+        if secure and checked is not None:
             raise ValueError("seed must be None with secure_rng=True (secure noise comes from the OS CSPRNG)")
-        self.seed = None if self.secure else (new_seed() if seed is None else int(seed))
+        self.secure = secure
+        self.seed = None if self.secure else (new_seed() if checked is None else checked)
         self._generators: list[torch.Generator] = []
 
     def fill_(self, buf: torch.Tensor, std: float, step: int) -> torch.Tensor:
@@ -82,6 +86,7 @@ class GaussianNoise:
         """
         if buf.dim() != 1:
             raise ValueError(f"buf must be a flat (1-D) tensor, got shape {tuple(buf.shape)}")
+        std, step = _check_std_and_step(std, step)
         if self.secure:
             z = torch.from_numpy(secure_standard_normal(buf.numel()))
             return buf.copy_(z.mul_(std))
@@ -124,6 +129,7 @@ class GaussianNoise:
 
     def draw(self, like: Sequence[torch.Tensor], std: float, step: int) -> list[torch.Tensor]:
         """Noise of standard deviation ``std``, one tensor shaped like each of ``like``, for step ``step``."""
+        std, step = _check_std_and_step(std, step)
         sizes = [t.numel() for t in like]
         total = sum(sizes)
         if self.secure:
@@ -138,10 +144,17 @@ class GaussianNoise:
     def state_dict(self) -> dict:
         return {"seed": self.seed, "secure": self.secure}
 
+    def check_state(self, state: object, name: str = "noise state") -> int | None:
+        """The seed of a :meth:`state_dict` output for this noise source (a clear error otherwise)."""
+        return check_seeded_state(name, state, ("seed", "secure"), self.secure)
+
     def load_state_dict(self, state: dict) -> None:
-        if bool(state["secure"]) != self.secure:
-            raise ValueError(f"noise state has secure={state['secure']}, this engine secure_rng={self.secure}")
-        self.seed = None if state["seed"] is None else int(state["seed"])
+        """Restore the seed (validated first: a refused state changes nothing)."""
+        self.seed = self.check_state(state)
+
+
+def _check_std_and_step(std: float, step: int) -> tuple[float, int]:
+    return check_nonnegative("std", std), check_count("step", step, minimum=0)
 
 
 def benchmark_noise(num_values: int = 1_000_000, repeats: int = 5) -> dict[str, float]:

@@ -15,23 +15,44 @@
 
 Empty batches are valid steps (noise only). ``zero_grad()`` clears parameter gradients and the engine's
 record.
+
+Where the gradients are: between ``loss.backward()`` and ``step()`` the parameters' ``.grad`` are ``None`` (the
+engine holds what it needs to form each example's gradient; they are formed, clipped and summed at the step), so
+``torch.nn.utils.clip_grad_norm_`` there finds no gradient and returns 0: it is not needed (per-example clipping to
+``max_grad_norm`` is what DP-SGD does). After ``step()`` each ``p.grad`` holds the gradient the wrapped optimizer
+applied: the clipped, noised sum divided by the expected batch size (views of the one flat buffer the step forms;
+no copy), until the next ``zero_grad()``.
+
+Non-finite examples: an example whose per-example gradient (or its norm) is NaN or inf contributes exactly zero
+to the step (its rows are removed before the sums, the step is the step of the batch without it); the step then
+warns with :class:`NonFiniteGradientWarning` (filter it, or turn it into an error that refuses the step before
+anything changes, with ``warnings.simplefilter("error", NonFiniteGradientWarning)``) and counts those examples in
+``nonfinite_examples``. The count is a statistic of the batch, not a private release: use it for debugging.
+
+The wrapped optimizer refuses ``step()`` while it is wrapped (it would apply gradients that were never clipped or
+noised, or none at all): step the ``DPOptimizer``.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch.optim import Optimizer
 
 from dpkit.accountants import DpEvent, GaussianEvent, NonPrivateEvent, PoissonSampledEvent
-from dpkit.accountants.validation import check_nonnegative
+from dpkit.accountants.validation import check_nonnegative, check_positive, check_probability
+from dpkit.checkpoint import check_optimizer_state
 from dpkit.grad_sample.clipping import ClippingPolicy
 from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine
 from dpkit.noise import GaussianNoise
+
+
+class NonFiniteGradientWarning(UserWarning):
+    """Some examples of a step had a NaN or inf gradient and were left out of it (they contributed zero)."""
 
 
 class StepLedger(Protocol):
@@ -57,23 +78,26 @@ class DPOptimizer(Optimizer):
         noise: GaussianNoise,
         ledger: StepLedger | None = None,
     ):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if not (expected_batch_size > 0):
-            raise ValueError(f"expected_batch_size must be in (0, inf), got {expected_batch_size!r}")
-        if not (0 < sample_rate <= 1):
-            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
+        if isinstance(optimizer, DPOptimizer) or not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a plain torch.optim.Optimizer, got {type(optimizer).__name__}")
+        expected_batch_size = check_positive("expected_batch_size", expected_batch_size)
+        sample_rate = check_probability("sample_rate", sample_rate)
+        noise_multiplier = check_nonnegative("noise_multiplier", noise_multiplier)
+        check_noise_scale(noise_multiplier, clipping.sensitivity, expected_batch_size, engine.params)
         self.original_optimizer = optimizer
         self.engine = engine
         self.clipping = clipping
-        self.noise_multiplier = check_nonnegative("noise_multiplier", noise_multiplier)
-        self.expected_batch_size = float(expected_batch_size)
-        self.sample_rate = float(sample_rate)
+        self.noise_multiplier = noise_multiplier
+        self.expected_batch_size = expected_batch_size
+        self.sample_rate = sample_rate
         self.noise = noise
         self.ledger = ledger
         self.steps_taken = 0
+        self.nonfinite_examples = 0  # examples left out of the steps taken (NaN or inf gradient)
         self.last_clipped: ClippedSum | None = None  # diagnostics of the last step (norms before clipping)
         self._written: dict[int, tuple[torch.Tensor, int]] = {}
+        self._stepping_wrapped = False
+        self._refuse_handle: Any = optimizer.register_step_pre_hook(self._refuse_wrapped_step)
         # What torch.optim.Optimizer.__init__ would set and hooks/schedulers may touch.
         self._optimizer_step_pre_hooks = OrderedDict()
         self._optimizer_step_post_hooks = OrderedDict()
@@ -81,6 +105,19 @@ class DPOptimizer(Optimizer):
         self._optimizer_state_dict_post_hooks = OrderedDict()
         self._optimizer_load_state_dict_pre_hooks = OrderedDict()
         self._optimizer_load_state_dict_post_hooks = OrderedDict()
+
+    def _refuse_wrapped_step(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        """Step pre-hook on the wrapped optimizer: only this DP optimizer may step it."""
+        if not self._stepping_wrapped:
+            raise RuntimeError(
+                f"this {type(optimizer).__name__} was made private by make_private: call step() on the optimizer "
+                f"make_private returned ({self!r}); stepping this one would apply gradients that were never "
+                "clipped or noised (or none at all)"
+            )
+
+    def release(self) -> None:
+        """Let the wrapped optimizer step on its own again (``PrivacyEngine.detach`` calls it)."""
+        self._refuse_handle.remove()
 
     # ----------------------------------------------------------------- delegation
     @property
@@ -111,6 +148,9 @@ class DPOptimizer(Optimizer):
         return self.original_optimizer.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The wrapped optimizer's state, checked first (parameter groups and their sizes): a refused state changes
+        nothing."""
+        check_optimizer_state(self.original_optimizer, state_dict)
         self.original_optimizer.load_state_dict(state_dict)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -188,6 +228,8 @@ class DPOptimizer(Optimizer):
                 grads = [g.add_(z) for g, z in zip(grads, noise, strict=True)]
             for g in grads:
                 g.div_(self.expected_batch_size)
+        if clipped.nonfinite:  # before anything changes: an error filter refuses the step
+            warn_nonfinite(clipped.nonfinite, clipped.batch_size, self.steps_taken)
         self._written.clear()
         for p, g in zip(self.params, grads, strict=True):
             p.grad = g
@@ -196,19 +238,41 @@ class DPOptimizer(Optimizer):
         if self.ledger is not None:
             self.ledger.record_step(event)
         self.steps_taken += 1
+        self.nonfinite_examples += clipped.nonfinite
         self.engine.clear()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
+        if closure is not None and not callable(closure):
+            raise TypeError(f"closure must be None or a callable returning the loss, got {closure!r}")
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         self.pre_step()
-        self.original_optimizer.step()
+        self._stepping_wrapped = True
+        try:
+            self.original_optimizer.step()
+        finally:
+            self._stepping_wrapped = False
         # The wrapped step may legitimately touch .grad in place: remember the versions it left.
         self._written = {i: (g, g._version) for i, (g, _) in self._written.items()}
         return loss
+
+
+def check_noise_scale(
+    noise_multiplier: float, sensitivity: float, expected_batch_size: float, params: Sequence[torch.Tensor]
+) -> None:
+    """The noise std of a gradient coordinate, ``noise_multiplier * sensitivity / expected_batch_size``, times 40
+    (no draw exceeds 40 standard deviations) must be finite in every parameter's dtype: else the step would write
+    inf into the parameters without a word."""
+    std = noise_multiplier * sensitivity / expected_batch_size
+    limit = min(torch.finfo(p.dtype).max for p in params) / 40
+    if not std <= limit:
+        raise ValueError(
+            f"noise_multiplier * max_grad_norm / expected batch size must be at most {limit:.3g} (the largest noise "
+            f"std the parameters' dtype holds), got {noise_multiplier:g} * {sensitivity:g} / {expected_batch_size:g}"
+        )
 
 
 def warn_no_noise(stacklevel: int = 3) -> None:
@@ -216,5 +280,16 @@ def warn_no_noise(stacklevel: int = 3) -> None:
     warnings.warn(
         "noise_multiplier=0: training is NOT private (epsilon is infinite); use it for debugging only",
         UserWarning,
+        stacklevel=stacklevel,
+    )
+
+
+def warn_nonfinite(count: int, batch_size: int, step: int, stacklevel: int = 5) -> None:
+    """Warn that ``count`` of ``batch_size`` examples of step ``step`` were left out (NaN or inf gradient);
+    ``stacklevel`` 5 names the line that called ``DPOptimizer.step`` (through ``pre_step`` and ``torch.no_grad``)."""
+    warnings.warn(
+        f"{count} of {batch_size} examples of step {step} had a NaN or inf gradient and contributed nothing to the "
+        "step (the step is that of the batch without them); look for non-finite inputs or a loss that overflows",
+        NonFiniteGradientWarning,
         stacklevel=stacklevel,
     )

@@ -13,7 +13,12 @@ sharing the original's parameter groups and state; the loader draws exact Poisso
 With a ``target_epsilon`` the noise is calibrated for ``epochs`` passes and the step that would exceed the
 target raises ``BudgetExceededError`` before changing anything. Checkpoints restore model, optimizer, ledger,
 sampler and noise positions and the global torch RNG: an interrupted and resumed run ends with bit-identical
-parameters.
+parameters; a checkpoint is checked completely before anything is assigned (:mod:`dpkit.checkpoint`).
+
+Reliability (:mod:`dpkit.optimizer` has the details): an example whose gradient is NaN or inf contributes exactly
+zero to its step (``NonFiniteGradientWarning``, counted in ``nonfinite_examples``); the wrapped optimizer refuses
+``step()``; a step after a forward pass that no backward pass reached is refused; inputs must be batched; every
+argument is checked before anything changes.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -30,6 +36,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from dpkit import checkpoint
 from dpkit.accountants import (
     DpEvent,
     PrivacyAccountant,
@@ -39,14 +46,14 @@ from dpkit.accountants import (
     create_accountant,
 )
 from dpkit.accountants.validation import check_count, check_delta, check_nonnegative, check_positive
+from dpkit.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_extra, check_path
 from dpkit.data import check_map_style, expected_batch_size, poisson_data_loader
 from dpkit.grad_sample import ClippingPolicy, FlatClipping, PerLayerClipping, available_engines, create_engine
 from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine
 from dpkit.noise import GaussianNoise
-from dpkit.optimizer import DPOptimizer, warn_no_noise
-from dpkit.seeding import new_seed
+from dpkit.optimizer import DPOptimizer, check_noise_scale, warn_no_noise
+from dpkit.seeding import check_seed, new_seed
 
-CHECKPOINT_FORMAT = "dpkit-checkpoint/1"
 CLIPPING_MODES = ("flat", "per_layer")
 
 
@@ -259,8 +266,7 @@ class PrivacyEngine:
             raise ValueError(f"accountant must be one of {available_accountants()}, got {accountant!r}")
         if not isinstance(secure_rng, bool):
             raise TypeError(f"secure_rng must be True or False, got {secure_rng!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be None or a whole number >= 0, got {seed!r}")
+        seed = check_seed("seed", seed, optional=True)
         if secure_rng and seed is not None:
             raise ValueError("seed must be None with secure_rng=True (the OS CSPRNG cannot be seeded)")
         if grad_sample_engine not in available_engines():
@@ -298,6 +304,11 @@ class PrivacyEngine:
     @property
     def steps(self) -> int:
         return 0 if self.optimizer is None else self.optimizer.steps_taken
+
+    @property
+    def nonfinite_examples(self) -> int:
+        """Examples left out of the steps taken because their gradient was NaN or inf (see :mod:`dpkit.optimizer`)."""
+        return 0 if self.optimizer is None else self.optimizer.nonfinite_examples
 
     @property
     def noise_multiplier(self) -> float | None:
@@ -347,11 +358,14 @@ class PrivacyEngine:
         )
         sampling = _sampled_loader(data_loader, poisson_sampling, seed=self.seed, secure=self.secure_rng)
         sigma, budget = _noise_multiplier(checked.noise, sampling, self._accountant)
-        if budget is not None:
-            self.budget = budget
-        self.engine = _attached_engine(
+        check_noise_scale(sigma, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
+        # Everything is checked: from here on the module, the optimizer and this engine change.
+        engine = _attached_engine(
             self.grad_sample_engine, module, checked.params, loss_reduction, checked.max_physical_batch_size
         )
+        if budget is not None:
+            self.budget = budget
+        self.engine = engine
         self.optimizer = DPOptimizer(
             optimizer,
             engine=self.engine,
@@ -376,9 +390,12 @@ class PrivacyEngine:
         return module, self.optimizer, sampling.loader
 
     def detach(self) -> None:
-        """Give the module back its ordinary forward (the DP optimizer stops working)."""
+        """Give the module back its ordinary forward and the wrapped optimizer its own ``step`` (the DP optimizer
+        stops working)."""
         if self.engine is not None:
             self.engine.detach()
+        if self.optimizer is not None:
+            self.optimizer.release()
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -389,6 +406,7 @@ class PrivacyEngine:
         return {
             "config": self._config,
             "steps": self.optimizer.steps_taken,
+            "nonfinite_examples": self.optimizer.nonfinite_examples,
             "budget": None if self.budget is None else self.budget.state_dict(),
             "accountant": self.accountant.state_dict(),
             "noise": self.noise.state_dict(),
@@ -396,58 +414,114 @@ class PrivacyEngine:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; everything is validated first (a refused state changes nothing)."""
+        self._checked_state(state)()
+
+    def _checked_state(self, state: Any) -> Callable[[], None]:
+        """Validate an engine state completely; return the function that assigns it."""
         if self.optimizer is None:
             raise RuntimeError("call make_private (with the same settings) before loading a checkpoint")
-        for key, value in state["config"].items():
-            mine: Any = self._config.get(key)
-            same = math.isclose(mine, value, rel_tol=1e-12) if isinstance(value, float) else mine == value
+        optimizer = self.optimizer
+        keys = {"config", "steps", "budget", "accountant", "noise", "sampler"}
+        if not isinstance(state, dict) or not keys <= set(state):
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"engine state must be a dict with keys {sorted(keys)}, got {found}")
+        config = state["config"]
+        if not isinstance(config, dict) or set(config) != set(self._config):
+            raise ValueError(f"engine state config must have the keys {sorted(self._config)}, got {config!r}")
+        for key, value in config.items():
+            mine: Any = self._config[key]
+            if isinstance(value, float) and isinstance(mine, float):
+                same = math.isclose(mine, value, rel_tol=1e-12)
+            else:
+                same = type(mine) is type(value) and mine == value
             if not same:
                 raise ValueError(
                     f"checkpoint was made with {key}={value!r} but this engine has {key}={mine!r}; call "
                     "make_private with the settings of the checkpointed run"
                 )
+        steps = check_count("engine state steps", state["steps"], minimum=0)
+        nonfinite = check_count("engine state nonfinite_examples", state.get("nonfinite_examples", 0), minimum=0)
         if (state["budget"] is None) != (self.budget is None):
             raise ValueError("checkpoint and engine disagree on whether a target_epsilon budget is enforced")
-        if self.budget is not None:
-            self.budget.load_state_dict(state["budget"])
+        if self.budget is not None:  # each load_state_dict validates completely before it assigns
+            budget = self.budget
+            probe = PrivacyBudget(budget.target_epsilon, budget.target_delta, accountant=budget.accountant.fresh())
+            probe.load_state_dict(state["budget"])
+            load_ledger: Callable[[], None] = lambda: budget.load_state_dict(state["budget"])  # noqa: E731
         else:
-            self._accountant.load_state_dict(state["accountant"])
-        self.noise.load_state_dict(state["noise"])
-        self.optimizer.steps_taken = int(state["steps"])
+            probe_acc = self._accountant.fresh()
+            probe_acc.load_state_dict(state["accountant"], "engine state accountant")
+            load_ledger = lambda: self._accountant.load_state_dict(state["accountant"])  # noqa: E731
+        noise_seed = self.noise.check_state(state["noise"], "engine state noise")
         sampler: Any = getattr(self.data_loader, "batch_sampler", None)
-        if state["sampler"] is not None and hasattr(sampler, "load_state_dict"):
-            sampler.load_state_dict(state["sampler"])
-            # One batch per step: continue with the batch after the last step taken (prefetching workers may
-            # have drawn further ahead when the checkpoint was written).
-            sampler.position = int(state["steps"])
-        self.optimizer.engine.clear()  # the engine of make_private
+        restore_sampler = state["sampler"] is not None and hasattr(sampler, "check_state")
+        sampler_seed = sampler.check_state(state["sampler"], "engine state sampler")[0] if restore_sampler else None
+
+        def assign() -> None:
+            load_ledger()
+            self.noise.seed = noise_seed
+            optimizer.steps_taken = steps
+            optimizer.nonfinite_examples = nonfinite
+            if restore_sampler:
+                # One batch per step: continue with the batch after the last step taken (prefetching workers may
+                # have drawn further ahead when the checkpoint was written).
+                sampler.seed, sampler.position = sampler_seed, steps
+            optimizer.engine.clear()  # the engine of make_private
+
+        return assign
 
     def save_checkpoint(
-        self, path, *, model: nn.Module, optimizer: Optimizer, extra: dict[str, Any] | None = None
+        self, path: str | os.PathLike[str], *, model: nn.Module, optimizer: Optimizer, extra: Any = None
     ) -> None:
-        """Write model, optimizer, engine state and the global torch RNG to ``path`` (``torch.save``).
+        """Write model, optimizer, engine state and the global torch RNG to ``path`` (``torch.save`` to a temporary
+        file renamed to ``path``: an interrupted save never leaves a truncated checkpoint). :meth:`load_checkpoint`
+        takes the same path. ``extra`` may hold None, bools, numbers, strings, tensors and lists / tuples / dicts
+        of them (what ``torch.load(weights_only=True)`` reads back).
 
         Checkpoints contain the noise seed: whoever holds one can recompute the noise. Keep them private.
         """
-        torch.save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "dpkit": json.dumps(self.state_dict()),
-                "extra": extra,
-            },
-            path,
-        )
+        target = check_path("path", path)
+        _check_model_and_optimizer(model, optimizer)
+        check_extra(extra)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "dpkit": json.dumps(self.state_dict()),
+            "extra": extra,
+        }
+        checkpoint.write(target, payload)
 
-    def load_checkpoint(self, path, *, model: nn.Module, optimizer: Optimizer) -> dict[str, Any] | None:
-        """Restore what :meth:`save_checkpoint` wrote (``torch.load(weights_only=True)``); returns extra."""
-        data = torch.load(path, weights_only=True)
-        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a dpkit checkpoint ({CHECKPOINT_FORMAT})")
-        self.load_state_dict(json.loads(data["dpkit"]))
+    def load_checkpoint(self, path: str | os.PathLike[str], *, model: nn.Module, optimizer: Optimizer) -> Any:
+        """Restore what :meth:`save_checkpoint` wrote to ``path`` (``torch.load(weights_only=True)``); returns extra.
+
+        Everything is checked before anything is assigned: the file's structure, the engine state against this
+        engine's settings, the model and optimizer states against ``model`` and ``optimizer`` (keys, shapes,
+        parameter groups). A refused checkpoint raises :class:`~dpkit.checkpoint.CheckpointError` (a
+        ``ValueError``) in one line naming the file, and changes nothing.
+        """
+        source = check_path("path", path)
+        _check_model_and_optimizer(model, optimizer)
+        data = checkpoint.read(source)
+        try:
+            assign = self._checked_state(data["dpkit"])
+            checkpoint.check_model_state(model, data["model"])
+            checkpoint.check_optimizer_state(optimizer, data["optimizer"])
+            checkpoint.check_rng_state(data["torch_rng"])
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{source}: {e}") from None
+        # everything is valid: assign
         model.load_state_dict(data["model"])
         optimizer.load_state_dict(data["optimizer"])
+        assign()
         torch.set_rng_state(data["torch_rng"])
         return data["extra"]
+
+
+def _check_model_and_optimizer(model: object, optimizer: object) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")

@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import ScaledTanh, Tied, loss_of, microbatch_clipped, microbatch_grads, trainable
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -20,47 +21,6 @@ from dpkit.grad_sample.layers import GradRecord, PositionSumRecord, ReducedRecor
 from dpkit.privacy_engine import PrivacyEngine
 
 RTOL, ATOL = 1e-5, 1e-9  # float64 models: the engines agree far beyond this
-
-
-def first(out):
-    return out[0] if isinstance(out, tuple) else out
-
-
-def loss_of(out, reduction="sum"):
-    """A nonlinear per-example loss, summed or averaged over the batch."""
-    out = first(out)
-    flat = out.flatten(1) if out.dim() > 1 else out.unsqueeze(1)
-    per = (flat.sin() * (1 + flat) ** 2).sum(1)
-    return per.sum() if reduction == "sum" else per.mean()
-
-
-def trainable(model):
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def microbatch(model, inputs):
-    """Per-example gradients, one example at a time through ordinary autograd: list over examples."""
-    params = trainable(model)
-    out = []
-    for i in range(inputs[0].shape[0]):
-        g = torch.autograd.grad(
-            loss_of(model(*[x[i : i + 1] for x in inputs])), params, allow_unused=True, materialize_grads=True
-        )
-        out.append([t.detach() for t in g])
-    return out
-
-
-def microbatch_clipped(model, inputs, c):
-    params = trainable(model)
-    total = [torch.zeros_like(p) for p in params]
-    norms = []
-    for g in microbatch(model, inputs):
-        norm = torch.sqrt(sum(t.pow(2).sum() for t in g))
-        norms.append(norm)
-        f = min(1.0, c / (float(norm) + 1e-6))
-        for t, gi in zip(total, g, strict=True):
-            t.add_(gi * f)
-    return total, torch.stack(norms)
 
 
 def engine_clipped(name, model, inputs, policy, reduction="sum", chunk=None):
@@ -376,6 +336,12 @@ def test_fallback_output_that_is_a_view_of_its_input():
     check(UsesViewOfInput(), (torch.randn(5, 3),))
 
 
+@pytest.mark.parametrize("shape", [(5, 4), (5, 3, 4)])
+def test_fallback_module_whose_output_its_backward_needs(shape):
+    torch.manual_seed(16)
+    check(nn.Sequential(nn.Linear(4, 4), ScaledTanh(4), nn.Linear(4, 2)), (torch.randn(shape),))
+
+
 def test_frozen_parameters():
     torch.manual_seed(8)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
@@ -383,21 +349,6 @@ def test_frozen_parameters():
     model[2].bias.requires_grad_(False)
     assert len(trainable(model)) == 2
     check(model, (torch.randn(6, 4),))
-
-
-class Tied(nn.Module):
-    """Embedding tied to the output layer, and a layer used twice per forward."""
-
-    def __init__(self, vocab=7, dim=4):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.hidden = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, vocab, bias=False)
-        self.out.weight = self.emb.weight
-
-    def forward(self, ids):
-        h = torch.tanh(self.hidden(self.emb(ids)))
-        return self.out(h) + self.hidden(h).sum(-1, keepdim=True)
 
 
 def test_tied_and_reused_parameters(norm_mode):
@@ -419,11 +370,24 @@ def test_empty_batch():
     engine.detach()
 
 
+@pytest.mark.parametrize("engine_name", ["bookkeeping", "functorch"])
+def test_empty_batch_of_sequences(engine_name):
+    # Layers that reduce in the backward pass (norms, sequence Linear with a bias) on an empty Poisson batch.
+    torch.manual_seed(17)
+    model = nn.Sequential(nn.Linear(3, 6), nn.LayerNorm(6), nn.Linear(6, 4), nn.RMSNorm(4))
+    engine = create_engine(engine_name, model, trainable(model))
+    engine.attach()
+    loss_of(model(torch.randn(0, 5, 3))).backward()
+    cs = engine.clipped_sum(FlatClipping(1.0))
+    engine.detach()
+    assert cs.batch_size == 0 and all(float(g.abs().sum()) == 0 for g in cs.grads)
+
+
 def test_per_layer_clipping_and_per_sample_gradients():
     torch.manual_seed(11)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
     x = torch.randn(6, 2, 4, dtype=torch.float64)
-    per = [torch.stack(g) for g in zip(*microbatch(model, (x,)), strict=True)]
+    per = microbatch_grads(model, (x,))
     policy = PerLayerClipping([0.3, 0.2, 0.5, 0.1], 4)
     bk = engine_clipped("bookkeeping", model, (x,), policy)
     fn = engine_clipped("functorch", model, (x,), policy)
@@ -450,9 +414,13 @@ def test_layer_inputs_must_be_batch_first(layer):
     model = SeqFirst()
     engine = create_engine("bookkeeping", model, trainable(model))
     engine.attach()
-    loss_of(model(torch.randn(4, 5, 3))).backward()
-    with pytest.raises(RuntimeError, match=r"module fc: .*batch.*grad_sample_engine='functorch'"):
-        engine.clipped_sum(FlatClipping(1.0))
+    # refused at the layer's call (before the backward pass or the step)
+    with pytest.raises(
+        ValueError,
+        match=r"module fc \(\w+\) returned shape \(5, 4, \d\), not \[batch, ...\] with batch = 4.*"
+        r"grad_sample_engine='functorch'",
+    ):
+        model(torch.randn(4, 5, 3))
     engine.detach()
 
 

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from conftest import Tied, loss_of, microbatch_grads, trainable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -17,37 +18,6 @@ from dpkit.module_fixer import fix_module
 
 ATOL, RTOL = 1e-5, 1e-4
 SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def first_output(out):
-    return out[0] if isinstance(out, tuple) else out
-
-
-def loss_of(out: torch.Tensor, reduction: str) -> torch.Tensor:
-    """A nonlinear per-example loss, summed or averaged over the batch."""
-    out = first_output(out)
-    flat = out.flatten(1) if out.dim() > 1 else out.unsqueeze(1)
-    per = (flat.sin() * (1 + flat) ** 2).sum(1)
-    return per.sum() if reduction == "sum" else per.mean()
-
-
-def trainable(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def microbatch_grads(model, params, inputs):
-    """Reference: one example at a time through the ordinary autograd path."""
-    batch = inputs[0].shape[0]
-    per = [[] for _ in params]
-    for i in range(batch):
-        for p in params:
-            p.grad = None
-        loss_of(model(*[x[i : i + 1] for x in inputs]), "sum").backward()
-        for k, p in enumerate(params):
-            per[k].append(torch.zeros_like(p) if p.grad is None else p.grad.clone())
-    for p in params:
-        p.grad = None
-    return [torch.stack(g) if g else p.new_zeros((0, *p.shape)) for g, p in zip(per, params, strict=True)]
 
 
 def engine_grads(model, params, inputs, reduction="sum", max_physical_batch_size=None):
@@ -66,7 +36,7 @@ def engine_grads(model, params, inputs, reduction="sum", max_physical_batch_size
 
 def assert_matches(model, inputs, reduction="sum", max_physical_batch_size=None):
     params = trainable(model)
-    ref = microbatch_grads(model, params, inputs)
+    ref = microbatch_grads(model, inputs)
     got = engine_grads(model, params, inputs, reduction, max_physical_batch_size)
     assert len(got) == len(ref)
     for g, r in zip(got, ref, strict=True):
@@ -219,19 +189,6 @@ def test_frozen_parameters_are_skipped():
     params = trainable(model)
     assert len(params) == 3
     assert_matches(model, (torch.randn(4, 4),))
-
-
-class Tied(nn.Module):
-    def __init__(self, vocab=7, dim=4):
-        super().__init__()
-        self.emb = nn.Embedding(vocab, dim)
-        self.hidden = nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, vocab, bias=False)
-        self.out.weight = self.emb.weight  # tied
-
-    def forward(self, ids):
-        h = torch.tanh(self.hidden(self.emb(ids)))
-        return self.out(h) + self.hidden(h).sum(-1, keepdim=True)  # hidden used twice as well
 
 
 def test_tied_parameters_summed_per_sample():

@@ -1,4 +1,5 @@
-"""PrivacyEngine / DPOptimizer: clipping, noise, scaling, accounting, chunks, budget, resume, bad input."""
+"""PrivacyEngine / DPOptimizer: clipping, noise, scaling, accounting, chunks, budget, resume (bad input: in
+tests/test_training_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import microbatch_clipped
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from dpkit.accountants import BudgetExceededError, create_accountant, dpsgd_event
 from dpkit.grad_sample import IncompatibleModuleError
@@ -57,21 +59,6 @@ def step(model, optimizer, x, y, reduction="mean"):
     optimizer.step()
 
 
-def clipped_reference(model, x, y, c):
-    """Micro-batch loop: sum over examples of each example's gradient clipped to norm c."""
-    params = list(model.parameters())
-    total = [torch.zeros_like(p) for p in params]
-    norms = []
-    for i in range(len(y)):
-        g = torch.autograd.grad(nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), params)
-        norm = torch.sqrt(sum(t.pow(2).sum() for t in g))
-        norms.append(norm)
-        f = min(1.0, c / (float(norm) + 1e-6))
-        for t, gi in zip(total, g, strict=True):
-            t.add_(gi * f)
-    return total, torch.stack(norms)
-
-
 def test_make_private_returns_the_same_module_and_three_values():
     engine, m, o, dl = setup()
     assert type(m) is Net and m.describe() == "net" and isinstance(m.fc1, nn.Linear)
@@ -88,7 +75,9 @@ def test_noise_zero_equals_clipped_microbatch_loop(reduction):
     x, y = x[:13], y[:13]
     # Reference gradients before the step (the engine is bypassed in no-engine mode by detaching it).
     engine.detach()
-    ref, ref_norms = clipped_reference(m, x, y, 0.3)
+    ref, ref_norms = microbatch_clipped(
+        m, (x,), 0.3, loss=lambda out, i: nn.functional.cross_entropy(out, y[i : i + 1])
+    )
     engine.engine.attach()
     o.zero_grad()
     nn.functional.cross_entropy(m(x), y, reduction=reduction).backward()
@@ -277,105 +266,16 @@ def test_eval_and_no_grad_calls_are_ordinary():
     assert o.engine.batch_size is None
 
 
-class Stream(IterableDataset):
-    def __iter__(self):
-        yield torch.zeros(D), 0
-
-
-def bad(**overrides):
-    torch.manual_seed(0)
-    model = Net()
-    kwargs = dict(
-        module=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        data_loader=DataLoader(data(), batch_size=10),
-        noise_multiplier=1.0,
-        max_grad_norm=1.0,
-    )
-    kwargs.update(overrides)
-    return PrivacyEngine(seed=0).make_private(**kwargs)
-
-
-@pytest.mark.parametrize(
-    "overrides, error, match",
-    [
-        ({"max_grad_norm": 0.0}, ValueError, r"max_grad_norm must be in \(0, inf\), got 0.0"),
-        ({"max_grad_norm": -1}, ValueError, r"max_grad_norm must be in \(0, inf\), got -1"),
-        ({"max_grad_norm": math.inf}, ValueError, r"max_grad_norm must be in \(0, inf\), got inf"),
-        ({"noise_multiplier": -0.5}, ValueError, r"noise_multiplier must be in \[0, inf\), got -0.5"),
-        ({"noise_multiplier": math.nan}, ValueError, r"noise_multiplier must be in \[0, inf\), got nan"),
-        (
-            {"noise_multiplier": None, "target_epsilon": 0.0, "target_delta": 1e-5, "epochs": 1},
-            ValueError,
-            r"target_epsilon must be in \(0, inf\), got 0.0",
-        ),
-        (
-            {"noise_multiplier": None, "target_epsilon": -1.0, "target_delta": 1e-5, "epochs": 1},
-            ValueError,
-            r"target_epsilon must be in \(0, inf\), got -1.0",
-        ),
-        (
-            {"noise_multiplier": None, "target_epsilon": 1.0, "target_delta": 1.0, "epochs": 1},
-            ValueError,
-            r"target_delta must be in \(0, 1\), got 1.0",
-        ),
-        (
-            {"noise_multiplier": None, "target_epsilon": 1.0, "target_delta": 0.0, "epochs": 1},
-            ValueError,
-            r"target_delta must be in \(0, 1\), got 0.0",
-        ),
-        (
-            {"noise_multiplier": None, "target_epsilon": 1.0, "target_delta": 1e-5, "epochs": 0},
-            ValueError,
-            r"epochs must be in \(0, inf\), got 0",
-        ),
-        (
-            {"noise_multiplier": None, "target_epsilon": 1.0},
-            ValueError,
-            "target_epsilon needs target_delta",
-        ),
-        ({"target_epsilon": 1.0}, ValueError, "give exactly one of noise_multiplier"),
-        ({"noise_multiplier": None}, ValueError, "give exactly one of noise_multiplier"),
-        ({"epochs": 3}, ValueError, "epochs and target_delta are only used with target_epsilon"),
-        (
-            {"max_physical_batch_size": 0},
-            ValueError,
-            "max_physical_batch_size must be a whole number >= 1",
-        ),
-        ({"clipping": "adaptive"}, ValueError, r"clipping must be one of \('flat', 'per_layer'\)"),
-        ({"loss_reduction": "max"}, ValueError, r"loss_reduction must be one of \('mean', 'sum'\)"),
-        ({"data_loader": DataLoader(Stream(), batch_size=2)}, TypeError, "IterableDataset"),
-        ({"data_loader": [1, 2]}, TypeError, "data_loader must be a torch.utils.data.DataLoader"),
-        (
-            {"optimizer": torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)},
-            ValueError,
-            r"optimizer.param_groups\[0\]\['params'\]\[0\] \(shape \(2, 2\)\) is not a parameter of module",
-        ),
-        ({"module": "model"}, TypeError, "module must be a torch.nn.Module"),
-        ({"max_grad_norm": [1.0, 2.0], "clipping": "per_layer"}, ValueError, "2 per-layer thresholds but"),
-    ],
-)
-def test_bad_input(overrides, error, match):
-    with pytest.raises(error, match=match):
-        bad(**overrides)
-
-
-def test_bad_engine_construction_and_delta():
-    with pytest.raises(ValueError, match=r"accountant must be one of \['pld', 'rdp'\]"):
-        PrivacyEngine("prv")
-    with pytest.raises(ValueError, match="seed must be None with secure_rng=True"):
-        PrivacyEngine(secure_rng=True, seed=1)
-    engine, *_ = setup()
-    with pytest.raises(ValueError, match=r"delta must be in \(0, 1\), got 2"):
-        engine.get_epsilon(2)
-    with pytest.raises(RuntimeError, match="already called"):
-        engine.make_private(Net(), torch.optim.SGD(Net().parameters(), lr=1), DataLoader(data()), max_grad_norm=1.0)
-
-
 def test_batchnorm_model_is_refused_with_the_path():
     model = nn.Sequential(nn.Linear(D, 4), nn.BatchNorm1d(4), nn.Linear(4, K))
     with pytest.raises(IncompatibleModuleError, match=r"1 \(BatchNorm1d\).*fix_module"):
-        bad(module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+        PrivacyEngine(seed=0).make_private(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            DataLoader(data(), batch_size=10),
+            noise_multiplier=1.0,
+            max_grad_norm=1.0,
+        )
     assert "forward" not in model.__dict__
 
 

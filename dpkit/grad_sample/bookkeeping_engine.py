@@ -13,7 +13,10 @@ Book-Keeping (Bu et al., ICML 2023) on an unwrapped module:
 * **Step** (:meth:`clipped_sum`): per layer, each example's squared gradient norm by the ghost (Gram-matrix)
   trick or by instantiating that layer's per-example gradient, whichever is cheaper for its shapes; the clip
   factors of the policy; then per parameter one weighted matmul ``(c * G)^T A`` (or ``index_add_`` /
-  matrix-vector product) adds the clipped sum into the output buffer. No second backward pass.
+  matrix-vector product) adds the clipped sum into the output buffer. No second backward pass. When some
+  example's norm is NaN or inf (checked on the ``[B]`` norms), each layer's information is first restricted to the
+  other examples (:meth:`~dpkit.grad_sample.layers.Prepared.select`): the offending rows leave the matmuls, since a
+  zero clip factor would still give ``0 * NaN = NaN``.
 * **Fallback** modules run their forward as ``vmap`` over examples (in physical chunks, RNG state saved, so
   dropout masks replay exactly) with gradients flowing to their inputs; at step time ``vmap(grad(...))`` gives
   their per-example gradients from the tapped output gradients. Tied parameters (one tensor used by several
@@ -47,7 +50,14 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
+from dpkit.grad_sample.engine import (
+    ClippedSum,
+    GradSampleEngine,
+    finite_rows,
+    flat_views,
+    no_backward_error,
+    register_engine,
+)
 from dpkit.grad_sample.layers import AnyRule, GradRecord, Instantiated, Prepared, Record, Tap, rule_for
 from dpkit.grad_sample.vmap_calls import (
     RngState,
@@ -65,10 +75,10 @@ _SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerD
 def _tap(
     out: torch.Tensor, anchor: torch.Tensor, record: Record, inputs: Any = (), kept: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs a tensor that owns
-    its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on sequence inputs) is
-    tapped at the base and reshaped back, with no copy, unless that base belongs to one of the layer's
-    ``inputs`` (a pytree; it existed before the call); any other view is copied first."""
+    """A rule layer's output ``out`` through :class:`Tap`, which returns its input as-is (mark_dirty) and so needs
+    a tensor that owns its storage. A view that is only a reshape of its whole base (F.linear / F.embedding on
+    sequence inputs) is tapped at the base and reshaped back, with no copy, unless that base belongs to one of the
+    layer's ``inputs`` (a pytree; it existed before the call); any other view is copied first."""
     base = out._base
     if base is None:
         return Tap.apply(out, anchor, record, kept)
@@ -135,6 +145,14 @@ class _CallTap:
         self.unit, self.batch, self.inputs = unit, batch, inputs
 
     def __call__(self, out: torch.Tensor, record: Record, kept: torch.Tensor | None = None) -> torch.Tensor:
+        if out.dim() < 2 or out.shape[0] != self.batch:
+            u = self.unit
+            raise ValueError(
+                f"module {u.path or '<root>'} ({type(u.module).__name__}) returned shape {tuple(out.shape)}, not "
+                f"[batch, ...] with batch = {self.batch} (the first dimension of the model's first tensor "
+                "argument): inputs must be batched (one example: x.unsqueeze(0)), and every layer with "
+                "parameters must see batch-first activations (else use PrivacyEngine(grad_sample_engine='functorch'))"
+            )
         self.unit.records.append(record)
         return _tap(out, self.unit.anchor, record, self.inputs, kept)
 
@@ -208,7 +226,11 @@ class _FallbackUnit(_Unit):
         else:
             xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]  # not detached: input grads flow
             out_leaves, out_spec = vmap_in_chunks(
-                lambda xs: self._run(call, params, xs), xs_all, self.engine.chunks(batch), call.rng_states
+                lambda xs: self._run(call, params, xs),
+                xs_all,
+                self.engine.chunks(batch),
+                call.rng_states,
+                f"module {self.path or '<root>'} ({type(self.module).__name__})",
             )
         for j, o in enumerate(out_leaves):
             if not isinstance(o, torch.Tensor):
@@ -216,7 +238,9 @@ class _FallbackUnit(_Unit):
             if o.is_floating_point() or o.is_complex():
                 rec = GradRecord(None)
                 call.records.append(rec)
-                out_leaves[j] = _tap(o, self.anchor, rec, leaves)
+                # A copy: the module's last operation may have saved its output for its backward (tanh, sigmoid,
+                # exp, ...), which the tap's mark_dirty would invalidate (and vmap returns views of it).
+                out_leaves[j] = Tap.apply(o.clone(), self.anchor, rec)
             else:
                 call.records.append(None)
         self.calls.append(call)
@@ -429,6 +453,8 @@ class BookkeepingEngine(GradSampleEngine):
         if batch == 0:
             return ClippedSum(sums, 0, torch.zeros(0), flat)
         contrib = self._contributions(batch)
+        if not contrib:
+            raise no_backward_error(batch)
         dtype, device = self.params[0].dtype, self.params[0].device
         cols, shared = [], {}
         for i in range(len(self.params)):
@@ -449,12 +475,25 @@ class BookkeepingEngine(GradSampleEngine):
         sq = torch.stack(cols, 1)
         if scale != 1.0:
             sq = sq * (scale * scale)
+        total = sq.sum(1)
+        keep = finite_rows(total)
         factors = policy.factors(sq) * (scale * weight)
+        selected: dict[int, Prepared] = {}  # each layer's information restricted to the kept examples
+        if keep is not None:  # examples with a NaN / inf gradient: their rows are removed before the sums
+            factors = factors[keep]
+            shared = {i: g[keep] for i, g in shared.items()}
         for i, parts in contrib.items():
+            if keep is not None and not len(factors):
+                break  # every example was left out: nothing to add
             c = factors[:, i].contiguous()
             if i in shared:
                 sums[i].view(-1).addmv_(shared[i].t(), c.to(shared[i].dtype))
             else:
                 prep, name = parts[0]
+                if keep is not None:
+                    if id(prep) not in selected:
+                        selected[id(prep)] = prep.select(keep)
+                    prep = selected[id(prep)]
                 prep.accumulate(name, c, sums[i])
-        return ClippedSum(sums, batch, sq.sum(1).sqrt(), flat)
+        nonfinite = 0 if keep is None else batch - int(keep.sum())
+        return ClippedSum(sums, batch, total.sqrt(), flat, nonfinite)

@@ -7,7 +7,10 @@ The contract between an engine and the DP optimizer:
 2. The user runs forward and ``loss.backward()`` as usual, on one logical batch (any size; the engine
    processes it in physical chunks of at most ``max_physical_batch_size`` examples to bound memory).
 3. ``clipped_sum(policy, out=None, weight=1.0)`` returns, for each trainable parameter, ``weight * sum_i c_i * g_i``
-   where ``g_i`` is example i's gradient of its own loss term and ``c_i`` the policy's clip factor; with
+   where ``g_i`` is example i's gradient of its own loss term and ``c_i`` the policy's clip factor (the sum runs
+   over the examples whose gradient norm is finite: an example with a NaN or inf in its gradient is removed
+   before the sum, not multiplied by zero, and counted in ``ClippedSum.nonfinite``; a forward pass on examples
+   that no backward pass reached is refused, :func:`no_backward_error`); with
    ``loss_reduction="mean"`` the loss is taken to be the mean over the logical batch and ``g_i`` is rescaled
    accordingly. With ``out`` (one flat buffer of all trainable parameters' values, e.g. pre-filled with the
    noise) the sums are added into it and the returned gradients are views of it. (``weight`` folds the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import torch
@@ -92,6 +96,25 @@ class ClippedSum:
     batch_size: int
     norms: torch.Tensor
     flat: torch.Tensor | None = None  # when set, ``grads`` are views of this one buffer
+    nonfinite: int = 0  # examples left out of ``grads`` because their gradient or its norm is NaN or inf
+
+
+def no_backward_error(batch: int) -> RuntimeError:
+    """The error of a step after a forward pass on ``batch`` examples that no backward pass reached."""
+    return RuntimeError(
+        f"optimizer.step() after a forward pass on {batch} examples that no backward pass reached: call "
+        "loss.backward() before optimizer.step() (the step would add noise only and train nothing)"
+    )
+
+
+def finite_rows(sq_norms: torch.Tensor) -> torch.Tensor | None:
+    """``None`` if every example's squared gradient norm (``[b]``) is finite, else the bool mask of the examples
+    whose norm is: an example with a NaN or inf in its gradient (or a norm that overflows) contributes nothing to
+    the clipped sum. One reduction over ``[b]``: the common, finite step pays nothing measurable."""
+    if math.isfinite(float(sq_norms.sum())):  # squares are >= 0: a finite sum means every one is finite
+        return None
+    finite = torch.isfinite(sq_norms)  # (a sum that overflowed with every square finite comes here too)
+    return None if bool(finite.all()) else finite
 
 
 def flat_views(params: Sequence[torch.Tensor], out: torch.Tensor | None) -> tuple[torch.Tensor | None, list]:

@@ -31,7 +31,14 @@ from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
+from dpkit.grad_sample.engine import (
+    ClippedSum,
+    GradSampleEngine,
+    finite_rows,
+    flat_views,
+    no_backward_error,
+    register_engine,
+)
 from dpkit.grad_sample.vmap_calls import (
     RngState,
     example_inputs,
@@ -143,7 +150,11 @@ class FunctorchEngine(GradSampleEngine):
             xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]
             with torch.no_grad():
                 out_leaves, out_spec = vmap_in_chunks(
-                    lambda xs: self._run(call, None, xs), xs_all, self.chunks(batch), call.rng_states
+                    lambda xs: self._run(call, None, xs),
+                    xs_all,
+                    self.chunks(batch),
+                    call.rng_states,
+                    f"{type(self.module).__name__}.forward",
                 )
             tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
         outputs: list[torch.Tensor | None] = []
@@ -210,15 +221,24 @@ class FunctorchEngine(GradSampleEngine):
 
     def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
         calls = self._calls_for_step()
+        unreached = max((c.batch_size for c in self._calls), default=0)
+        if not calls and unreached:
+            raise no_backward_error(unreached)
         flat, sums = flat_views(self.params, out)
         norms = []
+        nonfinite = 0
         for _, grads in self._chunks_of_step(calls):
             sq = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads], dim=1)
+            total = sq.sum(1)
+            norms.append(total.sqrt())
             factors = policy.factors(sq)
             if weight != 1.0:
                 factors = factors * weight
+            keep = finite_rows(total)
+            if keep is not None:  # examples with a NaN / inf gradient: removed before the sum
+                nonfinite += len(keep) - int(keep.sum())
+                grads, factors = [g[keep] for g in grads], factors[keep]
             for i, g in enumerate(grads):
                 sums[i].add_(torch.tensordot(factors[:, i].to(g.dtype), g, dims=1))
-            norms.append(sq.sum(1).sqrt())
         batch = calls[0].batch_size if calls else 0
-        return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0), flat)
+        return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0), flat, nonfinite)

@@ -84,12 +84,18 @@ ExampleRun = Callable[[Sequence[torch.Tensor]], tuple[list[torch.Tensor], list[A
 
 
 def vmap_in_chunks(
-    run: ExampleRun, xs_all: Sequence[torch.Tensor], chunks: Sequence[slice], rng_states: list[RngState]
+    run: ExampleRun,
+    xs_all: Sequence[torch.Tensor],
+    chunks: Sequence[slice],
+    rng_states: list[RngState],
+    where: str = "the module",
 ) -> tuple[list[Any], Any]:
     """Run a per-example forward ``run(xs) -> (tensors, leaves, spec)`` under vmap, chunk by chunk.
 
     Records each chunk's RNG state in ``rng_states`` (so the per-example gradient pass replays dropout exactly) and
-    returns the output leaves, every tensor leaf concatenated over the chunks, with the output tree spec.
+    returns the output leaves, every tensor leaf concatenated over the chunks, with the output tree spec. A call
+    that fails on one example (``where`` names the module) raises a ``ValueError`` saying how the batch was split
+    (an unbatched input, a 1-D tensor for a model expecting ``[B, d]``, fails here).
     """
     meta: dict[str, Any] = {}
 
@@ -101,7 +107,18 @@ def vmap_in_chunks(
     chunk_outs = []
     for sl in chunks:
         rng_states.append(rng_state())
-        chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
+        try:
+            chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
+        except RuntimeError as e:
+            if isinstance(e, torch.OutOfMemoryError):
+                raise
+            shapes = ", ".join(str(tuple(x.shape)) for x in xs_all)
+            message = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(
+                f"{where} failed on one example ({message}): its tensor arguments of shapes {shapes} were split "
+                f"along their first dimension into {xs_all[0].shape[0]} examples; inputs must be batched "
+                "[batch, ...] (one example: x.unsqueeze(0))"
+            ) from e
     out_leaves = list(meta["leaves"])
     tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
     for n, j in enumerate(tensor_pos):

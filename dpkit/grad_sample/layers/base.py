@@ -43,6 +43,28 @@ class Prepared(abc.ABC):
     def accumulate(self, name: str, factors: torch.Tensor, out: torch.Tensor) -> None:
         """``out += sum_i factors[i] * g_i`` for parameter ``name`` (``out`` has the parameter's shape)."""
 
+    def select(self, keep: torch.Tensor) -> Prepared:
+        """The same information for the examples where ``keep`` (bool ``[batch]``) is True only.
+
+        The engine calls it only on a step where some example's gradient norm is not finite: those examples'
+        rows are removed before the sums (a zero clip factor would not remove them, 0 * NaN = NaN). This
+        default materializes the kept examples' gradients (:meth:`per_sample`); a rule whose tensors have the
+        batch dimension first overrides it by indexing them.
+        """
+        return Instantiated(_SelectedRows(self, keep))
+
+
+class _SelectedRows(dict):
+    """``{name: per_sample(name)[keep]}`` of a :class:`Prepared`, formed on first use of each name."""
+
+    def __init__(self, prepared: Prepared, keep: torch.Tensor):
+        super().__init__()
+        self.prepared, self.keep = prepared, keep
+
+    def __missing__(self, name: str) -> torch.Tensor:
+        value = self[name] = self.prepared.per_sample(name)[self.keep]
+        return value
+
 
 class Instantiated(Prepared):
     """Per-example gradients materialized (small parameters, or cheaper than the Gram matrices)."""

@@ -35,6 +35,11 @@ class EmbeddingGrads(Prepared):
             self._ps = ps.view(self.batch, self.vocab, self.dim)
         return self._ps
 
+    def select(self, keep: torch.Tensor) -> EmbeddingGrads:
+        kept = EmbeddingGrads(self.ids[keep], self.g[keep], self.vocab)
+        kept._ps = None if self._ps is None else self._ps[keep]
+        return kept
+
     def sq_norms(self, name: str) -> torch.Tensor:
         if not self.ghost:
             return torch.linalg.vector_norm(self._instantiated(), dim=(1, 2)).square_()

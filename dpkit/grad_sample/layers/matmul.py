@@ -77,6 +77,18 @@ class MatmulGrads(Prepared):
         return self._gram_g
 
     # ------------------------------------------------------------------ Prepared
+    def select(self, keep: torch.Tensor) -> MatmulGrads:
+        kept = MatmulGrads(
+            self.a[keep],
+            self.g[keep],
+            weight=self.weight,
+            bias=self.bias,
+            weight_shape=self.weight_shape,
+            g_sum=None if self._gsum is None else self._gsum[keep],
+        )
+        kept._ps = None if self._ps is None else self._ps[keep]
+        return kept
+
     def sq_norms(self, name: str) -> torch.Tensor:
         if name == self.bias:
             if self.ghost and self.t > 1 and self.weight is not None:

@@ -32,6 +32,11 @@ NormT = TypeVar("NormT", nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 NormRecord = ReducedRecord | GradRecord[tuple[torch.Tensor, _Stats | None]]
 
 
+def _no_examples(module: nn.Module, grad: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The per-example gradients ``[0, *shape]`` of the trained parameters for an empty batch."""
+    return {n: grad.new_zeros((0, *p.shape)) for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+
+
 class _NormRule(LayerRule[NormT, NormRecord]):
     def forward(self, module: NormT, tap: TapFn[NormRecord], x: torch.Tensor) -> torch.Tensor:
         weight, bias = detached(getattr(module, "weight", None)), detached(getattr(module, "bias", None))
@@ -64,7 +69,9 @@ class _NormRule(LayerRule[NormT, NormRecord]):
         self, module: NormT, grad: torch.Tensor, x: torch.Tensor, batch: int, stats: _Stats | None = None
     ) -> dict[str, torch.Tensor]:
         """Per-example parameter gradients of one call from its output gradient and saved input."""
-        parts = {}
+        parts: dict[str, torch.Tensor] = {}
+        if batch == 0:  # an empty batch (a valid step): reshaping 0 values to [0, -1, ...] is ambiguous
+            return _no_examples(module, grad)
         if trained(getattr(module, "weight", None)):
             xg = self.normalized(module, x, stats).mul_(grad)
             parts["weight"] = self.reduce(module, xg, batch).to(grad.dtype)

@@ -74,7 +74,7 @@ class PositionSumRecord(GradRecord[torch.Tensor]):
 
     def receive(self, grad: torch.Tensor, kept: tuple[torch.Tensor, ...]) -> None:
         self.grad = grad if self.grad is None else self.grad + grad
-        s = grad.reshape(self.batch, -1, grad.shape[-1]).sum(1)
+        s = grad.sum(tuple(range(1, grad.dim() - 1)))  # over the positions (also for an empty batch)
         self.position_sums = s if self.position_sums is None else self.position_sums + s
 
 
