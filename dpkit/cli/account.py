@@ -243,9 +243,7 @@ def _print_text(names: list[str], results, sigmas: dict[str, float], query: _Que
             click.echo(f"  {compare_noise(sigmas['rdp'], sigmas['pld'])}")
 
 
-@click.command(
-    "account-report", short_help="Accounting report for a CIFAR-10-sized DP-SGD run.", epilog=exit_codes()
-)
+@click.command("account-report", short_help="Accounting report for a CIFAR-10-sized DP-SGD run.", epilog=exit_codes())
 @click.option(
     "--dataset-size",
     type=Count(1, MAX_COUNT),

@@ -97,6 +97,8 @@ def _data(cfg: MiaConfig):
     from dpkit.datasets import load_digits
 
     train, test = load_digits(seed=0)
+    check_count("base_size", cfg.base_size, minimum=1, maximum=len(train))  # before any training
+    check_count("num_canaries", cfg.num_canaries, minimum=1, maximum=len(test))
     g = torch.Generator().manual_seed(cfg.seed)
     base_idx = torch.randperm(len(train), generator=g)[: cfg.base_size]
     xb, yb = train.tensors[0][base_idx].flatten(1), train.tensors[1][base_idx]

@@ -61,9 +61,10 @@ EXIT_USAGE = 2  # click's code for a usage error: a bad option value, a missing 
 EXIT_TARGET_FAILED = 3  # audit-ldp: the audited target raised an error while it ran
 
 
-def exit_codes(*extra: tuple[int, str]) -> str:
+def exit_codes(*extra: tuple[int, str], success: str = "success") -> str:
     """The "Exit status" paragraph of a command's help: 0, 2 and the command's own ``(code, meaning)`` pairs."""
-    rows = [(0, "success"), *extra, (EXIT_USAGE, "usage error (bad option value, unreadable input, unwritable output)")]
+    usage = "usage error (bad option value, unreadable input, unwritable output path)"
+    rows = [(0, success), *extra, (EXIT_USAGE, usage)]
     lines = [f"  {code}  {meaning}" for code, meaning in sorted(rows)]
     return "\b\nExit status:\n" + "\n".join(lines)
 
