@@ -203,12 +203,12 @@ def audit_ldp(
         raise click.BadParameter(f"{missing[2:]} is required (or use --grid)", param_hint=f"'{missing}'")
     eps_list = (
         _list(epsilon_text, "epsilon", float, validation.check_positive, grid)
-        if epsilon_text
+        if epsilon_text is not None
         else list(LDP_AUDITOR_EPSILONS)
     )
     k_list = (
         _list(k_text, "k", _count_of, lambda n, v: validation.check_count(n, v, minimum=2, maximum=MAX_K), grid)
-        if k_text
+        if k_text is not None
         else list(LDP_AUDITOR_KS)
     )
     options = {}
