@@ -52,7 +52,7 @@ def _column_keys(path: str, column: str, bits: int) -> tuple[np.ndarray, dict[in
                 param_hint="'--distribution'",
             )
         return keys.astype(np.uint64), None
-    text = col.astype(str).to_numpy()
+    text = col.astype(str).to_numpy(dtype=str)
     labels, inverse = np.unique(text, return_inverse=True)
     try:
         hashed = hash_bytes(labels, bits=bits)
