@@ -1,5 +1,5 @@
-"""The commands built on dpkit's newer APIs (``ldp heavy-hitters``, ``ldp range``, ``corn-dsgd``, ``mf``), the exit codes
-of ``audit-ldp``, progress bars and the accounting comparison line: each checked against the API it wraps."""
+"""The commands built on dpkit's newer APIs (``ldp heavy-hitters``, ``ldp range``, ``corn-dsgd``, ``mf``), the exit
+codes of ``audit-ldp``, progress bars and the accounting comparison line: each checked against the API it wraps."""
 
 from __future__ import annotations
 
@@ -33,8 +33,22 @@ def test_heavy_hitters_json_matches_the_api_on_file_data(tmp_path):
     keys = np.concatenate([np.repeat(heavy, [4000, 3000, 2500, 2000, 1500]), rng.integers(0, 2**16, 7000)])
     path = tmp_path / "keys.csv"
     path.write_text("key\n" + "\n".join(map(str, rng.permutation(keys))))
-    out = run_json("ldp", "heavy-hitters", "--protocol", "pem", "--bits", "16", "--top", "5", "--epsilon", "3",
-                   "--distribution", f"{path}:key", "--seed", "2")  # fmt: skip
+    out = run_json(
+        "ldp",
+        "heavy-hitters",
+        "--protocol",
+        "pem",
+        "--bits",
+        "16",
+        "--top",
+        "5",
+        "--epsilon",
+        "3",
+        "--distribution",
+        f"{path}:key",
+        "--seed",
+        "2",
+    )
     assert {"heavy_hitters", "f1", "ncr", "seconds", "users_per_second", "true_top_k"} <= out.keys()
     assert out["n"] == len(keys) and out["protocol"] == "PEM"
     file_keys = np.loadtxt(path, skiprows=1, dtype=np.int64)
@@ -49,8 +63,22 @@ def test_heavy_hitters_json_matches_the_api_on_file_data(tmp_path):
 
 @pytest.mark.parametrize("protocol", ["pem", "sfp", "treehist", "tap"])
 def test_heavy_hitters_every_protocol_finds_zipf_heads(protocol):
-    out = run_json("ldp", "heavy-hitters", "--protocol", protocol, "--bits", "12", "--top", "3", "--epsilon", "4",
-                   "--n", "1e5", "--seed", "1")  # fmt: skip
+    out = run_json(
+        "ldp",
+        "heavy-hitters",
+        "--protocol",
+        protocol,
+        "--bits",
+        "12",
+        "--top",
+        "3",
+        "--epsilon",
+        "4",
+        "--n",
+        "1e5",
+        "--seed",
+        "1",
+    )
     assert len(out["heavy_hitters"]) <= 3 and 0.0 <= out["ncr"] <= 1.0
     assert out["f1"] >= 2 / 3  # Zipf(1.1): the top 3 hold 25% of 1e5 users, far above the noise at epsilon 4
     text = run("ldp", "heavy-hitters", "--protocol", protocol, "--bits", "12", "--top", "3", "--epsilon", "4")
@@ -61,8 +89,9 @@ def test_heavy_hitters_text_keys_are_hashed_and_labelled(tmp_path):
     path = tmp_path / "words.csv"
     words = ["apple"] * 3000 + ["pear"] * 2000 + [f"w{i}" for i in range(3000)]
     path.write_text("word\n" + "\n".join(words))
-    out = run_json("ldp", "heavy-hitters", "--bits", "24", "--top", "2", "--epsilon", "4", "--distribution",
-                   f"{path}:word")  # fmt: skip
+    out = run_json(
+        "ldp", "heavy-hitters", "--bits", "24", "--top", "2", "--epsilon", "4", "--distribution", f"{path}:word"
+    )
     assert {h["label"] for h in out["heavy_hitters"]} == {"apple", "pear"}
 
 
@@ -83,8 +112,22 @@ def test_range_json_matches_the_api():
     from dpkit.cli.ldp_range import _box_sums, _random_boxes
     from dpkit.mechanisms.range_queries import FlatRange
 
-    out = run_json("ldp", "range", "--protocol", "flat", "--domain", "32", "--epsilon", "1", "--n", "20000",
-                   "--queries", "40", "--seed", "4")  # fmt: skip
+    out = run_json(
+        "ldp",
+        "range",
+        "--protocol",
+        "flat",
+        "--domain",
+        "32",
+        "--epsilon",
+        "1",
+        "--n",
+        "20000",
+        "--queries",
+        "40",
+        "--seed",
+        "4",
+    )
     assert {"mse", "analytic_variance", "seconds", "users_per_second", "protocol", "domain"} <= out.keys()
     rng = np.random.default_rng(4)
     values = rng.choice(32, size=20000, p=zipf_frequencies(32))
@@ -104,8 +147,22 @@ def test_range_mse_agrees_with_the_analytic_variance(protocol, domain):
     single run's ratio varies a lot: sd 0.4 to 1.2 here)."""
     ratios = []
     for seed in range(24):
-        out = run_json("ldp", "range", "--protocol", protocol, "--domain", domain, "--epsilon", "1", "--n", "5000",
-                       "--queries", "100", "--seed", str(seed))  # fmt: skip
+        out = run_json(
+            "ldp",
+            "range",
+            "--protocol",
+            protocol,
+            "--domain",
+            domain,
+            "--epsilon",
+            "1",
+            "--n",
+            "5000",
+            "--queries",
+            "100",
+            "--seed",
+            str(seed),
+        )
         ratios.append(out["mse"] / out["analytic_variance"])
     assert abs(np.mean(ratios) - 1) < 5 * np.std(ratios, ddof=1) / math.sqrt(len(ratios))
 
@@ -115,8 +172,9 @@ def test_corn_dsgd_json_matches_noise_variances():
     pytest.importorskip("cvxpy")
     from dpkit.distributed import noise_variances
 
-    out = run_json("corn-dsgd", "--topology", "erdos-renyi", "--agents", "5", "--epsilon", "1", "--rounds", "100",
-                   "--seed", "3")  # fmt: skip
+    out = run_json(
+        "corn-dsgd", "--topology", "erdos-renyi", "--agents", "5", "--epsilon", "1", "--rounds", "100", "--seed", "3"
+    )
     api = noise_variances("erdos_renyi", 5, 1.0, rounds=100, seed=3)
     for key in ("ldp", "decor", "corn"):
         assert out[key] == pytest.approx(api[key], rel=1e-6)
@@ -164,8 +222,9 @@ def test_mf_optimize_matches_make_strategy(family, registry, options):
 def test_mf_defaults_and_participation_mapping():
     single = run_json("mf", "optimize", "--strategy", "banded", "--n", "100")
     assert single["participation"] == "single participation" and "bands=100" in single["strategy"]
-    minsep = run_json("mf", "optimize", "--strategy", "banded", "--n", "100", "--min-sep", "20",
-                      "--participations", "3")  # fmt: skip
+    minsep = run_json(
+        "mf", "optimize", "--strategy", "banded", "--n", "100", "--min-sep", "20", "--participations", "3"
+    )
     assert "b=20" in minsep["participation"] and "bands=20" in minsep["strategy"]
     best = run_json("mf", "optimize", "--strategy", "nu", "--n", "100", "--participations", "4")
     for nu in (0.0, 0.5):  # the searched nu is at least as good as these
