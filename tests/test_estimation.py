@@ -232,3 +232,171 @@ def test_a_holdout_split_without_members_is_no_evidence():
             assert est.counts.positives > 0
             outcomes.add("estimate")
     assert outcomes == {"error", "estimate"}
+
+
+def test_all_correct_and_all_wrong_attacks():
+    right = AttackCounts(tp=100, fp=0, tn=100, fn=0)
+    wrong = AttackCounts(tp=0, fp=100, tn=0, fn=100)  # always wrong = perfectly informative after reflection
+    br, bw = bayesian_interval(right), bayesian_interval(wrong)
+    assert br.lower == pytest.approx(bw.lower, abs=1e-6) and br.upper == pytest.approx(bw.upper, abs=1e-6)
+    assert 3 < br.lower < br.upper < 30
+    cp = clopper_pearson(right)
+    assert cp.point == math.inf and cp.upper == math.inf and 0 < cp.lower < br.lower
+
+
+def test_swapping_the_roles_of_fpr_and_fnr_is_a_symmetry():
+    a = bayesian_interval(AttackCounts(tp=70, fp=5, tn=95, fn=30))
+    b = bayesian_interval(AttackCounts(tp=95, fp=30, tn=70, fn=5))
+    assert (a.lower, a.upper) == pytest.approx((b.lower, b.upper), abs=1e-6)
+
+
+def test_upper_beyond_max_eps_is_inf_and_lower_is_capped():
+    c = AttackCounts(tp=10_000, fp=0, tn=10_000, fn=0)
+    est = bayesian_interval(c, max_eps=5.0)
+    assert est.upper == math.inf and est.lower == 5.0
+    assert bayesian_interval(c).upper < 30
+
+
+def test_results_are_frozen_data():
+    est = bayesian_interval(AttackCounts(tp=80, fp=20, tn=70, fn=30), alpha=0.1, delta=1e-5)
+    d = est.to_dict()
+    assert {"method", "point", "lower", "upper", "alpha", "delta", "counts"} <= d.keys()
+    assert d["counts"] == {"tp": 80, "fp": 20, "tn": 70, "fn": 30} and d["alpha"] == 0.1 and d["delta"] == 1e-5
+    with pytest.raises(AttributeError):
+        est.lower = 0.0  # type: ignore[misc]
+    assert set(estimate_all(est.counts, "all")) == {"bayes", "clopper-pearson", "jeffreys"}
+    assert estimate_epsilon(est.counts, "joint-dirichlet").lower == estimate_epsilon(est.counts, "joint-beta").lower
+
+
+# ------------------------------------------------------------ scores and thresholds
+def _gaussian_scores(n: int, shift: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    b = rng.random(n) < 0.5
+    return b, rng.normal(size=n) + shift * b
+
+
+def test_counts_at_threshold_and_from_guesses():
+    b = np.array([1, 1, 0, 0, 1, 0])
+    s = np.array([0.9, 0.2, 0.8, 0.1, 0.5, 0.3])
+    assert counts_at_threshold(b, s, 0.5) == AttackCounts(tp=2, fp=1, tn=2, fn=1)
+    assert AttackCounts.from_guesses(b, s >= 0.5) == AttackCounts(tp=2, fp=1, tn=2, fn=1)
+
+
+def test_scores_holdout_and_best():
+    b, s = _gaussian_scores(4000, 2.0)
+    hold = estimate_from_scores(b, s, method="clopper-pearson", alpha=0.05)
+    x = dict(hold.extra)
+    assert x["selection"] == "holdout" and x["comparisons"] == 1 and x["samples_used"] == 2000
+    assert hold.counts.total == 2000 and 0 < hold.lower < hold.upper
+    best = estimate_from_scores(b, s, method="clopper-pearson", selection="best", num_thresholds=10)
+    y = dict(best.extra)
+    assert y["comparisons"] == 10 and y["per_test_alpha"] == pytest.approx(0.005) and best.alpha == 0.05
+    assert best.counts.total == 4000
+    # the selected test's interval is the Bonferroni one: same counts at alpha / K
+    assert best.lower == clopper_pearson(best.counts, 0.005).lower
+    # low scores = member works too (worse-than-random test is reflected)
+    flipped = estimate_from_scores(b, -s, method="clopper-pearson")
+    assert flipped.lower > 0
+
+
+# ------------------------------------------------------------ canary game (heuristic)
+def test_canary_game_shapes_and_determinism():
+    def train(mask, rng):
+        return mask.astype(float) + rng.normal(scale=0.5, size=mask.size)  # a "model" that leaks each bit
+
+    def attack(model):
+        return model
+
+    g1 = canary_game(train, attack, num_canaries=8, num_models=25, seed=3)
+    g2 = canary_game(train, attack, num_canaries=8, num_models=25, seed=3)
+    assert g1.is_member.shape == g1.scores.shape == (200,)
+    assert np.array_equal(g1.scores, g2.scores) and np.array_equal(g1.is_member, g2.is_member)
+    assert np.array_equal(g1.model_index, np.repeat(np.arange(25), 8))
+    est = g1.estimate(method="bayes", selection="best", num_thresholds=5)
+    assert est.lower > 0
+    with pytest.raises(ValueError, match="one score per canary"):
+        canary_game(train, lambda m: m[:3], num_canaries=8, num_models=2)
+
+
+# ------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"tp": -1, "fp": 0, "tn": 0, "fn": 0}, ValueError, r"tp must be a whole number >= 0, got -1"),
+        ({"tp": 1, "fp": 2.5, "tn": 0, "fn": 0}, TypeError, r"fp must be a whole number >= 0, got 2.5"),
+        ({"tp": 1, "fp": 2, "tn": "3", "fn": 0}, TypeError, r"tn must be a whole number"),
+        ({"tp": 1, "fp": 2, "tn": 3, "fn": True}, TypeError, r"fn must be a whole number"),
+    ],
+)
+def test_bad_counts(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        AttackCounts(**kwargs)
+
+
+C = AttackCounts(tp=80, fp=20, tn=70, fn=30)
+
+
+@pytest.mark.parametrize("method", ["bayes", "clopper-pearson", "jeffreys"])
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, 1.5, float("nan")])
+def test_bad_alpha(method, alpha):
+    with pytest.raises(ValueError, match=r"alpha must be (in \(0, 1\)|a number)"):
+        estimate_epsilon(C, method, alpha=alpha)
+
+
+@pytest.mark.parametrize("method", ["bayes", "clopper-pearson", "jeffreys"])
+@pytest.mark.parametrize("delta", [1.0, -1e-9, 2.0])
+def test_bad_delta(method, delta):
+    with pytest.raises(ValueError, match=r"delta must be in \[0, 1\), got"):
+        estimate_epsilon(C, method, delta=delta)
+
+
+def test_other_bad_arguments():
+    with pytest.raises(ValueError, match="method must be one of"):
+        estimate_epsilon(C, "magic")
+    with pytest.raises(ValueError, match="sided must be one of"):
+        estimate_epsilon(C, "bayes", sided="upper")
+    with pytest.raises(ValueError, match="sided must be one of"):
+        clopper_pearson(C, sided="upper")
+    with pytest.raises(TypeError, match="counts must be an AttackCounts"):
+        bayesian_interval((1, 2, 3, 4))
+    with pytest.raises(ValueError, match="prior"):
+        EpsilonPosterior(C, prior=(0.5,))
+    with pytest.raises(ValueError, match=r"prior\[0\] must be in \(0, inf\)"):
+        EpsilonPosterior(C, prior=(0.0, 1.0))
+    with pytest.raises(ValueError, match="grid_size must be a whole number >= 16"):
+        EpsilonPosterior(C, grid_size=4)
+    with pytest.raises(ValueError, match=r"max_eps must be in \(0, inf\)"):
+        EpsilonPosterior(C, max_eps=-1)
+    with pytest.raises(ValueError, match=r"fpr must be in \[0, 1\]"):
+        epsilon_from_rates(1.5, 0.1)
+    with pytest.raises(ValueError, match=r"fnr must be in \[0, 1\]"):
+        epsilon_from_rates(0.1, float("nan"))
+
+
+@pytest.mark.parametrize(
+    "is_member,scores,kwargs,match",
+    [
+        ([], [], {}, "is_member must not be empty"),
+        ([1, 0, 1], [0.1, 0.2], {}, "is_member has 3, scores has 2"),
+        ([1, 0, 2], [0.1, 0.2, 0.3], {}, "is_member must hold only 0/1"),
+        ([1, 0, 1], [0.1, float("nan"), 0.3], {}, "scores must be finite"),
+        ([[1, 0]], [[0.1, 0.2]], {}, "is_member must be a 1-D array"),
+        ([1, 0, 1, 0], [0.1, 0.2, 0.3, 0.4], {"selection": "peek"}, "selection must be one of"),
+        ([1, 0, 1, 0], [0.1, 0.2, 0.3, 0.4], {"holdout_fraction": 1.0}, r"holdout_fraction must be in \(0, 1\)"),
+        ([1, 0], [0.1, 0.2], {"holdout_fraction": 0.1}, "leaves an empty split"),
+        ([1, 0, 1, 0], [0.1, 0.2, 0.3, 0.4], {"num_thresholds": 0}, "num_thresholds must be a whole number >= 1"),
+        ([1, 0, 1, 0], [0.1, 0.2, 0.3, 0.4], {"alpha": 0}, r"alpha must be in \(0, 1\)"),
+    ],
+)
+def test_bad_score_arrays(is_member, scores, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        estimate_from_scores(is_member, scores, **kwargs)
+
+
+def test_bad_guess_arrays():
+    with pytest.raises(ValueError, match="is_member has 2, guess has 3"):
+        AttackCounts.from_guesses([1, 0], [1, 0, 1])
+    with pytest.raises(ValueError, match="guess must not be empty"):
+        AttackCounts.from_guesses([1], [])
+    with pytest.raises(TypeError, match="scores must hold real numbers"):
+        estimate_from_scores([1, 0], ["a", "b"])
