@@ -400,3 +400,10 @@ def test_bad_guess_arrays():
         AttackCounts.from_guesses([1], [])
     with pytest.raises(TypeError, match="scores must hold real numbers"):
         estimate_from_scores([1, 0], ["a", "b"])
+
+
+def test_a_canary_game_with_a_blind_attack_is_no_evidence():
+    game = canary_game(lambda mask, rng: None, lambda model: np.zeros(4), num_canaries=4, num_models=10, seed=0)
+    for method in METHODS:
+        with pytest.raises(InsufficientEvidenceError, match="all equal"):
+            game.estimate(method=method)
