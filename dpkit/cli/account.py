@@ -15,25 +15,21 @@ import time
 
 import click
 
-from dpkit.accountants import validation
 from dpkit.accountants.events import MAX_COUNT
 from dpkit.cli.options import (
-    Count,
-    Real,
+    OPEN_UNIT,
+    POSITIVE,
+    PROBABILITY,
+    checked_option,
+    command,
+    count_option,
     echo_json,
-    exit_codes,
     json_option,
-    positive,
     progress_bar,
     progress_option,
 )
 
 RELATIONS = ("add_or_remove", "replace_one")
-
-
-# ------------------------------------------------------------ option types
-_positive = Real(positive)
-_delta = Real(validation.check_delta)
 
 
 def _fmt(x: float) -> str:
@@ -57,43 +53,32 @@ class _Query:
 
 
 # ------------------------------------------------------------ the commands
-@click.command(
-    "account",
-    short_help="Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.",
-    epilog=exit_codes(),
-)
-@click.option(
+@command("account", "Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.")
+@checked_option(
     "--sampling-rate",
     "-q",
-    type=Real(validation.check_probability),
+    type=PROBABILITY,
     required=True,
-    help="Poisson sampling probability q per step (expected batch size / dataset size), in (0, 1].",
+    help="Poisson sampling probability q per step (expected batch size / dataset size).",
 )
-@click.option(
+@checked_option(
     "--noise-multiplier",
     "-s",
-    type=_positive,
-    default=None,
+    type=POSITIVE,
     help="Noise std / L2 sensitivity under the chosen relation (DP-SGD: std / clipping norm under "
-    "add_or_remove, half that under replace_one), in (0, inf). Give this to get epsilon.",
+    "add_or_remove, half that under replace_one). Give this to get epsilon.",
 )
-@click.option(
+@checked_option(
     "--target-epsilon",
     "-e",
-    type=_positive,
-    default=None,
-    help="Target epsilon, in (0, inf). Give this (instead of --noise-multiplier) to get the noise multiplier.",
+    type=POSITIVE,
+    help="Target epsilon. Give this (instead of --noise-multiplier) to get the noise multiplier.",
 )
-@click.option(
-    "--steps", "-t", type=Count(1, MAX_COUNT), default=None, help="Number of steps, a whole number in [1, 2^53]."
+@count_option("--steps", "-t", minimum=1, maximum=MAX_COUNT, help="Number of steps.")
+@checked_option(
+    "--epochs", type=POSITIVE, help="Number of epochs, instead of --steps: steps = ceil(epochs / sampling rate)."
 )
-@click.option(
-    "--epochs",
-    type=_positive,
-    default=None,
-    help="Number of epochs, instead of --steps: steps = ceil(epochs / sampling rate).",
-)
-@click.option("--delta", "-d", type=_delta, required=True, help="Target delta, in (0, 1).")
+@checked_option("--delta", "-d", type=OPEN_UNIT, required=True, help="Target delta.")
 @click.option(
     "--accountant",
     "-a",
@@ -243,25 +228,13 @@ def _print_text(names: list[str], results, sigmas: dict[str, float], query: _Que
             click.echo(f"  {compare_noise(sigmas['rdp'], sigmas['pld'])}")
 
 
-@click.command("account-report", short_help="Accounting report for a CIFAR-10-sized DP-SGD run.", epilog=exit_codes())
-@click.option(
-    "--dataset-size",
-    type=Count(1, MAX_COUNT),
-    default=50_000,
-    show_default=True,
-    help="Number of training records N, a whole number in [1, 2^53].",
+@command("account-report", "Accounting report for a CIFAR-10-sized DP-SGD run.")
+@count_option("--dataset-size", minimum=1, maximum=MAX_COUNT, default=50_000, help="Number of training records N.")
+@count_option(
+    "--batch-size", minimum=1, maximum=MAX_COUNT, default=256, help="Expected batch size (q = batch size / N), <= N."
 )
-@click.option(
-    "--batch-size",
-    type=Count(1, MAX_COUNT),
-    default=256,
-    show_default=True,
-    help="Expected batch size (q = batch size / N), in [1, N].",
-)
-@click.option(
-    "--epochs", type=_positive, default=100.0, show_default=True, help="Number of epochs (steps = ceil(epochs / q))."
-)
-@click.option("--delta", type=_delta, default=1e-5, show_default=True, help="Target delta, in (0, 1).")
+@checked_option("--epochs", type=POSITIVE, default=100.0, help="Number of epochs (steps = ceil(epochs / q)).")
+@checked_option("--delta", type=OPEN_UNIT, default=1e-5, help="Target delta.")
 @progress_option()
 def account_report(dataset_size: int, batch_size: int, epochs: float, delta: float, progress: bool | None) -> None:
     """Print an accounting report for a CIFAR-10-sized DP-SGD run.

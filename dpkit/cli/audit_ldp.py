@@ -21,17 +21,17 @@ from dpkit.audits.ldp.targets import resolve
 from dpkit.cli.options import (
     EXIT_FINDING,
     EXIT_TARGET_FAILED,
-    Count,
-    Real,
+    HALF_OPEN_UNIT,
+    OPEN_UNIT,
+    POSITIVE,
     TargetFailure,
+    checked_option,
+    command,
+    count_option,
     csv_option,
     echo_json,
-    exit_codes,
-    half_open_unit,
     json_option,
-    open_unit,
     plot_option,
-    positive,
     progress_option,
     save_figure,
     seed_option,
@@ -88,14 +88,12 @@ def _target_failure(target: str, err: BaseException) -> TargetFailure:
     return TargetFailure(f"the audited target {target} failed while running: {type(err).__name__}: {message}{where}")
 
 
-@click.command(
+@command(
     "audit-ldp",
-    short_help="Audit an LDP randomizer: an empirical lower bound on its epsilon.",
-    epilog=exit_codes(
-        (EXIT_FINDING, "a violation: the lower bound exceeds the claimed epsilon"),
-        (EXIT_TARGET_FAILED, "the audited target raised an error while it ran"),
-        success="no violation",
-    ),
+    "Audit an LDP randomizer: an empirical lower bound on its epsilon.",
+    (EXIT_FINDING, "a violation: the lower bound exceeds the claimed epsilon"),
+    (EXIT_TARGET_FAILED, "the audited target raised an error while it ran"),
+    success="no violation",
 )
 @click.argument("target")
 @click.option(
@@ -111,52 +109,30 @@ def _target_failure(target: str, err: BaseException) -> TargetFailure:
     default=None,
     help=f"Domain size, in [2, 2^32]. With --grid: a comma list [default there: {','.join(map(str, LDP_AUDITOR_KS))}].",
 )
-@click.option(
-    "--delta",
-    type=Real(half_open_unit),
-    default=0.0,
-    show_default=True,
-    help="Claimed delta (approximate LDP), in [0, 1).",
-)
-@click.option(
+@checked_option("--delta", type=HALF_OPEN_UNIT, default=0.0, help="Claimed delta (approximate LDP).")
+@count_option(
     "--trials",
-    type=Count(1, MAX_TRIALS),
-    default=None,
-    help="Trials per input, in [1, 1e12] [default: 1e6 for dpkit, 5e4 for the anchors' per-user Python clients, "
-    "1e5 for callables].",
+    minimum=1,
+    maximum=MAX_TRIALS,
+    help="Trials per input [default: 1e6 for dpkit, 5e4 for the anchors' per-user Python clients, 1e5 for callables].",
 )
-@click.option(
-    "--confidence",
-    type=Real(open_unit),
-    default=0.99,
-    show_default=True,
-    help="Joint confidence of the lower bound over all tests, in (0, 1).",
+@checked_option(
+    "--confidence", type=OPEN_UNIT, default=0.99, help="Joint confidence of the lower bound over all tests."
 )
 @click.option(
     "--attack", "attacks", type=click.Choice(ATTACKS), multiple=True, help="Tests to run (repeatable) [default: all]."
 )
-@click.option(
+@count_option(
     "--tau",
-    type=Count(1, 10**6),
+    minimum=1,
+    maximum=10**6,
     default=10,
-    show_default=True,
-    help="Longitudinal protocols: reports per user (constant value, memo reused), in [1, 1e6].",
+    help="Longitudinal protocols: reports per user (constant value, memo reused).",
 )
-@click.option(
-    "--eps-1",
-    "eps_1",
-    type=Real(positive),
-    default=None,
-    help="Longitudinal protocols: single-report epsilon, in (0, inf) [default: epsilon / 2].",
+@checked_option(
+    "--eps-1", "eps_1", type=POSITIVE, help="Longitudinal protocols: single-report epsilon [default: epsilon / 2]."
 )
-@click.option(
-    "--d",
-    "d",
-    type=Count(1, 1000),
-    default=3,
-    show_default=True,
-    help="Multidimensional protocols: number of attributes, in [1, 1000].",
-)
+@count_option("--d", "d", minimum=1, maximum=1000, default=3, help="Multidimensional protocols: number of attributes.")
 @click.option(
     "--scope",
     type=click.Choice(["tuple", "attribute"]),

@@ -9,13 +9,15 @@ from __future__ import annotations
 import click
 
 from dpkit.cli.options import (
-    Count,
-    Real,
+    OPEN_UNIT,
+    POSITIVE,
+    PROBABILITY,
+    checked_option,
+    choice_option,
+    command,
+    count_option,
     echo_json,
-    exit_codes,
     json_option,
-    open_unit,
-    positive,
     seed_option,
 )
 
@@ -27,40 +29,18 @@ MAX_AGENTS = 64  # the semidefinite programs grow fast: 32 agents take ~15 s, 64
 EXIT_MISSING_EXTRA = 1
 
 
-def _edge_probability(name: str, value: float) -> float:
-    from dpkit.accountants.validation import check_probability
-
-    return check_probability(name, value)
-
-
-@click.command(
+@command(
     "corn-dsgd",
-    short_help="Noise variance after one gossip step: LDP vs DECOR vs CorN on a graph.",
-    epilog=exit_codes((EXIT_MISSING_EXTRA, "cvxpy (the corn extra) is not installed")),
+    "Noise variance after one gossip step: LDP vs DECOR vs CorN on a graph.",
+    (EXIT_MISSING_EXTRA, "cvxpy (the corn extra) is not installed"),
 )
-@click.option("--topology", type=click.Choice(tuple(TOPOLOGIES)), default="ring", show_default=True)
-@click.option(
-    "--agents",
-    type=Count(2, MAX_AGENTS),
-    default=16,
-    show_default=True,
-    help=f"Number of agents, in [2, {MAX_AGENTS}] (time grows fast with it).",
-)
-@click.option("--epsilon", type=Real(positive), required=True, help="Target epsilon of the whole run, in (0, inf).")
-@click.option("--delta", type=Real(open_unit), default=1e-5, show_default=True, help="Target delta, in (0, 1).")
-@click.option(
-    "--rounds", type=Count(1, 10**7), default=5000, show_default=True, help="Gossip rounds of the run, in [1, 1e7]."
-)
-@click.option(
-    "--clip-norm", type=Real(positive), default=0.1, show_default=True, help="Per-sample clipping norm C, in (0, inf)."
-)
-@click.option(
-    "--edge-probability",
-    type=Real(_edge_probability),
-    default=0.5,
-    show_default=True,
-    help="Erdos-Renyi: probability of each edge, in (0, 1].",
-)
+@choice_option("--topology", choices=TOPOLOGIES, default="ring")
+@count_option("--agents", minimum=2, maximum=MAX_AGENTS, default=16, help="Number of agents (time grows fast with it).")
+@checked_option("--epsilon", type=POSITIVE, required=True, help="Target epsilon of the whole run.")
+@checked_option("--delta", type=OPEN_UNIT, default=1e-5, help="Target delta.")
+@count_option("--rounds", minimum=1, maximum=10**7, default=5000, help="Gossip rounds of the run.")
+@checked_option("--clip-norm", type=POSITIVE, default=0.1, help="Per-sample clipping norm C.")
+@checked_option("--edge-probability", type=PROBABILITY, default=0.5, help="Erdos-Renyi: probability of each edge.")
 @seed_option("Seed of the Erdos-Renyi graph.")
 @json_option("Print one JSON object {ldp, decor, corn, seconds, ...}.")
 def corn_dsgd(topology, agents, epsilon, delta, rounds, clip_norm, edge_probability, seed, as_json):

@@ -23,20 +23,21 @@ from dpkit.audits import (
     estimate_all,
     estimate_from_scores,
 )
-from dpkit.audits._checks import check_alpha, check_audit_delta
 from dpkit.audits.bayesian import DEFAULT_MAX_EPS
 from dpkit.audits.scores import SELECTIONS
 from dpkit.cli.mia_harness import MiaConfig
 from dpkit.cli.options import (
-    Count,
+    HALF_OPEN_UNIT,
+    NONNEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
     Real,
+    checked_option,
+    command,
+    count_option,
     echo_json,
-    exit_codes,
     json_option,
-    nonnegative,
-    open_unit,
     plot_option,
-    positive,
     progress_bar,
     progress_option,
     save_figure,
@@ -48,14 +49,12 @@ __all__ = ["estimate_eps", "mia_run", "plot_posterior"]
 MAX_EPS_LIMIT = 700.0  # e^700 is near the largest double: the posterior's CDF is computed up to here
 MAX_SAMPLES = 2**53
 
-_count = Count(0, MAX_SAMPLES)
-_alpha = Real(check_alpha)
-_delta = Real(check_audit_delta)
-_positive = Real(positive)
-
 
 def _max_eps(name: str, value: float) -> float:
     return validation.check_range(name, validation.check_positive(name, value), 0.0, MAX_EPS_LIMIT)
+
+
+MAX_EPS = Real(_max_eps, f"(0, {MAX_EPS_LIMIT:g}]")
 
 
 def _estimates_json(estimates: Iterable[tuple[str, EpsilonEstimate]]) -> dict[str, dict[str, float]]:
@@ -124,15 +123,11 @@ def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path
     save_figure(draw, path, figsize=(7, 4), dpi=100)
 
 
-@click.command(
-    "estimate-eps",
-    short_help="Epsilon interval from membership-inference attack results.",
-    epilog=exit_codes(),
-)
-@click.option("--tp", type=_count, help="True positives (members guessed 'member').")
-@click.option("--fp", type=_count, help="False positives (non-members guessed 'member').")
-@click.option("--tn", type=_count, help="True negatives.")
-@click.option("--fn", type=_count, help="False negatives.")
+@command("estimate-eps", "Epsilon interval from membership-inference attack results.")
+@count_option("--tp", maximum=MAX_SAMPLES, help="True positives (members guessed 'member').")
+@count_option("--fp", maximum=MAX_SAMPLES, help="False positives (non-members guessed 'member').")
+@count_option("--tn", maximum=MAX_SAMPLES, help="True negatives.")
+@count_option("--fn", maximum=MAX_SAMPLES, help="False negatives.")
 @click.option(
     "--scores",
     "scores_path",
@@ -140,14 +135,8 @@ def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path
     default=None,
     help="CSV with columns is_member (0/1) and score (higher = member), instead of counts.",
 )
-@click.option("--delta", type=_delta, default=0.0, show_default=True, help="Delta, in [0, 1).")
-@click.option(
-    "--alpha",
-    type=_alpha,
-    default=0.05,
-    show_default=True,
-    help="Significance: intervals at level 1 - alpha, in (0, 1).",
-)
+@checked_option("--delta", type=HALF_OPEN_UNIT, default=0.0, help="Delta.")
+@checked_option("--alpha", type=OPEN_UNIT, default=0.05, help="Significance: intervals at level 1 - alpha.")
 @click.option("--method", type=click.Choice([*METHODS, "all"]), default="all", show_default=True)
 @click.option(
     "--sided",
@@ -156,13 +145,11 @@ def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path
     show_default=True,
     help="'lower': one-sided lower bounds at level 1 - alpha (upper = inf).",
 )
-@click.option(
+@checked_option(
     "--max-eps",
-    type=Real(_max_eps),
+    type=MAX_EPS,
     default=DEFAULT_MAX_EPS,
-    show_default=True,
-    help=f"Largest epsilon the Bayesian method resolves, in (0, {MAX_EPS_LIMIT:g}] (an upper end of inf means "
-    "beyond it).",
+    help="Largest epsilon the Bayesian method resolves (an upper end of inf means beyond it).",
 )
 @click.option(
     "--selection",
@@ -172,19 +159,18 @@ def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path
     help="With --scores: threshold chosen on a held-out split, or the best of --num-thresholds "
     "with a Bonferroni correction.",
 )
-@click.option(
+@checked_option(
     "--holdout-fraction",
-    type=Real(open_unit),
+    type=OPEN_UNIT,
     default=0.5,
-    show_default=True,
-    help="With --scores --selection holdout: fraction used to choose the threshold, in (0, 1).",
+    help="With --scores --selection holdout: fraction used to choose the threshold.",
 )
-@click.option(
+@count_option(
     "--num-thresholds",
-    type=Count(1, 10**6),
+    minimum=1,
+    maximum=10**6,
     default=20,
-    show_default=True,
-    help="With --scores: number of candidate thresholds (the Bonferroni K for --selection best), in [1, 1e6].",
+    help="With --scores: number of candidate thresholds (the Bonferroni K for --selection best).",
 )
 @seed_option("Seed of the holdout split.")
 @json_option("Print one JSON object {method: {lower, upper, point}}.")
@@ -285,46 +271,31 @@ _MIA_OPTIONS = {
 }
 
 
-@click.command(
-    "mia-run",
-    short_help="Audit dpkit's DP-SGD with a membership-inference harness (experimental).",
-    epilog=exit_codes(),
-)
-@click.option(
-    "--noise-multiplier",
-    type=Real(nonnegative),
-    default=1.0,
-    show_default=True,
-    help="DP-SGD noise multiplier, in [0, inf) (0: not private).",
-)
-@click.option("--max-grad-norm", type=_positive, default=1.0, show_default=True, help="Clipping norm, in (0, inf).")
-@click.option("--epochs", type=Count(1, 10**5), default=MiaConfig.epochs, show_default=True, help="In [1, 1e5].")
-@click.option(
+@command("mia-run", "Audit dpkit's DP-SGD with a membership-inference harness (experimental).")
+@checked_option("--noise-multiplier", type=NONNEGATIVE, default=1.0, help="DP-SGD noise multiplier (0: not private).")
+@checked_option("--max-grad-norm", type=POSITIVE, default=1.0, help="Clipping norm.")
+@count_option("--epochs", minimum=1, maximum=10**5, default=MiaConfig.epochs, help="Training epochs per model.")
+@count_option(
     "--models",
     "num_models",
-    type=Count(3, 10**5),
+    minimum=3,
+    maximum=10**5,
     default=MiaConfig.num_models,
-    show_default=True,
-    help="Models trained, shadows included: in [--shadow + 1, 1e5].",
+    help="Models trained, shadows included (at least --shadow + 1).",
 )
-@click.option(
-    "--shadow",
-    "num_shadow",
-    type=Count(2, 10**5),
-    default=MiaConfig.num_shadow,
-    show_default=True,
-    help="Shadow models (LiRA fits on them), >= 2.",
+@count_option(
+    "--shadow", "num_shadow", minimum=2, maximum=10**5, default=MiaConfig.num_shadow, help="Shadow models (LiRA)."
 )
-@click.option(
+@count_option(
     "--canaries",
     "num_canaries",
-    type=Count(1, 10**5),
+    minimum=1,
+    maximum=10**5,
     default=MiaConfig.num_canaries,
-    show_default=True,
-    help="Mislabelled canaries per model, at most the held-out digits (about 360).",
+    help="Mislabelled canaries per model (at most the held-out digits, about 360).",
 )
-@click.option("--delta", type=_delta, default=1e-5, show_default=True, help="In [0, 1).")
-@click.option("--alpha", type=_alpha, default=0.05, show_default=True, help="In (0, 1).")
+@checked_option("--delta", type=HALF_OPEN_UNIT, default=1e-5, help="Delta.")
+@checked_option("--alpha", type=OPEN_UNIT, default=0.05, help="Significance.")
 @click.option("--method", type=click.Choice(METHODS), default="bayes", show_default=True)
 @seed_option("Seed of the canaries, the membership bits and the training.")
 @json_option("Print one JSON object {attack: {lower, upper, point} or {error}, accountant_epsilon}.")

@@ -20,15 +20,18 @@ from dpkit.cli.ldp_common import (
     parse_distribution,
     replay,
     simulate_chunks,
+    speed,
+    speed_line,
     users_option,
     zipf_frequencies,
 )
 from dpkit.cli.ldp_heavy_hitters import heavy_hitters
 from dpkit.cli.ldp_range import range_command
 from dpkit.cli.options import (
-    Count,
+    choice_option,
+    command,
+    count_option,
     echo_json,
-    exit_codes,
     json_option,
     plot_option,
     progress_bar,
@@ -59,18 +62,9 @@ def ldp() -> None:
     themselves and simulated here."""
 
 
-@ldp.command(
-    short_help="Simulate a frequency oracle: estimated vs true frequencies, MSE, analytic variance.",
-    epilog=exit_codes(),
-)
-@click.option("--protocol", type=click.Choice(PROTOCOLS, case_sensitive=False), default="OLH", show_default=True)
-@click.option(
-    "--k",
-    "k",
-    type=Count(2, MAX_K),
-    default=None,
-    help="Domain size, in [2, 1e7] (default for FILE:COLUMN: its categories).",
-)
+@command("simulate", "Simulate a frequency oracle: estimated vs true frequencies, MSE, analytic variance.")
+@choice_option("--protocol", choices=PROTOCOLS, default="OLH")
+@count_option("--k", "k", minimum=2, maximum=MAX_K, help="Domain size (default for FILE:COLUMN: its categories).")
 @epsilon_option()
 @users_option()
 @click.option("--distribution", default="zipf", show_default=True, help="zipf, uniform, or FILE:COLUMN of a CSV.")
@@ -128,8 +122,7 @@ def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, 
         "epsilon": float(epsilon),
         "mse": mse,
         "analytic_variance": analytic,
-        "seconds": seconds,
-        "users_per_second": n / seconds if seconds > 0 else float("inf"),
+        **speed(n, seconds),
     }
     if plot_path:
         _plot(plot_path, f_true, shown, out)
@@ -143,7 +136,7 @@ def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, 
         name = str(labels[v]) if labels is not None and v < len(labels) else str(v)
         click.echo(f"{name[:12]:>12} {f_true[v]:10.5f} {shown[v]:10.5f}")
     click.echo(f"MSE {mse:.4g}   analytic variance {analytic:.4g}   ratio {mse / analytic:.3f}")
-    click.echo(f"{seconds:.3f} s, {out['users_per_second']:,.0f} users/s")
+    click.echo(speed_line(n, seconds))
 
 
 PLOT_ITEMS = 200  # beyond this many items the plot shows the most frequent ones
@@ -164,5 +157,5 @@ def _plot(path, f_true, est, out):
     save_figure(draw, path, figsize=(8, 3.5), dpi=100)
 
 
-ldp.add_command(heavy_hitters)
-ldp.add_command(range_command)
+for _command in (simulate, heavy_hitters, range_command):
+    ldp.add_command(_command)

@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from dpkit.accountants import validation
-from dpkit.cli.options import Count, Real
+from dpkit.cli.options import Real, checked_option, count_option
 
 __all__ = [
     "CHUNK",
@@ -25,6 +25,8 @@ __all__ = [
     "parse_distribution",
     "replay",
     "simulate_chunks",
+    "speed",
+    "speed_line",
     "users_option",
     "zipf_frequencies",
 ]
@@ -40,23 +42,24 @@ def _ldp_epsilon(name: str, value: float) -> float:
 
 
 def epsilon_option(required: bool = True) -> Callable:
-    return click.option(
-        "--epsilon",
-        type=Real(_ldp_epsilon),
-        required=required,
-        help=f"Privacy parameter per user (epsilon-LDP), in (0, {MAX_EPSILON:g}].",
+    return checked_option(
+        "--epsilon", type=Real(_ldp_epsilon, f"(0, {MAX_EPSILON:g}]"), required=required, help="Epsilon-LDP per user."
     )
 
 
 def users_option(default: int = 100_000, maximum: int = MAX_USERS) -> Callable:
-    return click.option(
-        "--n",
-        "n",
-        type=Count(1, maximum),
-        default=default,
-        show_default=True,
-        help=f"Number of users (synthetic data), in [1, {maximum:.0e}]; 1e6 and 1_000_000 are read as 1000000.",
+    return count_option(
+        "--n", "n", minimum=1, maximum=maximum, default=default, help="Number of users (synthetic data)."
     )
+
+
+def speed(n: int, seconds: float) -> dict[str, float]:
+    """``{"seconds", "users_per_second"}`` of a simulation of n users."""
+    return {"seconds": seconds, "users_per_second": n / seconds if seconds > 0 else float("inf")}
+
+
+def speed_line(n: int, seconds: float) -> str:
+    return f"{seconds:.3f} s, {speed(n, seconds)['users_per_second']:,.0f} users/s"
 
 
 def zipf_frequencies(k: int, s: float = 1.1) -> np.ndarray:

@@ -11,8 +11,16 @@ import time
 import click
 import numpy as np
 
-from dpkit.cli.ldp_common import epsilon_option, load_column, parse_distribution, users_option, zipf_frequencies
-from dpkit.cli.options import Count, echo_json, exit_codes, json_option, seed_option
+from dpkit.cli.ldp_common import (
+    epsilon_option,
+    load_column,
+    parse_distribution,
+    speed,
+    speed_line,
+    users_option,
+    zipf_frequencies,
+)
+from dpkit.cli.options import choice_option, command, count_option, echo_json, json_option, seed_option
 
 __all__ = ["heavy_hitters", "PROTOCOLS"]
 
@@ -74,20 +82,10 @@ def _protocol(name: str, bits: int, epsilon: float, top: int):
         ) from None
 
 
-@click.command(
-    "heavy-hitters",
-    short_help="Find the top-k keys under LDP (PEM, SFP, TreeHist, TAP): F1, NCR, speed.",
-    epilog=exit_codes(),
-)
-@click.option("--protocol", type=click.Choice(tuple(PROTOCOLS), case_sensitive=False), default="pem", show_default=True)
-@click.option("--bits", type=Count(1, 64), default=32, show_default=True, help="Bits per key m, in [1, 64].")
-@click.option(
-    "--top",
-    type=Count(1, MAX_TOP),
-    default=10,
-    show_default=True,
-    help=f"How many heavy hitters k to find, in [1, min({MAX_TOP}, 2^bits)].",
-)
+@command("heavy-hitters", "Find the top-k keys under LDP (PEM, SFP, TreeHist, TAP): F1, NCR, speed.")
+@choice_option("--protocol", choices=PROTOCOLS, default="pem")
+@count_option("--bits", minimum=1, maximum=64, default=32, help="Bits per key m.")
+@count_option("--top", minimum=1, maximum=MAX_TOP, default=10, help="How many heavy hitters k to find (at most 2^m).")
 @epsilon_option()
 @users_option(default=100_000, maximum=MAX_USERS)
 @click.option(
@@ -97,12 +95,12 @@ def _protocol(name: str, bits: int, epsilon: float, top: int):
     help="zipf (Zipf(1.1) over max(1000, 10 k) random m-bit keys), or FILE:COLUMN of a CSV (integers in "
     "[0, 2^m) as keys, other values hashed to m bits).",
 )
-@click.option(
+@count_option(
     "--parties",
-    type=Count(1, 1000),
+    minimum=1,
+    maximum=1000,
     default=4,
-    show_default=True,
-    help="TAP: the users are split among this many parties uniformly at random, in [1, 1000].",
+    help="TAP: the users are split among this many parties uniformly at random.",
 )
 @seed_option()
 @json_option("Print one JSON object: heavy_hitters, true_top_k, f1, ncr, seconds, users_per_second, ...")
@@ -156,8 +154,7 @@ def heavy_hitters(protocol, bits, top, epsilon, n, distribution, parties, seed, 
         "true_top_k": [int(v) for v in truth],
         "f1": f1,
         "ncr": rank_score,
-        "seconds": seconds,
-        "users_per_second": n / seconds if seconds > 0 else float("inf"),
+        **speed(n, seconds),
     }
     if as_json:
         echo_json(out)
@@ -169,4 +166,4 @@ def heavy_hitters(protocol, bits, top, epsilon, n, distribution, parties, seed, 
         key = row.get("label") or str(row["value"])
         mark = "yes" if row["value"] in true_set else "no"
         click.echo(f"{i:>4} {key[:20]:>20} {row['count']:>16,.0f} {row['variance'] ** 0.5:>10,.0f}  {mark}")
-    click.echo(f"F1 {f1:.3f}   NCR {rank_score:.3f}   {seconds:.3f} s, {out['users_per_second']:,.0f} users/s")
+    click.echo(f"F1 {f1:.3f}   NCR {rank_score:.3f}   {speed_line(n, seconds)}")

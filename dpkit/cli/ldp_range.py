@@ -15,8 +15,17 @@ import time
 import click
 import numpy as np
 
-from dpkit.cli.ldp_common import epsilon_option, simulate_chunks, users_option, zipf_frequencies
-from dpkit.cli.options import Count, echo_json, exit_codes, json_option, progress_bar, progress_option, seed_option
+from dpkit.cli.ldp_common import epsilon_option, simulate_chunks, speed, speed_line, users_option, zipf_frequencies
+from dpkit.cli.options import (
+    choice_option,
+    command,
+    count_option,
+    echo_json,
+    json_option,
+    progress_bar,
+    progress_option,
+    seed_option,
+)
 
 __all__ = ["PROTOCOLS", "range_command"]
 
@@ -88,12 +97,8 @@ def _box_sums(freq: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return total
 
 
-@click.command(
-    "range",
-    short_help="Range queries under LDP (Flat, HH, HaarHRR, HIO): MSE vs analytic variance.",
-    epilog=exit_codes(),
-)
-@click.option("--protocol", type=click.Choice(PROTOCOLS, case_sensitive=False), default="hh", show_default=True)
+@command("range", "Range queries under LDP (Flat, HH, HaarHRR, HIO): MSE vs analytic variance.")
+@choice_option("--protocol", choices=PROTOCOLS, default="hh")
 @click.option(
     "--domain",
     "domain_text",
@@ -104,19 +109,15 @@ def _box_sums(freq: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 )
 @epsilon_option()
 @users_option()
-@click.option(
+@count_option(
     "--queries",
-    type=Count(1, 100_000),
+    minimum=1,
+    maximum=100_000,
     default=1000,
-    show_default=True,
-    help="Random ranges answered (MSE and variance are averaged over them), in [1, 1e5].",
+    help="Random ranges answered (MSE and variance are averaged over them).",
 )
-@click.option(
-    "--distribution",
-    type=click.Choice(["zipf", "uniform"]),
-    default="zipf",
-    show_default=True,
-    help="The users' values (HIO: each attribute independently).",
+@choice_option(
+    "--distribution", choices=("zipf", "uniform"), default="zipf", help="The users' values (HIO: each attribute)."
 )
 @seed_option()
 @json_option("Print one JSON object: mse, analytic_variance, seconds, users_per_second, ...")
@@ -171,8 +172,7 @@ def range_command(protocol, domain_text, epsilon, n, queries, distribution, seed
         "queries": int(queries),
         "mse": mse,
         "analytic_variance": analytic,
-        "seconds": seconds,
-        "users_per_second": n / seconds if seconds > 0 else float("inf"),
+        **speed(n, seconds),
     }
     if as_json:
         echo_json(out)
@@ -181,4 +181,4 @@ def range_command(protocol, domain_text, epsilon, n, queries, distribution, seed
     click.echo(
         f"{queries} random ranges: MSE {mse:.4g}   mean analytic variance {analytic:.4g}   ratio {mse / analytic:.3f}"
     )
-    click.echo(f"{seconds:.3f} s, {out['users_per_second']:,.0f} users/s")
+    click.echo(speed_line(n, seconds))

@@ -26,11 +26,12 @@ import click
 import numpy as np
 
 from dpkit.cli.options import (
-    Count,
-    Real,
+    HALF_OPEN_UNIT,
+    checked_option,
+    choice_option,
+    command,
+    count_option,
     echo_json,
-    exit_codes,
-    half_open_unit,
     json_option,
     progress_bar,
     progress_option,
@@ -141,28 +142,18 @@ def _evaluate(family: str, n: int, participation, **options) -> dict:
 
 
 def _setting_options(f):
-    for decorator in reversed(
-        (
-            click.option(
-                "--n", "n", type=Count(1, MAX_STEPS), required=True, help=f"Number of steps, in [1, {MAX_STEPS}]."
-            ),
-            click.option(
-                "--participations",
-                type=Count(1, MAX_STEPS),
-                default=None,
-                help="Times one example may take part: alone, K epochs in a fixed order (n a multiple of K); with "
-                "--min-sep, at most K steps.",
-            ),
-            click.option(
-                "--min-sep",
-                type=Count(1, MAX_STEPS),
-                default=None,
-                help="Min-separation B: an example's steps are at least B apart, in [1, n].",
-            ),
-        )
-    ):
-        f = decorator(f)
-    return f
+    """``--n``, ``--participations`` and ``--min-sep``: the setting both commands take."""
+    f = count_option(
+        "--min-sep", minimum=1, maximum=MAX_STEPS, help="Min-separation B: an example's steps are at least B apart."
+    )(f)
+    f = count_option(
+        "--participations",
+        minimum=1,
+        maximum=MAX_STEPS,
+        help="Times one example may take part: alone, K epochs in a fixed order (n a multiple of K); with "
+        "--min-sep, at most K steps.",
+    )(f)
+    return count_option("--n", "n", minimum=1, maximum=MAX_STEPS, required=True, help="Number of steps.")(f)
 
 
 @click.group(short_help="Matrix-factorization (correlated-noise) strategies: optimize one, compare them all.")
@@ -174,22 +165,14 @@ def mf() -> None:
     """
 
 
-@mf.command(
-    "optimize", short_help="Build or optimize one strategy and print its error and sensitivity.", epilog=exit_codes()
-)
-@click.option("--strategy", "family", type=click.Choice(tuple(FAMILIES)), default="blt", show_default=True)
+@command("optimize", "Build or optimize one strategy and print its error and sensitivity.")
+@choice_option("--strategy", "family", choices=FAMILIES, default="blt")
 @_setting_options
-@click.option("--bands", type=Count(1, MAX_STEPS), default=None, help="banded: number of bands [default: separation].")
-@click.option(
-    "--buffers", type=Count(0, 64), default=None, help="blt: number of buffers, in [0, 64] [default: optimized]."
-)
-@click.option("--nu", type=Real(half_open_unit), default=None, help="nu: its parameter, in [0, 1) [default: best].")
-@click.option(
-    "--error",
-    type=click.Choice(["mean", "max"]),
-    default="mean",
-    show_default=True,
-    help="The error the optimizer minimizes (times sensitivity^2).",
+@count_option("--bands", minimum=1, maximum=MAX_STEPS, help="banded: number of bands [default: separation].")
+@count_option("--buffers", minimum=0, maximum=64, help="blt: number of buffers [default: optimized].")
+@checked_option("--nu", type=HALF_OPEN_UNIT, help="nu: its parameter [default: the best of a grid].")
+@choice_option(
+    "--error", choices=("mean", "max"), default="mean", help="The error the optimizer minimizes (times sensitivity^2)."
 )
 @json_option("Print one JSON object: rmse, max_rmse, mean_error, max_error, sensitivity, seconds, ...")
 def optimize(family, n, participations, min_sep, bands, buffers, nu, error, as_json):
@@ -222,7 +205,7 @@ def optimize(family, n, participations, min_sep, bands, buffers, nu, error, as_j
         click.echo(f"{label:<14} {value}")
 
 
-@mf.command("compare", short_help="Every strategy family for one setting, in a table.", epilog=exit_codes())
+@command("compare", "Every strategy family for one setting, in a table.")
 @_setting_options
 @json_option("Print one JSON object {n, participation, results: {family: figures}}.")
 @progress_option()
@@ -265,3 +248,7 @@ def compare(n, participations, min_sep, as_json, progress):
         )
     for family, reason in skipped.items():
         click.echo(f"{family:<14} skipped: {reason}")
+
+
+for _command in (optimize, compare):
+    mf.add_command(_command)

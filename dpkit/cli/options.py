@@ -31,6 +31,11 @@ from dpkit.accountants import validation
 
 __all__ = [
     "CSV_EXTENSIONS",
+    "HALF_OPEN_UNIT",
+    "NONNEGATIVE",
+    "OPEN_UNIT",
+    "POSITIVE",
+    "PROBABILITY",
     "EXIT_FINDING",
     "EXIT_TARGET_FAILED",
     "EXIT_USAGE",
@@ -42,7 +47,11 @@ __all__ = [
     "Real",
     "TargetFailure",
     "check_writable",
+    "checked_option",
     "click_callback",
+    "choice_option",
+    "command",
+    "count_option",
     "csv_option",
     "echo_json",
     "exit_codes",
@@ -103,6 +112,12 @@ class Count(click.ParamType):
     def __init__(self, minimum: int = 0, maximum: int | None = None) -> None:
         self.minimum, self.maximum = minimum, maximum
 
+    def describe(self) -> str:
+        """The allowed values, for a help text: "a whole number in [1, 1e6]"."""
+        if self.maximum is None:
+            return f"a whole number >= {_number(self.minimum)}"
+        return f"a whole number in [{_number(self.minimum)}, {_number(self.maximum)}]"
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         name = param.name if param is not None and param.name else "value"
         number: Any = value
@@ -122,12 +137,16 @@ class Count(click.ParamType):
 
 
 class Real(click.ParamType):
-    """A real number run through ``check(name, value)`` (e.g. :func:`dpkit.accountants.validation.check_positive`)."""
+    """A real number run through ``check(name, value)`` (e.g. :func:`dpkit.accountants.validation.check_positive`);
+    ``domain`` states the allowed values for help texts, e.g. "(0, inf)"."""
 
     name = "float"
 
-    def __init__(self, check: Callable[[str, float], float] = lambda name, value: value) -> None:
-        self.check = check
+    def __init__(self, check: Callable[[str, float], float], domain: str) -> None:
+        self.check, self.domain = check, domain
+
+    def describe(self) -> str:
+        return f"in {self.domain}"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         name = param.name if param is not None and param.name else "value"
@@ -142,8 +161,15 @@ class Real(click.ParamType):
             self.fail(str(err), param, ctx)
 
 
-SEED_MAX = 2**63 - 1
-SEED = Count(0, SEED_MAX)
+def _number(x: int) -> str:
+    """1e6 for powers of ten from 1e4 on, 2^53 for large powers of two, else the digits."""
+    if x >= 10**4 and 10 ** round(math.log10(x)) == x:
+        return f"1e{round(math.log10(x))}"
+    if x >= 2**16 and x & (x - 1) == 0:
+        return f"2^{x.bit_length() - 1}"
+    if x >= 2**16 and (x + 1) & x == 0:
+        return f"2^{x.bit_length()} - 1"
+    return str(x)
 
 
 def positive(name: str, value: Any) -> float:
@@ -155,13 +181,19 @@ def nonnegative(name: str, value: Any) -> float:
 
 
 def open_unit(name: str, value: Any) -> float:
-    """In (0, 1)."""
     return validation.check_probability(name, value, open_low=True, open_high=True)
 
 
 def half_open_unit(name: str, value: Any) -> float:
-    """In [0, 1)."""
     return validation.check_probability(name, value, open_low=False, open_high=True)
+
+
+POSITIVE = Real(positive, "(0, inf)")
+NONNEGATIVE = Real(nonnegative, "[0, inf)")
+PROBABILITY = Real(validation.check_probability, "(0, 1]")
+OPEN_UNIT = Real(open_unit, "(0, 1)")
+HALF_OPEN_UNIT = Real(half_open_unit, "[0, 1)")
+SEED = Count(0, 2**63 - 1)
 
 
 # ------------------------------------------------------------------------------------------------- output files
@@ -223,14 +255,36 @@ JSON_FILE = OutputPath(JSON_EXTENSIONS, "JSON")
 
 
 # ------------------------------------------------------------------------------------------------- shared options
+def command(name: str, short_help: str, *exit_extra: tuple[int, str], success: str = "success") -> Callable:
+    """``click.command`` with the short help ``dpkit --help`` shows and the "Exit status" paragraph at the end of
+    the command's own help (:func:`exit_codes`)."""
+    return click.command(name, short_help=short_help, epilog=exit_codes(*exit_extra, success=success))
+
+
+def checked_option(*decls: str, type: Count | Real, help: str, **kwargs: Any) -> Callable:
+    """``click.option`` of a :class:`Count` or :class:`Real` whose help ends with the allowed values; defaults are
+    shown."""
+    kwargs.setdefault("show_default", kwargs.get("default") is not None)
+    return click.option(*decls, type=type, help=f"{help} {type.describe().capitalize()}.", **kwargs)
+
+
+def count_option(*decls: str, minimum: int = 0, maximum: int | None = None, help: str, **kwargs: Any) -> Callable:
+    """An option taking a whole number in [minimum, maximum] (``1e6`` accepted, ``1.5`` refused)."""
+    return checked_option(*decls, type=Count(minimum, maximum), help=help, **kwargs)
+
+
+def choice_option(*decls: str, choices: Any, default: str | None, help: str = "", **kwargs: Any) -> Callable:
+    """An option taking one of ``choices`` (case-insensitive), with its default shown."""
+    kind = click.Choice(tuple(choices), case_sensitive=False)
+    return click.option(*decls, type=kind, default=default, show_default=default is not None, help=help, **kwargs)
+
+
 def json_option(help: str = "Print one JSON object on stdout (inf and NaN as the strings 'inf', 'nan').") -> Callable:
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def seed_option(help: str = "Seed of the random generator.", default: int = 0) -> Callable:
-    return click.option(
-        "--seed", type=SEED, default=default, show_default=True, help=f"{help} A whole number in [0, 2^63 - 1]."
-    )
+    return checked_option("--seed", type=SEED, default=default, help=help)
 
 
 def plot_option(help: str, default: str | None = None) -> Callable:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dpkit.cli.options import Count, exit_codes, plot_option, save_figure, seed_option
+from dpkit.cli.options import choice_option, command, count_option, plot_option, save_figure, seed_option
 from dpkit.datasets import load_digits
 from dpkit.privacy_engine import PrivacyEngine
 
@@ -187,14 +187,10 @@ def run_train_demo(
     return results
 
 
-@click.command(
-    "train-demo",
-    short_help="Train a small CNN on digits privately vs non-private; plot privacy vs utility.",
-    epilog=exit_codes(),
-)
-@click.option("--epochs", default=15, show_default=True, type=Count(1, 10_000), help="Training epochs, in [1, 1e4].")
+@command("train-demo", "Train a small CNN on digits privately vs non-private; plot privacy vs utility.")
+@count_option("--epochs", minimum=1, maximum=10_000, default=15, help="Training epochs.")
 @plot_option("Where to write the privacy-utility plot.", default="privacy_utility.png")
-@click.option("--accountant", default="pld", show_default=True, type=click.Choice(["pld", "rdp"]))
+@choice_option("--accountant", choices=("pld", "rdp"), default="pld")
 @seed_option("Seed of data split, model and noise.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 def train_demo_command(epochs: int, plot_path: str, accountant: str, seed: int, no_progress: bool) -> None:
