@@ -21,6 +21,7 @@ from dpkit.cli.options import (
     POSITIVE,
     PROBABILITY,
     checked_option,
+    choice_option,
     command,
     count_option,
     echo_json,
@@ -79,19 +80,17 @@ class _Query:
     "--epochs", type=POSITIVE, help="Number of epochs, instead of --steps: steps = ceil(epochs / sampling rate)."
 )
 @checked_option("--delta", "-d", type=OPEN_UNIT, required=True, help="Target delta.")
-@click.option(
+@choice_option(
     "--accountant",
     "-a",
-    type=click.Choice(["rdp", "pld", "both"], case_sensitive=False),
+    choices=["rdp", "pld", "both"],
     default="both",
-    show_default=True,
     help="Which accountant(s) to use.",
 )
-@click.option(
+@choice_option(
     "--neighbouring-relation",
-    type=click.Choice(RELATIONS),
+    choices=RELATIONS,
     default="add_or_remove",
-    show_default=True,
     help="Neighbouring datasets: one record added or removed, or one replaced.",
 )
 @json_option("Print one JSON object with the inputs and the results.")

@@ -26,6 +26,7 @@ from dpkit.cli.options import (
     POSITIVE,
     TargetFailure,
     checked_option,
+    choice_option,
     command,
     count_option,
     csv_option,
@@ -119,8 +120,13 @@ def _target_failure(target: str, err: BaseException) -> TargetFailure:
 @checked_option(
     "--confidence", type=OPEN_UNIT, default=0.99, help="Joint confidence of the lower bound over all tests."
 )
-@click.option(
-    "--attack", "attacks", type=click.Choice(ATTACKS), multiple=True, help="Tests to run (repeatable) [default: all]."
+@choice_option(
+    "--attack",
+    "attacks",
+    choices=ATTACKS,
+    default=None,
+    multiple=True,
+    help="Tests to run (repeatable) [default: all].",
 )
 @count_option(
     "--tau",
@@ -133,11 +139,10 @@ def _target_failure(target: str, err: BaseException) -> TargetFailure:
     "--eps-1", "eps_1", type=POSITIVE, help="Longitudinal protocols: single-report epsilon [default: epsilon / 2]."
 )
 @count_option("--d", "d", minimum=1, maximum=1000, default=3, help="Multidimensional protocols: number of attributes.")
-@click.option(
+@choice_option(
     "--scope",
-    type=click.Choice(["tuple", "attribute"]),
+    choices=["tuple", "attribute"],
     default="tuple",
-    show_default=True,
     help="Multidimensional protocols: change every attribute or attribute 0 only.",
 )
 @click.option("--grid", is_flag=True, help="Run over a grid of epsilon and k and print a table.")

@@ -33,6 +33,7 @@ from dpkit.cli.options import (
     POSITIVE,
     Real,
     checked_option,
+    choice_option,
     command,
     count_option,
     echo_json,
@@ -137,12 +138,11 @@ def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path
 )
 @checked_option("--delta", type=HALF_OPEN_UNIT, default=0.0, help="Delta.")
 @checked_option("--alpha", type=OPEN_UNIT, default=0.05, help="Significance: intervals at level 1 - alpha.")
-@click.option("--method", type=click.Choice([*METHODS, "all"]), default="all", show_default=True)
-@click.option(
+@choice_option("--method", choices=[*METHODS, "all"], default="all")
+@choice_option(
     "--sided",
-    type=click.Choice(["two-sided", "lower"]),
+    choices=["two-sided", "lower"],
     default="two-sided",
-    show_default=True,
     help="'lower': one-sided lower bounds at level 1 - alpha (upper = inf).",
 )
 @checked_option(
@@ -151,11 +151,10 @@ def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path
     default=DEFAULT_MAX_EPS,
     help="Largest epsilon the Bayesian method resolves (an upper end of inf means beyond it).",
 )
-@click.option(
+@choice_option(
     "--selection",
-    type=click.Choice(SELECTIONS),
+    choices=SELECTIONS,
     default="holdout",
-    show_default=True,
     help="With --scores: threshold chosen on a held-out split, or the best of --num-thresholds "
     "with a Bonferroni correction.",
 )
@@ -296,7 +295,7 @@ _MIA_OPTIONS = {
 )
 @checked_option("--delta", type=HALF_OPEN_UNIT, default=1e-5, help="Delta.")
 @checked_option("--alpha", type=OPEN_UNIT, default=0.05, help="Significance.")
-@click.option("--method", type=click.Choice(METHODS), default="bayes", show_default=True)
+@choice_option("--method", choices=METHODS, default="bayes")
 @seed_option("Seed of the canaries, the membership bits and the training.")
 @json_option("Print one JSON object {attack: {lower, upper, point} or {error}, accountant_epsilon}.")
 @progress_option()

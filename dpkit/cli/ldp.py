@@ -69,11 +69,10 @@ def ldp() -> None:
 @users_option()
 @click.option("--distribution", default="zipf", show_default=True, help="zipf, uniform, or FILE:COLUMN of a CSV.")
 @seed_option()
-@click.option(
+@choice_option(
     "--postprocess",
-    type=click.Choice(["none", "clip", "norm-sub", "ibu"]),
+    choices=("none", "clip", "norm-sub", "ibu"),
     default="none",
-    show_default=True,
     help="Post-processing of the estimates (MSE is always of the raw estimator).",
 )
 @json_option("Print one JSON object.")

@@ -18,14 +18,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from dpkit.accountants.progress import Progress, ProgressHook
 
 if TYPE_CHECKING:  # pandas is imported by the tables only: ``dpkit account`` starts without it
     import pandas as pd
 
+T = TypeVar("T")
 ACCOUNTANTS = ("rdp", "pld")
 DEFAULT_NOISE_MULTIPLIERS = (0.8, 1.0, 1.2, 1.5)
 DEFAULT_TARGET_EPSILONS = (1.0, 3.0, 8.0)
@@ -180,18 +181,7 @@ def epsilon_table(
     parts = _parts(progress, 2 * len(noise_multipliers))
     rows = []
     for sigma in noise_multipliers:
-        r, p = (
-            account_dpsgd(
-                name,
-                setting.sampling_rate,
-                sigma,
-                setting.steps,
-                setting.delta,
-                setting.neighbouring_relation,
-                progress=next(parts),
-            )
-            for name in ACCOUNTANTS
-        )
+        r, p = _both_accountants(account_dpsgd, setting, sigma, parts)
         rows.append(
             {
                 "noise_multiplier": float(sigma),
@@ -222,18 +212,7 @@ def noise_table(
     parts = _parts(progress, 2 * len(target_epsilons))
     rows = []
     for eps in target_epsilons:
-        (s_rdp, t_rdp), (s_pld, t_pld) = (
-            calibrate_dpsgd(
-                name,
-                setting.sampling_rate,
-                eps,
-                setting.steps,
-                setting.delta,
-                setting.neighbouring_relation,
-                progress=next(parts),
-            )
-            for name in ACCOUNTANTS
-        )
+        (s_rdp, t_rdp), (s_pld, t_pld) = _both_accountants(calibrate_dpsgd, setting, eps, parts)
         rows.append(
             {
                 "target_epsilon": float(eps),
@@ -247,11 +226,28 @@ def noise_table(
     return pd.DataFrame(rows)
 
 
-def _parts(progress: ProgressHook | None, count: int):
+def _parts(progress: ProgressHook | None, count: int) -> Iterator[ProgressHook | None]:
     """``count`` hooks (or Nones) for equal consecutive shares of ``progress``, one per computation."""
     report = Progress(progress)
     for i in range(count):
         yield report.part(i / count, (i + 1) / count).hook()
+
+
+def _both_accountants(compute: Callable[..., T], setting: DpSgdSetting, value: float, parts) -> tuple[T, T]:
+    """``compute(accountant, q, value, steps, delta, relation, progress=...)`` under RDP, then under PLD."""
+    rdp, pld = (
+        compute(
+            name,
+            setting.sampling_rate,
+            value,
+            setting.steps,
+            setting.delta,
+            setting.neighbouring_relation,
+            progress=next(parts),
+        )
+        for name in ACCOUNTANTS
+    )
+    return rdp, pld
 
 
 _FORMATS = {
