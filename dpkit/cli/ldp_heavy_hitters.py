@@ -141,8 +141,8 @@ def heavy_hitters(protocol, bits, top, epsilon, n, distribution, parties, seed, 
     rows = []
     for value, count, variance in zip(found.values, found.counts, found.variances, strict=True):
         row = {"value": int(value), "count": float(count), "variance": float(variance)}
-        if labels is not None:
-            row["label"] = labels.get(int(value), "")
+        if labels is not None and int(value) in labels:  # a found key that no user holds has no label
+            row["label"] = labels[int(value)]
         rows.append(row)
     out = {
         "protocol": found.protocol or proto.name,
