@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 
 import click
 
@@ -193,7 +194,7 @@ def _print_json(accountant: str, names: list[str], results, sigmas: dict[str, fl
     if query.target_epsilon is not None:
         out["target_epsilon"] = query.target_epsilon
 
-    def per_accountant(values: dict[str, float | None]):
+    def per_accountant(values: Mapping[str, float | None]):
         return values[names[0]] if len(names) == 1 else values
 
     out["noise_multiplier"] = per_accountant(sigmas) if query.target_epsilon is not None else query.noise_multiplier
@@ -209,6 +210,7 @@ def _print_text(names: list[str], results, sigmas: dict[str, float], query: _Que
     from dpkit.cli.report import compare_noise
 
     if query.target_epsilon is None:
+        assert query.noise_multiplier is not None  # exactly one of the two was given
         click.echo(f"epsilon of DP-SGD with noise multiplier {_fmt(query.noise_multiplier)} ({query.setting()}):")
         for n in names:
             r = results[n]

@@ -7,6 +7,7 @@ CSV column), runs the protocol (clients and server) and compares its answer with
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import click
 import numpy as np
@@ -138,13 +139,13 @@ def heavy_hitters(protocol, bits, top, epsilon, n, distribution, parties, seed, 
     seconds = time.perf_counter() - t0
     truth = true_top_k(keys, top)
     f1, rank_score = f1_score(found.values, truth), ncr(found.values, truth)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for value, count, variance in zip(found.values, found.counts, found.variances, strict=True):
-        row = {"value": int(value), "count": float(count), "variance": float(variance)}
+        row: dict[str, Any] = {"value": int(value), "count": float(count), "variance": float(variance)}
         if labels is not None and int(value) in labels:  # a found key that no user holds has no label
             row["label"] = labels[int(value)]
         rows.append(row)
-    out = {
+    out: dict[str, Any] = {
         "protocol": found.protocol or proto.name,
         "bits": bits,
         "top": top,
