@@ -119,6 +119,7 @@ def heavy_hitters(protocol, bits, top, epsilon, n, distribution, parties, seed, 
     from dpkit.mechanisms.heavy_hitters import f1_score, ncr, true_top_k
 
     protocol = protocol.lower()
+    proto = _protocol(protocol, bits, epsilon, top)  # before any data is drawn or read
     rng = np.random.default_rng(seed)
     source, column = parse_distribution(distribution, allowed=("zipf",))
     labels = None
@@ -127,7 +128,6 @@ def heavy_hitters(protocol, bits, top, epsilon, n, distribution, parties, seed, 
     else:
         keys, labels = _column_keys(source, column, bits)
         n = len(keys)
-    proto = _protocol(protocol, bits, epsilon, top)
     t0 = time.perf_counter()
     try:
         if protocol == "tap":

@@ -21,6 +21,7 @@ K epochs in a fixed order (n / K steps each, n a multiple of K); ``--min-sep B``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import click
 import numpy as np
@@ -76,12 +77,13 @@ def _loss(report, error: str) -> float:
     return report.sensitivity.squared * (report.mean_error if error == "mean" else report.max_error)
 
 
-def _best_nu(n: int, participation, error: str):
+def _best_nu(n: int, participation, error: str, progress: Callable[[float, str], None]):
     """nu-DP-FTRL with the nu of NU_GRID that minimizes sensitivity^2 x error for the setting."""
     from dpkit.mechanisms.matrix_factorization import make_strategy
 
     best = None
-    for nu in NU_GRID:
+    for i, nu in enumerate(NU_GRID):
+        progress(i / len(NU_GRID), f"nu = {nu:.4g}")
         strategy = make_strategy("nu-dp-ftrl", n, participation=participation, nu=float(nu))
         loss = _loss(strategy.evaluate(participation), error)
         if best is None or loss < best[0]:
@@ -90,7 +92,7 @@ def _best_nu(n: int, participation, error: str):
     return best[1]
 
 
-def _build(family: str, n: int, participation, *, bands, buffers, nu, error: str):
+def _build(family: str, n: int, participation, *, bands, buffers, nu, error: str, progress=lambda f, m: None):
     """The strategy of ``family`` (a CLI name) for the setting; options a family does not take are errors."""
     from dpkit.mechanisms.matrix_factorization import make_strategy
 
@@ -117,7 +119,7 @@ def _build(family: str, n: int, participation, *, bands, buffers, nu, error: str
         return make_strategy(name, n, participation=participation, **options)
     if family == "nu":
         if nu is None:
-            return _best_nu(n, participation, error)
+            return _best_nu(n, participation, error, progress)
         return make_strategy(name, n, participation=participation, nu=nu)
     if family == "blt":
         return make_strategy(name, n, participation=participation, buffers=buffers, error=error)
@@ -175,7 +177,8 @@ def mf() -> None:
     "--error", choices=("mean", "max"), default="mean", help="The error the optimizer minimizes (times sensitivity^2)."
 )
 @json_option("Print one JSON object: rmse, max_rmse, mean_error, max_error, sensitivity, seconds, ...")
-def optimize(family, n, participations, min_sep, bands, buffers, nu, error, as_json):
+@progress_option()
+def optimize(family, n, participations, min_sep, bands, buffers, nu, error, as_json, progress):
     """Build the strategy of one family for n steps (optimizing it where the family is optimized) and print its
     figures. The family names map to dpkit.mechanisms.matrix_factorization's registry: identity -> dp-sgd,
     nu -> nu-dp-ftrl, banded -> banded-toeplitz, banded-column -> banded; the others are the same.
@@ -186,7 +189,8 @@ def optimize(family, n, participations, min_sep, bands, buffers, nu, error, as_j
       dpkit mf optimize --strategy banded --n 1000 --min-sep 100 --bands 64 --json
     """
     participation = _participation(n, participations, min_sep)
-    row = _evaluate(family, n, participation, bands=bands, buffers=buffers, nu=nu, error=error)
+    with progress_bar(f"{family} strategy", progress) as hook:
+        row = _evaluate(family, n, participation, bands=bands, buffers=buffers, nu=nu, error=error, progress=hook)
     if as_json:
         echo_json(row)
         return
