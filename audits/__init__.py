@@ -4,6 +4,8 @@ Run an attack that guesses, for each sample, whether a target was in the trainin
 turn the counts into an estimate of epsilon to set against what the accountants report.
 
 * :mod:`dpkit.audits.counts`: :class:`AttackCounts` (TP, FP, TN, FN), from numbers or from arrays of guesses.
+* :mod:`dpkit.audits.evidence`: counts that say nothing about epsilon (no members, no non-members, a constant
+  test) raise :class:`InsufficientEvidenceError` in every estimator instead of returning the prior's interval.
 * :mod:`dpkit.audits.epsilon_from_tests`: eps_hat(FPR, FNR; delta), the hypothesis-testing region (vectorized).
 * :mod:`dpkit.audits.intervals`: Clopper-Pearson and Jeffreys baselines (confidence intervals for epsilon).
 * :mod:`dpkit.audits.bayesian`: the joint-Beta posterior of epsilon (Zanella-Beguelin et al. 2023), computed by an
@@ -25,6 +27,7 @@ from dpkit.audits.canaries import CanaryGameResult, canary_game
 from dpkit.audits.counts import AttackCounts
 from dpkit.audits.epsilon_from_tests import epsilon_from_rates, region_lower, region_upper
 from dpkit.audits.estimate import METHODS, estimate_all, estimate_epsilon
+from dpkit.audits.evidence import InsufficientEvidenceError, evidence_problem, require_evidence
 from dpkit.audits.intervals import clopper_pearson, jeffreys
 from dpkit.audits.results import EpsilonEstimate
 from dpkit.audits.scores import counts_at_threshold, estimate_from_scores
@@ -35,6 +38,7 @@ __all__ = [
     "CanaryGameResult",
     "EpsilonEstimate",
     "EpsilonPosterior",
+    "InsufficientEvidenceError",
     "bayesian_interval",
     "canary_game",
     "clopper_pearson",
@@ -43,7 +47,9 @@ __all__ = [
     "estimate_all",
     "estimate_epsilon",
     "estimate_from_scores",
+    "evidence_problem",
     "jeffreys",
     "region_lower",
     "region_upper",
+    "require_evidence",
 ]

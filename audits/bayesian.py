@@ -38,6 +38,7 @@ from dpkit.accountants.validation import check_count, check_positive
 from dpkit.audits._checks import check_alpha, check_audit_delta
 from dpkit.audits.counts import AttackCounts
 from dpkit.audits.epsilon_from_tests import epsilon_from_rates, region_lower, region_upper
+from dpkit.audits.evidence import require_evidence
 from dpkit.audits.intervals import SIDES, plug_in_epsilon
 from dpkit.audits.results import EpsilonEstimate
 
@@ -89,6 +90,10 @@ class EpsilonPosterior:
     on each rate (Jeffreys (1/2, 1/2) by default; (1, 1) is uniform). ``grid_size`` = number of uniform levels
     per direction; the CDF error is O(1/grid_size^2) (about 1e-8 at the default) and ``cdf_bounds`` gives a
     rigorous bracket.
+
+    Counts that carry no evidence about epsilon (no member or no non-member sample, or a constant test; see
+    :mod:`dpkit.audits.evidence`) raise :class:`~dpkit.audits.evidence.InsufficientEvidenceError`, because the
+    posterior would then be the prior's; ``allow_no_evidence=True`` builds it anyway, to study the prior.
     """
 
     def __init__(
@@ -99,9 +104,12 @@ class EpsilonPosterior:
         prior: tuple[float, float] = (0.5, 0.5),
         grid_size: int = DEFAULT_GRID_SIZE,
         max_eps: float = DEFAULT_MAX_EPS,
+        allow_no_evidence: bool = False,
     ):
         if not isinstance(counts, AttackCounts):
             raise TypeError(f"counts must be an AttackCounts, got {type(counts).__name__}")
+        if not allow_no_evidence:
+            require_evidence(counts)
         self.counts = counts
         self.delta = check_audit_delta("delta", delta)
         if not (isinstance(prior, tuple | list) and len(prior) == 2):
@@ -296,7 +304,8 @@ def bayesian_interval(
 
     ``point`` is the posterior median; ``extra`` has the plug-in estimate, the posterior mass at 0, the
     quadrature error estimate at both ends, ``max_eps`` (an upper end of inf means "beyond max_eps") and the
-    grid size.
+    grid size. Counts without evidence about epsilon raise :class:`~dpkit.audits.evidence.InsufficientEvidenceError`
+    (the interval would be the prior's).
     """
     alpha = check_alpha("alpha", alpha)
     post = EpsilonPosterior(counts, delta, prior=prior, grid_size=grid_size, max_eps=max_eps)

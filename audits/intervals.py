@@ -9,6 +9,9 @@ the anti-diagonal FPR + FNR = 1 and increases above it, so its extremes over the
 Clopper-Pearson per-rate intervals are exact (conservative), so the epsilon interval has coverage >= 1 - alpha.
 The Jeffreys interval (Beta(k + 1/2, n - k + 1/2) quantiles, lower end 0 at k = 0 and upper end 1 at k = n)
 is approximate: its coverage is close to, not guaranteed above, the nominal level.
+
+Counts without evidence about epsilon (no member or no non-member sample, or a constant test) raise
+:class:`~dpkit.audits.evidence.InsufficientEvidenceError` rather than return the trivial interval [0, inf].
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from scipy import special
 from dpkit.audits._checks import check_alpha, check_audit_delta
 from dpkit.audits.counts import AttackCounts
 from dpkit.audits.epsilon_from_tests import epsilon_from_rates
+from dpkit.audits.evidence import require_evidence
 from dpkit.audits.results import EpsilonEstimate
 
 __all__ = ["clopper_pearson", "jeffreys", "rate_interval", "epsilon_interval_from_rates", "plug_in_epsilon", "SIDES"]
@@ -63,12 +67,11 @@ def plug_in_epsilon(counts: AttackCounts, delta: float = 0.0) -> float:
 
 
 def _frequentist(method: str, counts: AttackCounts, alpha: float, delta: float, sided: str) -> EpsilonEstimate:
-    if not isinstance(counts, AttackCounts):
-        raise TypeError(f"counts must be an AttackCounts, got {type(counts).__name__}")
     alpha = check_alpha("alpha", alpha)
     delta = check_audit_delta("delta", delta)
     if sided not in SIDES:
         raise ValueError(f"sided must be one of {SIDES}, got {sided!r}")
+    require_evidence(counts)
     # A one-sided lower bound at alpha is the lower end of the two-sided interval at 2 alpha.
     a = min(2 * alpha, 1.0 - 1e-12) if sided == "lower" else alpha
     fpr_i = rate_interval(counts.fp, counts.negatives, a / 2, method)

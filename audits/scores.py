@@ -15,7 +15,10 @@ epsilon over all ROC thresholds on the same samples and does not correct for it)
   For the Bayesian method the same correction is applied to the credible level (a heuristic there).
 
 The threshold is selected by a smoothed plug-in estimate (eps_hat at (FP + 1/2)/(N + 1), (FN + 1/2)/(P + 1)),
-which is finite and ranks attacks worse than random by their complement.
+which is finite and ranks attacks worse than random by their complement. Thresholds at or below the smallest score
+are never candidates: they make the constant test "everyone is a member", which says nothing about epsilon
+(:mod:`dpkit.audits.evidence`). So constant scores, and a held-out evaluation split whose test turns out constant
+or lacks members or non-members, raise :class:`~dpkit.audits.evidence.InsufficientEvidenceError`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dpkit.audits._checks import check_labels, check_same_length, check_scores
 from dpkit.audits.counts import AttackCounts
 from dpkit.audits.epsilon_from_tests import epsilon_from_rates
 from dpkit.audits.estimate import estimate_epsilon
+from dpkit.audits.evidence import InsufficientEvidenceError
 from dpkit.audits.results import EpsilonEstimate
 
 __all__ = ["counts_at_threshold", "estimate_from_scores", "SELECTIONS"]
@@ -65,11 +69,17 @@ def _smoothed_eps(c: np.ndarray, delta: float) -> np.ndarray:
     return epsilon_from_rates(fpr, fnr, delta)
 
 
-def _candidates(s: np.ndarray, num: int | None) -> np.ndarray:
+def _candidates(s: np.ndarray, num: int | None, where: str) -> np.ndarray:
+    """Candidate thresholds above the smallest score (at or below it the test is constant: no evidence)."""
     uniq = np.unique(s)
-    if num is None or num >= uniq.size:
-        return uniq
-    return np.unique(np.quantile(s, (np.arange(num) + 0.5) / num, method="inverted_cdf"))
+    if uniq.size < 2:
+        raise InsufficientEvidenceError(
+            f"no evidence about epsilon: the {s.size} scores {where} are all equal ({float(uniq[0]):.6g}), so every "
+            "threshold test is constant"
+        )
+    if num is not None and num < uniq.size:
+        uniq = np.unique(np.quantile(s, (np.arange(num) + 0.5) / num, method="inverted_cdf"))
+    return uniq[uniq > s.min()]
 
 
 def estimate_from_scores(
@@ -109,20 +119,26 @@ def estimate_from_scores(
             )
         perm = np.random.default_rng(seed).permutation(n)
         cal, ev = perm[:n_cal], perm[n_cal:]
-        cands = _candidates(s[cal], num_thresholds)
+        cands = _candidates(s[cal], num_thresholds, "of the calibration split")
         best = int(np.argmax(_smoothed_eps(_counts_matrix(b[cal], s[cal], cands), delta)))
         threshold = float(cands[best])
         counts = AttackCounts.from_guesses(b[ev], s[ev] >= threshold)
         per_test_alpha, comparisons, n_used = alpha, 1, int(ev.size)
     else:
-        cands = _candidates(s, num_thresholds)
+        cands = _candidates(s, num_thresholds, "given")
         matrix = _counts_matrix(b, s, cands)
         best = int(np.argmax(_smoothed_eps(matrix, delta)))
         threshold = float(cands[best])
         counts = AttackCounts(*(int(v) for v in matrix[best]))
         comparisons = int(cands.size)
         per_test_alpha, n_used = alpha / comparisons, int(b.size)
-    est = estimate_epsilon(counts, method, per_test_alpha, delta, sided, **estimator_kwargs)
+    try:
+        est = estimate_epsilon(counts, method, per_test_alpha, delta, sided, **estimator_kwargs)
+    except InsufficientEvidenceError as err:
+        raise InsufficientEvidenceError(
+            f"{err} (test: score >= {threshold:.6g}, chosen by selection={selection!r}, counted on {n_used} of "
+            f"{b.size} samples)"
+        ) from None
     extra = dict(est.extra)
     extra.update(
         threshold=threshold,

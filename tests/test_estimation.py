@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from dpkit.audits import (
+    METHODS,
     AttackCounts,
     EpsilonPosterior,
+    InsufficientEvidenceError,
     bayesian_interval,
     canary_game,
     clopper_pearson,
@@ -20,6 +22,7 @@ from dpkit.audits import (
     estimate_all,
     estimate_epsilon,
     estimate_from_scores,
+    evidence_problem,
     jeffreys,
     region_lower,
     region_upper,
@@ -177,12 +180,58 @@ def test_one_interval_well_under_a_second():
 
 
 # ------------------------------------------------------------ edge cases
-def test_zero_counts_everywhere():
-    c = AttackCounts(0, 0, 0, 0)
-    b = bayesian_interval(c)
-    assert 0 < b.lower < b.point < b.upper < math.inf  # the prior alone
-    assert (clopper_pearson(c).lower, clopper_pearson(c).upper) == (0.0, math.inf)
-    assert math.isnan(clopper_pearson(c).point)
+NO_EVIDENCE = [
+    (AttackCounts(0, 0, 0, 0), "no attack results"),
+    (AttackCounts(tp=5, fp=0, tn=0, fn=3), "no non-member samples"),
+    (AttackCounts(tp=0, fp=4, tn=6, fn=0), "no member samples"),
+    (AttackCounts(tp=50, fp=50, tn=0, fn=0), "guessed 'member' for every sample"),  # constant scores
+    (AttackCounts(tp=0, fp=0, tn=50, fn=50), "guessed 'non-member' for every sample"),
+]
+
+
+@pytest.mark.parametrize("counts,problem", NO_EVIDENCE, ids=[p for _, p in NO_EVIDENCE])
+@pytest.mark.parametrize("method", METHODS)
+def test_no_evidence_is_an_error_naming_the_problem(counts, problem, method):
+    # The Bayesian interval used to come from the prior alone (e.g. (0.09, 8.3) for zero counts)
+    with pytest.raises(InsufficientEvidenceError, match=problem):
+        estimate_epsilon(counts, method)
+    assert evidence_problem(counts) is not None and problem in evidence_problem(counts)
+
+
+def test_the_prior_is_still_there_when_asked_for():
+    with pytest.raises(InsufficientEvidenceError):
+        EpsilonPosterior(AttackCounts(0, 0, 0, 0))
+    prior = EpsilonPosterior(AttackCounts(0, 0, 0, 0), allow_no_evidence=True)
+    lo, hi = prior.interval(0.05)
+    assert 0 < lo < hi < math.inf
+    assert evidence_problem(AttackCounts(tp=1, fp=0, tn=1, fn=0)) is None  # tiny, but evidence
+
+
+@pytest.mark.parametrize("selection", ["holdout", "best"])
+@pytest.mark.parametrize("method", METHODS)
+def test_constant_scores_are_no_evidence(selection, method):
+    b = np.r_[np.ones(100, dtype=bool), np.zeros(100, dtype=bool)]
+    with pytest.raises(InsufficientEvidenceError, match="all equal"):
+        estimate_from_scores(b, np.full(200, 0.3), method=method, selection=selection)
+
+
+def test_a_holdout_split_without_members_is_no_evidence():
+    b = np.zeros(40, dtype=bool)
+    b[[0, 1]] = True
+    s = np.arange(40.0)
+    outcomes = set()
+    for seed in range(30):  # both members land in the calibration split for about a quarter of the seeds
+        ev = np.random.default_rng(seed).permutation(40)[20:]
+        try:
+            est = estimate_from_scores(b, s, method="clopper-pearson", seed=seed)
+        except InsufficientEvidenceError as err:
+            assert not b[ev].any(), err
+            assert "no member samples" in str(err) and "counted on 20 of 40 samples" in str(err)
+            outcomes.add("error")
+        else:
+            assert est.counts.positives > 0
+            outcomes.add("estimate")
+    assert outcomes == {"error", "estimate"}
 
 
 def test_all_correct_and_all_wrong_attacks():
@@ -351,3 +400,10 @@ def test_bad_guess_arrays():
         AttackCounts.from_guesses([1], [])
     with pytest.raises(TypeError, match="scores must hold real numbers"):
         estimate_from_scores([1, 0], ["a", "b"])
+
+
+def test_a_canary_game_with_a_blind_attack_is_no_evidence():
+    game = canary_game(lambda mask, rng: None, lambda model: np.zeros(4), num_canaries=4, num_models=10, seed=0)
+    for method in METHODS:
+        with pytest.raises(InsufficientEvidenceError, match="all equal"):
+            game.estimate(method=method)

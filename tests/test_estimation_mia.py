@@ -60,6 +60,9 @@ def test_cli_json():
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert {"loss", "lira", "accountant_epsilon"} <= out.keys()
+    for attack in ("loss", "lira"):  # an interval, or why the attack's test says nothing about epsilon
+        assert set(out[attack]) in ({"lower", "upper", "point"}, {"error"})
+        assert "error" not in out[attack] or "no evidence about epsilon" in out[attack]["error"]
     bad = CliRunner().invoke(g, ["mia-run", "--models", "3", "--shadow", "4"])
     assert bad.exit_code == 2 and "num_models" in bad.output
 

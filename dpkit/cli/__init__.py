@@ -6,15 +6,20 @@ start without loading torch, pandas or matplotlib:
 * :mod:`dpkit.cli.account`: ``dpkit account`` and ``dpkit account-report``, with the report tables of
   :mod:`dpkit.cli.report`;
 * :mod:`dpkit.cli.train_demo`: ``dpkit train-demo`` and the demo's model and training loop;
-* :mod:`dpkit.cli.ldp`: ``dpkit ldp simulate``;
+* :mod:`dpkit.cli.ldp`: ``dpkit ldp simulate``, ``dpkit ldp heavy-hitters`` (:mod:`dpkit.cli.ldp_heavy_hitters`) and
+  ``dpkit ldp range`` (:mod:`dpkit.cli.ldp_range`), sharing :mod:`dpkit.cli.ldp_common`;
 * :mod:`dpkit.cli.estimate`: ``dpkit estimate-eps`` and ``dpkit mia-run`` (the harness: :mod:`dpkit.cli.mia_harness`);
 * :mod:`dpkit.cli.audit_ldp`: ``dpkit audit-ldp``;
 * :mod:`dpkit.cli.poison`: ``dpkit poison``;
-* :mod:`dpkit.cli.options`: option callbacks running dpkit's argument checks;
+* :mod:`dpkit.cli.corn`: ``dpkit corn-dsgd``;
+* :mod:`dpkit.cli.mf`: ``dpkit mf optimize`` and ``dpkit mf compare``;
+* :mod:`dpkit.cli.options`: what every command shares: checked option types, output-path checks, option
+  decorators, JSON output, progress bars, exit codes;
 * :mod:`dpkit.cli.lazy_group`: the click group that imports a command when it runs.
 
 Bad input ends with a one-line error that names the parameter and exit code 2 (click's usage-error code), never
-a traceback.
+a traceback. Output files (``--plot``, ``--csv``) are checked before any work. Every command's ``--help`` ends with
+its exit codes.
 """
 
 from __future__ import annotations
@@ -52,6 +57,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Audit an LDP randomizer: an empirical lower bound on its epsilon.",
     ),
     "poison": ("dpkit.cli.poison:poison", "Measure a data-poisoning attack on an LDP frequency oracle."),
+    "corn-dsgd": (
+        "dpkit.cli.corn:corn_dsgd",
+        "Noise variance after one gossip step: LDP vs DECOR vs CorN on a graph.",
+    ),
+    "mf": (
+        "dpkit.cli.mf:mf",
+        "Matrix-factorization (correlated-noise) strategies: optimize one, compare them all.",
+    ),
 }
 
 
@@ -62,4 +75,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 )
 @click.version_option(__version__, "-V", "--version", prog_name="dpkit")
 def main() -> None:
-    """dpkit: a differential-privacy toolkit: privacy accounting, private training, local DP, audits."""
+    """dpkit: a differential-privacy toolkit: privacy accounting, private training, local DP, audits.
+
+    Exit status: 0 success, 2 usage error (a bad option value, an unreadable input, an unwritable output path);
+    audit-ldp also exits 1 for a violation and 3 when the audited target fails. Each command's --help lists its own.
+    """

@@ -10,88 +10,92 @@ never a traceback.
 
 from __future__ import annotations
 
-import json
-import math
+import dataclasses
 import time
+from collections.abc import Mapping
 
 import click
 
-from dpkit.accountants import validation
-from dpkit.cli.options import click_callback
+from dpkit.accountants.events import MAX_COUNT
+from dpkit.cli.options import (
+    OPEN_UNIT,
+    POSITIVE,
+    PROBABILITY,
+    checked_option,
+    choice_option,
+    command,
+    count_option,
+    echo_json,
+    json_option,
+    progress_bar,
+    progress_option,
+)
 
 RELATIONS = ("add_or_remove", "replace_one")
-
-
-# ------------------------------------------------------------ option checks
-
-
-_positive = click_callback(validation.check_positive)
-_sampling_rate = click_callback(validation.check_probability)
-_delta = click_callback(lambda name, value: validation.check_delta(name, value))
-_steps = click_callback(lambda name, value: validation.check_count(name, value, minimum=1))
 
 
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
-def _json_number(x: float) -> float | str:
-    """JSON has no infinity or NaN: those become the strings "inf" / "nan" (``float()`` reads them back)."""
-    return x if math.isfinite(x) else str(x)
+@dataclasses.dataclass(frozen=True)
+class _Query:
+    """What was asked: the DP-SGD run and either its noise multiplier or the target epsilon."""
+
+    sampling_rate: float
+    steps: int
+    epochs: float | None
+    delta: float
+    noise_multiplier: float | None
+    target_epsilon: float | None
+    neighbouring_relation: str
+
+    def setting(self) -> str:
+        return f"q={_fmt(self.sampling_rate)}, {self.steps} steps, delta={self.delta:g}, {self.neighbouring_relation}"
 
 
 # ------------------------------------------------------------ the commands
-@click.command("account", short_help="Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.")
-@click.option(
+@command("account", "Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.")
+@checked_option(
     "--sampling-rate",
     "-q",
-    type=float,
+    type=PROBABILITY,
     required=True,
-    callback=_sampling_rate,
-    help="Poisson sampling probability q per step (expected batch size / dataset size), in (0, 1].",
+    help="Poisson sampling probability q per step (expected batch size / dataset size).",
 )
-@click.option(
+@checked_option(
     "--noise-multiplier",
     "-s",
-    type=float,
-    default=None,
-    callback=_positive,
+    type=POSITIVE,
     help="Noise std / L2 sensitivity under the chosen relation (DP-SGD: std / clipping norm under "
     "add_or_remove, half that under replace_one). Give this to get epsilon.",
 )
-@click.option(
+@checked_option(
     "--target-epsilon",
     "-e",
-    type=float,
-    default=None,
-    callback=_positive,
+    type=POSITIVE,
     help="Target epsilon. Give this (instead of --noise-multiplier) to get the noise multiplier.",
 )
-@click.option("--steps", "-t", type=int, default=None, callback=_steps, help="Number of steps (>= 1).")
-@click.option(
-    "--epochs",
-    type=float,
-    default=None,
-    callback=_positive,
-    help="Number of epochs, instead of --steps: steps = ceil(epochs / sampling rate).",
+@count_option("--steps", "-t", minimum=1, maximum=MAX_COUNT, help="Number of steps.")
+@checked_option(
+    "--epochs", type=POSITIVE, help="Number of epochs, instead of --steps: steps = ceil(epochs / sampling rate)."
 )
-@click.option("--delta", "-d", type=float, required=True, callback=_delta, help="Target delta, in (0, 1).")
-@click.option(
+@checked_option("--delta", "-d", type=OPEN_UNIT, required=True, help="Target delta.")
+@choice_option(
     "--accountant",
     "-a",
-    type=click.Choice(["rdp", "pld", "both"], case_sensitive=False),
+    choices=["rdp", "pld", "both"],
     default="both",
-    show_default=True,
     help="Which accountant(s) to use.",
 )
-@click.option(
+@choice_option(
     "--neighbouring-relation",
-    type=click.Choice(RELATIONS),
+    choices=RELATIONS,
     default="add_or_remove",
-    show_default=True,
     help="Neighbouring datasets: one record added or removed, or one replaced.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the inputs and the results.")
+@json_option("Print one JSON object with the inputs and the results.")
+@progress_option()
 def account(
     sampling_rate: float,
     noise_multiplier: float | None,
@@ -102,6 +106,7 @@ def account(
     accountant: str,
     neighbouring_relation: str,
     as_json: bool,
+    progress: bool | None,
 ) -> None:
     """Epsilon of a DP-SGD run, or the noise multiplier a target epsilon needs.
 
@@ -118,6 +123,7 @@ def account(
       dpkit account -q 0.01 -s 1.0 --steps 1000 -d 1e-5 --json
     """
     from dpkit.accountants import UnsupportedEventError
+    from dpkit.accountants.progress import Progress
     from dpkit.cli.report import account_dpsgd, calibrate_dpsgd, epochs_to_steps
 
     if (noise_multiplier is None) == (target_epsilon is None):
@@ -128,106 +134,84 @@ def account(
         raise click.UsageError("give exactly one of --steps and --epochs")
     if epochs is not None:
         steps = epochs_to_steps(epochs, sampling_rate)
+        if steps > MAX_COUNT:
+            raise click.BadParameter(
+                f"epochs / sampling rate = {steps} steps, more than the 2^53 an accountant composes",
+                param_hint="'--epochs'",
+            )
     assert steps is not None  # exactly one of --steps and --epochs was given
     accountant = accountant.lower()
     names = ["rdp", "pld"] if accountant == "both" else [accountant]
+    query = _Query(sampling_rate, steps, epochs, delta, noise_multiplier, target_epsilon, neighbouring_relation)
 
     sigmas: dict[str, float] = {}
     results = {}
     try:
-        for name in names:
-            if target_epsilon is not None:
-                sigmas[name], _ = calibrate_dpsgd(
-                    name, sampling_rate, target_epsilon, steps, delta, neighbouring_relation
+        with progress_bar("accounting", progress) as hook:
+            report = Progress(hook)
+            for i, name in enumerate(names):
+                part = report.part(i / len(names), (i + 1) / len(names))
+                if target_epsilon is not None:
+                    sigmas[name], _ = calibrate_dpsgd(
+                        name,
+                        sampling_rate,
+                        target_epsilon,
+                        steps,
+                        delta,
+                        neighbouring_relation,
+                        progress=part.part(0.0, 0.9).hook(),
+                    )
+                    part = part.part(0.9, 1.0)
+                elif noise_multiplier is not None:
+                    sigmas[name] = noise_multiplier
+                results[name] = account_dpsgd(
+                    name, sampling_rate, sigmas[name], steps, delta, neighbouring_relation, progress=part.hook()
                 )
-            elif noise_multiplier is not None:
-                sigmas[name] = noise_multiplier
-            results[name] = account_dpsgd(name, sampling_rate, sigmas[name], steps, delta, neighbouring_relation)
     except UnsupportedEventError as err:  # the accountant cannot analyse DP-SGD under this relation
         raise click.BadParameter(str(err), param_hint="'--neighbouring-relation'") from None
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OverflowError) as err:
         raise click.UsageError(str(err)) from None
 
-    query = dict(
-        sampling_rate=sampling_rate,
-        steps=steps,
-        epochs=epochs,
-        delta=delta,
-        noise_multiplier=noise_multiplier,
-        target_epsilon=target_epsilon,
-        neighbouring_relation=neighbouring_relation,
-    )
     if as_json:
-        _print_json(accountant, names, results, sigmas, **query)
+        _print_json(accountant, names, results, sigmas, query)
     elif len(names) == 1:
         name = names[0]
         click.echo(_fmt(sigmas[name] if target_epsilon is not None else results[name].epsilon))
     else:
-        _print_text(names, results, sigmas, **query)
+        _print_text(names, results, sigmas, query)
 
 
-def _print_json(
-    accountant,
-    names,
-    results,
-    sigmas,
-    *,
-    sampling_rate,
-    steps,
-    epochs,
-    delta,
-    noise_multiplier,
-    target_epsilon,
-    neighbouring_relation,
-) -> None:
+def _print_json(accountant: str, names: list[str], results, sigmas: dict[str, float], query: _Query) -> None:
     out: dict = {
         "accountant": accountant,
-        "neighbouring_relation": neighbouring_relation,
-        "sampling_rate": sampling_rate,
-        "steps": steps,
+        "neighbouring_relation": query.neighbouring_relation,
+        "sampling_rate": query.sampling_rate,
+        "steps": query.steps,
     }
-    if epochs is not None:
-        out["epochs"] = epochs
-    out["delta"] = delta
-    if target_epsilon is not None:
-        out["target_epsilon"] = target_epsilon
+    if query.epochs is not None:
+        out["epochs"] = query.epochs
+    out["delta"] = query.delta
+    if query.target_epsilon is not None:
+        out["target_epsilon"] = query.target_epsilon
 
-    def per_accountant(values: dict[str, float]):
-        as_json = {k: _json_number(v) for k, v in values.items()}
-        return as_json[names[0]] if len(names) == 1 else as_json
+    def per_accountant(values: Mapping[str, float | None]):
+        return values[names[0]] if len(names) == 1 else values
 
-    out["noise_multiplier"] = per_accountant(sigmas) if target_epsilon is not None else noise_multiplier
+    out["noise_multiplier"] = per_accountant(sigmas) if query.target_epsilon is not None else query.noise_multiplier
     out["epsilon"] = per_accountant({n: r.epsilon for n, r in results.items()})
-    lower = {n: r.epsilon_lower for n, r in results.items() if r.epsilon_lower is not None}
+    lower = [n for n, r in results.items() if r.epsilon_lower is not None]
     if lower:
-        error = {n: results[n].discretization_error for n in lower}
-        if len(names) == 1:
-            out["epsilon_lower"], out["discretization_error"] = (
-                _json_number(lower[names[0]]),
-                _json_number(error[names[0]]),
-            )
-        else:
-            out["epsilon_lower"] = {k: _json_number(v) for k, v in lower.items()}
-            out["discretization_error"] = {k: _json_number(v) for k, v in error.items()}
-    click.echo(json.dumps(out))
+        out["epsilon_lower"] = per_accountant({n: results[n].epsilon_lower for n in lower})
+        out["discretization_error"] = per_accountant({n: results[n].discretization_error for n in lower})
+    echo_json(out)
 
 
-def _print_text(
-    names,
-    results,
-    sigmas,
-    *,
-    sampling_rate,
-    steps,
-    epochs,
-    delta,
-    noise_multiplier,
-    target_epsilon,
-    neighbouring_relation,
-) -> None:
-    setting = f"q={_fmt(sampling_rate)}, {steps} steps, delta={delta:g}, {neighbouring_relation}"
-    if target_epsilon is None:
-        click.echo(f"epsilon of DP-SGD with noise multiplier {_fmt(noise_multiplier)} ({setting}):")
+def _print_text(names: list[str], results, sigmas: dict[str, float], query: _Query) -> None:
+    from dpkit.cli.report import compare_noise
+
+    if query.target_epsilon is None:
+        assert query.noise_multiplier is not None  # exactly one of the two was given
+        click.echo(f"epsilon of DP-SGD with noise multiplier {_fmt(query.noise_multiplier)} ({query.setting()}):")
         for n in names:
             r = results[n]
             line = f"  {n.upper()}: {_fmt(r.epsilon)}"
@@ -238,55 +222,44 @@ def _print_text(
                 )
             click.echo(line)
     else:
-        click.echo(f"noise multiplier for epsilon <= {_fmt(target_epsilon)} ({setting}):")
+        click.echo(f"noise multiplier for epsilon <= {_fmt(query.target_epsilon)} ({query.setting()}):")
         for n in names:
             click.echo(f"  {n.upper()}: {_fmt(sigmas[n])}  (epsilon at this noise: {_fmt(results[n].epsilon)})")
         if "rdp" in sigmas and "pld" in sigmas:
-            saving = 100.0 * (1.0 - sigmas["pld"] / sigmas["rdp"])
-            click.echo(f"  PLD needs {saving:.1f}% less noise than RDP")
+            click.echo(f"  {compare_noise(sigmas['rdp'], sigmas['pld'])}")
 
 
-@click.command("account-report", short_help="Accounting report for a CIFAR-10-sized DP-SGD run.")
-@click.option(
-    "--dataset-size",
-    type=click.IntRange(min=1),
-    default=50_000,
-    show_default=True,
-    help="Number of training records N.",
+@command("account-report", "Accounting report for a CIFAR-10-sized DP-SGD run.")
+@count_option("--dataset-size", minimum=1, maximum=MAX_COUNT, default=50_000, help="Number of training records N.")
+@count_option(
+    "--batch-size", minimum=1, maximum=MAX_COUNT, default=256, help="Expected batch size (q = batch size / N), <= N."
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=256,
-    show_default=True,
-    help="Expected batch size (q = batch size / N).",
-)
-@click.option(
-    "--epochs",
-    type=float,
-    default=100.0,
-    show_default=True,
-    callback=_positive,
-    help="Number of epochs (steps = ceil(epochs / q)).",
-)
-@click.option("--delta", type=float, default=1e-5, show_default=True, callback=_delta, help="Target delta.")
-def account_report(dataset_size: int, batch_size: int, epochs: float, delta: float) -> None:
+@checked_option("--epochs", type=POSITIVE, default=100.0, help="Number of epochs (steps = ceil(epochs / q)).")
+@checked_option("--delta", type=OPEN_UNIT, default=1e-5, help="Target delta.")
+@progress_option()
+def account_report(dataset_size: int, batch_size: int, epochs: float, delta: float, progress: bool | None) -> None:
     """Print an accounting report for a CIFAR-10-sized DP-SGD run.
 
     (a) epsilon under RDP and PLD at noise multipliers 0.8, 1.0, 1.2, 1.5; (b) the noise multiplier each
     accountant needs for epsilon 1, 3, 8, and how much PLD saves; with the seconds each computation took.
     """
-    from dpkit.cli.report import DpSgdSetting, render_report
+    from dpkit.cli.report import DpSgdSetting, epochs_to_steps, render_report
 
     if batch_size > dataset_size:
         raise click.BadParameter(
             f"must be at most --dataset-size={dataset_size}, got {batch_size}", param_hint="'--batch-size'"
         )
+    if epochs_to_steps(epochs, batch_size / dataset_size) > MAX_COUNT:
+        raise click.BadParameter(
+            f"epochs x dataset size / batch size is more than the 2^53 steps an accountant composes, got {epochs:g}",
+            param_hint="'--epochs'",
+        )
     start = time.perf_counter()
     try:
         setting = DpSgdSetting(dataset_size=dataset_size, batch_size=batch_size, epochs=epochs, delta=delta)
-        text = render_report(setting)
-    except (ValueError, TypeError) as err:
+        with progress_bar("accounting report", progress) as hook:
+            text = render_report(setting, progress=hook)
+    except (ValueError, TypeError, OverflowError) as err:
         raise click.UsageError(str(err)) from None
     click.echo(text)
     click.echo(f"\nTotal: {time.perf_counter() - start:.1f} s")

@@ -1,135 +1,156 @@
-"""``dpkit audit-ldp``: audit an LDP randomizer from the command line (exit status 1 on a violation).
+"""``dpkit audit-ldp``: audit an LDP randomizer from the command line.
 
-The auditor itself is :mod:`dpkit.audits.ldp`. Bad input ends with a one-line error naming the option and exit
-code 2 (click's usage error), never a traceback.
+The auditor itself is :mod:`dpkit.audits.ldp`. Exit status: 0 no violation, 1 a violation (the lower bound exceeds
+the claimed epsilon), 2 a usage error (a bad option, or a TARGET that cannot be resolved or returns reports of the
+wrong kind; one line naming the option or TARGET), 3 the audited target raised an error while it ran (one line with
+the exception and where it was raised). A crash of the target is never mistaken for a violation.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import traceback
 
 import click
 
+import dpkit
+from dpkit import accountants, audits, mechanisms
 from dpkit.accountants import validation
 from dpkit.audits.ldp import ATTACKS, LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, audit, results_frame, run_grid
 from dpkit.audits.ldp.targets import resolve
-from dpkit.cli.options import click_callback
+from dpkit.cli.options import (
+    EXIT_FINDING,
+    EXIT_TARGET_FAILED,
+    HALF_OPEN_UNIT,
+    OPEN_UNIT,
+    POSITIVE,
+    TargetFailure,
+    checked_option,
+    choice_option,
+    command,
+    count_option,
+    csv_option,
+    echo_json,
+    json_option,
+    plot_option,
+    progress_option,
+    save_figure,
+    seed_option,
+)
 
 __all__ = ["audit_ldp"]
 
 _PROGRESS_TRIALS = 200_000  # show a progress bar (stderr) from this many trials per input on
+MAX_TRIALS = 10**12
+MAX_K = 2**32
+_DPKIT_CODE = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (dpkit, accountants, mechanisms, audits))
 
 
 def _list(text: str, param: str, conv, check, many: bool):
+    """The values of a comma list option, each checked; one value unless ``many``."""
     parts = [p for p in str(text).replace(" ", "").split(",") if p]
+    hint = f"'--{param}'"
     if not parts:
-        raise click.BadParameter(f"{param} must not be empty", param_hint=f"'--{param}'")
+        raise click.BadParameter(f"{param} must not be empty", param_hint=hint)
     if len(parts) > 1 and not many:
-        raise click.BadParameter(
-            f"{param} takes one value (lists need --grid), got {text!r}", param_hint=f"'--{param}'"
-        )
+        raise click.BadParameter(f"{param} takes one value (lists need --grid), got {text!r}", param_hint=hint)
     out = []
     for p in parts:
         try:
-            out.append(check(param, conv(p)))
-        except (ValueError, TypeError) as err:
-            raise click.BadParameter(
-                str(err) if "must" in str(err) else f"{param} must be a number, got {p!r}", param_hint=f"'--{param}'"
-            ) from None
+            value = conv(p)
+        except ValueError:
+            raise click.BadParameter(f"{param} must be a number, got {p!r}", param_hint=hint) from None
+        try:
+            out.append(check(param, value))
+        except (ValueError, TypeError, OverflowError) as err:
+            raise click.BadParameter(str(err), param_hint=hint) from None
     return out
 
 
-@click.command("audit-ldp", short_help="Audit an LDP randomizer: an empirical lower bound on its epsilon.")
+def _count_of(text: str) -> int | float:
+    """A whole number written as 10, 1e3 or 1_000 (check_count refuses the non-integral ones)."""
+    text = text.replace("_", "")
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _raised_in_dpkit(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is dpkit's own code (not the audited target's)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return not frames or frames[-1].filename.startswith(_DPKIT_CODE)
+
+
+def _target_failure(target: str, err: BaseException) -> TargetFailure:
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (raised at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    message = str(err).splitlines()[0] if str(err) else ""
+    return TargetFailure(f"the audited target {target} failed while running: {type(err).__name__}: {message}{where}")
+
+
+@command(
+    "audit-ldp",
+    "Audit an LDP randomizer: an empirical lower bound on its epsilon.",
+    (EXIT_FINDING, "a violation: the lower bound exceeds the claimed epsilon"),
+    (EXIT_TARGET_FAILED, "the audited target raised an error while it ran"),
+    success="no violation",
+)
 @click.argument("target")
 @click.option(
     "--epsilon",
     "epsilon_text",
     default=None,
-    help="Claimed epsilon (longitudinal: eps_perm). With --grid: a comma list "
+    help="Claimed epsilon, in (0, inf) (longitudinal: eps_perm). With --grid: a comma list "
     f"[default there: {','.join(f'{e:g}' for e in LDP_AUDITOR_EPSILONS)}].",
 )
 @click.option(
     "--k",
     "k_text",
     default=None,
-    help=f"Domain size. With --grid: a comma list [default there: {','.join(map(str, LDP_AUDITOR_KS))}].",
+    help=f"Domain size, in [2, 2^32]. With --grid: a comma list [default there: {','.join(map(str, LDP_AUDITOR_KS))}].",
 )
-@click.option(
-    "--delta",
-    type=float,
-    default=0.0,
-    show_default=True,
-    callback=click_callback(lambda n, v: validation.check_probability(n, v, open_low=False, open_high=True)),
-    help="Claimed delta (approximate LDP), in [0, 1).",
-)
-@click.option(
+@checked_option("--delta", type=HALF_OPEN_UNIT, default=0.0, help="Claimed delta (approximate LDP).")
+@count_option(
     "--trials",
-    type=int,
-    default=None,
-    callback=click_callback(lambda n, v: validation.check_count(n, v, minimum=1)),
+    minimum=1,
+    maximum=MAX_TRIALS,
     help="Trials per input [default: 1e6 for dpkit, 5e4 for the anchors' per-user Python clients, 1e5 for callables].",
 )
-@click.option(
-    "--confidence",
-    type=float,
-    default=0.99,
-    show_default=True,
-    callback=click_callback(lambda n, v: validation.check_probability(n, v, open_high=True)),
-    help="Joint confidence of the lower bound over all tests, in (0, 1).",
+@checked_option(
+    "--confidence", type=OPEN_UNIT, default=0.99, help="Joint confidence of the lower bound over all tests."
 )
-@click.option(
-    "--attack", "attacks", type=click.Choice(ATTACKS), multiple=True, help="Tests to run (repeatable) [default: all]."
+@choice_option(
+    "--attack",
+    "attacks",
+    choices=ATTACKS,
+    default=None,
+    multiple=True,
+    help="Tests to run (repeatable) [default: all].",
 )
-@click.option(
+@count_option(
     "--tau",
-    type=int,
+    minimum=1,
+    maximum=10**6,
     default=10,
-    show_default=True,
-    callback=click_callback(lambda n, v: validation.check_count(n, v, minimum=1)),
     help="Longitudinal protocols: reports per user (constant value, memo reused).",
 )
-@click.option(
-    "--eps-1",
-    "eps_1",
-    type=float,
-    default=None,
-    callback=click_callback(validation.check_positive),
-    help="Longitudinal protocols: single-report epsilon [default: epsilon / 2].",
+@checked_option(
+    "--eps-1", "eps_1", type=POSITIVE, help="Longitudinal protocols: single-report epsilon [default: epsilon / 2]."
 )
-@click.option(
-    "--d",
-    "d",
-    type=int,
-    default=3,
-    show_default=True,
-    callback=click_callback(lambda n, v: validation.check_count(n, v, minimum=1)),
-    help="Multidimensional protocols: number of attributes.",
-)
-@click.option(
+@count_option("--d", "d", minimum=1, maximum=1000, default=3, help="Multidimensional protocols: number of attributes.")
+@choice_option(
     "--scope",
-    type=click.Choice(["tuple", "attribute"]),
+    choices=["tuple", "attribute"],
     default="tuple",
-    show_default=True,
     help="Multidimensional protocols: change every attribute or attribute 0 only.",
 )
 @click.option("--grid", is_flag=True, help="Run over a grid of epsilon and k and print a table.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object; a list with --grid).")
-@click.option(
-    "--csv",
-    "csv_path",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="Write the results as CSV to this file.",
-)
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="Save a chart of epsilon lower bound vs claimed epsilon.",
-)
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: on long runs].")
+@seed_option("Seed of the trials (a grid uses seed + index per setting).")
+@json_option("Print JSON (one object; a list with --grid).")
+@csv_option()
+@plot_option("Save a chart of epsilon lower bound vs claimed epsilon.")
+@progress_option()
 def audit_ldp(
     target,
     epsilon_text,
@@ -153,7 +174,8 @@ def audit_ldp(
 
     TARGET is dpkit:PROTOCOL, multi-freq-ldpy:PROTOCOL, pure-ldp:PROTOCOL or package.module:callable (a function
     of one value returning one report; declare --epsilon, --delta and --k). Exit status 1 when the lower bound
-    exceeds the claimed epsilon (a violation), 0 otherwise.
+    exceeds the claimed epsilon (a violation); an error raised by the target while it runs is exit status 3, never
+    a violation.
     """
     if as_json and csv_path:
         raise click.BadParameter("give --json or --csv, not both", param_hint="'--csv'")
@@ -162,12 +184,12 @@ def audit_ldp(
         raise click.BadParameter(f"{missing[2:]} is required (or use --grid)", param_hint=f"'{missing}'")
     eps_list = (
         _list(epsilon_text, "epsilon", float, validation.check_positive, grid)
-        if epsilon_text
+        if epsilon_text is not None
         else list(LDP_AUDITOR_EPSILONS)
     )
     k_list = (
-        _list(k_text, "k", int, lambda n, v: validation.check_count(n, v, minimum=2), grid)
-        if k_text
+        _list(k_text, "k", _count_of, lambda n, v: validation.check_count(n, v, minimum=2, maximum=MAX_K), grid)
+        if k_text is not None
         else list(LDP_AUDITOR_KS)
     )
     options = {}
@@ -177,7 +199,7 @@ def audit_ldp(
             options["eps_1"] = eps_1
     try:  # resolve once to validate TARGET (and the options) before any long run
         first = resolve(target, k=k_list[0], epsilon=eps_list[0], delta=delta, **options)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OverflowError) as err:
         raise click.BadParameter(str(err), param_hint="'TARGET'") from None
     n_trials = trials or first.default_trials
     show = progress if progress is not None else (grid or n_trials >= _PROGRESS_TRIALS)
@@ -198,12 +220,16 @@ def audit_ldp(
             )
         else:
             results = [audit(first, trials, confidence=confidence, seed=seed, attacks=attacks, progress=show)]
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OverflowError) as err:
+        if not _raised_in_dpkit(err):
+            raise _target_failure(target, err) from None
         raise click.BadParameter(str(err), param_hint="'TARGET'") from None
+    except Exception as err:  # noqa: BLE001 (whatever the audited code raises is reported, never a traceback)
+        raise _target_failure(target, err) from None
     frame = results_frame(results)
     if as_json:
         objs = [r.to_dict() for r in results]
-        click.echo(json.dumps(objs if grid else objs[0], indent=2))
+        echo_json(objs if grid else objs[0], indent=2)
     elif grid:
         cols = ["target", "k", "epsilon_claimed", "epsilon_lower_bound", "cap", "trials", "violation", "seconds"]
         click.echo(frame[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -227,26 +253,20 @@ def audit_ldp(
     if plot_path:
         _plot(frame, plot_path)
     if any(r.violation for r in results):
-        raise SystemExit(1)
+        raise SystemExit(EXIT_FINDING)
 
 
 def _plot(frame, path: str) -> None:
-    import matplotlib
+    def draw(fig, ax) -> None:
+        for k, sub in frame.groupby("k"):
+            sub = sub.sort_values("epsilon_claimed")
+            ax.plot(sub["epsilon_claimed"], sub["epsilon_lower_bound"].clip(lower=0), "o-", label=f"k={k}")
+        hi = float(max(frame["epsilon_claimed"].max(), 1.0))
+        ax.plot([0, hi], [0, hi], "k:", label="claimed")
+        ax.axhline(float(frame["cap"].min()), color="grey", ls="--", label="cap")
+        ax.set_xlabel("claimed epsilon")
+        ax.set_ylabel("epsilon lower bound")
+        ax.set_title(str(frame["target"].iloc[0]))
+        ax.legend()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for k, sub in frame.groupby("k"):
-        sub = sub.sort_values("epsilon_claimed")
-        ax.plot(sub["epsilon_claimed"], sub["epsilon_lower_bound"].clip(lower=0), "o-", label=f"k={k}")
-    hi = float(max(frame["epsilon_claimed"].max(), 1.0))
-    ax.plot([0, hi], [0, hi], "k:", label="claimed")
-    ax.axhline(float(frame["cap"].min()), color="grey", ls="--", label="cap")
-    ax.set_xlabel("claimed epsilon")
-    ax.set_ylabel("epsilon lower bound")
-    ax.set_title(str(frame["target"].iloc[0]))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(draw, path, figsize=(6, 4.5))

@@ -7,30 +7,60 @@ usage-error convention).
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Iterable
 
 import click
 import numpy as np
 
 from dpkit.accountants import validation
-from dpkit.audits import METHODS, AttackCounts, EpsilonEstimate, EpsilonPosterior, estimate_all, estimate_from_scores
-from dpkit.audits._checks import check_alpha, check_audit_delta
+from dpkit.audits import (
+    METHODS,
+    AttackCounts,
+    EpsilonEstimate,
+    EpsilonPosterior,
+    InsufficientEvidenceError,
+    estimate_all,
+    estimate_from_scores,
+)
 from dpkit.audits.bayesian import DEFAULT_MAX_EPS
-from dpkit.audits.results import json_number
 from dpkit.audits.scores import SELECTIONS
 from dpkit.cli.mia_harness import MiaConfig
-from dpkit.cli.options import click_callback
+from dpkit.cli.options import (
+    HALF_OPEN_UNIT,
+    NONNEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
+    Real,
+    checked_option,
+    choice_option,
+    command,
+    count_option,
+    echo_json,
+    json_option,
+    plot_option,
+    progress_bar,
+    progress_option,
+    save_figure,
+    seed_option,
+)
 
 __all__ = ["estimate_eps", "mia_run", "plot_posterior"]
 
+MAX_EPS_LIMIT = 700.0  # e^700 is near the largest double: the posterior's CDF is computed up to here
+MAX_SAMPLES = 2**53
 
-_count = click_callback(lambda name, v: validation.check_count(name, v, minimum=0))
-_alpha = click_callback(lambda name, v: check_alpha(name, v))
-_delta = click_callback(lambda name, v: check_audit_delta(name, v))
-_positive = click_callback(validation.check_positive)
-_fraction = click_callback(lambda name, v: validation.check_probability(name, v, open_low=True, open_high=True))
-_num = click_callback(lambda name, v: validation.check_count(name, v, minimum=1))
+
+def _max_eps(name: str, value: float) -> float:
+    return validation.check_range(name, validation.check_positive(name, value), 0.0, MAX_EPS_LIMIT)
+
+
+MAX_EPS = Real(_max_eps, f"(0, {MAX_EPS_LIMIT:g}]")
+
+
+def _estimates_json(estimates: Iterable[tuple[str, EpsilonEstimate]]) -> dict[str, dict[str, float]]:
+    """``{method or attack: {lower, upper, point}}``, the JSON both commands print."""
+    return {name: {"lower": e.lower, "upper": e.upper, "point": e.point} for name, e in estimates}
 
 
 def _read_scores(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -59,51 +89,46 @@ def _read_scores(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path: str) -> None:
     """Posterior density of epsilon with each method's interval marked (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     bayes = est.get("bayes")
     ends = [e.upper for e in est.values() if math.isfinite(e.upper)]
     top = max([post.ppf(0.999) if math.isfinite(post.ppf(0.999)) else post.max_eps, *ends]) * 1.05 or 1.0
     grid, dens = post.density_on_grid(top, 400)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(grid, dens, color="C0", label="posterior density of epsilon")
-    if bayes is not None:
-        inside = (grid >= bayes.lower) & (grid <= bayes.upper)
-        ax.fill_between(
-            grid[inside],
-            dens[inside],
-            alpha=0.3,
-            color="C0",
-            label=f"{1 - bayes.alpha:.0%} credible [{bayes.lower:.3g}, {bayes.upper:.3g}]",
-        )
-    for i, (name, e) in enumerate(est.items()):
-        if name == "bayes":
-            continue
-        for x in (e.lower, e.upper):
-            if math.isfinite(x):
-                ax.axvline(x, color=f"C{i + 1}", ls="--", lw=1)
-        ax.plot([], [], color=f"C{i + 1}", ls="--", label=f"{name} [{e.lower:.3g}, {e.upper:.3g}]")
-    if post.prob_zero > 0:
-        ax.set_title(f"P[epsilon = 0] = {post.prob_zero:.3g} (atom not drawn)", fontsize=9)
-    c = post.counts
-    ax.set_xlabel(f"epsilon (delta = {post.delta:g}; TP={c.tp} FP={c.fp} TN={c.tn} FN={c.fn})")
-    ax.set_ylabel("density")
-    ax.set_xlim(0, top)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+
+    def draw(fig, ax) -> None:
+        ax.plot(grid, dens, color="C0", label="posterior density of epsilon")
+        if bayes is not None:
+            inside = (grid >= bayes.lower) & (grid <= bayes.upper)
+            ax.fill_between(
+                grid[inside],
+                dens[inside],
+                alpha=0.3,
+                color="C0",
+                label=f"{1 - bayes.alpha:.0%} credible [{bayes.lower:.3g}, {bayes.upper:.3g}]",
+            )
+        for i, (name, e) in enumerate(est.items()):
+            if name == "bayes":
+                continue
+            for x in (e.lower, e.upper):
+                if math.isfinite(x):
+                    ax.axvline(x, color=f"C{i + 1}", ls="--", lw=1)
+            ax.plot([], [], color=f"C{i + 1}", ls="--", label=f"{name} [{e.lower:.3g}, {e.upper:.3g}]")
+        if post.prob_zero > 0:
+            ax.set_title(f"P[epsilon = 0] = {post.prob_zero:.3g} (atom not drawn)", fontsize=9)
+        c = post.counts
+        ax.set_xlabel(f"epsilon (delta = {post.delta:g}; TP={c.tp} FP={c.fp} TN={c.tn} FN={c.fn})")
+        ax.set_ylabel("density")
+        ax.set_xlim(0, top)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+
+    save_figure(draw, path, figsize=(7, 4), dpi=100)
 
 
-@click.command("estimate-eps", short_help="Epsilon interval from membership-inference attack results.")
-@click.option("--tp", type=int, callback=_count, help="True positives (members guessed 'member').")
-@click.option("--fp", type=int, callback=_count, help="False positives (non-members guessed 'member').")
-@click.option("--tn", type=int, callback=_count, help="True negatives.")
-@click.option("--fn", type=int, callback=_count, help="False negatives.")
+@command("estimate-eps", "Epsilon interval from membership-inference attack results.")
+@count_option("--tp", maximum=MAX_SAMPLES, help="True positives (members guessed 'member').")
+@count_option("--fp", maximum=MAX_SAMPLES, help="False positives (non-members guessed 'member').")
+@count_option("--tn", maximum=MAX_SAMPLES, help="True negatives.")
+@count_option("--fn", maximum=MAX_SAMPLES, help="False negatives.")
 @click.option(
     "--scores",
     "scores_path",
@@ -111,64 +136,44 @@ def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path
     default=None,
     help="CSV with columns is_member (0/1) and score (higher = member), instead of counts.",
 )
-@click.option("--delta", type=float, default=0.0, show_default=True, callback=_delta, help="Delta, in [0, 1).")
-@click.option(
-    "--alpha",
-    type=float,
-    default=0.05,
-    show_default=True,
-    callback=_alpha,
-    help="Significance: intervals at level 1 - alpha, in (0, 1).",
-)
-@click.option("--method", type=click.Choice([*METHODS, "all"]), default="all", show_default=True)
-@click.option(
+@checked_option("--delta", type=HALF_OPEN_UNIT, default=0.0, help="Delta.")
+@checked_option("--alpha", type=OPEN_UNIT, default=0.05, help="Significance: intervals at level 1 - alpha.")
+@choice_option("--method", choices=[*METHODS, "all"], default="all")
+@choice_option(
     "--sided",
-    type=click.Choice(["two-sided", "lower"]),
+    choices=["two-sided", "lower"],
     default="two-sided",
-    show_default=True,
     help="'lower': one-sided lower bounds at level 1 - alpha (upper = inf).",
 )
-@click.option(
+@checked_option(
     "--max-eps",
-    type=float,
+    type=MAX_EPS,
     default=DEFAULT_MAX_EPS,
-    show_default=True,
-    callback=_positive,
     help="Largest epsilon the Bayesian method resolves (an upper end of inf means beyond it).",
 )
-@click.option(
+@choice_option(
     "--selection",
-    type=click.Choice(SELECTIONS),
+    choices=SELECTIONS,
     default="holdout",
-    show_default=True,
     help="With --scores: threshold chosen on a held-out split, or the best of --num-thresholds "
     "with a Bonferroni correction.",
 )
-@click.option(
+@checked_option(
     "--holdout-fraction",
-    type=float,
+    type=OPEN_UNIT,
     default=0.5,
-    show_default=True,
-    callback=_fraction,
     help="With --scores --selection holdout: fraction used to choose the threshold.",
 )
-@click.option(
+@count_option(
     "--num-thresholds",
-    type=int,
+    minimum=1,
+    maximum=10**6,
     default=20,
-    show_default=True,
-    callback=_num,
     help="With --scores: number of candidate thresholds (the Bonferroni K for --selection best).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the holdout split.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {method: {lower, upper, point}}.")
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="Write the posterior density of epsilon with the intervals marked (PNG/PDF/SVG).",
-)
+@seed_option("Seed of the holdout split.")
+@json_option("Print one JSON object {method: {lower, upper, point}}.")
+@plot_option("Write the posterior density of epsilon with the intervals marked.")
 def estimate_eps(
     tp,
     fp,
@@ -189,7 +194,11 @@ def estimate_eps(
 ) -> None:
     """Estimate epsilon from a membership-inference attack: Bayesian credible interval (joint-Beta posterior,
     Zanella-Beguelin et al. 2023) and the Clopper-Pearson / Jeffreys confidence intervals, from counts
-    (--tp --fp --tn --fn) or from scores (--scores FILE.csv)."""
+    (--tp --fp --tn --fn) or from scores (--scores FILE.csv).
+
+    Results that say nothing about epsilon (no member or no non-member sample, an attack that guessed the same
+    for every sample, constant scores) are an error naming the problem, not an interval from the prior alone.
+    """
     given = {name: v for name, v in (("--tp", tp), ("--fp", fp), ("--tn", tn), ("--fn", fn)) if v is not None}
     methods = METHODS if method == "all" else (method,)
     if scores_path is not None:
@@ -220,18 +229,17 @@ def estimate_eps(
         if missing:
             raise click.UsageError(f"missing {', '.join(missing)}: give all four counts, or --scores FILE.csv")
         counts = AttackCounts(tp, fp, tn, fn)
-        est = estimate_all(counts, methods, alpha=alpha, delta=delta, sided=sided, max_eps=max_eps)
+        try:
+            est = estimate_all(counts, methods, alpha=alpha, delta=delta, sided=sided, max_eps=max_eps)
+        except InsufficientEvidenceError as err:
+            raise click.BadParameter(str(err), param_hint="'--tp' / '--fp' / '--tn' / '--fn'") from None
 
     if plot_path is not None:
         post = EpsilonPosterior(counts, delta, max_eps=max_eps)
         plot_posterior(post, est, plot_path)
 
     if as_json:
-        out = {
-            name: {"lower": json_number(e.lower), "upper": json_number(e.upper), "point": json_number(e.point)}
-            for name, e in est.items()
-        }
-        click.echo(json.dumps(out))
+        echo_json(_estimates_json(est.items()))
         return
     c = counts
     click.echo(f"counts: TP={c.tp} FP={c.fp} TN={c.tn} FN={c.fn}  delta={delta:g}  level={1 - alpha:g} ({sided})")
@@ -249,25 +257,68 @@ def estimate_eps(
         click.echo(f"plot written to {plot_path}")
 
 
-@click.command("mia-run", short_help="Audit dpkit's DP-SGD with a membership-inference harness (experimental).")
-@click.option("--noise-multiplier", type=float, default=1.0, show_default=True)
-@click.option("--max-grad-norm", type=float, default=1.0, show_default=True, callback=_positive)
-@click.option("--epochs", type=int, default=MiaConfig.epochs, show_default=True, callback=_num)
-@click.option("--models", "num_models", type=int, default=MiaConfig.num_models, show_default=True, callback=_num)
-@click.option("--shadow", "num_shadow", type=int, default=MiaConfig.num_shadow, show_default=True, callback=_num)
-@click.option("--canaries", "num_canaries", type=int, default=MiaConfig.num_canaries, show_default=True, callback=_num)
-@click.option("--delta", type=float, default=1e-5, show_default=True, callback=_delta)
-@click.option("--alpha", type=float, default=0.05, show_default=True, callback=_alpha)
-@click.option("--method", type=click.Choice(METHODS), default="bayes", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+# MiaConfig's fields and the options that set them (its errors name the field)
+_MIA_OPTIONS = {
+    "noise_multiplier": "--noise-multiplier",
+    "max_grad_norm": "--max-grad-norm",
+    "epochs": "--epochs",
+    "num_models": "--models",
+    "num_shadow": "--shadow",
+    "num_canaries": "--canaries",
+    "delta": "--delta",
+    "alpha": "--alpha",
+}
+
+
+@command("mia-run", "Audit dpkit's DP-SGD with a membership-inference harness (experimental).")
+@checked_option("--noise-multiplier", type=NONNEGATIVE, default=1.0, help="DP-SGD noise multiplier (0: not private).")
+@checked_option("--max-grad-norm", type=POSITIVE, default=1.0, help="Clipping norm.")
+@count_option("--epochs", minimum=1, maximum=10**5, default=MiaConfig.epochs, help="Training epochs per model.")
+@count_option(
+    "--models",
+    "num_models",
+    minimum=3,
+    maximum=10**5,
+    default=MiaConfig.num_models,
+    help="Models trained, shadows included (at least --shadow + 1).",
+)
+@count_option(
+    "--shadow", "num_shadow", minimum=2, maximum=10**5, default=MiaConfig.num_shadow, help="Shadow models (LiRA)."
+)
+@count_option(
+    "--canaries",
+    "num_canaries",
+    minimum=1,
+    maximum=10**5,
+    default=MiaConfig.num_canaries,
+    help="Mislabelled canaries per model (at most the held-out digits, about 360).",
+)
+@checked_option("--delta", type=HALF_OPEN_UNIT, default=1e-5, help="Delta.")
+@checked_option("--alpha", type=OPEN_UNIT, default=0.05, help="Significance.")
+@choice_option("--method", choices=METHODS, default="bayes")
+@seed_option("Seed of the canaries, the membership bits and the training.")
+@json_option("Print one JSON object {attack: {lower, upper, point} or {error}, accountant_epsilon}.")
+@progress_option()
 def mia_run(
-    noise_multiplier, max_grad_norm, epochs, num_models, num_shadow, num_canaries, delta, alpha, method, seed, as_json
+    noise_multiplier,
+    max_grad_norm,
+    epochs,
+    num_models,
+    num_shadow,
+    num_canaries,
+    delta,
+    alpha,
+    method,
+    seed,
+    as_json,
+    progress,
 ) -> None:
     """Train small private models on digits with mislabelled canaries, attack them (loss and LiRA), and compare
-    the estimated epsilon interval with the accountant's epsilon."""
-    from tqdm import tqdm
+    the estimated epsilon interval with the accountant's epsilon.
 
+    An attack whose test says nothing about epsilon (e.g. it guessed 'non-member' for every canary) is reported
+    with the reason instead of an interval.
+    """
     from dpkit.cli.mia_harness import run_mia
 
     try:
@@ -283,18 +334,21 @@ def mia_run(
             method=method,
             seed=seed,
         )
+        with progress_bar("training models", progress) as hook:
+            res = run_mia(cfg, progress=lambda i: hook((i + 1) / num_models, f"model {i + 1} of {num_models}"))
     except (ValueError, TypeError) as err:
-        raise click.UsageError(str(err)) from None
-    with tqdm(total=num_models, desc="training models", disable=as_json) as bar:
-        res = run_mia(cfg, progress=lambda i: bar.update(1))
+        option = _MIA_OPTIONS.get(str(err).split(" ", 1)[0])
+        if option is None:
+            raise click.UsageError(str(err)) from None
+        raise click.BadParameter(str(err), param_hint=f"'{option}'") from None
     if as_json:
-        out: dict[str, object] = {
-            n: {"lower": json_number(e.lower), "upper": json_number(e.upper), "point": json_number(e.point)}
-            for n, e in res.estimates
-        }
-        out["accountant_epsilon"] = json_number(res.accountant_epsilon)
-        click.echo(json.dumps(out))
+        out: dict[str, object] = dict(_estimates_json(res.estimates))
+        out.update({name: {"error": reason} for name, reason in res.no_evidence})
+        out["accountant_epsilon"] = res.accountant_epsilon
+        echo_json(out)
         return
     click.echo(f"accountant epsilon (delta={delta:g}): {res.accountant_epsilon:.4g}")
     for n, e in res.estimates:
         click.echo(f"{n:<6} {method} [{e.lower:.4f}, {e.upper:.4f}] point {e.point:.4f}")
+    for n, reason in res.no_evidence:
+        click.echo(f"{n:<6} {reason}")

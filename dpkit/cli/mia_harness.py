@@ -12,7 +12,9 @@ memorising them). For each of ``num_models`` models each canary is included with
 
 Scores of the target models give an epsilon interval (:func:`dpkit.audits.scores.estimate_from_scores`); the
 accountant's epsilon for one model's training (same delta) is the claim under audit. A sound audit's lower
-bound never exceeds it (up to the confidence level); small noise shows leakage, strong noise little.
+bound never exceeds it (up to the confidence level); small noise shows leakage, strong noise little. An attack whose
+test carries no evidence about epsilon (e.g. it guessed "non-member" for every evaluation sample) gets no estimate:
+:attr:`MiaResult.no_evidence` says why (:mod:`dpkit.audits.evidence`).
 
 The harness trains with dpkit and audits with :mod:`dpkit.audits`, so it sits above both, in the application
 layer; ``dpkit mia-run`` (:mod:`dpkit.cli.estimate`) runs it.
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dpkit.accountants.validation import check_count, check_nonnegative, check_positive
-from dpkit.audits import EpsilonEstimate, canary_game, estimate_from_scores
+from dpkit.audits import EpsilonEstimate, InsufficientEvidenceError, canary_game, estimate_from_scores
 from dpkit.audits._checks import check_alpha, check_audit_delta
 
 __all__ = ["MiaConfig", "MiaResult", "run_mia"]
@@ -73,17 +75,19 @@ class MiaConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MiaResult:
-    """Accountant epsilon and one estimate per attack."""
+    """Accountant epsilon and one estimate per attack (``no_evidence``: the attacks without one, and why)."""
 
     config: MiaConfig
     accountant_epsilon: float
     estimates: tuple[tuple[str, EpsilonEstimate], ...]
+    no_evidence: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": dataclasses.asdict(self.config),
             "accountant_epsilon": self.accountant_epsilon,
             "estimates": {name: e.to_dict() for name, e in self.estimates},
+            "no_evidence": dict(self.no_evidence),
         }
 
 
@@ -93,6 +97,8 @@ def _data(cfg: MiaConfig):
     from dpkit.datasets import load_digits
 
     train, test = load_digits(seed=0)
+    check_count("base_size", cfg.base_size, minimum=1, maximum=len(train))  # before any training
+    check_count("num_canaries", cfg.num_canaries, minimum=1, maximum=len(test))
     g = torch.Generator().manual_seed(cfg.seed)
     base_idx = torch.randperm(len(train), generator=g)[: cfg.base_size]
     xb, yb = train.tensors[0][base_idx].flatten(1), train.tensors[1][base_idx]
@@ -152,17 +158,18 @@ def run_mia(cfg: MiaConfig, progress: Callable[[int], None] | None = None) -> Mi
     s = cfg.num_shadow
     target_bits = bits[s:].ravel()
     scores = {"loss": -losses[s:].ravel(), "lira": _lira(losses[:s], bits[:s], losses[s:]).ravel()}
-    estimates = tuple(
-        (
-            name,
-            estimate_from_scores(
+    estimates, no_evidence = [], []
+    for name, sc in scores.items():
+        try:
+            est = estimate_from_scores(
                 target_bits, sc, method=cfg.method, alpha=cfg.alpha, delta=cfg.delta, selection="holdout", seed=0
-            ),
-        )
-        for name, sc in scores.items()
-    )
+            )
+        except InsufficientEvidenceError as err:
+            no_evidence.append((name, str(err)))
+        else:
+            estimates.append((name, est))
     # every model has the same schedule, so the same accountant epsilon; report the largest to be safe
-    return MiaResult(cfg, max(epsilons), estimates)
+    return MiaResult(cfg, max(epsilons), tuple(estimates), tuple(no_evidence))
 
 
 def _lira(shadow_loss: np.ndarray, shadow_bits: np.ndarray, target_loss: np.ndarray) -> np.ndarray:

@@ -18,12 +18,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from dpkit.accountants.progress import Progress, ProgressHook
 
 if TYPE_CHECKING:  # pandas is imported by the tables only: ``dpkit account`` starts without it
     import pandas as pd
 
+T = TypeVar("T")
 ACCOUNTANTS = ("rdp", "pld")
 DEFAULT_NOISE_MULTIPLIERS = (0.8, 1.0, 1.2, 1.5)
 DEFAULT_TARGET_EPSILONS = (1.0, 3.0, 8.0)
@@ -102,11 +105,14 @@ def account_dpsgd(
     steps: int,
     delta: float,
     neighbouring_relation: str = "add_or_remove",
+    *,
+    progress: ProgressHook | None = None,
 ) -> EpsilonResult:
     """Epsilon at ``delta`` of ``steps`` DP-SGD steps, as ``accountant.get_epsilon(delta)`` reports it.
 
     For an accountant with ``get_epsilon_bounds`` (PLD), the lower end of the bounds is reported too; the
-    upper end is the epsilon (what ``get_epsilon`` returns).
+    upper end is the epsilon (what ``get_epsilon`` returns). ``progress``: the accountants' hook
+    ``(fraction, message)``.
     """
     from dpkit.accountants import create_accountant, dpsgd_event
 
@@ -115,10 +121,10 @@ def account_dpsgd(
     acc.compose(dpsgd_event(noise_multiplier, sampling_rate, steps))
     bounds = getattr(acc, "get_epsilon_bounds", None)
     if bounds is not None:
-        lower, upper = bounds(delta)
+        lower, upper = bounds(delta, progress=progress)
         result = EpsilonResult(accountant, float(upper), float(lower))
     else:
-        result = EpsilonResult(accountant, float(acc.get_epsilon(delta)))
+        result = EpsilonResult(accountant, float(acc.get_epsilon(delta, progress=progress)))
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 
@@ -129,19 +135,41 @@ def calibrate_dpsgd(
     steps: int,
     delta: float,
     neighbouring_relation: str = "add_or_remove",
+    *,
+    progress: ProgressHook | None = None,
 ) -> tuple[float, float]:
     """(noise multiplier for ``target_epsilon``, seconds): :func:`dpkit.accountants.calibrate_noise_multiplier`."""
     from dpkit.accountants import calibrate_noise_multiplier
 
     start = time.perf_counter()
     sigma = calibrate_noise_multiplier(
-        target_epsilon, delta, sampling_rate, steps, accountant, neighbouring_relation=neighbouring_relation
+        target_epsilon,
+        delta,
+        sampling_rate,
+        steps,
+        accountant,
+        neighbouring_relation=neighbouring_relation,
+        progress=progress,
     )
     return float(sigma), time.perf_counter() - start
 
 
+def compare_noise(sigma_rdp: float, sigma_pld: float, rtol: float = 1e-3) -> str:
+    """How PLD's calibrated noise compares with RDP's, in words: the same (within the calibration tolerance
+    ``rtol``), or the percentage less or more."""
+    ratio = sigma_pld / sigma_rdp
+    if abs(ratio - 1.0) <= rtol:
+        return f"PLD and RDP need the same noise (within the {100 * rtol:g}% calibration tolerance)"
+    if ratio < 1.0:
+        return f"PLD needs {100.0 * (1.0 - ratio):.1f}% less noise than RDP"
+    return f"PLD needs {100.0 * (ratio - 1.0):.1f}% more noise than RDP"
+
+
 def epsilon_table(
-    setting: DpSgdSetting, noise_multipliers: Sequence[float] = DEFAULT_NOISE_MULTIPLIERS
+    setting: DpSgdSetting,
+    noise_multipliers: Sequence[float] = DEFAULT_NOISE_MULTIPLIERS,
+    *,
+    progress: ProgressHook | None = None,
 ) -> pd.DataFrame:
     """Epsilon under RDP and PLD (with PLD's lower bound) per noise multiplier, with the seconds each took.
 
@@ -150,14 +178,10 @@ def epsilon_table(
     """
     import pandas as pd
 
+    parts = _parts(progress, 2 * len(noise_multipliers))
     rows = []
     for sigma in noise_multipliers:
-        r = account_dpsgd(
-            "rdp", setting.sampling_rate, sigma, setting.steps, setting.delta, setting.neighbouring_relation
-        )
-        p = account_dpsgd(
-            "pld", setting.sampling_rate, sigma, setting.steps, setting.delta, setting.neighbouring_relation
-        )
+        r, p = _both_accountants(account_dpsgd, setting, sigma, parts)
         rows.append(
             {
                 "noise_multiplier": float(sigma),
@@ -172,7 +196,12 @@ def epsilon_table(
     return pd.DataFrame(rows)
 
 
-def noise_table(setting: DpSgdSetting, target_epsilons: Sequence[float] = DEFAULT_TARGET_EPSILONS) -> pd.DataFrame:
+def noise_table(
+    setting: DpSgdSetting,
+    target_epsilons: Sequence[float] = DEFAULT_TARGET_EPSILONS,
+    *,
+    progress: ProgressHook | None = None,
+) -> pd.DataFrame:
     """Noise multiplier needed for each target epsilon under RDP and PLD, and the noise PLD saves.
 
     Columns: ``target_epsilon, sigma_rdp, sigma_pld, noise_saving_pct, rdp_seconds, pld_seconds``, where
@@ -180,14 +209,10 @@ def noise_table(setting: DpSgdSetting, target_epsilons: Sequence[float] = DEFAUL
     """
     import pandas as pd
 
+    parts = _parts(progress, 2 * len(target_epsilons))
     rows = []
     for eps in target_epsilons:
-        s_rdp, t_rdp = calibrate_dpsgd(
-            "rdp", setting.sampling_rate, eps, setting.steps, setting.delta, setting.neighbouring_relation
-        )
-        s_pld, t_pld = calibrate_dpsgd(
-            "pld", setting.sampling_rate, eps, setting.steps, setting.delta, setting.neighbouring_relation
-        )
+        (s_rdp, t_rdp), (s_pld, t_pld) = _both_accountants(calibrate_dpsgd, setting, eps, parts)
         rows.append(
             {
                 "target_epsilon": float(eps),
@@ -199,6 +224,30 @@ def noise_table(setting: DpSgdSetting, target_epsilons: Sequence[float] = DEFAUL
             }
         )
     return pd.DataFrame(rows)
+
+
+def _parts(progress: ProgressHook | None, count: int) -> Iterator[ProgressHook | None]:
+    """``count`` hooks (or Nones) for equal consecutive shares of ``progress``, one per computation."""
+    report = Progress(progress)
+    for i in range(count):
+        yield report.part(i / count, (i + 1) / count).hook()
+
+
+def _both_accountants(compute: Callable[..., T], setting: DpSgdSetting, value: float, parts) -> tuple[T, T]:
+    """``compute(accountant, q, value, steps, delta, relation, progress=...)`` under RDP, then under PLD."""
+    rdp, pld = (
+        compute(
+            name,
+            setting.sampling_rate,
+            value,
+            setting.steps,
+            setting.delta,
+            setting.neighbouring_relation,
+            progress=next(parts),
+        )
+        for name in ACCOUNTANTS
+    )
+    return rdp, pld
 
 
 _FORMATS = {
@@ -225,10 +274,14 @@ def render_report(
     setting: DpSgdSetting,
     noise_multipliers: Sequence[float] = DEFAULT_NOISE_MULTIPLIERS,
     target_epsilons: Sequence[float] = DEFAULT_TARGET_EPSILONS,
+    *,
+    progress: ProgressHook | None = None,
 ) -> str:
     """The text ``dpkit account-report`` prints: a header line, the epsilon table and the noise table."""
-    eps = epsilon_table(setting, noise_multipliers)
-    noise = noise_table(setting, target_epsilons)
+    share = len(noise_multipliers) / max(1, len(noise_multipliers) + len(target_epsilons))
+    report = Progress(progress)
+    eps = epsilon_table(setting, noise_multipliers, progress=report.part(0.0, share).hook())
+    noise = noise_table(setting, target_epsilons, progress=report.part(share, 1.0).hook())
     return "\n".join(
         [
             f"Privacy accounting for {setting.describe()}.",

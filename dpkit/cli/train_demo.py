@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dpkit.cli.options import choice_option, command, count_option, plot_option, save_figure, seed_option
 from dpkit.datasets import load_digits
 from dpkit.privacy_engine import PrivacyEngine
 
@@ -117,35 +118,31 @@ def train_once(
 
 
 def write_plot(results: list[dict[str, Any]], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
     finite = sorted((r for r in results if math.isfinite(r["target_epsilon"])), key=lambda r: r["target_epsilon"])
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(
-        [r["target_epsilon"] for r in finite],
-        [100 * r["test_accuracy"] for r in finite],
-        "o-",
-        label="DP-SGD (dpkit)",
-    )
-    for r in results:
-        if not math.isfinite(r["target_epsilon"]):
-            ax.axhline(100 * r["test_accuracy"], color="grey", ls="--", label="non-private (epsilon = inf)")
-    ax.set_xscale("log")
-    ticks = [r["target_epsilon"] for r in finite]
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel(f"epsilon (delta = {DELTA:g})")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Digits CNN: privacy vs utility")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+    def draw(fig, ax) -> None:
+        ax.plot(
+            [r["target_epsilon"] for r in finite],
+            [100 * r["test_accuracy"] for r in finite],
+            "o-",
+            label="DP-SGD (dpkit)",
+        )
+        for r in results:
+            if not math.isfinite(r["target_epsilon"]):
+                ax.axhline(100 * r["test_accuracy"], color="grey", ls="--", label="non-private (epsilon = inf)")
+        ax.set_xscale("log")
+        ticks = [r["target_epsilon"] for r in finite]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(f"epsilon (delta = {DELTA:g})")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Digits CNN: privacy vs utility")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right")
+
+    save_figure(draw, path, figsize=(5.5, 3.8))
 
 
 def run_train_demo(
@@ -190,13 +187,11 @@ def run_train_demo(
     return results
 
 
-@click.command(
-    "train-demo", short_help="Train a small CNN on digits privately vs non-private; plot privacy vs utility."
-)
-@click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1), help="Training epochs.")
-@click.option("--plot", "plot_path", default="privacy_utility.png", show_default=True, help="Where to write the plot.")
-@click.option("--accountant", default="pld", show_default=True, type=click.Choice(["pld", "rdp"]))
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of data split, model and noise.")
+@command("train-demo", "Train a small CNN on digits privately vs non-private; plot privacy vs utility.")
+@count_option("--epochs", minimum=1, maximum=10_000, default=15, help="Training epochs.")
+@plot_option("Where to write the privacy-utility plot.", default="privacy_utility.png")
+@choice_option("--accountant", choices=("pld", "rdp"), default="pld")
+@seed_option("Seed of data split, model and noise.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 def train_demo_command(epochs: int, plot_path: str, accountant: str, seed: int, no_progress: bool) -> None:
     """Train a small CNN on digits privately (epsilon=3) vs non-private, and plot privacy vs utility."""
