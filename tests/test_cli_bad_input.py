@@ -31,6 +31,7 @@ BASES: dict[str, list[str]] = {
     "mf compare": ["--n", "16"],
     "mf optimize": ["--strategy", "sqrt", "--n", "16"],
     "mia-run": ["--epochs", "1", "--models", "4", "--shadow", "2", "--canaries", "2"],
+    "poison": ["--protocol", "GRR", "--k", "10", "--epsilon", "1", "--targets", "2", "--n", "1000"],
     "train-demo": ["--epochs", "1", "--no-progress", "--plot", "/tmp/dpkit-bad-input/demo.png"],
 }
 # options whose values are swapped out by a case (they exclude another option of the base)
@@ -74,6 +75,12 @@ MANUAL: list[tuple[str, list[str], str]] = [
     ("account-report", ["--epochs", "1e300"], "--epochs"),
     ("mia-run", ["--models", "3", "--shadow", "4"], "--models"),
     ("mia-run", ["--canaries", "5000"], "--canaries"),
+    ("poison", ["--protocol", "XYZ"], "--protocol"),
+    ("poison", ["--targets", "11"], "--targets"),  # more targets than items
+    ("poison", ["--target-items", "1,x"], "--target-items"),
+    ("poison", ["--target-items", "10"], "--target-items"),  # outside [0, k)
+    ("poison", ["--distribution", "gauss"], "--distribution"),
+    ("poison", ["--distribution", "missing.csv:col"], "--distribution"),
     ("estimate-eps", ["--tp", "0", "--fp", "0", "--tn", "0", "--fn", "0"], "--tp"),  # no evidence
     ("estimate-eps", ["--tp", "9", "--fp", "7", "--tn", "0", "--fn", "0"], "--tp"),  # a constant test
 ]

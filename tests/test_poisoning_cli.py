@@ -72,14 +72,14 @@ def test_distribution_file_and_target_items(tmp_path):
         (["--fake-fraction", "1"], "--fake-fraction", "must be in [0, 1)"),
         (["--fake-fraction", "-0.2"], "--fake-fraction", "must be in [0, 1)"),
         (["--targets", "51"], "--targets", "in [1, 50]"),
-        (["--targets", "0"], "--targets", "in [1, 50]"),
+        (["--targets", "0"], "--targets", ">= 1"),
         (["--target-items", "3,50"], "--target-items", "items in [0, 50)"),
         (["--target-items", "3,x"], "--target-items", "comma-separated integers"),
         (["--target-items", "3,3"], "--target-items", "distinct"),
         (["--epsilon", "0"], "--epsilon", "must be in (0, inf)"),
         (["--protocol", "XYZ"], "--protocol", "must be one of GRR"),
         (["--attack", "boom"], "--attack", "boom"),
-        (["--n", "0"], "--n", ">= 1"),
+        (["--n", "0"], "--n", "in [1, "),
     ],
 )
 def test_bad_input_names_the_option(args, option, text):

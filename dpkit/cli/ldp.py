@@ -45,7 +45,8 @@ PROTOCOLS = (*FREQUENCY_ORACLES, "ADP")
 MAX_K = 10**7  # the estimates are k numbers per state
 
 
-def _load_codes(path: str, column: str, k: int | None) -> tuple[np.ndarray, list]:
+def load_codes(path: str, column: str, k: int | None) -> tuple[np.ndarray, list]:
+    """Integer codes of a CSV column's categories (sorted) and the categories; errors name --distribution / --k."""
     import pandas as pd
 
     col = load_column(path, column)
@@ -92,7 +93,7 @@ def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, 
         probs = zipf_frequencies(k) if source == "zipf" else np.full(k, 1.0 / k)
         sample = lambda m, g: g.choice(k, size=m, p=probs)  # noqa: E731
     else:
-        codes, labels = _load_codes(source, column, k)
+        codes, labels = load_codes(source, column, k)
         k = k if k is not None else max(2, len(labels))
         n = len(codes)
         sample = replay(codes)

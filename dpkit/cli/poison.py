@@ -12,10 +12,22 @@ import json
 
 import click
 
+from dpkit.cli.ldp_common import epsilon_option, parse_distribution, users_option, zipf_frequencies
+from dpkit.cli.options import (
+    HALF_OPEN_UNIT,
+    checked_option,
+    choice_option,
+    command,
+    count_option,
+    json_option,
+    seed_option,
+)
+
 __all__ = ["poison"]
 
 ATTACK_CHOICES = ("rpa", "ria", "mga", "all")
 DEFENSE_CHOICES = ("none", "normalize", "detect")
+MAX_K = 10**6  # every protocol x attack keeps k estimates per state
 
 
 def _bad(option: str, message: str) -> click.BadParameter:
@@ -30,62 +42,52 @@ def _checked(option: str, check):
         raise _bad(option, str(err)) from None
 
 
-@click.command("poison", short_help="Measure a data-poisoning attack on an LDP frequency oracle.")
+@command("poison", "Measure a data-poisoning attack on an LDP frequency oracle.")
 @click.option("--protocol", default="OUE", show_default=True, help="A frequency oracle (GRR, OUE, OLH, ...) or 'all'.")
-@click.option(
+@choice_option(
     "--attack",
-    type=click.Choice(ATTACK_CHOICES, case_sensitive=False),
+    choices=ATTACK_CHOICES,
     default="mga",
-    show_default=True,
     help="Random perturbed-value, random item or maximal gain attack (Cao, Jia, Gong 2021), or all three.",
 )
-@click.option("--k", "k", type=int, default=None, help="Domain size (default for FILE:COLUMN: its categories).")
-@click.option("--epsilon", type=float, required=True, help="Privacy parameter per user, in (0, inf).")
-@click.option(
-    "--targets", "r", type=int, default=10, show_default=True, help="Number R of target items, drawn at random."
-)
+@count_option("--k", "k", minimum=2, maximum=MAX_K, help="Domain size (default for FILE:COLUMN: its categories).")
+@epsilon_option()
+@count_option("--targets", minimum=1, default=10, help="Number R of target items, drawn at random (R <= k).")
 @click.option("--target-items", default=None, help="Comma-separated target items in [0, k) (instead of --targets).")
-@click.option(
-    "--fake-fraction", "beta", type=float, default=0.05, show_default=True, help="beta = m/(n + m), in [0, 1)."
-)
-@click.option("--n", "n", type=int, default=100_000, show_default=True, help="Number of genuine users.")
+@checked_option("--fake-fraction", "beta", type=HALF_OPEN_UNIT, default=0.05, help="beta = m/(n + m), fake users.")
+@users_option(maximum=10**9)
 @click.option("--distribution", default="uniform", show_default=True, help="uniform, zipf, or FILE:COLUMN of a CSV.")
-@click.option(
+@choice_option(
     "--defense",
-    type=click.Choice(DEFENSE_CHOICES, case_sensitive=False),
+    choices=DEFENSE_CHOICES,
     default="none",
-    show_default=True,
     help="normalize: Norm-Sub on the estimates; detect: remove the reports the protocol's detector flags.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def poison(protocol, attack, k, epsilon, r, target_items, beta, n, distribution, defense, seed, as_json):
+@seed_option()
+@json_option()
+def poison(protocol, attack, k, epsilon, targets, target_items, beta, n, distribution, defense, seed, as_json):
     """Simulate n genuine users and m fake ones; report the gain on the targets (simulated and closed form)."""
     import numpy as np
 
-    from dpkit.audits.poisoning import ATTACKS, check_fake_fraction, check_targets, gain_table, simulate
-    from dpkit.cli.ldp import _load_column, zipf_frequencies
-    from dpkit.mechanisms._validation import check_count, check_epsilon
+    from dpkit.audits.poisoning import ATTACKS, check_targets, gain_table, simulate
+    from dpkit.cli.ldp import load_codes
     from dpkit.mechanisms.frequency_oracles import FREQUENCY_ORACLES, make_oracle
 
-    epsilon = _checked("epsilon", lambda: check_epsilon("epsilon", epsilon))
-    beta = _checked("fake-fraction", lambda: check_fake_fraction("fake-fraction", beta))
+    r = targets  # the number of targets; ``targets`` becomes the items below
+
     names = {name.upper(): name for name in FREQUENCY_ORACLES}
     if protocol.lower() != "all" and protocol.upper() not in names:
         raise _bad("protocol", f"must be one of {', '.join(FREQUENCY_ORACLES)} or all, got {protocol!r}")
     rng = np.random.default_rng(seed)
-    if distribution in ("uniform", "zipf"):
+    source, column = parse_distribution(distribution, ("uniform", "zipf"))
+    if column is None:
         if k is None:
             raise _bad("k", "is required with a synthetic distribution")
-        k = _checked("k", lambda: check_count("k", k, minimum=2))
-        n = _checked("n", lambda: check_count("n", n, minimum=1))
-        probs = zipf_frequencies(k) if distribution == "zipf" else np.full(k, 1.0 / k)
+        probs = zipf_frequencies(k) if source == "zipf" else np.full(k, 1.0 / k)
         values = rng.choice(k, size=n, p=probs)
     else:
-        values, labels = _load_column(distribution, k)
+        values, labels = load_codes(source, column, k)
         k = k if k is not None else max(2, len(labels))
-        if len(values) == 0:
-            raise _bad("distribution", "the column has no values")
     if target_items is not None:
         try:
             items = [int(t) for t in str(target_items).replace(" ", "").split(",") if t]
@@ -93,7 +95,8 @@ def poison(protocol, attack, k, epsilon, r, target_items, beta, n, distribution,
             raise _bad("target-items", f"must be comma-separated integers, got {target_items!r}") from None
         targets = _checked("target-items", lambda: check_targets("target-items", np.array(items, dtype=np.int64), k))
     else:
-        r = _checked("targets", lambda: check_count("targets", r, minimum=1, maximum=k))
+        if r > k:
+            raise _bad("targets", f"must be a whole number in [1, {k}] (at most --k), got {r}")
         targets = np.sort(rng.choice(k, size=r, replace=False))
     attacks = list(ATTACKS) if attack.lower() == "all" else [attack.lower()]
     if protocol.lower() == "all" or len(attacks) > 1:
