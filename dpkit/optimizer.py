@@ -203,31 +203,18 @@ class DPOptimizer(Optimizer):
         return torch.empty(sum(p.numel() for p in params), dtype=first.dtype, device=first.device)
 
     def pre_step(self) -> None:
-        """Everything of a DP step except the wrapped optimizer's update."""
+        """Everything of a DP step except the wrapped optimizer's update.
+
+        Subclasses change one stage by overriding its method: :meth:`_noise_std` (how much noise),
+        :meth:`_fill_noise` / :meth:`_draw_noise` (which noise: independent or correlated across steps),
+        :meth:`_noisy_clipped_mean` (how the update direction is formed), :meth:`_after_step` (state updated after
+        a step, e.g. a clipping norm), and :attr:`step_event` (what the step costs in privacy).
+        """
         event = self.step_event
         if self.ledger is not None:
             self.ledger.check_step(event)
         self._check_foreign_grads()
-        std = self.noise_multiplier * self.clipping.sensitivity
-        buf = self._flat_buffer()
-        if buf is not None:
-            # One flat buffer: the noise (already divided by the expected batch size: std / B) is drawn into it
-            # in place in one call, the engine adds the clipped sums weighted by 1 / B; the parameters' gradients
-            # are views of it.
-            if std > 0:
-                self.noise.fill_(buf, std / self.expected_batch_size, self.steps_taken)
-            else:
-                buf.zero_()
-            clipped = self.engine.clipped_sum(self.clipping, out=buf, weight=1.0 / self.expected_batch_size)
-            grads = clipped.grads
-        else:  # parameters of several dtypes / devices
-            clipped = self.engine.clipped_sum(self.clipping)
-            grads = clipped.grads
-            if std > 0:
-                noise = self.noise.draw(grads, std, self.steps_taken)
-                grads = [g.add_(z) for g, z in zip(grads, noise, strict=True)]
-            for g in grads:
-                g.div_(self.expected_batch_size)
+        clipped, grads = self._noisy_clipped_mean()
         if clipped.nonfinite:  # before anything changes: an error filter refuses the step
             warn_nonfinite(clipped.nonfinite, clipped.batch_size, self.steps_taken)
         self._written.clear()
@@ -235,11 +222,52 @@ class DPOptimizer(Optimizer):
             p.grad = g
             self._written[id(p)] = (g, g._version)
         self.last_clipped = clipped
+        self._after_step(clipped)
         if self.ledger is not None:
             self.ledger.record_step(event)
         self.steps_taken += 1
         self.nonfinite_examples += clipped.nonfinite
         self.engine.clear()
+
+    def _noise_std(self) -> float:
+        """Std of the Gaussian noise on the clipped sum (before the division by the expected batch size)."""
+        return self.noise_multiplier * self.clipping.sensitivity
+
+    def _fill_noise(self, buf: torch.Tensor, std: float) -> None:
+        """Write this step's noise of standard deviation ``std`` into the flat buffer ``buf``."""
+        self.noise.fill_(buf, std, self.steps_taken)
+
+    def _draw_noise(self, grads: Sequence[torch.Tensor], std: float) -> list[torch.Tensor]:
+        """This step's noise of standard deviation ``std``, one tensor per gradient (mixed dtypes or devices)."""
+        return self.noise.draw(grads, std, self.steps_taken)
+
+    def _noisy_clipped_mean(self) -> tuple[ClippedSum, list[torch.Tensor]]:
+        """(the engine's clipped sum, the gradients to apply): (sum of clipped gradients + noise) / B."""
+        std = self._noise_std()
+        scale = 1.0 / self.expected_batch_size
+        buf = self._flat_buffer()
+        if buf is not None:
+            # One flat buffer: the noise (already divided by the expected batch size: std / B) is drawn into it
+            # in place in one call, the engine adds the clipped sums weighted by 1 / B; the parameters' gradients
+            # are views of it.
+            if std > 0:
+                self._fill_noise(buf, std * scale)
+            else:
+                buf.zero_()
+            clipped = self.engine.clipped_sum(self.clipping, out=buf, weight=scale)
+            return clipped, list(clipped.grads)
+        # parameters of several dtypes / devices
+        clipped = self.engine.clipped_sum(self.clipping)
+        grads = list(clipped.grads)
+        if std > 0:
+            noise = self._draw_noise(grads, std)
+            grads = [g.add_(z) for g, z in zip(grads, noise, strict=True)]
+        for g in grads:
+            g.div_(self.expected_batch_size)
+        return clipped, grads
+
+    def _after_step(self, clipped: ClippedSum) -> None:
+        """Called once a step's gradients are formed (before it is recorded); nothing to do for DP-SGD."""
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
