@@ -5,7 +5,13 @@ A new layer type = one file defining a :class:`LayerRule` subclass decorated wit
 ``@register_layer_rule(ModuleType)``, imported here.
 """
 
-from dpkit.grad_sample.layers import conv, embedding, linear, norms  # noqa: F401  (registration)
+from dpkit.grad_sample.layers import (  # noqa: F401  (registration)
+    conv,
+    embedding,
+    linear,
+    norms,
+    transformers_conv1d,
+)
 from dpkit.grad_sample.layers.base import (
     AnyRule,
     Instantiated,

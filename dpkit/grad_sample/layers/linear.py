@@ -36,8 +36,16 @@ class LinearRule(LayerRule[nn.Linear, GradRecord[torch.Tensor]]):
     """Saves the input; a sequence call of a Linear with a trained bias also sums its output gradient over
     positions in the backward pass (:class:`PositionSumRecord`)."""
 
+    #: the weight is stored as ``[in, out]`` (``x @ W``) instead of ``[out, in]``
+    transposed = False
+
     def forward(self, module: nn.Linear, tap: TapFn[GradRecord[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, module.weight.detach(), detached(module.bias))
+        return self.tap(module, tap, x, F.linear(x, module.weight.detach(), detached(module.bias)))
+
+    def tap(
+        self, module: nn.Module, tap: TapFn[GradRecord[torch.Tensor]], x: torch.Tensor, out: torch.Tensor
+    ) -> torch.Tensor:
+        """Record the call on input ``x`` whose output (computed with detached parameters) is ``out``."""
         batch = tap.batch
         if trained(module.bias) and out.dim() > 2 and out.shape[0] == batch:
             return tap(out, PositionSumRecord(x.detach(), batch))
@@ -54,4 +62,5 @@ class LinearRule(LayerRule[nn.Linear, GradRecord[torch.Tensor]]):
             weight="weight" if trained(module.weight) else None,
             bias="bias" if trained(module.bias) else None,
             g_sum=_position_sums(records),
+            transposed=self.transposed,
         )
