@@ -40,14 +40,15 @@ class LinearRule(LayerRule[nn.Linear, GradRecord[torch.Tensor]]):
     transposed = False
 
     def forward(self, module: nn.Linear, tap: TapFn[GradRecord[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
-        return self.tap(module, tap, x, F.linear(x, module.weight.detach(), detached(module.bias)))
+        out = F.linear(x, module.weight.detach(), detached(module.bias))
+        return self.tap(tap, x, out, trained(module.bias))
 
     def tap(
-        self, module: nn.Module, tap: TapFn[GradRecord[torch.Tensor]], x: torch.Tensor, out: torch.Tensor
+        self, tap: TapFn[GradRecord[torch.Tensor]], x: torch.Tensor, out: torch.Tensor, bias_trained: bool
     ) -> torch.Tensor:
         """Record the call on input ``x`` whose output (computed with detached parameters) is ``out``."""
         batch = tap.batch
-        if trained(module.bias) and out.dim() > 2 and out.shape[0] == batch:
+        if bias_trained and out.dim() > 2 and out.shape[0] == batch:
             return tap(out, PositionSumRecord(x.detach(), batch))
         return tap(out, GradRecord(x.detach()))
 

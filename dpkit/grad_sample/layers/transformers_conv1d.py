@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dpkit.grad_sample.layers.base import register_layer_rule
-from dpkit.grad_sample.layers.linear import LinearRule
+from dpkit.grad_sample.layers.linear import LinearRule, trained
 from dpkit.grad_sample.layers.records import GradRecord, TapFn
 
 
@@ -21,6 +21,6 @@ class TransposedLinearRule(LinearRule):
     transposed = True
 
     def forward(self, module: nn.Module, tap: TapFn[GradRecord[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
-        weight, bias = module.weight.detach(), module.bias.detach()
-        out = torch.addmm(bias, x.reshape(-1, x.shape[-1]), weight).view(*x.shape[:-1], weight.shape[1])
-        return self.tap(module, tap, x, out)
+        weight, bias = module.get_parameter("weight"), module.get_parameter("bias")
+        out = torch.addmm(bias.detach(), x.reshape(-1, x.shape[-1]), weight.detach())
+        return self.tap(tap, x, out.view(*x.shape[:-1], weight.shape[1]), trained(bias))
