@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, RandomizedResponseEvent
 from dpkit.mechanisms import hashing
-from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, set_fields
+from dpkit.mechanisms._validation import check_domain, check_epsilon, set_fields
 from dpkit.mechanisms.base import PureFrequencyOracle
 from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
 
@@ -38,8 +38,8 @@ class LocalHashing(PureFrequencyOracle):
     def __post_init__(self) -> None:
         k = check_domain("k", self.k, maximum=hashing.MAX_DOMAIN)
         epsilon = check_epsilon("epsilon", self.epsilon)
-        g = self.g if self.g else int(round(math.exp(epsilon))) + 1
-        set_fields(self, k=k, epsilon=epsilon, g=check_domain("g", g, maximum=2**32 - 1))
+        g = check_domain("g", self.g, maximum=hashing.MAX_BUCKETS) if self.g else hashing.optimal_g(epsilon, self.name)
+        set_fields(self, k=k, epsilon=epsilon, g=g)
 
     @cached_property
     def p(self) -> float:
@@ -68,16 +68,7 @@ class LocalHashing(PureFrequencyOracle):
         return np.stack([a, b, y.astype(np.uint64)], axis=1)
 
     def _check_reports(self, reports: ArrayLike) -> np.ndarray:
-        r = check_report_array(
-            "reports", reports, kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y) of a local hashing report"
-        )
-        if r.dtype != np.uint64:
-            if r.dtype.kind == "i" and len(r) and r.min() < 0:
-                raise ValueError(f"reports must be non-negative (uint64 hash parameters), got {int(r.min())}")
-            r = r.astype(np.uint64)
-        if len(r) and r[:, 2].max() >= self.g:
-            raise ValueError(f"reports[:, 2] (the hashed report) must be in [0, {self.g}), got {int(r[:, 2].max())}")
-        return r
+        return hashing.check_hash_reports("reports", reports, self.g)
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         return hashing.support_counts(reports[:, 0], reports[:, 1], reports[:, 2], self.g, self.k)

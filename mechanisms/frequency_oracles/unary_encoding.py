@@ -12,7 +12,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, PureDpEvent
+from dpkit.mechanisms._memory import allocate, perturb_aggregate_hint
 from dpkit.mechanisms._validation import (
+    check_bits,
+    check_chunk_size,
     check_domain,
     check_epsilon,
     check_report_array,
@@ -33,13 +36,14 @@ class BitVectorReports:
     k: int
 
     def _check_reports(self, reports: ArrayLike) -> np.ndarray:
-        return check_report_array(
+        r = check_report_array(
             "reports", reports, kinds="bui", shape_tail=(self.k,), expected=f"bit vectors of length {self.k}"
         )
+        return check_bits("reports", r)
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
-        if reports.dtype == bool:
-            return column_counts(reports)  # uint8 sums of lines of rows: no int64 cast per bit
+        if reports.dtype == bool:  # uint8 sums of lines of rows: no int64 cast per bit; every byte checked 0 or 1
+            return column_counts(reports, check="reports")
         return reports.sum(axis=0, dtype=np.int64)
 
 
@@ -86,7 +90,10 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
         return self.q
 
     def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return unary_perturb(values, self.k, self.p, self.q, rng)
+        out = allocate(
+            f"{self.name}(k={self.k}).perturb", (len(values), self.k), bool, perturb_aggregate_hint(self.name)
+        )
+        return unary_perturb(values, self.k, self.p, self.q, rng, out=out)
 
     def perturb_aggregate(
         self, values: ArrayLike, rng: np.random.Generator, chunk_size: int | None = None
@@ -99,7 +106,7 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
             return super().perturb_aggregate(values, rng, chunk_size)
         checked = check_values("values", values, self.k)
         check_rng(rng)
-        size = chunk_size or max(self.default_chunk, self.fused_chunk_bits // self.k)
+        size = check_chunk_size("chunk_size", chunk_size) or max(self.default_chunk, self.fused_chunk_bits // self.k)
         counts = unary_support_counts(checked, self.k, self.p, self.q, rng, chunk_size=size)
         return SupportCounts(counts, len(checked), self.key)
 
