@@ -9,21 +9,26 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike
 
-from dpkit.accountants import DpEvent, RandomizedResponseEvent
 from dpkit.mechanisms import hashing
-from dpkit.mechanisms._validation import check_domain, check_report_array, set_fields
-from dpkit.mechanisms.base import PureFrequencyOracle
-from dpkit.mechanisms.channels import grr_channel
+from dpkit.mechanisms._validation import check_domain, check_nonnegative_ints, set_fields
 from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
-from dpkit.mechanisms.longitudinal.base import LongitudinalProtocol, UserParams, check_eps_pair
-from dpkit.mechanisms.longitudinal.grr import check_calibration, lgrr_round2
+from dpkit.mechanisms.longitudinal.base import UserParams, check_eps_pair
+from dpkit.mechanisms.longitudinal.grr import GRRChain, check_calibration
 
 __all__ = ["LOLOHA", "loloha_optimal_g"]
 
 
 def loloha_optimal_g(eps_perm: float, alpha: float) -> int:
-    """OLOLOHA's g* (Arcolezi et al. EDBT'23): the stationary point of V*(g), rounded, at least 2."""
+    """OLOLOHA's g* (Arcolezi et al. EDBT'23): the stationary point of V*(g), rounded, at least 2.
+
+    It grows like e^eps_perm / 6: beyond eps_perm ~ 23 it exceeds the 2^32 - 1 buckets of the hash family, and
+    beyond ~ 177 its formula overflows float64; both give a ValueError naming eps_perm."""
     e = eps_perm
+    if e > 170.0:  # e^(4 eps_perm) overflows; g* is then astronomically beyond 2^32 anyway
+        raise ValueError(
+            f"eps_perm={eps_perm!r} is too large for OLOLOHA's optimal g (it exceeds 2^32 - 1 hash buckets): "
+            "give g explicitly (e.g. g=2, BiLOLOHA)"
+        )
     disc = (
         math.exp(4 * e)
         - 14 * math.exp(2 * e)
@@ -37,7 +42,7 @@ def loloha_optimal_g(eps_perm: float, alpha: float) -> int:
 
 
 @dataclass(frozen=True)
-class LOLOHA(LongitudinalProtocol, PureFrequencyOracle):
+class LOLOHA(GRRChain):
     """LOLOHA (Arcolezi, Pinzon, Palamidessi, Gambs, EDBT'23): local hashing with memoization on the hash.
 
     Each user draws one hash function for all collections (the universal family of :mod:`dpkit.mechanisms.hashing`);
@@ -59,43 +64,21 @@ class LOLOHA(LongitudinalProtocol, PureFrequencyOracle):
     def __post_init__(self) -> None:
         k = check_domain("k", self.k, maximum=hashing.MAX_DOMAIN)
         eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
-        g = self.g if self.g else loloha_optimal_g(eps_perm, eps_1 / eps_perm)
-        g = check_domain("g", g, maximum=2**32 - 1)
+        if self.g:
+            g = check_domain("g", self.g, maximum=hashing.MAX_BUCKETS)
+        else:
+            g = loloha_optimal_g(eps_perm, eps_1 / eps_perm)
+            if g > hashing.MAX_BUCKETS:
+                raise ValueError(
+                    f"eps_perm={eps_perm!r} is too large for OLOLOHA's optimal g ({g} > 2^32 - 1 hash buckets): "
+                    "give g explicitly (e.g. g=2, BiLOLOHA)"
+                )
         check_calibration(self.calibration)
         set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1, g=g)
 
     @cached_property
-    def epsilon(self) -> float:
-        return self.eps_1
-
-    @cached_property
     def n_keys(self) -> int:
         return self.g
-
-    @cached_property
-    def p1(self) -> float:
-        e = math.exp(self.eps_perm)
-        return e / (e + self.g - 1)
-
-    @cached_property
-    def q1(self) -> float:
-        return 1 / (math.exp(self.eps_perm) + self.g - 1)
-
-    @cached_property
-    def _round2(self) -> tuple[float, float]:
-        return lgrr_round2(self.g, self.p1, self.q1, self.eps_perm, self.eps_1, self.calibration)
-
-    @property
-    def p2(self) -> float:
-        return self._round2[0]
-
-    @property
-    def q2(self) -> float:
-        return self._round2[1]
-
-    @cached_property
-    def p_star(self) -> float:
-        return self.p1 * self.p2 + (1 - self.p1) * self.q2
 
     @cached_property
     def q_star(self) -> float:
@@ -105,47 +88,36 @@ class LOLOHA(LongitudinalProtocol, PureFrequencyOracle):
         a, b = hashing.draw_hash_params(n, rng)
         return {"a": a, "b": b}
 
+    def user_param_shapes(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {"a": (n,), "b": (n,)}  # each user's hash function
+
+    def check_user_params(self, prefix: str, params: dict[str, np.ndarray], n: int) -> UserParams:
+        users = super().check_user_params(prefix, params, n)
+        return {
+            name: check_nonnegative_ints(prefix + name, arr, "uint64 hash parameters") for name, arr in users.items()
+        }
+
     def memo_key(self, values: np.ndarray, users: UserParams) -> np.ndarray:
         return hashing.hash_values(users["a"], users["b"], values, self.g)
-
-    def first_round(self, keys: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
-        return grr_perturb(keys, self.g, self.p1, rng)[:, None]
 
     def second_round(self, payload: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
         y = grr_perturb(payload[:, 0], self.g, self.p2, rng)
         return np.stack([users["a"], users["b"], y.astype(np.uint64)], axis=1)
 
     def _check_reports(self, reports: ArrayLike) -> np.ndarray:
-        r = check_report_array("reports", reports, kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y)")
-        r = r.astype(np.uint64, copy=False)
-        if len(r) and r[:, 2].max() >= self.g:
-            raise ValueError(f"reports[:, 2] must be in [0, {self.g}), got {int(r[:, 2].max())}")
-        return r
+        return hashing.check_hash_reports("reports", reports, self.g)
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         return hashing.support_counts(reports[:, 0], reports[:, 1], reports[:, 2], self.g, self.k)
 
     def hashed_channel_matrix(self) -> np.ndarray:
         """P(y | hashed value) over [g] x [g] for one report; given the hash, this is the whole channel."""
-        return grr_channel(self.g, self.p1, self.q1) @ grr_channel(self.g, self.p2, self.q2)
+        return self.chain_matrix()
 
     def channel_matrix(self, a: int, b: int) -> np.ndarray:
         """P(y | value, hash (a, b)) for one report, k x g."""
         h = hashing.hash_values(np.uint64(a), np.uint64(b), np.arange(self.k), self.g)
         return self.hashed_channel_matrix()[h]
-
-    def first_round_matrix(self) -> np.ndarray:
-        return grr_channel(self.g, self.p1, self.q1)
-
-    def single_report_epsilon(self) -> float:
-        m = self.hashed_channel_matrix()
-        return float(math.log(m[0, 0] / m[0, 1]))
-
-    def privacy_event(self) -> DpEvent:
-        return RandomizedResponseEvent(self.single_report_epsilon(), self.g)
-
-    def memo_event(self) -> DpEvent:
-        return RandomizedResponseEvent(self.eps_perm, self.g)
 
     def max_privacy_spent(self) -> float:
         """The bound over any number of reports: g * eps_perm."""
