@@ -28,6 +28,7 @@ __all__ = [
     "em_channel",
     "project_simplex",
     "postprocess",
+    "check_postprocess",
     "POSTPROCESS",
 ]
 
@@ -172,6 +173,13 @@ def project_simplex(f: ArrayLike) -> np.ndarray:
     idx = np.arange(1, v.size + 1)
     rho = int(np.flatnonzero(u - css / idx > 0)[-1])
     return np.maximum(v - css[rho] / (rho + 1), 0.0)
+
+
+def check_postprocess(method: str | None) -> str | None:
+    """None, 'none', 'clip', 'norm-sub' (or 'norm_sub') or 'ibu'."""
+    if method is None or method in ("none", "norm_sub") or method in POSTPROCESS:
+        return method
+    raise ValueError(f"postprocess must be one of None, {', '.join(repr(m) for m in POSTPROCESS)}, got {method!r}")
 
 
 def postprocess(

@@ -27,7 +27,8 @@ from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent
 from dpkit.mechanisms._validation import check_domain, check_values
-from dpkit.mechanisms.base import SupportCounts
+from dpkit.mechanisms.base import SupportCounts, check_dict, check_state_of
+from dpkit.mechanisms.postprocessing import check_postprocess
 
 __all__ = ["MultidimensionalProtocol", "MultiState", "encode_dataframe", "check_domains"]
 
@@ -63,21 +64,58 @@ def encode_dataframe(
 
 @dataclass(frozen=True, eq=False)
 class MultiState:
-    """One SupportCounts per attribute; mergeable with ``+``."""
+    """One :class:`SupportCounts` per attribute, and the key of the protocol that aggregated them; mergeable with
+    ``+`` (only with a state of the same protocol and parameters)."""
 
     states: tuple[SupportCounts, ...]
+    protocol: str = ""
+
+    def __post_init__(self) -> None:
+        states = tuple(self.states) if isinstance(self.states, (list, tuple)) else None
+        if states is None or not all(isinstance(st, SupportCounts) for st in states):
+            raise TypeError("MultiState.states must be a tuple of SupportCounts, one per attribute")
+        if not isinstance(self.protocol, str):
+            raise TypeError(f"MultiState.protocol must be a str (the key of the protocol), got {self.protocol!r}")
+        object.__setattr__(self, "states", states)
 
     def __add__(self, other: MultiState) -> MultiState:
-        if not isinstance(other, MultiState) or len(other.states) != len(self.states):
-            raise ValueError("can only merge MultiStates with the same number of attributes")
-        return MultiState(tuple(a + b for a, b in zip(self.states, other.states, strict=False)))
+        if not isinstance(other, MultiState):
+            return NotImplemented
+        if self.protocol != other.protocol:
+            raise ValueError(
+                f"cannot merge states of different protocols or parameters: {self.protocol!r} and {other.protocol!r}"
+            )
+        if len(other.states) != len(self.states):
+            raise ValueError(f"cannot merge states of {len(self.states)} and {len(other.states)} attributes")
+        return MultiState(tuple(a + b for a, b in zip(self.states, other.states, strict=True)), self.protocol)
+
+    def __radd__(self, other: object) -> MultiState:
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:  # so that sum(states) works
+            return self
+        return NotImplemented
 
     merge = __add__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, MultiState) and all(a == b for a, b in zip(self.states, other.states, strict=False))
+        if not isinstance(other, MultiState):
+            return NotImplemented
+        return self.protocol == other.protocol and self.states == other.states
 
     __hash__ = None  # type: ignore[assignment]  # mutable payload
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"states": [s.to_dict() for s in self.states], "protocol": self.protocol}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MultiState:
+        """The state ``to_dict`` wrote, every field checked first (one-line errors naming the field)."""
+        d = check_dict("MultiState", d, ("states", "protocol"))
+        if not isinstance(d["states"], (list, tuple)) or not d["states"]:
+            raise ValueError("MultiState.states must be a non-empty list of states (one per attribute)")
+        if not isinstance(d["protocol"], str):
+            raise TypeError(f"MultiState.protocol must be a str, got {type(d['protocol']).__name__}")
+        states = tuple(SupportCounts.from_dict(s, where=f"MultiState.states[{i}]") for i, s in enumerate(d["states"]))
+        return cls(states, d["protocol"])
 
 
 def check_domains(domain_sizes: Iterable[int]) -> tuple[int, ...]:
@@ -101,6 +139,15 @@ class MultidimensionalProtocol(ABC):
     @property
     def d(self) -> int:
         return len(self.domain_sizes)
+
+    @property
+    def key(self) -> str:
+        """The protocol's identity in a :class:`MultiState` (class and every parameter)."""
+        return repr(self)
+
+    def attribute_key(self, i: int) -> str:
+        """The key of attribute ``i``'s state (its oracle's, where the protocol runs one per attribute)."""
+        return f"{self.key}[{i}]"
 
     @property
     def tuple_epsilon(self) -> float:
@@ -129,12 +176,44 @@ class MultidimensionalProtocol(ABC):
     def aggregate(self, reports: Any) -> MultiState:
         """Server state of one batch of reports (mergeable with ``+``)."""
 
-    def aggregate_stream(self, chunks: Iterable[Any]) -> MultiState | None:
-        state: MultiState | None = None
+    def empty_state(self) -> MultiState:
+        """The state of no report (the start of ``aggregate_stream``)."""
+        return MultiState(
+            tuple(
+                SupportCounts(np.zeros(k, dtype=np.int64), 0, self.attribute_key(i))
+                for i, k in enumerate(self.domain_sizes)
+            ),
+            self.key,
+        )
+
+    def aggregate_stream(self, chunks: Iterable[Any]) -> MultiState:
+        """Aggregate an iterable of report chunks in memory bounded by one chunk (no chunk: the empty state)."""
+        state = self.empty_state()
         for c in chunks:
-            s = self.aggregate(c)
-            state = s if state is None else state + s
+            state = state + self.aggregate(c)
         return state
+
+    def _check_state(self, state: MultiState, postprocess: str | None = None) -> MultiState:
+        """A state this protocol can estimate from: its own key, one state per attribute (each checked by
+        ``_check_attribute_state``), and a known ``postprocess``."""
+        check_postprocess(postprocess)
+        if not isinstance(state, MultiState):
+            raise TypeError(f"state must be a MultiState (from aggregate), got {type(state).__name__}")
+        if len(state.states) != self.d:
+            raise ValueError(f"state must hold {self.d} attribute states, got {len(state.states)}")
+        if state.protocol != self.key:
+            raise ValueError(
+                f"state was aggregated by {state.protocol or 'an unnamed protocol'!r}, not by {self.key}: a protocol "
+                "estimates only from its own states (same class and parameters)"
+            )
+        for i, st in enumerate(state.states):
+            self._check_attribute_state(i, st)
+        return state
+
+    def _check_attribute_state(self, i: int, state: SupportCounts) -> None:
+        check_state_of(
+            state, self.attribute_key(i), (self.domain_sizes[i],), lambda n: (0.0, float(n)), f"state.states[{i}]"
+        )
 
     @abstractmethod
     def estimate(self, state: MultiState, postprocess: str | None = None) -> list[np.ndarray]:
