@@ -31,15 +31,25 @@ import numpy as np
 
 from dpkit.accountants import DpEvent, PureDpEvent
 from dpkit.mechanisms import GRR, SupportCounts, choose_protocol, make_oracle
-from dpkit.mechanisms._validation import check_count, check_rng
+from dpkit.mechanisms._validation import (
+    check_chunk_size,
+    check_domain,
+    check_epsilon,
+    check_rng,
+    check_values,
+    set_fields,
+)
+from dpkit.mechanisms.base import check_dict
 
 __all__ = [
     "RangeState",
     "check_ranges",
+    "check_distribution",
     "make_level_oracle",
     "oracle_sum_variance",
     "sampling_variance",
     "LevelSampledProtocol",
+    "DomainProtocol",
     "ADAPTIVE",
 ]
 
@@ -49,14 +59,24 @@ ADAPTIVE = ("ADP", "ADAPTIVE", "AUTO")
 # ----------------------------------------------------------------------------------------------------- state
 @dataclass(frozen=True, eq=False)
 class RangeState:
-    """Server state of a level-sampled protocol: one :class:`SupportCounts` per level (or layer).
+    """Server state of a level-sampled protocol: one :class:`SupportCounts` per level (or layer), and the key of the
+    protocol that aggregated them.
 
-    Mergeable: ``a + b`` is the state of the union of the two report sets (chunks, partitions, machines), and
-    ``sum(states)`` works. ``n`` is the number of reports over all levels.
+    Mergeable: ``a + b`` is the state of the union of the two report sets (chunks, partitions, machines), only for
+    states of the same protocol and parameters, and ``sum(states)`` works. ``n`` is the number of reports over all
+    levels.
     """
 
     levels: tuple[SupportCounts, ...]
     protocol: str = ""
+
+    def __post_init__(self) -> None:
+        levels = tuple(self.levels) if isinstance(self.levels, (list, tuple)) else None
+        if levels is None or not all(isinstance(s, SupportCounts) for s in levels):
+            raise TypeError("RangeState.levels must be a tuple of SupportCounts, one per level")
+        if not isinstance(self.protocol, str):
+            raise TypeError(f"RangeState.protocol must be a str (the key of the protocol), got {self.protocol!r}")
+        object.__setattr__(self, "levels", levels)
 
     @property
     def n(self) -> int:
@@ -69,16 +89,16 @@ class RangeState:
     def __add__(self, other: RangeState) -> RangeState:
         if not isinstance(other, RangeState):
             return NotImplemented
-        if self.protocol and other.protocol and self.protocol != other.protocol:
-            raise ValueError(f"cannot merge states of different protocols: {self.protocol} and {other.protocol}")
+        if self.protocol != other.protocol:
+            raise ValueError(
+                f"cannot merge states of different protocols or parameters: {self.protocol!r} and {other.protocol!r}"
+            )
         if len(self.levels) != len(other.levels):
             raise ValueError(f"cannot merge states with {len(self.levels)} and {len(other.levels)} levels")
-        return RangeState(
-            tuple(a + b for a, b in zip(self.levels, other.levels, strict=True)), self.protocol or other.protocol
-        )
+        return RangeState(tuple(a + b for a, b in zip(self.levels, other.levels, strict=True)), self.protocol)
 
     def __radd__(self, other):
-        if other == 0:
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:  # so that sum(states) works
             return self
         return NotImplemented
 
@@ -96,7 +116,14 @@ class RangeState:
 
     @classmethod
     def from_dict(cls, d: dict) -> RangeState:
-        return cls(tuple(SupportCounts.from_dict(s) for s in d["levels"]), d.get("protocol", ""))
+        """The state ``to_dict`` wrote, every field checked first (one-line errors naming the field)."""
+        d = check_dict("RangeState", d, ("levels", "protocol"))
+        if not isinstance(d["levels"], (list, tuple)) or not d["levels"]:
+            raise ValueError("RangeState.levels must be a non-empty list of states (one per level)")
+        if not isinstance(d["protocol"], str):
+            raise TypeError(f"RangeState.protocol must be a str, got {type(d['protocol']).__name__}")
+        levels = tuple(SupportCounts.from_dict(s, where=f"RangeState.levels[{i}]") for i, s in enumerate(d["levels"]))
+        return cls(levels, d["protocol"])
 
 
 # --------------------------------------------------------------------------------------------------- queries
@@ -128,6 +155,19 @@ def check_ranges(name: str, queries, domain: int) -> tuple[np.ndarray, np.ndarra
 
 
 # ------------------------------------------------------------------------------------------------- oracles
+def check_distribution(name: str, f, shape: tuple[int, ...]) -> np.ndarray:
+    """A population's frequencies: a float array of ``shape``, finite, non-negative, summing to 1."""
+    arr = np.asarray(f)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of frequencies, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must be the frequencies, an array of shape {shape}, got shape {arr.shape}")
+    if not np.isfinite(arr).all() or (arr < 0).any() or abs(arr.sum() - 1) > 1e-9:
+        raise ValueError(f"{name} must be finite, non-negative and sum to 1, got sum {arr.sum()!r}")
+    return arr
+
+
 def make_level_oracle(name: str, k: int, epsilon: float):
     """The frequency oracle of one level: ``make_oracle(name, k, epsilon)``; 'ADP' (default of the protocols) is
     the adaptive choice between GRR and OUE by least V* (GRR iff k < 3 e^eps + 2)."""
@@ -249,6 +289,8 @@ class LevelSampledProtocol:
 
     def aggregate_stream(self, chunks: Iterable) -> RangeState:
         """Aggregate an iterable of report chunks in memory bounded by one chunk."""
+        if isinstance(chunks, np.ndarray):
+            raise TypeError("chunks must be an iterable of report tuples, got one array (aggregate(reports) takes one)")
         state = self.empty_state()
         for chunk in chunks:
             state = state + self.aggregate(chunk)
@@ -258,7 +300,7 @@ class LevelSampledProtocol:
         """Clients then server, chunk by chunk (each level through its oracle's fused ``perturb_aggregate``)."""
         values = self._check_values(values)
         check_rng(rng)
-        size = check_count("chunk_size", chunk_size, minimum=1) if chunk_size is not None else self.default_chunk
+        size = check_chunk_size("chunk_size", chunk_size) or self.default_chunk
         state = self.empty_state()
         for start in range(0, len(values), size):
             chunk = values[start : start + size]
@@ -271,16 +313,28 @@ class LevelSampledProtocol:
         return state
 
     def _check_state(self, state: RangeState) -> RangeState:
+        """A state this protocol can answer from: its own key, one state per level of that level's oracle (key,
+        shape, counts in range), every level with reports."""
         if not isinstance(state, RangeState):
             raise TypeError(f"state must be a RangeState (from aggregate), got {type(state).__name__}")
         if len(state.levels) != self.num_levels:
             raise ValueError(f"state must have {self.num_levels} levels, got {len(state.levels)}")
+        if state.protocol != self.key:
+            raise ValueError(
+                f"state was aggregated by {state.protocol or 'an unnamed protocol'!r}, not by {self.key}: a protocol "
+                "answers only from its own states (same class and parameters)"
+            )
         empty = [i for i, s in enumerate(state.levels) if s.n <= 0]
         if empty:
             raise ValueError(
                 f"state has no report at level(s) {empty}: every level needs users to estimate (more users, or a "
                 "smaller tree)"
             )
+        for i, (fo, s) in enumerate(zip(self.oracles, state.levels, strict=True)):
+            try:
+                fo._check_state(s)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"level {i}: {err}") from None
         return state
 
     def level_estimates(self, state: RangeState) -> list[np.ndarray]:
@@ -296,6 +350,33 @@ class LevelSampledProtocol:
 
     def _level_sizes(self, n: int) -> float:
         return n / self.num_levels
+
+
+class DomainProtocol(LevelSampledProtocol):
+    """A range protocol over the values [0, ``domain``) (flat, hierarchical histogram, HaarHRR): its ``domain`` and
+    ``epsilon`` checked, the users' values checked against the domain, and, for the trees, the height and the
+    B^height leaves of the padded domain, over which a range that ends at the domain's end is extended (the padding
+    holds no user)."""
+
+    domain: int
+    height: int
+    leaves: int
+
+    def _init_domain(self) -> None:
+        set_fields(self, domain=check_domain("domain", self.domain), epsilon=check_epsilon("epsilon", self.epsilon))
+
+    def _init_tree(self, branching: int) -> None:
+        h = n_levels_needed(self.domain, branching)
+        set_fields(self, height=h, leaves=branching**h)
+
+    def _check_values(self, values) -> np.ndarray:
+        return check_values("values", values, self.domain)
+
+    def _ends(self, queries) -> tuple[np.ndarray, np.ndarray]:
+        """(a, e) of every range [a, b] of ``queries``, e = b + 1 exclusive, extended over the padding at the end."""
+        a, b = check_ranges("queries", queries, self.domain)
+        e = b + 1
+        return a, np.where(e == self.domain, self.leaves, e)
 
 
 def n_levels_needed(domain: int, branching: int) -> int:

@@ -38,6 +38,7 @@ from dpkit.mechanisms._validation import check_count, check_epsilon
 from dpkit.mechanisms.range_queries.base import (
     LevelSampledProtocol,
     RangeState,
+    check_distribution,
     n_levels_needed,
     oracle_sum_variance,
     population_variance,
@@ -234,11 +235,7 @@ class HIO(LevelSampledProtocol):
         return np.maximum(fo_var + sampling_variance(n, L, np.stack(phi), fq * (1 - fq)), 0.0)
 
     def _layer_frequencies(self, f) -> list[np.ndarray]:
-        f = np.asarray(f, dtype=np.float64)
-        if f.shape != self.domains:
-            raise ValueError(f"f must be the joint frequencies, an array of shape {self.domains}, got {f.shape}")
-        if (f < 0).any() or abs(f.sum() - 1) > 1e-9:
-            raise ValueError(f"f must be non-negative and sum to 1, got sum {f.sum()!r}")
+        f = check_distribution("f", f, self.domains)
         padded = np.zeros(tuple(b**H for b, H in self.trees))
         padded[tuple(slice(0, c) for c in self.domains)] = f
         out = []
