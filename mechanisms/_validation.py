@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 
-from dpkit.accountants.validation import check_count, check_positive, check_probability
+from dpkit.accountants.validation import check_count, check_probability
 from dpkit.mechanisms import _memory
 
 __all__ = [
@@ -42,8 +42,10 @@ MAX_EPSILON = 700.0  # e^700 ~ 1e304: the largest round epsilon whose e^epsilon 
 
 def check_epsilon(name: str, value) -> float:
     """A privacy parameter in (0, MAX_EPSILON]; NaN, inf, booleans and non-numbers are rejected."""
-    v = check_positive(name, value)
-    if v > MAX_EPSILON:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number in (0, {MAX_EPSILON:g}], got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not 0 < v <= MAX_EPSILON:  # NaN fails too
         raise ValueError(
             f"{name} must be in (0, {MAX_EPSILON:g}] (e^{name} overflows float64 beyond about 709.78), got {value!r}"
         )

@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent
 from dpkit.mechanisms._validation import check_chunk_size, check_count, check_rng, check_values
+from dpkit.mechanisms.postprocessing import check_postprocess
 from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
 
 __all__ = [
@@ -252,8 +253,10 @@ class FrequencyOracle(ABC):
         """The range of a state's counts after ``n`` reports (None: any finite value). Default: support counts."""
         return 0.0, float(n)
 
-    def _check_state(self, state: SupportCounts) -> None:
-        """A state this protocol can estimate from: its own key, its shape, n >= 1, counts in their range."""
+    def _check_state(self, state: SupportCounts, postprocess: str | None = None) -> None:
+        """A state this protocol can estimate from (its own key, its shape, n >= 1, counts in their range), and a
+        known ``postprocess``."""
+        check_postprocess(postprocess)
         check_state_of(state, self.key, self.state_shape, self._count_bounds)
 
     # ---------------------------------------------------------------- analysis
@@ -348,7 +351,7 @@ class PureFrequencyOracle(FrequencyOracle):
         """P(a report supports a given other value)."""
 
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
-        self._check_state(state)
+        self._check_state(state, postprocess)
         f = (state.counts / state.n - self.q_star) / (self.p_star - self.q_star)
         return apply_postprocess(f, postprocess, counts=state.counts, p=self.p_star, q=self.q_star)
 

@@ -182,7 +182,7 @@ class HadamardResponseGeneral(FrequencyOracle):
         return (self.K,)
 
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
-        self._check_state(state)
+        self._check_state(state, postprocess)
         if postprocess == "ibu":
             return self.ibu(state)
         t = fwht(state.counts.reshape(self.B, self.b))

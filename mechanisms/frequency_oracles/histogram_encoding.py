@@ -75,7 +75,7 @@ class SHE(FrequencyOracle):
         Laplace variance 8/eps^2 (e.g. at most 1/4 against 8 at eps = 1), leaves the same variance for every item,
         and the maximizer is the Euclidean projection of the unbiased estimate onto the simplex (no iteration;
         unlike Norm-Sub it can also lift small negative entries when the clipped sum is below 1)."""
-        self._check_state(state)
+        self._check_state(state, postprocess)
         f = state.counts / state.n
         if postprocess == "ibu":
             return project_simplex(f)

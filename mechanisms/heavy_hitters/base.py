@@ -173,13 +173,6 @@ class CandidateHashing:
     def _check_reports(self, reports) -> np.ndarray:
         return hashing.check_hash_reports("reports", reports, self.g, columns=4)
 
-    def _bounds(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ys = np.arange(self.g + 1, dtype=object)
-        edges = np.array([-(-(int(v) << 32) // self.g) for v in ys], dtype=object)  # ceil(y 2^32 / g)
-        lo = np.array([int(v) << 32 for v in edges[:-1]], dtype=U64)
-        width = np.array([int(w) << 32 for w in (edges[1:] - edges[:-1])], dtype=U64)
-        return lo[y.astype(np.int64)], width[y.astype(np.int64)]
-
     def support_counts(self, reports, candidates) -> np.ndarray:
         """C(c) = #{reports with H(c) = y} for every candidate key c (int64, in blocks of ``block`` pairs)."""
         r = self._check_reports(reports)
@@ -187,7 +180,7 @@ class CandidateHashing:
         counts = np.zeros(cand.shape[0], dtype=np.int64)
         if len(r) == 0 or cand.size == 0:
             return counts
-        lo_y, width = self._bounds(r[:, 3])
+        lo_y, width = hashing.bucket_bounds(r[:, 3], self.g)  # H(c) = y iff (z - L_y) mod 2^64 < W_y
         b_shift = r[:, 2] - lo_y  # wraps mod 2^64
         c_lo, c_hi = cand & _MASK32, cand >> _SHIFT
         use_hi = bool(c_hi.any())

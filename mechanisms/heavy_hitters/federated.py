@@ -131,7 +131,12 @@ class TAP(base.KeyProtocol):
         return self.identify(self.perturb(values, parties, rng))
 
     def _run(self, counts, n_parties: int) -> base.HeavyHitters:
-        sizes = np.array([sum(counts(p, lvl, np.zeros(0, dtype=np.uint64)).n for lvl in range(self.levels)) for p in range(n_parties)])
+        sizes = np.array(
+            [
+                sum(counts(p, lvl, np.zeros(0, dtype=np.uint64)).n for lvl in range(self.levels))
+                for p in range(n_parties)
+            ]
+        )
         if (sizes == 0).any():
             raise ValueError(f"every party needs users; party sizes {sizes.tolist()}")
         S = min(self.shared_levels, self.levels - 1)

@@ -156,7 +156,7 @@ class DBitFlipPM(LongitudinalProtocol):
         return np.bincount(j.ravel(), weights=z.ravel().astype(np.float64), minlength=self.b)
 
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
-        self._check_state(state)
+        self._check_state(state, postprocess)
         if postprocess == "ibu":
             return self.ibu(state)
         return apply_postprocess(self.b / (state.n * self.d) * state.counts, postprocess)

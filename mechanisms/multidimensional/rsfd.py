@@ -154,7 +154,9 @@ class RSFD(MultidimensionalProtocol):
                 r_min.append(q / hi)
                 worst.append((p, q, lo))
                 continue
-            r1, r0 = p / q, (1 - p) / (1 - q)
+            # 1 - p rounds to 0 for SUE beyond eps_amp ~ 74; there it is q exactly (p = h/(h + 1), q = 1/(h + 1))
+            not_p = 1 - p if (p < 1 or self.base != "SUE") else q
+            r1, r0 = p / q, not_p / (1 - q)
             if self.fake == "z":
                 r_min.append(r0)
                 worst.append((r1, r0, 1.0))
