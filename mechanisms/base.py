@@ -297,11 +297,7 @@ def check_state_of(
         raise TypeError(f"{what} must be a SupportCounts (from aggregate), got {type(state).__name__}")
     if state.counts.shape != shape:
         raise ValueError(f"{what}.counts must have shape {shape}, got {state.counts.shape}")
-    if state.protocol != key:
-        raise ValueError(
-            f"{what} was aggregated by {state.protocol or 'an unnamed protocol'!r}, not by {key}: a protocol "
-            "estimates only from its own states (same class and parameters)"
-        )
+    check_key(what, state.protocol, key)
     if state.n <= 0:
         raise ValueError(f"{what}.n must be >= 1 to estimate, got {state.n}")
     limits = None if bounds is None else bounds(state.n)
@@ -316,6 +312,15 @@ def check_state_of(
                 f"{what}.counts[{i}] must be in [{lo:g}, {hi:g}] after n={state.n} reports, got {float(c[i])!r}"
             )
     return state
+
+
+def check_key(what: str, protocol: str, key: str) -> None:
+    """A state's ``protocol`` is the reader's ``key``: a protocol reads only the states it made."""
+    if protocol != key:
+        raise ValueError(
+            f"{what} was aggregated by {protocol or 'an unnamed protocol'}, not by {key}: a protocol reads only its "
+            "own states (same class and parameters)"
+        )
 
 
 def check_frequencies(name: str, f: ArrayLike, k: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from dpkit.accountants import DpEvent, RandomizedResponseEvent
 from dpkit.accountants.validation import check_positive
 from dpkit.mechanisms import SupportCounts, hashing
 from dpkit.mechanisms._validation import check_chunk_size, check_count, check_epsilon, check_probability, check_rng
-from dpkit.mechanisms.base import check_state_of
+from dpkit.mechanisms.base import check_key, check_state_of
 
 __all__ = [
     "MAX_BITS",
@@ -216,11 +216,7 @@ class CandidateHashing:
             cand = check_keys("candidates", candidates, MAX_BITS)
             check_state_of(state, self.state_key(cand), (len(cand),), lambda n: (0.0, float(n)))
         else:
-            if not state.protocol.startswith(self.key + "["):
-                raise ValueError(
-                    f"state was aggregated by {state.protocol or 'an unnamed protocol'!r}, not by {self.key}: an "
-                    "oracle estimates only from its own states"
-                )
+            check_key("state", state.protocol.split("[", 1)[0], self.key)
             check_state_of(state, state.protocol, state.counts.shape, lambda n: (0.0, float(n)))
         return (state.counts / state.n - self.q_star) / (self.p_star - self.q_star)
 

@@ -21,24 +21,32 @@ __all__ = ["LOLOHA", "loloha_optimal_g"]
 def loloha_optimal_g(eps_perm: float, alpha: float) -> int:
     """OLOLOHA's g* (Arcolezi et al. EDBT'23): the stationary point of V*(g), rounded, at least 2.
 
-    It grows like e^eps_perm / 6: beyond eps_perm ~ 23 it exceeds the 2^32 - 1 buckets of the hash family, and
-    beyond ~ 177 its formula overflows float64; both give a ValueError naming eps_perm."""
+    With E = e^eps_perm and A = e^(alpha eps_perm): g* = (sqrt(D) - E^2 + 6 E - 6 A + 1) / (6 (E - A)),
+    D = E^4 - 14 E^2 - 12 E^2 A^2 + 12 E A + 12 E^3 A + 1; for large eps_perm g* ~ A + 1 (OLH's g at eps_1). The
+    formula as written loses every digit to cancellation (sqrt(D) ~ E^2) and overflows (E^4) once eps_perm passes
+    ~ 25; there it is evaluated divided through by E^2 (sqrt(D) - E^2 = (D - E^4) / (sqrt(D) + E^2)), exactly
+    the same function, finite for every eps_perm <= 700.
+    """
     e = eps_perm
-    if e > 170.0:  # e^(4 eps_perm) overflows; g* is then astronomically beyond 2^32 anyway
-        raise ValueError(
-            f"eps_perm={eps_perm!r} is too large for OLOLOHA's optimal g (it exceeds 2^32 - 1 hash buckets): "
-            "give g explicitly (e.g. g=2, BiLOLOHA)"
+    if e <= 20.0:
+        disc = (
+            math.exp(4 * e)
+            - 14 * math.exp(2 * e)
+            - 12 * math.exp(2 * e * (alpha + 1))
+            + 12 * math.exp(e * (alpha + 1))
+            + 12 * math.exp(e * (alpha + 3))
+            + 1
         )
-    disc = (
-        math.exp(4 * e)
-        - 14 * math.exp(2 * e)
-        - 12 * math.exp(2 * e * (alpha + 1))
-        + 12 * math.exp(e * (alpha + 1))
-        + 12 * math.exp(e * (alpha + 3))
-        + 1
-    )
-    num = math.sqrt(max(disc, 0.0)) - math.exp(2 * e) + 6 * math.exp(e) - 6 * math.exp(alpha * e) + 1
-    return max(2, int(round(num / (6 * (math.exp(e) - math.exp(alpha * e))))))
+        num = math.sqrt(max(disc, 0.0)) - math.exp(2 * e) + 6 * math.exp(e) - 6 * math.exp(alpha * e) + 1
+        return max(2, int(round(num / (6 * (math.exp(e) - math.exp(alpha * e))))))
+    # divided by E^2 (the bracket) and by E (numerator and denominator): every exponent below is <= alpha e
+    r, inv = math.exp((alpha - 1) * e), math.exp(-e)  # A / E, 1 / E
+    excess = -14 * inv**2 - 12 * r**2 + 12 * r * inv**2 + 12 * r + inv**4  # D / E^4 - 1
+    head = (-14 * inv - 12 * math.exp((2 * alpha - 1) * e) + 12 * r * inv + 12 * math.exp(alpha * e) + inv**3) / (
+        math.sqrt(max(1 + excess, 0.0)) + 1
+    )  # E^2 (sqrt(D) / E^2 - 1) / E
+    g = (head + 6 - 6 * r + inv) / (6 * (1 - r))
+    return max(2, int(round(g))) if g < 2.0**63 else 2**63
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,9 @@ class LOLOHA(GRRChain):
             g = loloha_optimal_g(eps_perm, eps_1 / eps_perm)
             if g > hashing.MAX_BUCKETS:
                 raise ValueError(
-                    f"eps_perm={eps_perm!r} is too large for OLOLOHA's optimal g ({g} > 2^32 - 1 hash buckets): "
-                    "give g explicitly (e.g. g=2, BiLOLOHA)"
+                    f"eps_1 must be at most about {hashing.MAX_OLH_EPSILON:.4g} for LOLOHA with the optimal g (it is "
+                    f"about e^eps_1 + 1 and must be below 2^32), got eps_1={eps_1!r} at eps_perm={eps_perm!r}: give g "
+                    "explicitly (e.g. g=2, BiLOLOHA)"
                 )
         check_calibration(self.calibration)
         set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1, g=g)

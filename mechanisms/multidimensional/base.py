@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent
 from dpkit.mechanisms._validation import check_domain, check_values
-from dpkit.mechanisms.base import SupportCounts, check_dict, check_state_of
+from dpkit.mechanisms.base import SupportCounts, check_dict, check_key, check_state_of
 from dpkit.mechanisms.postprocessing import check_postprocess
 
 __all__ = ["MultidimensionalProtocol", "MultiState", "encode_dataframe", "check_domains"]
@@ -199,13 +199,9 @@ class MultidimensionalProtocol(ABC):
         check_postprocess(postprocess)
         if not isinstance(state, MultiState):
             raise TypeError(f"state must be a MultiState (from aggregate), got {type(state).__name__}")
+        check_key("state", state.protocol, self.key)
         if len(state.states) != self.d:
             raise ValueError(f"state must hold {self.d} attribute states, got {len(state.states)}")
-        if state.protocol != self.key:
-            raise ValueError(
-                f"state was aggregated by {state.protocol or 'an unnamed protocol'!r}, not by {self.key}: a protocol "
-                "estimates only from its own states (same class and parameters)"
-            )
         for i, st in enumerate(state.states):
             self._check_attribute_state(i, st)
         return state

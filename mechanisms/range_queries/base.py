@@ -39,7 +39,7 @@ from dpkit.mechanisms._validation import (
     check_values,
     set_fields,
 )
-from dpkit.mechanisms.base import check_dict
+from dpkit.mechanisms.base import check_dict, check_key
 
 __all__ = [
     "RangeState",
@@ -317,13 +317,9 @@ class LevelSampledProtocol:
         shape, counts in range), every level with reports."""
         if not isinstance(state, RangeState):
             raise TypeError(f"state must be a RangeState (from aggregate), got {type(state).__name__}")
+        check_key("state", state.protocol, self.key)
         if len(state.levels) != self.num_levels:
             raise ValueError(f"state must have {self.num_levels} levels, got {len(state.levels)}")
-        if state.protocol != self.key:
-            raise ValueError(
-                f"state was aggregated by {state.protocol or 'an unnamed protocol'!r}, not by {self.key}: a protocol "
-                "answers only from its own states (same class and parameters)"
-            )
         empty = [i for i, s in enumerate(state.levels) if s.n <= 0]
         if empty:
             raise ValueError(
