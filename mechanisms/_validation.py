@@ -12,12 +12,11 @@ response's keep probability rounds to 1 in float64: such a report is in effect n
 from __future__ import annotations
 
 import dataclasses
-import math
 from numbers import Integral, Real
 
 import numpy as np
 
-from dpkit.accountants.validation import check_count, check_probability
+from dpkit.accountants.validation import check_count, check_probability, check_range
 from dpkit.mechanisms import _memory
 
 __all__ = [
@@ -34,7 +33,9 @@ __all__ = [
     "check_nonnegative_ints",
     "check_count",
     "check_probability",
+    "check_range",
     "set_fields",
+    "set_domain_epsilon",
 ]
 
 MAX_EPSILON = 700.0  # e^700 ~ 1e304: the largest round epsilon whose e^epsilon (times a domain size) stays finite
@@ -159,12 +160,11 @@ def check_nonnegative_ints(name: str, arr: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def check_finite(name: str, value) -> float:
-    """A finite real number (for values computed from the parameters, e.g. an amplified epsilon)."""
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
+def set_domain_epsilon(obj: object, field: str = "k", maximum: int = 2**32, **more: object) -> None:
+    """The ``__post_init__`` of a (domain, epsilon) protocol: its domain size (the field ``field``: 'k', 'domain')
+    in [2, maximum], its ``epsilon`` in the shared range, and ``more`` normalized fields, checked then stored."""
+    size = check_domain(field, getattr(obj, field), maximum=maximum)
+    set_fields(obj, **{field: size}, epsilon=check_epsilon("epsilon", obj.epsilon), **more)
 
 
 def set_fields(obj: object, **values: object) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent
-from dpkit.mechanisms._validation import check_chunk_size, check_count, check_rng, check_values
+from dpkit.mechanisms._validation import check_chunk_size, check_count, check_rng, check_values, set_domain_epsilon
 from dpkit.mechanisms.postprocessing import check_postprocess
 from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
 
@@ -90,6 +90,26 @@ def check_dict(where: str, d: object, fields: tuple[str, ...]) -> Mapping[str, A
     return d
 
 
+def merge_stream(state: Any, aggregate: Callable[[Any], Any], chunks: Iterable[Any]) -> Any:
+    """``state`` merged with ``aggregate(chunk)`` for every chunk of the iterable ``chunks`` (memory: one chunk). One
+    array is refused: iterating it would aggregate its rows one by one (``aggregate`` takes one array)."""
+    if isinstance(chunks, np.ndarray):
+        raise TypeError("chunks must be an iterable of report chunks, got one array (aggregate(reports) takes one)")
+    for chunk in chunks:
+        state = state + aggregate(chunk)
+    return state
+
+
+def check_mergeable(a: str, b: str) -> None:
+    """Two states merge only if the same protocol, with the same parameters, aggregated them."""
+    if a != b:
+        raise ValueError(f"cannot merge states of different protocols or parameters: {a!r} and {b!r}")
+
+
+def _is_zero(other: object) -> bool:
+    return isinstance(other, int) and not isinstance(other, bool) and other == 0
+
+
 @dataclass(frozen=True, eq=False)
 class SupportCounts:
     """Server state: per-item support counts (or sums, for SHE) of ``n`` reports of one protocol.
@@ -113,18 +133,13 @@ class SupportCounts:
     def __add__(self, other: SupportCounts) -> SupportCounts:
         if not isinstance(other, SupportCounts):
             return NotImplemented
-        if self.protocol != other.protocol:
-            raise ValueError(
-                f"cannot merge states of different protocols or parameters: {self.protocol!r} and {other.protocol!r}"
-            )
+        check_mergeable(self.protocol, other.protocol)
         if self.counts.shape != other.counts.shape:
             raise ValueError(f"cannot merge states with counts of shape {self.counts.shape} and {other.counts.shape}")
         return SupportCounts(self.counts + other.counts, self.n + other.n, self.protocol)
 
     def __radd__(self, other: object) -> SupportCounts:
-        if isinstance(other, int) and not isinstance(other, bool) and other == 0:  # so that sum(states) works
-            return self
-        return NotImplemented
+        return self if _is_zero(other) else NotImplemented  # so that sum(states) works
 
     merge = __add__
 
@@ -149,6 +164,72 @@ class SupportCounts:
         d = check_dict(where, d, STATE_FIELDS)
         counts, n, protocol = check_state_fields(where, d["counts"], d["n"], d["protocol"])
         return cls(counts, n, protocol)
+
+
+class CompositeState:
+    """A state made of several :class:`SupportCounts` (one per attribute, per level, ...) and the key of the protocol
+    that aggregated them: checked on construction, mergeable part by part with a state of the same key (``+``,
+    ``merge``, ``sum``), written and read back by ``to_dict`` / ``from_dict`` (checked first, one-line errors).
+
+    A subclass is a frozen dataclass (``eq=False``) whose fields are the tuple named by ``PARTS`` and
+    ``protocol: str = ""`` (e.g. :class:`~dpkit.mechanisms.multidimensional.MultiState`,
+    :class:`~dpkit.mechanisms.range_queries.RangeState`).
+    """
+
+    PARTS: ClassVar[str]
+    protocol: str
+
+    @property
+    def parts(self) -> tuple[SupportCounts, ...]:
+        return getattr(self, self.PARTS)
+
+    def __post_init__(self) -> None:
+        where = f"{type(self).__name__}.{self.PARTS}"
+        raw = getattr(self, self.PARTS)
+        parts = tuple(raw) if isinstance(raw, (list, tuple)) else None
+        if parts is None or not all(isinstance(p, SupportCounts) for p in parts):
+            raise TypeError(f"{where} must be a tuple of SupportCounts")
+        if not isinstance(self.protocol, str):
+            raise TypeError(
+                f"{type(self).__name__}.protocol must be a str (the key of the protocol), got {self.protocol!r}"
+            )
+        object.__setattr__(self, self.PARTS, parts)
+
+    def __add__(self, other: Any) -> Any:
+        if type(other) is not type(self):
+            return NotImplemented
+        check_mergeable(self.protocol, other.protocol)
+        if len(self.parts) != len(other.parts):
+            raise ValueError(f"cannot merge states of {len(self.parts)} and {len(other.parts)} {self.PARTS}")
+        return type(self)(tuple(a + b for a, b in zip(self.parts, other.parts, strict=True)), self.protocol)  # type: ignore[call-arg]
+
+    def __radd__(self, other: object) -> Any:
+        return self if _is_zero(other) else NotImplemented  # so that sum(states) works
+
+    def merge(self, other: Any) -> Any:
+        return self + other
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.protocol == other.protocol and self.parts == other.parts  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable payload
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self.PARTS: [p.to_dict() for p in self.parts], "protocol": self.protocol}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """The state ``to_dict`` wrote, every field checked first (one-line errors naming the field)."""
+        name = cls.__name__
+        d = check_dict(name, d, (cls.PARTS, "protocol"))
+        if not isinstance(d[cls.PARTS], (list, tuple)) or not d[cls.PARTS]:
+            raise ValueError(f"{name}.{cls.PARTS} must be a non-empty list of states")
+        if not isinstance(d["protocol"], str):
+            raise TypeError(f"{name}.protocol must be a str, got {type(d['protocol']).__name__}")
+        parts = tuple(SupportCounts.from_dict(p, where=f"{name}.{cls.PARTS}[{i}]") for i, p in enumerate(d[cls.PARTS]))
+        return cls(parts, d["protocol"])  # type: ignore[call-arg]
 
 
 # ---------------------------------------------------------------------------------------------- interface
@@ -222,12 +303,7 @@ class FrequencyOracle(ABC):
 
     def aggregate_stream(self, chunks: Iterable[ArrayLike]) -> SupportCounts:
         """Aggregate an iterable of report chunks in memory bounded by one chunk (e.g. 1e8 users in 1e6 chunks)."""
-        if isinstance(chunks, np.ndarray):
-            raise TypeError("chunks must be an iterable of report arrays, got one array (aggregate(reports) takes one)")
-        state = self.empty_state()
-        for chunk in chunks:
-            state = state + self.aggregate(chunk)
-        return state
+        return merge_stream(self.empty_state(), self.aggregate, chunks)
 
     def perturb_aggregate(
         self, values: ArrayLike, rng: np.random.Generator, chunk_size: int | None = None
@@ -279,6 +355,11 @@ class FrequencyOracle(ABC):
 
     def _check_n(self, n: int) -> int:
         return check_count("n", n, minimum=1)
+
+    def _set_k_epsilon(self, max_k: int = 2**32, **more: object) -> None:
+        """The ``__post_init__`` of a (k, epsilon) protocol: k in [2, max_k], epsilon in the shared range
+        (:func:`~dpkit.mechanisms._validation.set_domain_epsilon`)."""
+        set_domain_epsilon(self, "k", max_k, **more)
 
     def _check_f(self, f: ArrayLike, size: int | None = None) -> np.ndarray:
         return check_frequencies("f", f, self.k if size is None else size)
@@ -368,3 +449,27 @@ class PureFrequencyOracle(FrequencyOracle):
             return v0
         fa = self._check_f(f)
         return v0 + fa * (1 - p - q) / (n * (p - q))
+
+
+class PQOracle(PureFrequencyOracle):
+    """A pure protocol whose report supports exactly the value(s) it reports: p* = p and q* = q, the probabilities
+    that a report holds the user's own value and a given other value (GRR; unary encoding's bits; local hashing's
+    hashed value, whose q* is 1/g from collisions). Subclasses define ``p`` and ``q``."""
+
+    @property
+    @abstractmethod
+    def p(self) -> float:
+        """P(the report holds the user's own value)."""
+
+    @property
+    @abstractmethod
+    def q(self) -> float:
+        """P(the report holds a given other value)."""
+
+    @property
+    def p_star(self) -> float:
+        return self.p
+
+    @property
+    def q_star(self) -> float:
+        return self.q

@@ -236,7 +236,7 @@ def test_aggregate_refuses_reports_of_the_wrong_dtype_shape_or_range(o):
         o.aggregate(good.astype(np.float64) if good.dtype.kind != "f" else good.astype(np.complex128))
     with raises(ValueError, "reports"):
         o.aggregate(good[None] if good.ndim == 1 else good[:, :-1])
-    with raises(TypeError, "chunks must be an iterable of report arrays"):
+    with raises(TypeError, "chunks must be an iterable of report chunks"):
         o.aggregate_stream(good)
     if good.dtype.kind in "iub":
         bad = good.astype(np.int64)

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, PureDpEvent
-from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, check_values, set_fields
+from dpkit.mechanisms._validation import check_report_array, check_values
 from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
 from dpkit.mechanisms.postprocessing import em_channel
 from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
@@ -37,7 +37,7 @@ class HadamardResponse(PureFrequencyOracle):
     name = "HR"
 
     def __post_init__(self) -> None:
-        set_fields(self, k=check_domain("k", self.k, maximum=2**31 - 1), epsilon=check_epsilon("epsilon", self.epsilon))
+        self._set_k_epsilon(2**31 - 1)
 
     @cached_property
     def K(self) -> int:
@@ -126,7 +126,7 @@ class HadamardResponseGeneral(FrequencyOracle):
     name = "HR-general"
 
     def __post_init__(self) -> None:
-        set_fields(self, k=check_domain("k", self.k, maximum=2**31 - 1), epsilon=check_epsilon("epsilon", self.epsilon))
+        self._set_k_epsilon(2**31 - 1)
 
     @cached_property
     def B(self) -> int:

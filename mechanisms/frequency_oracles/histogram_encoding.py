@@ -14,7 +14,7 @@ from scipy.optimize import minimize_scalar
 from dpkit.accountants import DpEvent, PureDpEvent
 from dpkit.mechanisms import _memory
 from dpkit.mechanisms._memory import check_fits, perturb_aggregate_hint
-from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, set_fields
+from dpkit.mechanisms._validation import check_range, check_report_array, set_fields
 from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
 from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
 from dpkit.mechanisms.postprocessing import project_simplex
@@ -38,7 +38,7 @@ class SHE(FrequencyOracle):
     count_dtype = np.float64
 
     def __post_init__(self) -> None:
-        set_fields(self, k=check_domain("k", self.k), epsilon=check_epsilon("epsilon", self.epsilon))
+        self._set_k_epsilon()
 
     @cached_property
     def scale(self) -> float:
@@ -127,12 +127,9 @@ class THE(PureFrequencyOracle):
     default_chunk = 1 << 14
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k)
-        epsilon = check_epsilon("epsilon", self.epsilon)
-        theta = optimal_theta(epsilon) if self.theta is None else float(self.theta)
-        if not (0.5 <= theta <= 1.0):
-            raise ValueError(f"theta must be in [0.5, 1], got {self.theta!r}")
-        set_fields(self, k=k, epsilon=epsilon, theta=theta)
+        self._set_k_epsilon()
+        theta = optimal_theta(self.epsilon) if self.theta is None else check_range("theta", self.theta, 0.5, 1.0)
+        set_fields(self, theta=theta)
 
     @cached_property
     def _client(self) -> SHE:

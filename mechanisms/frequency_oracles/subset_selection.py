@@ -15,11 +15,8 @@ from dpkit.mechanisms import _memory
 from dpkit.mechanisms._memory import allocate, perturb_aggregate_hint
 from dpkit.mechanisms._validation import (
     check_distinct_rows,
-    check_domain,
-    check_epsilon,
     check_report_array,
     check_values,
-    set_fields,
 )
 from dpkit.mechanisms.base import PureFrequencyOracle
 
@@ -41,7 +38,7 @@ class SubsetSelection(PureFrequencyOracle):
     default_chunk = 1 << 14
 
     def __post_init__(self) -> None:
-        set_fields(self, k=check_domain("k", self.k), epsilon=check_epsilon("epsilon", self.epsilon))
+        self._set_k_epsilon()
 
     @cached_property
     def omega(self) -> int:

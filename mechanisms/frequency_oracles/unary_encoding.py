@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -16,14 +15,11 @@ from dpkit.mechanisms._memory import allocate, perturb_aggregate_hint
 from dpkit.mechanisms._validation import (
     check_bits,
     check_chunk_size,
-    check_domain,
-    check_epsilon,
     check_report_array,
     check_rng,
     check_values,
-    set_fields,
 )
-from dpkit.mechanisms.base import PureFrequencyOracle, SupportCounts
+from dpkit.mechanisms.base import PQOracle, SupportCounts
 from dpkit.mechanisms.bernoulli import column_counts, unary_perturb, unary_support_counts
 from dpkit.mechanisms.channels import enumerate_bit_vectors, unary_output_probabilities
 
@@ -48,8 +44,9 @@ class BitVectorReports:
 
 
 @dataclass(frozen=True)
-class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
-    """Unary encoding with bit probabilities (p, q), defined by the subclasses :class:`SUE` and :class:`OUE`.
+class UnaryEncoding(BitVectorReports, PQOracle):
+    """Unary encoding with bit probabilities (p, q), defined by the subclasses :class:`SUE` and :class:`OUE` (p: the
+    user's own bit is 1, q: any other bit is 1).
 
     Client: one-hot e_v, then bit v ~ Bern(p) and every other bit ~ Bern(q), independently. The true bit is drawn
     from p only (never from q first: the pure-LDP <= 1.1.2 bug). epsilon-LDP with
@@ -69,25 +66,7 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
     fused_chunk_bits: ClassVar[int] = 1 << 26  # perturb_aggregate's chunks: max(default_chunk, this // k) users
 
     def __post_init__(self) -> None:
-        set_fields(self, epsilon=check_epsilon("epsilon", self.epsilon), k=check_domain("k", self.k))
-
-    @property
-    @abstractmethod
-    def p(self) -> float:
-        """P(the user's own bit is 1)."""
-
-    @property
-    @abstractmethod
-    def q(self) -> float:
-        """P(any other bit is 1)."""
-
-    @property
-    def p_star(self) -> float:
-        return self.p
-
-    @property
-    def q_star(self) -> float:
-        return self.q
+        self._set_k_epsilon()
 
     def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = allocate(

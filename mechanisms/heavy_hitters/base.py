@@ -36,6 +36,7 @@ from dpkit.accountants.validation import check_positive
 from dpkit.mechanisms import SupportCounts, hashing
 from dpkit.mechanisms._validation import check_chunk_size, check_count, check_epsilon, check_probability, check_rng
 from dpkit.mechanisms.base import check_key, check_state_of
+from dpkit.mechanisms.frequency_oracles.grr import grr_pq
 
 __all__ = [
     "MAX_BITS",
@@ -133,8 +134,7 @@ class CandidateHashing:
             g = hashing.optimal_g(self.epsilon, self.name)
         object.__setattr__(self, "g", g)
         object.__setattr__(self, "block", check_count("block", self.block, minimum=1))
-        e = math.exp(self.epsilon)
-        object.__setattr__(self, "p_star", e / (e + g - 1))
+        object.__setattr__(self, "p_star", grr_pq(self.epsilon, g)[0])
         object.__setattr__(self, "q_star", 1.0 / g)
 
     @property
@@ -359,6 +359,17 @@ class KeyProtocol:
         through ``oracle`` (one report array per level)."""
         grp = split_groups(len(keys), len(lengths), rng)
         return tuple(oracle.perturb(prefixes(keys[grp == i], self.bits, s), rng) for i, s in enumerate(lengths))
+
+    def _word_result(self, cand: np.ndarray, word: SupportCounts | None) -> HeavyHitters:
+        """The heavy hitters among ``cand`` from the whole-key OLH state ``word`` of all users (TreeHist, SFP): the
+        selection of their estimates, counts n f_hat, variances n^2 V_OLH(n, f_hat)."""
+        if word is None or word.n <= 0:
+            raise ValueError("no whole-key report")
+        oracle = self.word_oracle  # type: ignore[attr-defined]
+        freq = oracle.estimate(word, cand)
+        cand, freq = self.selection(cand, freq)  # type: ignore[attr-defined]
+        var = oracle.variance(word.n, np.clip(freq, 0, 1))
+        return count_result(cand, freq, var, word.n, self.bits, type(self).name)  # type: ignore[attr-defined]
 
     @staticmethod
     def _chunked_state(oracle: CandidateHashing, keys: np.ndarray, cand, rng, chunk_size: int) -> SupportCounts:

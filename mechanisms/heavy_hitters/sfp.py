@@ -118,7 +118,7 @@ class SFP(base.KeyProtocol):
         states = [self.fragments.aggregate_stream(chunk[i] for chunk in source()) for i in range(self.positions)]
         cand = self.candidates(states)
         word = base.sum_states(self.word_oracle.aggregate(chunk[-1], cand) for chunk in source())
-        return self._finish(cand, word)
+        return self._word_result(cand, word)
 
     def run(self, values, rng: np.random.Generator, chunk_size: int = 1 << 18) -> base.HeavyHitters:
         """Clients and server chunk by chunk (same distribution as ``identify(perturb(values, rng))``)."""
@@ -130,7 +130,7 @@ class SFP(base.KeyProtocol):
             states.append(self.fragments.perturb_aggregate(items, rng, chunk_size))
         cand = self.candidates(states)
         word = self._chunked_state(self.word_oracle, keys, cand, rng, chunk_size) if len(keys) else None
-        return self._finish(cand, word)
+        return self._word_result(cand, word)
 
     def candidates(self, states) -> np.ndarray:
         """Keys assembled from the surviving (hash, fragment) pieces of every position, with a matching hash."""
@@ -160,14 +160,6 @@ class SFP(base.KeyProtocol):
                 hashes.append(h)
         cand = np.array(keys, dtype=U64)
         return np.unique(cand[public_hash(cand, self.hash_bits) == np.array(hashes, dtype=np.int64)])
-
-    def _finish(self, cand, word) -> base.HeavyHitters:
-        if word is None or word.n <= 0:
-            raise ValueError("no whole-key report")
-        freq = self.word_oracle.estimate(word, cand)
-        cand, freq = self.selection(cand, freq)
-        var = self.word_oracle.variance(word.n, np.clip(freq, 0, 1))
-        return base.count_result(cand, freq, var, word.n, self.bits, self.name)
 
     def privacy_event(self) -> DpEvent:
         return ComposedEvent((self.fragments.privacy_event(), self.word_oracle.privacy_event()))

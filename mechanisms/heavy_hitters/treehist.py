@@ -109,13 +109,7 @@ class TreeHist(base.KeyProtocol):
             if state is None or state.n <= 0:
                 raise ValueError(f"level {level} has no report: more users or a larger step")
             cand, _ = self.selection(cand, self.prefix_oracle.estimate(state, cand))
-        state = counts(self.levels, cand)
-        if state is None or state.n <= 0:
-            raise ValueError("no whole-key report")
-        freq = self.word_oracle.estimate(state, cand)
-        cand, freq = self.selection(cand, freq)
-        var = self.word_oracle.variance(state.n, np.clip(freq, 0, 1))
-        return base.count_result(cand, freq, var, state.n, self.bits, self.name)
+        return self._word_result(cand, counts(self.levels, cand))
 
     def privacy_event(self) -> DpEvent:
         return ComposedEvent((self.prefix_oracle.privacy_event(), self.word_oracle.privacy_event()))

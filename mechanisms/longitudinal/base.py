@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dpkit.accountants import DpEvent, PureDpEvent, SelfComposedEvent
-from dpkit.mechanisms._validation import check_count, check_epsilon
+from dpkit.mechanisms._validation import check_count, check_domain, check_epsilon, set_fields
 from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle
 
 if TYPE_CHECKING:
@@ -163,6 +163,13 @@ class TwoRoundProtocol(LongitudinalProtocol, PureFrequencyOracle):
     def epsilon(self) -> float:
         return self.eps_1
 
+    def _set_k_budgets(self, max_k: int = 2**32, **more: object) -> None:
+        """The ``__post_init__`` of a (k, eps_perm, eps_1) protocol: k a domain size in [2, max_k], then
+        0 < eps_1 < eps_perm (both in the shared range), and ``more`` normalized fields, stored."""
+        k = check_domain("k", self.k, maximum=max_k)
+        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
+        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1, **more)
+
     @property
     @abstractmethod
     def _round1(self) -> tuple[float, float]:
@@ -173,21 +180,11 @@ class TwoRoundProtocol(LongitudinalProtocol, PureFrequencyOracle):
     def _round2(self) -> tuple[float, float]:
         """(p2, q2) of the instantaneous randomized response."""
 
-    @property
-    def p1(self) -> float:
-        return self._round1[0]
-
-    @property
-    def q1(self) -> float:
-        return self._round1[1]
-
-    @property
-    def p2(self) -> float:
-        return self._round2[0]
-
-    @property
-    def q2(self) -> float:
-        return self._round2[1]
+    # the support probabilities of each round: p1, q1 = _round1 and p2, q2 = _round2
+    p1 = property(lambda self: self._round1[0])
+    q1 = property(lambda self: self._round1[1])
+    p2 = property(lambda self: self._round2[0])
+    q2 = property(lambda self: self._round2[1])
 
     @cached_property
     def p_star(self) -> float:

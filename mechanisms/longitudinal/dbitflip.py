@@ -14,8 +14,6 @@ from dpkit.mechanisms._validation import (
     check_bits,
     check_count,
     check_distinct_rows,
-    check_domain,
-    check_epsilon,
     check_report_array,
     check_values,
     set_fields,
@@ -48,15 +46,15 @@ class DBitFlipPM(LongitudinalProtocol):
     count_dtype = np.float64
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k)
-        eps = check_epsilon("epsilon", self.epsilon)
+        self._set_k_epsilon()
+        k = self.k
         b = check_count("b", self.b or k, minimum=2)
         if b > k:
             raise ValueError(f"b must be in [2, k={k}], got {self.b!r}")
         d = check_count("d", self.d, minimum=1)
         if d > b:
             raise ValueError(f"d must be in [1, b={b}], got {self.d!r}")
-        set_fields(self, k=k, epsilon=eps, b=b, d=d)
+        set_fields(self, b=b, d=d)
 
     @cached_property
     def eps_perm(self) -> float:

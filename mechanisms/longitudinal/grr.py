@@ -11,10 +11,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, RandomizedResponseEvent
-from dpkit.mechanisms._validation import check_domain, check_report_array, check_values, set_fields
+from dpkit.mechanisms._validation import check_report_array, check_values
 from dpkit.mechanisms.channels import grr_channel
-from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
-from dpkit.mechanisms.longitudinal.base import TwoRoundProtocol, UserParams, check_eps_pair
+from dpkit.mechanisms.frequency_oracles.grr import grr_perturb, grr_pq
+from dpkit.mechanisms.longitudinal.base import TwoRoundProtocol, UserParams
 
 __all__ = ["LGRR", "GRRChain", "lgrr_round2", "check_calibration"]
 
@@ -60,8 +60,7 @@ class GRRChain(TwoRoundProtocol):
 
     @cached_property
     def _round1(self) -> tuple[float, float]:
-        e = math.exp(self.eps_perm)
-        return e / (e + self.n_keys - 1), 1 / (e + self.n_keys - 1)
+        return grr_pq(self.eps_perm, self.n_keys)
 
     @cached_property
     def _round2(self) -> tuple[float, float]:
@@ -113,10 +112,7 @@ class LGRR(GRRChain):
     name = "L-GRR"
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k)
-        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
-        check_calibration(self.calibration)
-        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1)
+        self._set_k_budgets(calibration=check_calibration(self.calibration))
 
     @cached_property
     def n_keys(self) -> int:

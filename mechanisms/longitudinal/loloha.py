@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 from dpkit.mechanisms import hashing
 from dpkit.mechanisms._validation import check_domain, check_nonnegative_ints, set_fields
 from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
-from dpkit.mechanisms.longitudinal.base import UserParams, check_eps_pair
+from dpkit.mechanisms.longitudinal.base import UserParams
 from dpkit.mechanisms.longitudinal.grr import GRRChain, check_calibration
 
 __all__ = ["LOLOHA", "loloha_optimal_g"]
@@ -70,8 +70,8 @@ class LOLOHA(GRRChain):
     default_chunk = 1 << 16
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k, maximum=hashing.MAX_DOMAIN)
-        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
+        self._set_k_budgets(hashing.MAX_DOMAIN, calibration=check_calibration(self.calibration))
+        eps_perm, eps_1 = self.eps_perm, self.eps_1
         if self.g:
             g = check_domain("g", self.g, maximum=hashing.MAX_BUCKETS)
         else:
@@ -82,8 +82,7 @@ class LOLOHA(GRRChain):
                     f"about e^eps_1 + 1 and must be below 2^32), got eps_1={eps_1!r} at eps_perm={eps_perm!r}: give g "
                     "explicitly (e.g. g=2, BiLOLOHA)"
                 )
-        check_calibration(self.calibration)
-        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1, g=g)
+        set_fields(self, g=g)
 
     @cached_property
     def n_keys(self) -> int:

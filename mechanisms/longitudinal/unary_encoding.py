@@ -11,11 +11,10 @@ import numpy as np
 from scipy.optimize import brentq
 
 from dpkit.mechanisms._memory import allocate
-from dpkit.mechanisms._validation import check_domain, set_fields
 from dpkit.mechanisms.bernoulli import bernoulli_rows_packed_where, unary_perturb
 from dpkit.mechanisms.channels import enumerate_bit_vectors, unary_output_probabilities
 from dpkit.mechanisms.frequency_oracles.unary_encoding import BitVectorReports
-from dpkit.mechanisms.longitudinal.base import TwoRoundProtocol, UserParams, check_eps_pair
+from dpkit.mechanisms.longitudinal.base import TwoRoundProtocol, UserParams
 
 __all__ = ["LUE", "LSUE", "LOUE", "LOSUE", "LSOUE"]
 
@@ -60,13 +59,11 @@ class LUE(BitVectorReports, TwoRoundProtocol):
             cls.symmetric_second = symmetric_second
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k)
-        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
-        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1)
+        self._set_k_budgets()
         eps_max = _ue_eps(self.p1, self.q1, *self._second(_TINY))
-        if not eps_1 < eps_max:
+        if not self.eps_1 < eps_max:
             raise ValueError(
-                f"eps_1 must be in (0, {eps_max:.6g}) for {self.name} at eps_perm={eps_perm}, got {self.eps_1!r}"
+                f"eps_1 must be in (0, {eps_max:.6g}) for {self.name} at eps_perm={self.eps_perm}, got {self.eps_1!r}"
             )
 
     def _second(self, q2: float) -> tuple[float, float]:

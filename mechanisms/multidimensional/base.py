@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent
 from dpkit.mechanisms._validation import check_domain, check_values
-from dpkit.mechanisms.base import SupportCounts, check_dict, check_key, check_state_of
+from dpkit.mechanisms.base import CompositeState, SupportCounts, check_key, check_state_of, merge_stream
 from dpkit.mechanisms.postprocessing import check_postprocess
 
 __all__ = ["MultidimensionalProtocol", "MultiState", "encode_dataframe", "check_domains"]
@@ -63,59 +63,13 @@ def encode_dataframe(
 
 
 @dataclass(frozen=True, eq=False)
-class MultiState:
+class MultiState(CompositeState):
     """One :class:`SupportCounts` per attribute, and the key of the protocol that aggregated them; mergeable with
-    ``+`` (only with a state of the same protocol and parameters)."""
+    ``+`` (only with a state of the same protocol and parameters); ``to_dict`` / ``from_dict``."""
 
     states: tuple[SupportCounts, ...]
     protocol: str = ""
-
-    def __post_init__(self) -> None:
-        states = tuple(self.states) if isinstance(self.states, (list, tuple)) else None
-        if states is None or not all(isinstance(st, SupportCounts) for st in states):
-            raise TypeError("MultiState.states must be a tuple of SupportCounts, one per attribute")
-        if not isinstance(self.protocol, str):
-            raise TypeError(f"MultiState.protocol must be a str (the key of the protocol), got {self.protocol!r}")
-        object.__setattr__(self, "states", states)
-
-    def __add__(self, other: MultiState) -> MultiState:
-        if not isinstance(other, MultiState):
-            return NotImplemented
-        if self.protocol != other.protocol:
-            raise ValueError(
-                f"cannot merge states of different protocols or parameters: {self.protocol!r} and {other.protocol!r}"
-            )
-        if len(other.states) != len(self.states):
-            raise ValueError(f"cannot merge states of {len(self.states)} and {len(other.states)} attributes")
-        return MultiState(tuple(a + b for a, b in zip(self.states, other.states, strict=True)), self.protocol)
-
-    def __radd__(self, other: object) -> MultiState:
-        if isinstance(other, int) and not isinstance(other, bool) and other == 0:  # so that sum(states) works
-            return self
-        return NotImplemented
-
-    merge = __add__
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MultiState):
-            return NotImplemented
-        return self.protocol == other.protocol and self.states == other.states
-
-    __hash__ = None  # type: ignore[assignment]  # mutable payload
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"states": [s.to_dict() for s in self.states], "protocol": self.protocol}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MultiState:
-        """The state ``to_dict`` wrote, every field checked first (one-line errors naming the field)."""
-        d = check_dict("MultiState", d, ("states", "protocol"))
-        if not isinstance(d["states"], (list, tuple)) or not d["states"]:
-            raise ValueError("MultiState.states must be a non-empty list of states (one per attribute)")
-        if not isinstance(d["protocol"], str):
-            raise TypeError(f"MultiState.protocol must be a str, got {type(d['protocol']).__name__}")
-        states = tuple(SupportCounts.from_dict(s, where=f"MultiState.states[{i}]") for i, s in enumerate(d["states"]))
-        return cls(states, d["protocol"])
+    PARTS = "states"
 
 
 def check_domains(domain_sizes: Iterable[int]) -> tuple[int, ...]:
@@ -188,10 +142,7 @@ class MultidimensionalProtocol(ABC):
 
     def aggregate_stream(self, chunks: Iterable[Any]) -> MultiState:
         """Aggregate an iterable of report chunks in memory bounded by one chunk (no chunk: the empty state)."""
-        state = self.empty_state()
-        for c in chunks:
-            state = state + self.aggregate(c)
-        return state
+        return merge_stream(self.empty_state(), self.aggregate, chunks)
 
     def _check_state(self, state: MultiState, postprocess: str | None = None) -> MultiState:
         """A state this protocol can estimate from: its own key, one state per attribute (each checked by

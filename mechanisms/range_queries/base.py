@@ -23,7 +23,6 @@ With ``f=None`` the variance is the usual f -> 0 form sum_l V*_l sum_v w_lv^2 (t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -31,15 +30,9 @@ import numpy as np
 
 from dpkit.accountants import DpEvent, PureDpEvent
 from dpkit.mechanisms import GRR, SupportCounts, choose_protocol, make_oracle
-from dpkit.mechanisms._validation import (
-    check_chunk_size,
-    check_domain,
-    check_epsilon,
-    check_rng,
-    check_values,
-    set_fields,
-)
-from dpkit.mechanisms.base import check_dict, check_key
+from dpkit.mechanisms._validation import check_chunk_size, check_rng, check_values, set_domain_epsilon, set_fields
+from dpkit.mechanisms.base import CompositeState, check_key, merge_stream
+from dpkit.mechanisms.frequency_oracles.grr import grr_pq
 
 __all__ = [
     "RangeState",
@@ -58,25 +51,18 @@ ADAPTIVE = ("ADP", "ADAPTIVE", "AUTO")
 
 # ----------------------------------------------------------------------------------------------------- state
 @dataclass(frozen=True, eq=False)
-class RangeState:
+class RangeState(CompositeState):
     """Server state of a level-sampled protocol: one :class:`SupportCounts` per level (or layer), and the key of the
     protocol that aggregated them.
 
     Mergeable: ``a + b`` is the state of the union of the two report sets (chunks, partitions, machines), only for
-    states of the same protocol and parameters, and ``sum(states)`` works. ``n`` is the number of reports over all
-    levels.
+    states of the same protocol and parameters, and ``sum(states)`` works; ``to_dict`` / ``from_dict``. ``n`` is the
+    number of reports over all levels.
     """
 
     levels: tuple[SupportCounts, ...]
     protocol: str = ""
-
-    def __post_init__(self) -> None:
-        levels = tuple(self.levels) if isinstance(self.levels, (list, tuple)) else None
-        if levels is None or not all(isinstance(s, SupportCounts) for s in levels):
-            raise TypeError("RangeState.levels must be a tuple of SupportCounts, one per level")
-        if not isinstance(self.protocol, str):
-            raise TypeError(f"RangeState.protocol must be a str (the key of the protocol), got {self.protocol!r}")
-        object.__setattr__(self, "levels", levels)
+    PARTS = "levels"
 
     @property
     def n(self) -> int:
@@ -85,45 +71,6 @@ class RangeState:
     @property
     def level_sizes(self) -> np.ndarray:
         return np.array([s.n for s in self.levels], dtype=np.int64)
-
-    def __add__(self, other: RangeState) -> RangeState:
-        if not isinstance(other, RangeState):
-            return NotImplemented
-        if self.protocol != other.protocol:
-            raise ValueError(
-                f"cannot merge states of different protocols or parameters: {self.protocol!r} and {other.protocol!r}"
-            )
-        if len(self.levels) != len(other.levels):
-            raise ValueError(f"cannot merge states with {len(self.levels)} and {len(other.levels)} levels")
-        return RangeState(tuple(a + b for a, b in zip(self.levels, other.levels, strict=True)), self.protocol)
-
-    def __radd__(self, other):
-        if isinstance(other, int) and not isinstance(other, bool) and other == 0:  # so that sum(states) works
-            return self
-        return NotImplemented
-
-    merge = __add__
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, RangeState):
-            return NotImplemented
-        return self.protocol == other.protocol and self.levels == other.levels
-
-    __hash__ = None  # type: ignore[assignment]  # mutable payload
-
-    def to_dict(self) -> dict:
-        return {"levels": [s.to_dict() for s in self.levels], "protocol": self.protocol}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RangeState:
-        """The state ``to_dict`` wrote, every field checked first (one-line errors naming the field)."""
-        d = check_dict("RangeState", d, ("levels", "protocol"))
-        if not isinstance(d["levels"], (list, tuple)) or not d["levels"]:
-            raise ValueError("RangeState.levels must be a non-empty list of states (one per level)")
-        if not isinstance(d["protocol"], str):
-            raise TypeError(f"RangeState.protocol must be a str, got {type(d['protocol']).__name__}")
-        levels = tuple(SupportCounts.from_dict(s, where=f"RangeState.levels[{i}]") for i, s in enumerate(d["levels"]))
-        return cls(levels, d["protocol"])
 
 
 # --------------------------------------------------------------------------------------------------- queries
@@ -176,11 +123,6 @@ def make_level_oracle(name: str, k: int, epsilon: float):
     return make_oracle(name, k, epsilon)
 
 
-def _grr_pq(oracle) -> tuple[float, float]:
-    e = math.exp(oracle.epsilon)
-    return e / (e + oracle.k - 1), 1.0 / (e + oracle.k - 1)
-
-
 def oracle_sum_variance(oracle, n: float, w: np.ndarray, F: np.ndarray | None = None) -> np.ndarray:
     """Var of sum_v w_v f_hat_v for one frequency oracle run by ``n`` users (may be fractional: n/h) whose value
     distribution is ``F``.
@@ -194,7 +136,7 @@ def oracle_sum_variance(oracle, n: float, w: np.ndarray, F: np.ndarray | None = 
         return oracle.variance(1) / n * np.sum(w * w, axis=0)
     F = np.asarray(F, dtype=np.float64)
     if isinstance(oracle, GRR):
-        p, q = _grr_pq(oracle)
+        p, q = grr_pq(oracle.epsilon, oracle.k)
         W, W2 = w.sum(axis=0), (w * w).sum(axis=0)
         Fu = F if w.ndim == 1 else F[:, None]
         mean = p * w + q * (W - w)  # E[w_Y | value u]
@@ -289,12 +231,7 @@ class LevelSampledProtocol:
 
     def aggregate_stream(self, chunks: Iterable) -> RangeState:
         """Aggregate an iterable of report chunks in memory bounded by one chunk."""
-        if isinstance(chunks, np.ndarray):
-            raise TypeError("chunks must be an iterable of report tuples, got one array (aggregate(reports) takes one)")
-        state = self.empty_state()
-        for chunk in chunks:
-            state = state + self.aggregate(chunk)
-        return state
+        return merge_stream(self.empty_state(), self.aggregate, chunks)
 
     def perturb_aggregate(self, values, rng: np.random.Generator, chunk_size: int | None = None) -> RangeState:
         """Clients then server, chunk by chunk (each level through its oracle's fused ``perturb_aggregate``)."""
@@ -359,7 +296,7 @@ class DomainProtocol(LevelSampledProtocol):
     leaves: int
 
     def _init_domain(self) -> None:
-        set_fields(self, domain=check_domain("domain", self.domain), epsilon=check_epsilon("epsilon", self.epsilon))
+        set_domain_epsilon(self, "domain")
 
     def _init_tree(self, branching: int) -> None:
         h = n_levels_needed(self.domain, branching)

@@ -42,7 +42,7 @@ from dpkit.mechanisms._validation import (
     check_values,
     set_fields,
 )
-from dpkit.mechanisms.base import check_frequencies, check_state_of
+from dpkit.mechanisms.base import check_frequencies, check_state_of, merge_stream
 from dpkit.mechanisms.range_queries.base import DomainProtocol, RangeState, check_distribution
 
 __all__ = ["HaarHRR", "HaarLevel", "walsh_hadamard"]
@@ -100,12 +100,7 @@ class HaarLevel:
         return SupportCounts(np.zeros(2 * self.m, dtype=np.int64), 0, self.key)
 
     def aggregate_stream(self, chunks) -> SupportCounts:
-        if isinstance(chunks, np.ndarray):
-            raise TypeError("chunks must be an iterable of report arrays, got one array (aggregate(reports) takes one)")
-        state = self.empty_state()
-        for c in chunks:
-            state = state + self.aggregate(c)
-        return state
+        return merge_stream(self.empty_state(), self.aggregate, chunks)
 
     def perturb_aggregate(self, values, rng: np.random.Generator, chunk_size: int | None = None) -> SupportCounts:
         """``aggregate(perturb(values, rng))``: the reports are one small integer per user (``chunk_size``, checked,
