@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
@@ -160,7 +161,7 @@ def check_nonnegative_ints(name: str, arr: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def set_domain_epsilon(obj: object, field: str = "k", maximum: int = 2**32, **more: object) -> None:
+def set_domain_epsilon(obj: Any, field: str = "k", maximum: int = 2**32, **more: object) -> None:
     """The ``__post_init__`` of a (domain, epsilon) protocol: its domain size (the field ``field``: 'k', 'domain')
     in [2, maximum], its ``epsilon`` in the shared range, and ``more`` normalized fields, checked then stored."""
     size = check_domain(field, getattr(obj, field), maximum=maximum)

@@ -161,8 +161,8 @@ class SupportCounts:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "SupportCounts") -> SupportCounts:
         """The state ``to_dict`` wrote, every field checked first (one-line errors naming the field)."""
-        d = check_dict(where, d, STATE_FIELDS)
-        counts, n, protocol = check_state_fields(where, d["counts"], d["n"], d["protocol"])
+        fields = check_dict(where, d, STATE_FIELDS)
+        counts, n, protocol = check_state_fields(where, fields["counts"], fields["n"], fields["protocol"])
         return cls(counts, n, protocol)
 
 
@@ -212,7 +212,7 @@ class CompositeState:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.protocol == other.protocol and self.parts == other.parts  # type: ignore[attr-defined]
+        return self.protocol == other.protocol and self.parts == other.parts
 
     __hash__ = None  # type: ignore[assignment]  # mutable payload
 
@@ -223,13 +223,14 @@ class CompositeState:
     def from_dict(cls, d: dict[str, Any]) -> Any:
         """The state ``to_dict`` wrote, every field checked first (one-line errors naming the field)."""
         name = cls.__name__
-        d = check_dict(name, d, (cls.PARTS, "protocol"))
-        if not isinstance(d[cls.PARTS], (list, tuple)) or not d[cls.PARTS]:
+        fields = check_dict(name, d, (cls.PARTS, "protocol"))
+        raw = fields[cls.PARTS]
+        if not isinstance(raw, (list, tuple)) or not raw:
             raise ValueError(f"{name}.{cls.PARTS} must be a non-empty list of states")
-        if not isinstance(d["protocol"], str):
-            raise TypeError(f"{name}.protocol must be a str, got {type(d['protocol']).__name__}")
-        parts = tuple(SupportCounts.from_dict(p, where=f"{name}.{cls.PARTS}[{i}]") for i, p in enumerate(d[cls.PARTS]))
-        return cls(parts, d["protocol"])  # type: ignore[call-arg]
+        if not isinstance(fields["protocol"], str):
+            raise TypeError(f"{name}.protocol must be a str, got {type(fields['protocol']).__name__}")
+        parts = tuple(SupportCounts.from_dict(p, where=f"{name}.{cls.PARTS}[{i}]") for i, p in enumerate(raw))
+        return cls(parts, fields["protocol"])  # type: ignore[call-arg]
 
 
 # ---------------------------------------------------------------------------------------------- interface

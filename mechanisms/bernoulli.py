@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -237,7 +238,7 @@ class _Ties:
             out[pos] = 0
             return
         w = self._bytes(pos.size)
-        e = np.uint8(self.exp[1])
+        e: Any = np.uint8(self.exp[1])
         if sel is not None and self.exp_where is not None:
             e = np.where(sel, np.uint8(self.exp_where[1]), e)
         out[pos] = w < e
@@ -298,7 +299,7 @@ def _fill_bernoulli(out: np.ndarray, rng: np.random.Generator, exp, where_of, ex
     c = np.uint8(exp[0])
 
     def block(a, b, u, scratch):
-        thr = c
+        thr: Any = c
         if where_of is not None:
             thr = _buffer(scratch, "thr", b - a, np.uint8)
             np.copyto(thr, c)

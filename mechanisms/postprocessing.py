@@ -125,11 +125,11 @@ def em_channel(
     For a channel that is the exact law of the state this converges to the maximum-likelihood estimate on the
     probability simplex.
     """
-    obs = np.clip(_finite("obs", obs, None), 0, None)
-    tot = obs.sum()
+    seen = np.clip(_finite("obs", obs, None), 0, None)
+    tot = seen.sum()
     if not tot > 0:
         return np.full(k, 1.0 / k)
-    obs = obs / tot
+    obs = seen / tot
     f = np.full(k, 1.0 / k)
     for _ in range(n_iter):
         af = forward(f)
