@@ -3,7 +3,7 @@
 Book-Keeping (Bu et al., ICML 2023) on an unwrapped module:
 
 * **Attach.** Every module that owns trainable parameters is either handled by a *layer rule*
-  (:mod:`dpkit.grad_sample.layers`: Linear, Conv1d/2d, Embedding, LayerNorm, GroupNorm, RMSNorm, ...) or, if no
+  (:mod:`dpkit.grad_sample.layers`: Linear, Conv, Embedding, norm layers, MultiheadAttention, ...) or, if no
   rule applies, by the *torch.func fallback* for that module's whole subtree only. Only the instance ``forward``
   of those modules is replaced (types, attributes and methods are kept); two hooks on the root module mark its
   calls and read the batch size from the first tensor argument.
@@ -21,8 +21,10 @@ Book-Keeping (Bu et al., ICML 2023) on an unwrapped module:
   parameters are instantiated per example for that).
 
 Requirements: layers with parameters see batch-first activations (checked: a layer whose input does not start
-with the batch dimension raises an error naming ``grad_sample_engine='functorch'``; automatic selection skips
-this engine for stock attention/transformer layers with ``batch_first=False``); parameters are used through the
+with the batch dimension raises an error naming ``grad_sample_engine='functorch'``; the attention and recurrent
+rules take either layout; automatic selection skips this engine for stock transformer layers with
+``batch_first=False``, whose Linear and norm layers see sequence-first activations, and for a root module fed
+sequence-first input); parameters are used through the
 modules that own them (using a child's parameter directly in a parent's forward is refused at the step, as any
 gradient that bypasses the engine is). Memory: the layers' inputs (kept by non-private training too) and
 output gradients until the step, plus the instantiated per-example gradients of layers where that is cheaper
@@ -59,7 +61,23 @@ from dpkit.grad_sample.vmap_calls import (
 )
 
 _MISSING = object()
-_SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
+# Stock modules with a batch_first switch, and where it is stored (the transformer layers keep it on self_attn).
+_BATCH_FIRST: dict[type[nn.Module], Any] = {
+    nn.MultiheadAttention: lambda m: m.batch_first,
+    nn.RNNBase: lambda m: m.batch_first,
+    nn.Transformer: lambda m: m.batch_first,
+    nn.TransformerEncoderLayer: lambda m: m.self_attn.batch_first,
+    nn.TransformerDecoderLayer: lambda m: m.self_attn.batch_first,
+}
+# Those whose position-wise children (Linear, LayerNorm) see the sequence-first activations themselves; the
+# attention and recurrent rules take either layout (unless the root's input is sequence-first: the batch is
+# read from its first dimension).
+_SEQ_FIRST_CHILDREN = (nn.Transformer, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def _sequence_first(m: nn.Module) -> bool:
+    read = next((f for cls, f in _BATCH_FIRST.items() if isinstance(m, cls)), None)
+    return read is not None and not read(m)
 
 
 def _tap(
@@ -280,7 +298,7 @@ class BookkeepingEngine(GradSampleEngine):
     @classmethod
     def unsupported_reason(cls, module: nn.Module) -> str | None:
         for path, m in module.named_modules():
-            if isinstance(m, _SEQ_FIRST) and not getattr(m, "batch_first", False):
+            if _sequence_first(m) and (not path or isinstance(m, _SEQ_FIRST_CHILDREN)):
                 return f"{path or '<root>'} ({type(m).__name__}) has batch_first=False (sequence-first activations)"
         if any(p.requires_grad for p in module.parameters(recurse=False)) and rule_for(module) is None:
             return "the root module owns parameters without a layer rule (everything would use the fallback)"
@@ -299,12 +317,12 @@ class BookkeepingEngine(GradSampleEngine):
             if not any(id(p) in index for p in m.parameters()):
                 return
             own = [(n, index[id(p)]) for n, p in m.named_parameters(recurse=False) if id(p) in index]
-            rule = rule_for(m) if own else None
-            if rule is not None:
-                units.append(_RuleUnit(self, path, m, own, rule))
+            sub = [(n, index[id(p)]) for n, p in m.named_parameters() if id(p) in index]
+            rule = rule_for(m)
+            if rule is not None:  # a leaf module, or a rule that handles the module's whole subtree
+                units.append(_RuleUnit(self, path, m, sub, rule))
                 return
             if own:
-                sub = [(n, index[id(p)]) for n, p in m.named_parameters() if id(p) in index]
                 units.append(_FallbackUnit(self, path, m, sub))
                 return
             for name, child in m.named_children():
