@@ -53,9 +53,11 @@ from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, r
 from dpkit.grad_sample.layers import AnyRule, GradRecord, Instantiated, Prepared, Record, Tap, rule_for
 from dpkit.grad_sample.vmap_calls import (
     RngState,
+    call_vmappable,
     example_inputs,
-    example_outputs,
+    output_tensors,
     per_example_grads,
+    per_example_outputs,
     rng_restored,
     vmap_in_chunks,
 )
@@ -188,6 +190,7 @@ class _Call:
     batch_size: int
     rng_states: list[RngState]
     records: list[GradRecord[None] | None]  # per tensor output (None: not differentiable)
+    batch_dims: list[int] = dataclasses.field(default_factory=list)  # per tensor output: where its batch is
 
 
 class _FallbackUnit(_Unit):
@@ -200,11 +203,10 @@ class _FallbackUnit(_Unit):
     def _detached(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.module.named_parameters()}
 
-    def _run(self, call: _Call, params: dict[str, torch.Tensor], xs) -> tuple[list, list, Any]:
-        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs)
+    def _run(self, call: _Call, params: dict[str, torch.Tensor], xs, one: bool = True) -> Any:
+        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs, one)
         with self.engine.passthrough(), _reparametrize_module(self.module, params, tie_weights=True):
-            out = self.orig_forward(*args, **kwargs)
-        return example_outputs(out, f"module {self.path or '<root>'} ({type(self.module).__name__})")
+            return call_vmappable(self.module, self.orig_forward, args, kwargs)
 
     def record(self, *args, **kwargs):
         batch = self.engine.current_batch
@@ -223,10 +225,15 @@ class _FallbackUnit(_Unit):
             with self.engine.passthrough(), _reparametrize_module(self.module, params, tie_weights=True):
                 out = self.orig_forward(*a, **k)
             out_leaves, out_spec = tree_flatten(out)
+            call.batch_dims = [0] * len(output_tensors(out))
         else:
             xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]  # not detached: input grads flow
-            out_leaves, out_spec = vmap_in_chunks(
-                lambda xs: self._run(call, params, xs), xs_all, self.engine.chunks(batch), call.rng_states
+            out_leaves, out_spec, call.batch_dims = vmap_in_chunks(
+                lambda xs, one: self._run(call, params, xs, one),
+                xs_all,
+                self.engine.chunks(batch),
+                call.rng_states,
+                f"module {self.path or '<root>'} ({type(self.module).__name__})",
             )
         for j, o in enumerate(out_leaves):
             if not isinstance(o, torch.Tensor):
@@ -255,12 +262,13 @@ class _FallbackUnit(_Unit):
         used = [k for k, _ in received]
 
         def loss(p, gs, xs):
-            outs = self._run(call, {**base, **p}, xs)[0]
+            outs = per_example_outputs(self._run(call, {**base, **p}, xs), call.batch_dims)
             return sum((outs[k] * g).sum() for k, g in zip(used, gs, strict=True))
 
+        grads = [r.output_grad.movedim(call.batch_dims[k], 0) for k, r in received]
         parts = []
         for index, sl in enumerate(self.engine.chunks(call.batch_size)):
-            gs = tuple(r.output_grad[sl] for _, r in received)
+            gs = tuple(g[sl] for g in grads)
             xs = tuple(x[sl] for x in xs_all)
             parts.append(per_example_grads(loss, train, gs, xs, call.rng_states[index]))
         return {n: torch.cat([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in train}

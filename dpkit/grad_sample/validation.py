@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 Check = Callable[[nn.Module], "tuple[str, str] | None"]
@@ -75,12 +74,3 @@ def _instance_norm(m: nn.Module):
             "construct it with track_running_stats=False, or call dpkit.fix_module(model)",
         )
     return None
-
-
-@register_module_check(nn.RNNBase)
-def _rnn(m: nn.Module):
-    return (
-        f"torch.func.vmap has no batching rule for {type(m).__name__} in torch {torch.__version__} (fused "
-        "recurrent kernels), so per-example gradients are unavailable",
-        "write the recurrence from nn.Linear layers (e.g. an LSTM cell unrolled in forward)",
-    )
