@@ -25,6 +25,7 @@ Two implementations of the same recurrence:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -57,6 +58,20 @@ class ScanSink(Protocol):
         """Backward: d / d(W_hh h + b_hh) ``[T, B, G * H]`` (None: equal to du) and d / d(W_hr m) (proj_size)."""
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """The per-step ops are small (one [B, G * H] matmul and a few element-wise ops): run them on one thread;
+    splitting each over threads costs a fork and join per op, which loses on a busy machine."""
+    n = torch.get_num_threads()
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)
+
+
 def _where(keep: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return new if keep is None else torch.where(keep, new, old)
 
@@ -68,41 +83,53 @@ def _where(keep: torch.Tensor | None, new: torch.Tensor, old: torch.Tensor) -> t
 Buffers = dict[str, torch.Tensor | None]
 
 
+def _gates(t: torch.Tensor, n: int) -> list[list[torch.Tensor]]:
+    """``t`` ``[T, B, n * H]`` as n lists over the steps of its gate blocks ``[B, H]`` (views): the loops below
+    index Python lists instead of slicing tensors at every step."""
+    return [list(g.unbind(0)) for g in t.view(*t.shape[:2], n, -1).unbind(2)]
+
+
 def _rnn_forward(mode, u, hs, cs, w, mask, steps, r) -> Buffers:
     act = torch.tanh_ if mode == "RNN_TANH" else torch.relu_
     w_t = w.w_hh.t()
+    us, hl = u.unbind(0), hs.unbind(0)
+    keep = None if mask is None else mask.unbind(0)
     for t in steps:
         p, n = t + r, t + 1 - r
-        act(torch.addmm(u[t], hs[p], w_t, out=hs[n]))
-        if mask is not None:
-            torch.where(mask[t], hs[n], hs[p], out=hs[n])
+        act(torch.addmm(us[t], hl[p], w_t, out=hl[n]))
+        if keep is not None:
+            torch.where(keep[t], hl[n], hl[p], out=hl[n])
     return {}
 
 
 def _lstm_forward(mode, u, hs, cs, w, mask, steps, r) -> Buffers:
     steps_n, batch, gates = u.shape
     h = gates // 4
-    g_rows = slice(2 * h, 3 * h)
     acts = u.new_empty(steps_n, batch, gates)  # i, f, g, o after their activations
     tcs = u.new_empty(steps_n, batch, h)  # tanh(c')
     ms = None if w.w_hr is None else u.new_empty(steps_n, batch, h)
     w_t = w.w_hh.t()
     hr_t = None if w.w_hr is None else w.w_hr.t()
+    z = u.new_empty(batch, gates)
+    z_g = z[:, 2 * h : 3 * h]
+    us, hl, cl, al, tl = u.unbind(0), hs.unbind(0), cs.unbind(0), acts.unbind(0), tcs.unbind(0)
+    il, fl, gl, ol = _gates(acts, 4)
+    ml = None if ms is None else ms.unbind(0)
+    keep = None if mask is None else mask.unbind(0)
     for t in steps:
         p, n = t + r, t + 1 - r
-        a = acts[t]
-        z = torch.addmm(u[t], hs[p], w_t)
-        torch.sigmoid(z, out=a)
-        torch.tanh(z[:, g_rows], out=a[:, g_rows])
-        c = torch.mul(a[:, h : 2 * h], cs[p], out=cs[n]).addcmul_(a[:, :h], a[:, g_rows])
-        tc = torch.tanh(c, out=tcs[t])
-        if ms is None:
-            torch.mul(a[:, 3 * h :], tc, out=hs[n])
+        torch.addmm(us[t], hl[p], w_t, out=z)
+        torch.sigmoid(z, out=al[t])
+        torch.tanh(z_g, out=gl[t])
+        torch.mul(fl[t], cl[p], out=cl[n]).addcmul_(il[t], gl[t])
+        torch.tanh(cl[n], out=tl[t])
+        if ml is None:
+            torch.mul(ol[t], tl[t], out=hl[n])
         else:
-            torch.mm(torch.mul(a[:, 3 * h :], tc, out=ms[t]), hr_t, out=hs[n])
-        if mask is not None:
-            torch.where(mask[t], hs[n], hs[p], out=hs[n])
-            torch.where(mask[t], cs[n], cs[p], out=cs[n])
+            torch.mm(torch.mul(ol[t], tl[t], out=ml[t]), hr_t, out=hl[n])
+        if keep is not None:
+            torch.where(keep[t], hl[n], hl[p], out=hl[n])
+            torch.where(keep[t], cl[n], cl[p], out=cl[n])
     return {"acts": acts, "tcs": tcs, "ms": ms}
 
 
@@ -112,16 +139,26 @@ def _gru_forward(mode, u, hs, cs, w, mask, steps, r) -> Buffers:
     acts = u.new_empty(steps_n, batch, gates)  # r, z, n after their activations
     vn = u.new_empty(steps_n, batch, h)  # W_hn h + b_hn
     w_t = w.w_hh.t()
+    v = u.new_empty(batch, gates)
+    v_rz, v_n = v[:, : 2 * h], v[:, 2 * h :]
+    us, hl, vl = u.unbind(0), hs.unbind(0), vn.unbind(0)
+    u_rz = [x[:, : 2 * h] for x in us]
+    u_n = [x[:, 2 * h :] for x in us]
+    a_rz = [x[:, : 2 * h] for x in acts.unbind(0)]
+    rl, zl, nl = _gates(acts, 3)
+    keep = None if mask is None else mask.unbind(0)
     for t in steps:
         p, n = t + r, t + 1 - r
-        v = torch.mm(hs[p], w_t) if w.b_hh is None else torch.addmm(w.b_hh, hs[p], w_t)
-        a = acts[t]
-        torch.add(u[t, :, : 2 * h], v[:, : 2 * h], out=a[:, : 2 * h]).sigmoid_()
-        vn[t].copy_(v[:, 2 * h :])
-        cand = torch.addcmul(u[t, :, 2 * h :], a[:, :h], v[:, 2 * h :], out=a[:, 2 * h :]).tanh_()
-        torch.sub(hs[p], cand, out=hs[n]).mul_(a[:, h : 2 * h]).add_(cand)
-        if mask is not None:
-            torch.where(mask[t], hs[n], hs[p], out=hs[n])
+        if w.b_hh is None:
+            torch.mm(hl[p], w_t, out=v)
+        else:
+            torch.addmm(w.b_hh, hl[p], w_t, out=v)
+        torch.add(u_rz[t], v_rz, out=a_rz[t]).sigmoid_()
+        vl[t].copy_(v_n)
+        torch.addcmul(u_n[t], rl[t], v_n, out=nl[t]).tanh_()
+        torch.sub(hl[p], nl[t], out=hl[n]).mul_(zl[t]).add_(nl[t])
+        if keep is not None:
+            torch.where(keep[t], hl[n], hl[p], out=hl[n])
     return {"acts": acts, "vn": vn}
 
 
@@ -134,14 +171,16 @@ def _rnn_backward(mode, d_out, dh, dc, hs, cs, buf, w, mask, steps, r):
     states = hs[: len(hs) - 1] if r else hs[1:]  # the state after each step
     deriv = 1 - states * states if mode == "RNN_TANH" else (states > 0).to(states.dtype)
     du = torch.empty_like(deriv)
+    dl, outs, dul = deriv.unbind(0), d_out.unbind(0), du.unbind(0)
+    keep = None if mask is None else mask.unbind(0)
     for t in reversed(steps):
-        g = dh + d_out[t]
-        dz = torch.mul(g, deriv[t], out=du[t])
-        if mask is None:
+        g = dh + outs[t]
+        dz = torch.mul(g, dl[t], out=dul[t])
+        if keep is None:
             dh = torch.mm(dz, w.w_hh)
         else:
-            dz.mul_(mask[t])
-            dh = torch.where(mask[t], torch.mm(dz, w.w_hh), g)
+            dz.mul_(keep[t])
+            dh = torch.where(keep[t], torch.mm(dz, w.w_hh), g)
     return du, None, None, dh, None
 
 
@@ -154,27 +193,27 @@ def _lstm_backward(mode, d_out, dh, dc, hs, cs, buf, w, mask, steps, r):
     oq = acts[..., 3 * h :] * (1 - tcs * tcs)  # d c' / d m
     du = torch.empty_like(acts)
     dhr = None if ms is None else torch.empty_like(d_out)
+    il, fl, gl, _ = _gates(acts, 4)
+    dil, dfl, dgl, dol = _gates(du, 4)
+    dul, derl, outs, oql, tl, cl = (x.unbind(0) for x in (du, deriv, d_out, oq, tcs, cs))
+    hrl = None if dhr is None else dhr.unbind(0)
+    keep = None if mask is None else mask.unbind(0)
     for t in reversed(steps):
-        p = t + r
-        a, dz = acts[t], du[t]
-        g = dh + d_out[t]
-        if dhr is None:
-            dm = g
-        else:
-            dm = torch.mm(dhr[t].copy_(g), w.w_hr)
-        torch.mul(dm, tcs[t], out=dz[:, 3 * h :])
-        dct = torch.addcmul(dc, dm, oq[t])
-        torch.mul(dct, a[:, 2 * h : 3 * h], out=dz[:, :h])
-        torch.mul(dct, cs[p], out=dz[:, h : 2 * h])
-        torch.mul(dct, a[:, :h], out=dz[:, 2 * h : 3 * h])
-        dz.mul_(deriv[t])
-        if mask is None:
-            dc = dct * a[:, h : 2 * h]
+        g = dh + outs[t]
+        dm = g if hrl is None else torch.mm(hrl[t].copy_(g), w.w_hr)
+        torch.mul(dm, tl[t], out=dol[t])
+        dct = torch.addcmul(dc, dm, oql[t])
+        torch.mul(dct, gl[t], out=dil[t])
+        torch.mul(dct, cl[t + r], out=dfl[t])
+        torch.mul(dct, il[t], out=dgl[t])
+        dz = dul[t].mul_(derl[t])
+        if keep is None:
+            dc = dct * fl[t]
             dh = torch.mm(dz, w.w_hh)
         else:
-            dz.mul_(mask[t])
-            dc = torch.where(mask[t], dct * a[:, h : 2 * h], dc)
-            dh = torch.where(mask[t], torch.mm(dz, w.w_hh), g)
+            dz.mul_(keep[t])
+            dc = torch.where(keep[t], dct * fl[t], dc)
+            dh = torch.where(keep[t], torch.mm(dz, w.w_hh), g)
     return du, None, dhr, dh, dc
 
 
@@ -188,18 +227,24 @@ def _gru_backward(mode, d_out, dh, dc, hs, cs, buf, w, mask, steps, r):
     q_r = vn * rg * (1 - rg)  # d r_pre / d n_pre
     du = torch.empty_like(acts)
     dv = torch.empty_like(acts)
+    dul, dvl, outs, qnl, qzl, qrl = (x.unbind(0) for x in (du, dv, d_out, q_n, q_z, q_r))
+    dur, duz, dun = _gates(du, 3)
+    dv_rz = [x[:, : 2 * h] for x in dvl]
+    du_rz = [x[:, : 2 * h] for x in dul]
+    _, _, dvn = _gates(dv, 3)
+    rl, zl, _ = _gates(acts, 3)
+    keep = None if mask is None else mask.unbind(0)
     for t in reversed(steps):
-        g = dh + d_out[t]
-        dut, dvt = du[t], dv[t]
-        dnp = torch.mul(g, q_n[t], out=dut[:, 2 * h :])
-        torch.mul(g, q_z[t], out=dut[:, h : 2 * h])
-        torch.mul(dnp, q_r[t], out=dut[:, :h])
-        if mask is not None:
-            dut.mul_(mask[t])
-        dvt[:, : 2 * h].copy_(dut[:, : 2 * h])
-        torch.mul(dut[:, 2 * h :], rg[t], out=dvt[:, 2 * h :])
-        new = torch.addmm(g * zg[t], dvt, w.w_hh)
-        dh = new if mask is None else torch.where(mask[t], new, g)
+        g = dh + outs[t]
+        torch.mul(g, qnl[t], out=dun[t])
+        torch.mul(g, qzl[t], out=duz[t])
+        torch.mul(dun[t], qrl[t], out=dur[t])
+        if keep is not None:
+            dul[t].mul_(keep[t])
+        dv_rz[t].copy_(du_rz[t])
+        torch.mul(dun[t], rl[t], out=dvn[t])
+        new = torch.addmm(g * zl[t], dvl[t], w.w_hh)
+        dh = new if keep is None else torch.where(keep[t], new, g)
     return du, dv, None, dh, None
 
 
@@ -236,7 +281,7 @@ class Scan(torch.autograd.Function):
         if mode == "LSTM":
             cs = u.new_empty(steps_n + 1, batch, c0.shape[1])
             cs[steps_n * r].copy_(c0)
-        with torch.no_grad():
+        with torch.no_grad(), _one_thread():
             buf = _FORWARD[mode](mode, u, hs, cs, w, mask, steps, r)
         sink.scanned(hs[1:] if r else hs[:steps_n], buf.get("ms"))
         states = hs[:steps_n] if r else hs[1:]
@@ -261,9 +306,10 @@ class Scan(torch.autograd.Function):
         if mask is not None:
             d_out = d_out * mask
         dc = None if cs is None else d_cn
-        du, dv, dhr, dh0, dc0 = _BACKWARD[ctx.mode](
-            ctx.mode, d_out, d_hn, dc, hs, cs, buf, ctx.w, mask, ctx.steps, ctx.r
-        )
+        with _one_thread():
+            du, dv, dhr, dh0, dc0 = _BACKWARD[ctx.mode](
+                ctx.mode, d_out, d_hn, dc, hs, cs, buf, ctx.w, mask, ctx.steps, ctx.r
+            )
         ctx.sink.add_recurrent(dv, dhr)
         return du, dh0, dc0, None, None, None, None, None
 
