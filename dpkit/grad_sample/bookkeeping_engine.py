@@ -158,6 +158,9 @@ class _CallTap:
         self.unit.records.append(record)
         return _tap(out, self.unit.anchor, record, self.inputs, kept)
 
+    def rebatch(self, source: torch.Tensor, batch: int) -> None:
+        self.batch = self.unit.engine.rebatch(source, batch)
+
 
 class _RuleUnit(_Unit):
     def __init__(self, engine, path, module, names, rule: AnyRule):
@@ -299,6 +302,7 @@ class BookkeepingEngine(GradSampleEngine):
         self.units: list[_Unit] = []
         self._handles: list[Any] = []
         self._batches: list[int] = []
+        self._sources: list[torch.Tensor] = []  # per root call: the tensor its batch size was read from
         self._depth = 0
         self._stack: list[bool] = []
         self._passthrough = 0
@@ -368,6 +372,7 @@ class BookkeepingEngine(GradSampleEngine):
         for u in self.units:
             u.clear()
         self._batches.clear()
+        self._sources.clear()
 
     # ------------------------------------------------------------------ recording state
     @property
@@ -405,12 +410,21 @@ class BookkeepingEngine(GradSampleEngine):
                     "(the per-sample gradient engine splits the batch along it)"
                 )
             self._batches.append(tensors[0].shape[0])
+            self._sources.append(tensors[0])
         self._depth += 1
         self._stack.append(True)
 
     def _leave(self, module, args, output):
         if self._stack and self._stack.pop():
             self._depth -= 1
+
+    def rebatch(self, source: torch.Tensor, batch: int) -> int:
+        """A layer found that ``source`` holds the examples flattened (an EmbeddingBag's 1-D input with offsets):
+        if the current root call's batch size was read from it, the call has ``batch`` examples instead. Returns
+        the current batch size."""
+        if self._sources and source is self._sources[-1]:
+            self._batches[-1] = batch
+        return self._batches[-1]
 
     @property
     def batch_size(self) -> int | None:

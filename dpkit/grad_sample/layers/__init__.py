@@ -5,7 +5,15 @@ A new layer type = one file defining a :class:`LayerRule` subclass decorated wit
 ``@register_layer_rule(ModuleType)``, imported here.
 """
 
-from dpkit.grad_sample.layers import attention, conv, embedding, linear, norms, recurrent  # noqa: F401  (registration)
+from dpkit.grad_sample.layers import (  # noqa: F401  (registration)
+    attention,
+    conv,
+    embedding,
+    embedding_bag,
+    linear,
+    norms,
+    recurrent,
+)
 from dpkit.grad_sample.layers.base import (
     AnyRule,
     Instantiated,

@@ -122,6 +122,11 @@ class TapFn(Protocol[R_contra]):
 
     def __call__(self, out: torch.Tensor, record: R_contra, kept: torch.Tensor | None = None) -> torch.Tensor: ...
 
+    def rebatch(self, source: torch.Tensor, batch: int) -> None:
+        """This call's input ``source`` holds ``batch`` examples flattened (a bag layer with offsets); if the batch
+        size was read from it (the model's first argument), the batch is ``batch`` examples (``self.batch``)."""
+        ...
+
 
 class Tap(torch.autograd.Function):
     """Identity on ``out`` that hands d loss / d out to ``record`` (:meth:`Record.receive`) during the backward pass.
