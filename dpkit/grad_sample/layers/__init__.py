@@ -7,6 +7,7 @@ A new layer type = one file defining a :class:`LayerRule` subclass decorated wit
 
 from dpkit.grad_sample.layers import (  # noqa: F401  (registration)
     attention,
+    bilinear,
     conv,
     embedding,
     embedding_bag,

@@ -65,7 +65,7 @@ class GradRecord(Record, Generic[S]):
 
 
 @dataclasses.dataclass(eq=False)
-class PositionSumRecord(GradRecord[torch.Tensor]):
+class PositionSumRecord(GradRecord[S]):
     """A sequence call ``[batch, *, p]``: also ``position_sums``, each example's output gradient summed over its
     positions (``[batch, p]``), formed in the backward pass."""
 
