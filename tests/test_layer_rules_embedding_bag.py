@@ -110,6 +110,25 @@ def test_several_bags_per_example(mode):
     check_rule(Bags2d(mode, per=3), (ids,), fast_path=["bag"])
 
 
+class ScoredBags(nn.Module):
+    """per_sample_weights computed by the model (an Embedding of the same tokens): gradients flow through them."""
+
+    def __init__(self):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(V, D, mode="sum")
+        self.score = nn.Embedding(V, 1)
+        self.head = nn.Linear(D, 2)
+
+    def forward(self, ids):
+        weights = torch.sigmoid(self.score(ids)).squeeze(-1)
+        return self.head(torch.tanh(self.bag(ids, per_sample_weights=weights)))
+
+
+def test_per_sample_weights_that_require_grad():
+    torch.manual_seed(7)
+    check_rule(ScoredBags(), (torch.randint(0, V, (B, 4)),), fast_path=["bag", "score"])
+
+
 class TwoCalls(nn.Module):
     """One table used by a "sum" call and a "max"-like second call (functional) in one forward."""
 

@@ -140,31 +140,43 @@ class EmbeddingBagRule(LayerRule[nn.EmbeddingBag, BagRecord]):
                 "EmbeddingBag takes 2-D input, or 1-D input with 1-D offsets; got input of shape "
                 f"{tuple(input.shape)} and offsets {None if offsets is None else tuple(offsets.shape)}"
             )
+        if psw is not None and (module.mode != "sum" or psw.shape != ids.shape):
+            raise ValueError(
+                f"per_sample_weights (shape {tuple(psw.shape)}) must have the input's shape {tuple(ids.shape)} and "
+                f"are only supported for mode='sum' (got mode={module.mode!r})"
+            )
+        if len(offsets) and int(offsets[0]) != 0:
+            raise ValueError(f"offsets[0] must be 0, got {int(offsets[0])}")
         if module.max_norm is not None:
             with torch.no_grad():
                 torch.embedding_renorm_(weight, ids, module.max_norm, module.norm_type)
-        out, _, _, argmax = torch.embedding_bag(
-            weight, ids, offsets, False, _MODES[module.mode], module.sparse, psw, module.include_last_offset,
-            module.padding_idx,
-        )  # fmt: skip
         starts = offsets[:-1] if module.include_last_offset else offsets
         n_bags = len(starts)
-        ends = torch.cat([starts[1:], offsets[-1:] if module.include_last_offset else ids.new_tensor([len(ids)])])
-        counts = ends - starts
-        bag = torch.repeat_interleave(torch.arange(n_bags, device=ids.device), counts)
+        end = offsets[-1:] if module.include_last_offset else ids.new_tensor([len(ids)])
+        bag = torch.repeat_interleave(torch.arange(n_bags, device=ids.device), torch.cat([starts[1:], end]) - starts)
         tokens = ids[: len(bag)]
         keep = torch.ones_like(tokens, dtype=weight.dtype)
         if module.padding_idx is not None:
             keep = (tokens != module.padding_idx).to(weight.dtype)
-        coef = None
-        if module.mode == "sum":
-            coef = keep if psw is None else keep * psw[: len(bag)].detach().to(weight.dtype)
-        elif module.mode == "mean":
-            sizes = torch.zeros(n_bags, dtype=weight.dtype, device=ids.device).index_add_(0, bag, keep)
-            coef = keep / sizes.clamp(min=1)[bag]
+        coef, argmax = None, None
+        if module.mode == "max":
+            out, _, _, argmax = torch.embedding_bag(
+                weight, ids, offsets, False, 2, module.sparse, psw, module.include_last_offset, module.padding_idx
+            )
+        else:
+            if module.mode == "sum":
+                coef = keep if psw is None else keep * psw[: len(bag)].to(weight.dtype)
+            else:
+                sizes = torch.zeros(n_bags, dtype=weight.dtype, device=ids.device).index_add_(0, bag, keep)
+                coef = keep / sizes.clamp(min=1)[bag]
+            # sum_j coef_j W[ids_j] per bag (differentiable in per_sample_weights, as the stock layer is); this is
+            # also faster than the stock kernel's forward-only path that a detached table would take
+            rows = weight.index_select(0, tokens) * coef.unsqueeze(1)
+            out = rows.new_zeros(n_bags, weight.shape[1]).index_add(0, bag, rows)
+            coef = coef.detach()
         if input.dim() == 1:
             tap.rebatch(input, n_bags)  # the model's first argument holds the bags: one example per bag
-        saved = _Bags(tokens, bag, coef, argmax if module.mode == "max" else None, n_bags)
+        saved = _Bags(tokens, bag, coef, argmax, n_bags)
         return tap(out, GradRecord(saved))
 
     def prepare(self, module: nn.EmbeddingBag, records: Sequence[BagRecord], batch: int) -> Prepared:
@@ -180,7 +192,7 @@ class EmbeddingBagRule(LayerRule[nn.EmbeddingBag, BagRecord]):
             per = max(b.n_bags // max(batch, 1), 1)
             g = r.output_grad.reshape(b.n_bags, module.embedding_dim)
             if b.argmax is None:
-                tokens.append((b.bag // per, b.ids, b.coef, g[b.bag]))  # type: ignore[arg-type]
+                tokens.append((b.bag // per, b.ids, b.coef, g.index_select(0, b.bag)))  # type: ignore[arg-type]
             else:
                 maxes.append((torch.arange(b.n_bags, device=g.device) // per, b.argmax, g))
         w = module.weight
