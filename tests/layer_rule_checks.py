@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+import dpkit.grad_sample.layers.conv as conv_rule
+import dpkit.grad_sample.layers.embedding as embedding_rule
 import dpkit.grad_sample.layers.matmul as matmul_rule
 from dpkit.grad_sample import FlatClipping, PerLayerClipping, create_engine
 from dpkit.grad_sample.clipping import NORM_EPS
@@ -143,5 +145,6 @@ def norm_mode_fixture(request, monkeypatch):
     """Force the ghost (Gram) or the instantiation path of every matmul-like rule, or let the rule choose."""
     if request.param != "auto":
         ghost = request.param == "ghost"
-        monkeypatch.setattr(matmul_rule, "use_ghost", lambda t, p, d: ghost)
+        for module in (matmul_rule, conv_rule, embedding_rule):  # those that decide with their own name for it
+            monkeypatch.setattr(module, "use_ghost", lambda t, p, d: ghost)
     return request.param
