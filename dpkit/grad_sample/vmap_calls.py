@@ -45,7 +45,7 @@ def _vmappable(module: nn.Module) -> VmappableForward | None:
     for cls in type(module).__mro__:
         fn = _VMAPPABLE.get(cls)
         if fn is not None:
-            return fn if type(module).forward is cls.forward else None
+            return fn if type(module).forward is getattr(cls, "forward", None) else None
     return None
 
 

@@ -250,7 +250,8 @@ class MultiheadAttentionRule(LayerRule[nn.MultiheadAttention, AttentionRecord]):
         for j in range(3):
             uses = []
             for r in records:
-                lo, hi = r.saved.part  # type: ignore[misc]
+                assert isinstance(r.saved.part, tuple)
+                lo, hi = r.saved.part
                 if lo <= j < hi:
                     cols = slice((j - lo) * e, (j - lo + 1) * e)
                     sums = position_sums(r)

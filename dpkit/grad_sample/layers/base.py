@@ -183,6 +183,17 @@ def rule_for(module: nn.Module) -> AnyRule | None:
     return None
 
 
+def total(parts: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """The sum of ``parts``, or None if any is None (e.g. per-call sums formed in the backward pass)."""
+    found = [p for p in parts if p is not None]
+    if not found or len(found) < len(parts):
+        return None
+    out = found[0]
+    for p in found[1:]:
+        out = out + p
+    return out
+
+
 def flatten_seq(t: torch.Tensor, batch: int) -> torch.Tensor:
     """``[batch, *, d]`` -> ``[batch, T, d]`` (T = product of the middle dimensions, 1 for 2-D input)."""
     return t.reshape(batch, -1, t.shape[-1])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpkit.grad_sample.layers import matmul
-from dpkit.grad_sample.layers.base import LayerRule, Prepared, check_batch, flatten_seq, register_layer_rule
+from dpkit.grad_sample.layers.base import LayerRule, Prepared, check_batch, flatten_seq, register_layer_rule, total
 from dpkit.grad_sample.layers.linear import detached, position_sums, trained
 from dpkit.grad_sample.layers.records import GradRecord, PositionSumRecord, TapFn
 
@@ -92,12 +92,11 @@ class BilinearRule(LayerRule[nn.Bilinear, BilinearRecord]):
             ts = [flatten_seq(t, batch) for t in ts]
             return ts[0] if len(ts) == 1 else torch.cat(ts, 1)
 
-        sums = [position_sums(r) for r in records]
         return BilinearGrads(
             cat([r.saved[0] for r in records]),
             cat([r.saved[1] for r in records]),
             cat([r.output_grad for r in records]),
             weight="weight" if trained(module.weight) else None,
             bias="bias" if trained(module.bias) else None,
-            g_sum=None if any(s is None for s in sums) else sum(sums[1:], sums[0]),  # type: ignore[arg-type]
+            g_sum=total([position_sums(r) for r in records]),
         )

@@ -84,13 +84,16 @@ class _ConvRule(LayerRule[nn.modules.conv._ConvNd, ConvRecord]):
     ) -> torch.Tensor:
         nd = len(module.kernel_size)
         weight, bias = module.weight.detach(), detached(module.bias)
+        padding: tuple[int, ...]
         if self.transposed:
+            assert isinstance(module, nn.modules.conv._ConvTransposeNd) and not isinstance(module.padding, str)
             padding = tuple(module.padding)
             out_pad = tuple(
                 module._output_padding(
-                    x, output_size, module.stride, module.padding, module.kernel_size, nd, module.dilation
+                    x, output_size, list(module.stride), list(padding), list(module.kernel_size), nd,
+                    list(module.dilation),
                 )
-            )
+            )  # fmt: skip
             conv_t = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1]
             out = conv_t(x, weight, bias, module.stride, padding, out_pad, module.groups, module.dilation)
         else:

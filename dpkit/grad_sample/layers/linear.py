@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpkit.grad_sample.layers.base import LayerRule, check_batch, flatten_seq, register_layer_rule
+from dpkit.grad_sample.layers.base import LayerRule, check_batch, flatten_seq, register_layer_rule, total
 from dpkit.grad_sample.layers.matmul import MatmulGrads
 from dpkit.grad_sample.layers.records import GradRecord, PositionSumRecord, TapFn
 
@@ -48,7 +48,7 @@ def matmul_grads(
         weight=weight,
         bias=bias,
         weight_shape=weight_shape,
-        g_sum=None if any(s is None for s in sums) else sum(sums[1:], sums[0]),  # type: ignore[arg-type]
+        g_sum=total(sums),
     )
 
 

@@ -123,7 +123,7 @@ def _lstm_forward(mode, u, hs, cs, w, mask, steps, r) -> Buffers:
         torch.tanh(z_g, out=gl[t])
         torch.mul(fl[t], cl[p], out=cl[n]).addcmul_(il[t], gl[t])
         torch.tanh(cl[n], out=tl[t])
-        if ml is None:
+        if ml is None or hr_t is None:
             torch.mul(ol[t], tl[t], out=hl[n])
         else:
             torch.mm(torch.mul(ol[t], tl[t], out=ml[t]), hr_t, out=hl[n])
@@ -197,10 +197,11 @@ def _lstm_backward(mode, d_out, dh, dc, hs, cs, buf, w, mask, steps, r):
     dil, dfl, dgl, dol = _gates(du, 4)
     dul, derl, outs, oql, tl, cl = (x.unbind(0) for x in (du, deriv, d_out, oq, tcs, cs))
     hrl = None if dhr is None else dhr.unbind(0)
+    w_hr = w.w_hr
     keep = None if mask is None else mask.unbind(0)
     for t in reversed(steps):
         g = dh + outs[t]
-        dm = g if hrl is None else torch.mm(hrl[t].copy_(g), w.w_hr)
+        dm = g if hrl is None or w_hr is None else torch.mm(hrl[t].copy_(g), w_hr)
         torch.mul(dm, tl[t], out=dol[t])
         dct = torch.addcmul(dc, dm, oql[t])
         torch.mul(dct, gl[t], out=dil[t])
