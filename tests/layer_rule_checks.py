@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 import torch
+from test_bookkeeping import loss_of, trainable  # the engine tests' loss: nonlinear, per example
 from torch import nn
 
 import dpkit.grad_sample.layers.conv as conv_rule
@@ -17,25 +18,11 @@ import dpkit.grad_sample.layers.matmul as matmul_rule
 from dpkit.grad_sample import FlatClipping, PerLayerClipping, create_engine
 from dpkit.grad_sample.clipping import NORM_EPS
 
+__all__ = ["check_rule", "loss_of", "norm_mode_fixture", "per_example", "rule_units", "trainable"]
+
 RTOL, ATOL = 1e-5, 1e-9
 
 Example = Callable[[int], tuple]
-
-
-def trainable(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def first(out):
-    return out[0] if isinstance(out, tuple) else out
-
-
-def loss_of(out, reduction: str = "sum") -> torch.Tensor:
-    """A nonlinear per-example loss of the first output (batch first), summed or averaged over the batch."""
-    out = first(out)
-    flat = out.flatten(1) if out.dim() > 1 else out.unsqueeze(1)
-    per = (flat.sin() * (1 + flat) ** 2).sum(1)
-    return per.sum() if reduction == "sum" else per.mean()
 
 
 def to_double(x):

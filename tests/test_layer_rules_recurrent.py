@@ -296,3 +296,14 @@ def test_training_step_matches_the_generic_engine():
     assert (bk_name, fn_name) == ("bookkeeping", "functorch")
     for a, b in zip(bk, fn, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_the_generic_engine_says_why_it_cannot_take_packed_sequences():
+    model = Packed(nn.LSTM(D_IN, H, batch_first=True))
+    engine = create_engine("functorch", model, trainable(model))
+    engine.attach()
+    try:
+        with pytest.raises(RuntimeError, match="one example at a time under torch.func.vmap.*pack_padded_sequence"):
+            model(torch.randn(B, T, D_IN), torch.tensor([3, 6, 1, 4, 6]))
+    finally:
+        engine.detach()

@@ -184,7 +184,14 @@ def vmap_in_chunks(
     chunk_outs = []
     for sl in chunks:
         rng_states.append(rng_state())
-        chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
+        try:
+            chunk_outs.append(vmap(f, randomness="different")(*[x[sl] for x in xs_all]))
+        except RuntimeError as e:
+            raise RuntimeError(
+                f"{where} could not run one example at a time under torch.func.vmap ({e}). Operations whose shapes "
+                "depend on the data (pack_padded_sequence, nonzero, ...) cannot; the book-keeping engine "
+                "(PrivacyEngine(grad_sample_engine='bookkeeping')) may handle the model"
+            ) from e
 
     def probe() -> list[torch.Size]:
         two = [x[[0, 1]] if x.shape[0] > 1 else x[[0, 0]] for x in xs_all]
