@@ -109,12 +109,22 @@ def _tiny_transformer(vocab=1000, seq=64, d=128, layers=2, heads=4, hidden=512, 
     return TinyTransformer()
 
 
+def _by_name(cls):
+    """Class decorator for a model class defined in a builder (torch is imported in the children only): makes it
+    a module-level name, as Opacus' ModuleValidator.fix clones models with torch.save, which pickles classes by
+    name."""
+    cls.__qualname__ = cls.__name__
+    globals()[cls.__name__] = cls
+    return cls
+
+
 def _stock_transformer(vocab=1000, seq=64, d=128, layers=2, heads=4, hidden=512, classes=10):
     """Stock nn.TransformerEncoder (batch_first, post-LN, dropout 0.1) on token + position embeddings, mean-pooled.
     Opacus rows swap nn.MultiheadAttention for its DPMultiheadAttention (ModuleValidator.fix)."""
     import torch
     from torch import nn
 
+    @_by_name
     class StockTransformer(nn.Module):
         def __init__(self):
             super().__init__()
@@ -135,6 +145,7 @@ def _lstm(vocab=1000, d=128, hidden=128, layers=2, classes=10):
     Opacus rows swap it for its DPLSTM (ModuleValidator.fix)."""
     from torch import nn
 
+    @_by_name
     class LSTMClassifier(nn.Module):
         def __init__(self):
             super().__init__()
