@@ -307,3 +307,34 @@ def test_the_generic_engine_says_why_it_cannot_take_packed_sequences():
             model(torch.randn(B, T, D_IN), torch.tensor([3, 6, 1, 4, 6]))
     finally:
         engine.detach()
+
+
+class CellLoop(nn.Module):
+    """A recurrent cell stepped over time in the model's own loop (each step one more call of the cell)."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+        self.head = nn.Linear(H, 2)
+
+    def forward(self, x):
+        state = None
+        outs = []
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state)
+            outs.append(state[0] if isinstance(state, tuple) else state)
+        return self.head(torch.stack(outs, 1)).flatten(1)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        lambda: nn.RNNCell(D_IN, H),
+        lambda: nn.RNNCell(D_IN, H, nonlinearity="relu", bias=False),
+        lambda: nn.LSTMCell(D_IN, H),
+        lambda: nn.GRUCell(D_IN, H),
+    ],
+)
+def test_cells(norm_mode, cell):
+    torch.manual_seed(13)
+    check_rule(CellLoop(_randomized(cell())), (torch.randn(B, T, D_IN),), fast_path=["cell", "head"])

@@ -1,5 +1,6 @@
 """nn.RNN (tanh / relu), nn.LSTM (``proj_size`` too) and nn.GRU: any number of layers, bidirectional,
-``batch_first`` either way, with or without biases, initial states, packed sequences, dropout between layers.
+``batch_first`` either way, with or without biases, initial states, packed sequences, dropout between layers; and
+their cells (nn.RNNCell, LSTMCell, GRUCell: at the end of the file).
 
 Their weights are linear maps applied at every time step, so each is a
 :class:`~dpkit.grad_sample.layers.matmul.MatmulGrads` over the steps (T positions): ``W_ih`` of the layer's inputs
@@ -26,9 +27,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from dpkit.grad_sample.layers.base import ByName, LayerRule, Prepared, register_layer_rule
-from dpkit.grad_sample.layers.linear import trained
+from dpkit.grad_sample.layers.linear import detached, matmul_grads, trained
 from dpkit.grad_sample.layers.matmul import MatmulGrads
-from dpkit.grad_sample.layers.records import Record, TapFn
+from dpkit.grad_sample.layers.records import GradRecord, Record, TapFn
 from dpkit.grad_sample.layers.recurrent_cells import GATES, CellWeights, Scan, reference_scan
 from dpkit.grad_sample.vmap_calls import register_vmappable_forward
 
@@ -247,3 +248,76 @@ class RecurrentRule(LayerRule[nn.RNNBase, ScanRecord]):
 for _cls in (nn.RNN, nn.LSTM, nn.GRU):  # each defines its own forward
     register_layer_rule(_cls)(type(f"{_cls.__name__}Rule", (RecurrentRule,), {}))
     register_vmappable_forward(_cls)(reference_forward)
+
+
+# ---------------------------------------------------------------------------------------------- cells
+# One step (nn.RNNCell / LSTMCell / GRUCell, called in the user's loop over time): its two projections
+# ``u = W_ih x + b_ih`` and ``v = W_hh h + b_hh`` are tapped matmuls (each call one more position of each), the
+# gates ordinary differentiable ops.
+CellRecord = GradRecord[tuple[str, torch.Tensor]]
+
+
+def _cell_state(module: nn.RNNCellBase, input: torch.Tensor, hx: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if input.dim() != 2:
+        raise RuntimeError(
+            f"{type(module).__name__} was called on unbatched input; per-example gradients need a batch dimension"
+        )
+    zeros = input.new_zeros(input.shape[0], module.hidden_size)
+    if isinstance(module, nn.LSTMCell):
+        return hx if hx is not None else (zeros, zeros)
+    return (zeros if hx is None else hx), None
+
+
+def _cell_step(module: nn.RNNCellBase, u: torch.Tensor, v: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None):
+    """The cell's output from its projections ``u = W_ih x + b_ih`` and ``v = W_hh h + b_hh``."""
+    if isinstance(module, nn.LSTMCell):
+        i, f, g, o = (u + v).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+    if isinstance(module, nn.GRUCell):
+        ur, uz, un = u.chunk(3, 1)
+        vr, vz, vn = v.chunk(3, 1)
+        r, z = torch.sigmoid(ur + vr), torch.sigmoid(uz + vz)
+        n = torch.tanh(un + r * vn)
+        return n + z * (h - n)
+    return torch.tanh(u + v) if module.nonlinearity == "tanh" else torch.relu(u + v)
+
+
+def reference_cell(module: nn.RNNCellBase, input: torch.Tensor, hx: Any = None) -> Any:
+    """The cell's forward with ordinary differentiable ops (for torch.func)."""
+    h, c = _cell_state(module, input, hx)
+    u = F.linear(input, module.weight_ih, module.bias_ih)
+    return _cell_step(module, u, F.linear(h, module.weight_hh, module.bias_hh), h, c)
+
+
+class CellRule(LayerRule[nn.RNNCellBase, CellRecord]):
+    param_names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+    def forward(self, module: nn.RNNCellBase, tap: TapFn[CellRecord], input: torch.Tensor, hx: Any = None) -> Any:
+        h, c = _cell_state(module, input, hx)
+        u = tap(
+            F.linear(input, module.weight_ih.detach(), detached(module.bias_ih)), GradRecord(("ih", input.detach()))
+        )
+        v = tap(F.linear(h, module.weight_hh.detach(), detached(module.bias_hh)), GradRecord(("hh", h.detach())))
+        return _cell_step(module, u, v, h, c)
+
+    def prepare(self, module: nn.RNNCellBase, records: Sequence[CellRecord], batch: int) -> Prepared:
+        parts: dict[str, Prepared] = {}
+        for which in ("ih", "hh"):
+            uses = [(r.saved[1], r.output_grad, None) for r in records if r.saved[0] == which]
+            if uses:
+                weight, bias = ("weight_" + which, "bias_" + which)
+                prep = matmul_grads(
+                    uses,  # type: ignore[arg-type]
+                    batch,
+                    weight if trained(getattr(module, weight)) else None,
+                    bias if trained(getattr(module, bias, None)) else None,
+                    type(module).__name__,
+                )
+                parts[weight] = parts[bias] = prep
+        return ByName(parts)
+
+
+for _cls in (nn.RNNCell, nn.LSTMCell, nn.GRUCell):
+    register_layer_rule(_cls)(type(f"{_cls.__name__}Rule", (CellRule,), {}))
+    register_vmappable_forward(_cls)(reference_cell)
