@@ -245,9 +245,9 @@ class RecurrentRule(LayerRule[nn.RNNBase, ScanRecord]):
         return ByName(parts)
 
 
-for _cls in (nn.RNN, nn.LSTM, nn.GRU):  # each defines its own forward
-    register_layer_rule(_cls)(type(f"{_cls.__name__}Rule", (RecurrentRule,), {}))
-    register_vmappable_forward(_cls)(reference_forward)
+for _layer in (nn.RNN, nn.LSTM, nn.GRU):  # each defines its own forward
+    register_layer_rule(_layer)(type(f"{_layer.__name__}Rule", (RecurrentRule,), {}))
+    register_vmappable_forward(_layer)(reference_forward)
 
 
 # ---------------------------------------------------------------------------------------------- cells
@@ -271,6 +271,7 @@ def _cell_state(module: nn.RNNCellBase, input: torch.Tensor, hx: Any) -> tuple[t
 def _cell_step(module: nn.RNNCellBase, u: torch.Tensor, v: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None):
     """The cell's output from its projections ``u = W_ih x + b_ih`` and ``v = W_hh h + b_hh``."""
     if isinstance(module, nn.LSTMCell):
+        assert c is not None
         i, f, g, o = (u + v).chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
@@ -308,7 +309,7 @@ class CellRule(LayerRule[nn.RNNCellBase, CellRecord]):
             if uses:
                 weight, bias = ("weight_" + which, "bias_" + which)
                 prep = matmul_grads(
-                    uses,  # type: ignore[arg-type]
+                    uses,
                     batch,
                     weight if trained(getattr(module, weight)) else None,
                     bias if trained(getattr(module, bias, None)) else None,
@@ -318,6 +319,6 @@ class CellRule(LayerRule[nn.RNNCellBase, CellRecord]):
         return ByName(parts)
 
 
-for _cls in (nn.RNNCell, nn.LSTMCell, nn.GRUCell):
-    register_layer_rule(_cls)(type(f"{_cls.__name__}Rule", (CellRule,), {}))
-    register_vmappable_forward(_cls)(reference_cell)
+for _cell in (nn.RNNCell, nn.LSTMCell, nn.GRUCell):
+    register_layer_rule(_cell)(type(f"{_cell.__name__}Rule", (CellRule,), {}))
+    register_vmappable_forward(_cell)(reference_cell)
