@@ -8,7 +8,7 @@ import torch
 from layer_rule_checks import check_rule, loss_of, norm_mode_fixture, per_example, rule_units, trainable  # noqa: F401
 from torch import nn
 
-from dpkit.grad_sample import BookkeepingEngine, create_engine, select_engine
+from dpkit.grad_sample import BookkeepingEngine, IncompatibleModuleError, check_module, create_engine, select_engine
 
 E, HEADS, L, S, B = 6, 2, 4, 5, 5
 
@@ -193,10 +193,14 @@ def test_selection_reads_the_layout_where_stock_modules_keep_it():
     seq = nn.TransformerEncoder(nn.TransformerEncoderLayer(E, HEADS, 8), 1, enable_nested_tensor=False)
     reason = BookkeepingEngine.unsupported_reason(seq)
     assert reason is not None and "layers.0" in reason and "batch_first=False" in reason
-    # sequence-first attention inside a batch-first model is handled (the rule transposes); as the root, the
-    # batch cannot be read from its first input dimension
+    # sequence-first attention inside a batch-first model is handled (the rule transposes); a model that reads
+    # sequence-first input itself is refused by every engine (they read the batch from its first dimension)
     assert BookkeepingEngine.unsupported_reason(Attention(_mha(batch_first=False))) is None
-    assert BookkeepingEngine.unsupported_reason(_mha(batch_first=False)) is not None
+    for model in (_mha(batch_first=False), seq, nn.LSTM(3, 4)):
+        with pytest.raises(IncompatibleModuleError, match=r"<root> .*sequence-first input"):
+            check_module(model)
+    check_module(_mha(batch_first=True))
+    check_module(first)
 
 
 def test_per_sample_gradients_of_stacked_blocks():

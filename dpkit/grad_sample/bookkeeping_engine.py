@@ -23,8 +23,8 @@ Book-Keeping (Bu et al., ICML 2023) on an unwrapped module:
 Requirements: layers with parameters see batch-first activations (checked: a layer whose input does not start
 with the batch dimension raises an error naming ``grad_sample_engine='functorch'``; the attention and recurrent
 rules take either layout; automatic selection skips this engine for stock transformer layers with
-``batch_first=False``, whose Linear and norm layers see sequence-first activations, and for a root module fed
-sequence-first input); parameters are used through the
+``batch_first=False``, whose Linear and norm layers see sequence-first activations; a model that is itself a stock
+module reading sequence-first input is refused by every engine); parameters are used through the
 modules that own them (using a child's parameter directly in a parent's forward is refused at the step, as any
 gradient that bypasses the engine is). Memory: the layers' inputs (kept by non-private training too) and
 output gradients until the step, plus the instantiated per-example gradients of layers where that is cheaper
@@ -51,6 +51,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from dpkit.grad_sample.clipping import ClippingPolicy
 from dpkit.grad_sample.engine import ClippedSum, GradSampleEngine, flat_views, register_engine
 from dpkit.grad_sample.layers import AnyRule, GradRecord, Instantiated, Prepared, Record, Tap, rule_for
+from dpkit.grad_sample.validation import sequence_first
 from dpkit.grad_sample.vmap_calls import (
     RngState,
     call_vmappable,
@@ -63,23 +64,9 @@ from dpkit.grad_sample.vmap_calls import (
 )
 
 _MISSING = object()
-# Stock modules with a batch_first switch, and where it is stored (the transformer layers keep it on self_attn).
-_BATCH_FIRST: dict[type[nn.Module], Any] = {
-    nn.MultiheadAttention: lambda m: m.batch_first,
-    nn.RNNBase: lambda m: m.batch_first,
-    nn.Transformer: lambda m: m.batch_first,
-    nn.TransformerEncoderLayer: lambda m: m.self_attn.batch_first,
-    nn.TransformerDecoderLayer: lambda m: m.self_attn.batch_first,
-}
-# Those whose position-wise children (Linear, LayerNorm) see the sequence-first activations themselves; the
-# attention and recurrent rules take either layout (unless the root's input is sequence-first: the batch is
-# read from its first dimension).
+# Stock layers whose position-wise children (Linear, LayerNorm) see their activations in their own layout: with
+# batch_first=False, sequence-first. (The attention and recurrent rules take either layout.)
 _SEQ_FIRST_CHILDREN = (nn.Transformer, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-
-
-def _sequence_first(m: nn.Module) -> bool:
-    read = next((f for cls, f in _BATCH_FIRST.items() if isinstance(m, cls)), None)
-    return read is not None and not read(m)
 
 
 def _tap(
@@ -310,7 +297,7 @@ class BookkeepingEngine(GradSampleEngine):
     @classmethod
     def unsupported_reason(cls, module: nn.Module) -> str | None:
         for path, m in module.named_modules():
-            if _sequence_first(m) and (not path or isinstance(m, _SEQ_FIRST_CHILDREN)):
+            if isinstance(m, _SEQ_FIRST_CHILDREN) and sequence_first(m):
                 return f"{path or '<root>'} ({type(m).__name__}) has batch_first=False (sequence-first activations)"
         if any(p.requires_grad for p in module.parameters(recurse=False)) and rule_for(module) is None:
             return "the root module owns parameters without a layer rule (everything would use the fallback)"
