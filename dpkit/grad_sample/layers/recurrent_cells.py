@@ -17,8 +17,9 @@ Two implementations of the same recurrence:
   hands its :class:`ScanSink` the states before each step and the gradient of the hidden projection ``W_hh h + b_hh``
   (``du`` itself for RNN and LSTM; GRU's candidate rows are scaled by ``r``) and, with ``proj_size``, of ``W_hr m``:
   everything the per-example gradients of ``W_hh``, ``b_hh`` and ``W_hr`` need. For RNN and LSTM the caller folds
-  ``b_hh`` into ``u``. (Unrolling the recurrence with autograd ops instead costs about 1.7x the stock fused LSTM on
-  this kind of CPU; this one about the same as it.)
+  ``b_hh`` into ``u``. Measured on a 2-core CPU (2-layer LSTM, hidden 128, 32 steps, batch 64, forward and
+  backward on one thread): the recurrence unrolled with autograd ops took about 1.7 times the stock fused kernel,
+  this one about 1.0 times. The per-step loops run on one thread (:func:`_one_thread`).
 * :func:`reference_scan`: ordinary differentiable ops, which ``torch.func`` can ``vmap`` (stock recurrent kernels
   have no batching rule), used by the generic engine and the fallback.
 """
