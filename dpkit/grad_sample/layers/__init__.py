@@ -17,9 +17,11 @@ from dpkit.grad_sample.layers import (  # noqa: F401  (registration)
 )
 from dpkit.grad_sample.layers.base import (
     AnyRule,
+    ByName,
     Instantiated,
     LayerRule,
     Prepared,
+    RowBlocks,
     register_layer_rule,
     registered_layer_types,
     rule_for,
@@ -35,6 +37,7 @@ from dpkit.grad_sample.layers.records import (
 
 __all__ = [
     "AnyRule",
+    "ByName",
     "GradRecord",
     "Instantiated",
     "LayerRule",
@@ -42,6 +45,7 @@ __all__ = [
     "Prepared",
     "Record",
     "ReducedRecord",
+    "RowBlocks",
     "Tap",
     "TapFn",
     "register_layer_rule",
