@@ -65,7 +65,7 @@ class GradRecord(Record, Generic[S]):
 
 
 @dataclasses.dataclass(eq=False)
-class PositionSumRecord(GradRecord[torch.Tensor]):
+class PositionSumRecord(GradRecord[S]):
     """A sequence call ``[batch, *, p]``: also ``position_sums``, each example's output gradient summed over its
     positions (``[batch, p]``), formed in the backward pass."""
 
@@ -121,6 +121,11 @@ class TapFn(Protocol[R_contra]):
         ...
 
     def __call__(self, out: torch.Tensor, record: R_contra, kept: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def rebatch(self, source: torch.Tensor, batch: int) -> None:
+        """This call's input ``source`` holds ``batch`` examples flattened (a bag layer with offsets); if the batch
+        size was read from it (the model's first argument), the batch is ``batch`` examples (``self.batch``)."""
+        ...
 
 
 class Tap(torch.autograd.Function):
