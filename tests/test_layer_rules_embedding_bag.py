@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from layer_rule_checks import check_rule, loss_of, per_example, rule_units, trainable
+from layer_rule_checks import check_rule, engine_sums, loss_of, per_example, rule_units, trainable
 from torch import nn
 
-from dpkit.grad_sample import create_engine, select_engine
+from dpkit.grad_sample import FlatClipping, create_engine, select_engine
 
 V, D, B = 12, 5, 5
 
@@ -103,11 +103,21 @@ def test_2d_input(mode):
 
 
 @pytest.mark.parametrize("mode", ["sum", "max"])
-def test_several_bags_per_example(mode):
+def test_several_bags_per_example_are_refused_by_the_bookkeeping_engine(mode):
+    """Rows of a layer's output are examples only if there is one per example: a model that reshapes [B, 3, 4] to
+    [B * 3, 4] could as well interleave the examples (transpose, then reshape), and grouping rows by position would
+    then mix examples under one clip. The book-keeping engine refuses; the torch.func engine runs each example alone
+    and is exact."""
     torch.manual_seed(4)
     ids = torch.randint(0, V, (B, 3, 4))
     ids[1, :, 0] = 5  # the same row in several bags of one example
-    check_rule(Bags2d(mode, per=3), (ids,), fast_path=["bag"])
+    model = Bags2d(mode, per=3).double()
+    with pytest.raises(ValueError, match=r"returned shape \(15, 5\), not \[batch, \.\.\.\] with batch = 5"):
+        engine_sums("bookkeeping", model, (ids,), [FlatClipping(1.0)])
+    grads = per_example(model, lambda i: (ids[i : i + 1],), B)
+    (got,), _ = engine_sums("functorch", model, (ids,), [FlatClipping(1e9)])
+    norms = torch.stack([torch.sqrt(sum(t.pow(2).sum() for t in g)) for g in grads])
+    torch.testing.assert_close(got.norms, norms)
 
 
 class ScoredBags(nn.Module):

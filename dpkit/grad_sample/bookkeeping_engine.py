@@ -152,11 +152,13 @@ class _CallTap:
         self.unit, self.batch, self.inputs = unit, batch, inputs
 
     def __call__(self, out: torch.Tensor, record: Record, kept: torch.Tensor | None = None) -> torch.Tensor:
-        if out.dim() < 2 or out.shape[0] != self.batch:
+        d = record.batch_dim
+        if out.dim() < 2 or out.shape[d] != self.batch:
             u = self.unit
+            where = "[batch, ...]" if d == 0 else "[T, batch, ...] (time-major)"
             raise ValueError(
                 f"module {u.path or '<root>'} ({type(u.module).__name__}) returned shape {tuple(out.shape)}, not "
-                f"[batch, ...] with batch = {self.batch} (the first dimension of the model's first tensor "
+                f"{where} with batch = {self.batch} (the first dimension of the model's first tensor "
                 "argument): inputs must be batched (one example: x.unsqueeze(0)), and every layer with "
                 "parameters must see batch-first activations (else use PrivacyEngine(grad_sample_engine='functorch'))"
             )

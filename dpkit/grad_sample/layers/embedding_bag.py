@@ -1,5 +1,7 @@
 """nn.EmbeddingBag: each bag (a row of 2-D input, or a segment of 1-D input delimited by ``offsets``, as in
-PyTorch's text-classification tutorial) is one example, or several consecutive bags are (``n_bags = k * batch``).
+PyTorch's text-classification tutorial) is one example. Several bags per example (a model reshaping ``[B, k, L]``
+to ``[B * k, L]``) are refused by the engine's batch check: rows grouped by position could belong to different
+examples (a transpose before the reshape), so the torch.func engine, which runs each example alone, takes them.
 
 Example i's gradient puts ``w_j * g_b`` on row ``ids_j`` for each token j of its bags b (``mode="sum"``:
 ``w_j`` = ``per_sample_weights`` or 1; ``"mean"``: 1 / the bag's number of tokens; ``padding_idx`` tokens: 0), or
@@ -187,7 +189,7 @@ class EmbeddingBagRule(LayerRule[nn.EmbeddingBag, BagRecord]):
             if b.n_bags % max(batch, 1):
                 raise RuntimeError(
                     f"EmbeddingBag was called on {b.n_bags} bags, not a multiple of the batch ({batch} examples); "
-                    "the book-keeping engine needs one or more consecutive bags per example"
+                    "the book-keeping engine needs one bag per example"
                 )
             per = max(b.n_bags // max(batch, 1), 1)
             g = r.output_grad.reshape(b.n_bags, module.embedding_dim)

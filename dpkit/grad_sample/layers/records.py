@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 
@@ -28,6 +28,8 @@ class Record(abc.ABC):
 
     # Set when the tapped tensor is a reshape of the layer's output: gradients are reshaped to this on arrival.
     shape: torch.Size | None = None
+    # The dimension of the tapped output that indexes the examples (1 for time-major records).
+    batch_dim: ClassVar[int] = 0
 
     @property
     @abc.abstractmethod

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ class ScanRecord(Record):
     equal to ``du``) and ``dhr``, summed over backward passes, and the per-example sums over steps of ``du`` and
     ``dv`` (the biases' per-example gradients), formed in the backward pass."""
 
+    batch_dim: ClassVar[int] = 1
     layer: int
     direction: int
     x: torch.Tensor
