@@ -164,7 +164,9 @@ class PoissonDataLoader(DataLoader):
         return self._yield(super().__iter__(), sizes)
 
     def _yield(self, batches: Iterator[Any], sizes: collections.deque[int]) -> Iterator[Any]:
-        examples_first = isinstance(self.collate_fn, EmptyBatchCollate) and self.collate_fn.collate_fn is default_collate
+        examples_first = (
+            isinstance(self.collate_fn, EmptyBatchCollate) and self.collate_fn.collate_fn is default_collate
+        )
         for batch in batches:  # in the order drawn (the DataLoader yields batches in order)
             tensors = tuple(x for x in tree_flatten(batch)[0] if isinstance(x, torch.Tensor))
             self.drawn_batch = DrawnBatch(sizes.popleft(), tensors, examples_first)
