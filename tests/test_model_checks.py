@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dpkit.data import DrawnBatch, PoissonBatchSampler, PoissonDataLoader
-from dpkit.grad_sample.validation import BatchDimensionError
+from dpkit.grad_sample.validation import BatchDimensionError, IncompatibleModuleError
 from dpkit.privacy_engine import PrivacyEngine
 
 N, BATCH, SEED, D = 40, 8, 7, 16
@@ -48,17 +48,25 @@ def assert_refused_step(engine, model, optimizer, before, match):
 # ---------------------------------------------------------------------------------------------- sequence-first
 @pytest.mark.parametrize("engine_name", ["auto", "bookkeeping", "functorch"])
 def test_sequence_first_model_on_time_major_input_is_refused_at_the_step(engine_name):
-    """nn.TransformerEncoderLayer(batch_first=False) on [T, B, d]: the engine would clip T positions, not B
-    examples. The input is a copy (not a view of the loader's batch), so the step's size check speaks."""
+    """A model that reads [T, B, d] (here position-wise layers, which no module check can flag): the engine would
+    clip T positions, not B examples. The input is a copy (not a view of the loader's batch), so the step's size
+    check speaks."""
     torch.manual_seed(0)
     t = N + 3  # longer than any batch the loader can draw
-    model = nn.TransformerEncoderLayer(D, 4, 32, dropout=0.0)
+    model = nn.Sequential(nn.Linear(D, D), nn.Tanh(), nn.Linear(D, D))
     engine, model, optimizer, loader = private(model, torch.randn(N, t, D), engine_name)
     before = parameters_of(model)
     x, _ = next(iter(loader))
-    out = model(x.transpose(0, 1).contiguous())  # [T, B, d], as the layer expects
+    out = model(x.transpose(0, 1).contiguous())  # [T, B, d]
     out.square().mean().backward()
     assert_refused_step(engine, model, optimizer, before, rf"clip {t} rows.* drew {len(x)} examples.*batch_first=True")
+
+
+@pytest.mark.parametrize("engine_name", ["auto", "bookkeeping", "functorch"])
+def test_stock_sequence_first_modules_are_refused_before_training(engine_name):
+    model = nn.TransformerEncoderLayer(D, 4, 32, dropout=0.0)  # batch_first=False
+    with pytest.raises(IncompatibleModuleError, match="sequence-first input"):
+        private(model, torch.randn(N, 5, D), engine_name)
 
 
 @pytest.mark.parametrize("engine_name", ["auto", "bookkeeping", "functorch"])
@@ -67,7 +75,7 @@ def test_transposed_view_of_the_batch_is_refused_even_when_t_equals_b(engine_nam
     its examples moved to dimension 1, which is refused when the model is called."""
     torch.manual_seed(0)
     n = first_draw_size()
-    model = nn.TransformerEncoderLayer(D, 4, 32, dropout=0.0)
+    model = nn.Sequential(nn.Linear(D, D), nn.Tanh(), nn.Linear(D, D))
     engine, model, optimizer, loader = private(model, torch.randn(N, n, D), engine_name)
     x, _ = next(iter(loader))
     assert x.shape[:2] == (n, n)
