@@ -418,6 +418,11 @@ class BookkeepingEngine(GradSampleEngine):
                     f"{type(module).__name__}.forward needs a tensor argument whose first dimension is the batch "
                     "(the per-sample gradient engine splits the batch along it)"
                 )
+            try:
+                self.check_model_input(tensors)
+            except BaseException:
+                self._stack.append(False)  # the forward hook (always_call) pops it
+                raise
             self._batches.append(tensors[0].shape[0])
             self._sources.append(tensors[0])
         self._depth += 1
@@ -474,6 +479,7 @@ class BookkeepingEngine(GradSampleEngine):
 
     def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
         batch = self._step_batch()
+        self.check_step_batch(batch if self._batches else None)
         flat, sums = flat_views(self.params, out)
         if batch == 0:
             return ClippedSum(sums, 0, torch.zeros(0), flat)

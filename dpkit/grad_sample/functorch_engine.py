@@ -138,6 +138,7 @@ class FunctorchEngine(GradSampleEngine):
                 "batch "
                 "(the per-sample gradient engine splits the batch along it)"
             )
+        self.check_model_input(tensors)
         batch = tensors[0].shape[0]
         batched = [isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == batch for x in leaves]
         leaves = [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
@@ -224,6 +225,7 @@ class FunctorchEngine(GradSampleEngine):
 
     def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
         calls = self._calls_for_step()
+        self.check_step_batch(calls[0].batch_size if calls else None)
         unreached = max((c.batch_size for c in self._calls), default=0)
         if not calls and unreached:
             raise no_backward_error(unreached)

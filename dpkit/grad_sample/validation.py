@@ -1,5 +1,5 @@
 """Which modules per-example gradients cannot handle, and why (with the fix), named by their path in the
-model.
+model; and the error of a step whose batch dimension is not the examples (:class:`BatchDimensionError`).
 
 Checks are registered per module type with :func:`register_module_check`; a check returns ``None`` (fine) or a
 ``(reason, fix)`` pair. :func:`check_module` raises :class:`IncompatibleModuleError` listing every problem. One
@@ -47,6 +47,19 @@ class IncompatibleModuleError(ValueError):
         super().__init__(
             f"{len(problems)} module(s) cannot be trained with per-example gradient clipping:\n" + "\n".join(lines)
         )
+
+
+SEQUENCE_FIRST_FIX = (
+    "build the sequence layers with batch_first=True (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, "
+    "nn.MultiheadAttention, nn.LSTM / nn.GRU / nn.RNN) and call the model on [batch, T, ...] inputs; or call a "
+    "sequence-first model through a wrapper module whose forward takes [batch, T, ...] and transposes inside, with "
+    "PrivacyEngine(grad_sample_engine='functorch') (which runs every example alone)"
+)
+
+
+class BatchDimensionError(ValueError):
+    """The dimension the per-sample gradient engine clips over is not the examples of the batch the loader drew:
+    each clipped row would not be one example, and the privacy guarantee would not hold."""
 
 
 def register_module_check(module_type: type[nn.Module]):

@@ -14,6 +14,7 @@ from dpkit.grad_sample.layers import (  # noqa: F401  (registration)
     linear,
     norms,
     recurrent,
+    transformers_conv1d,
 )
 from dpkit.grad_sample.layers.base import (
     AnyRule,

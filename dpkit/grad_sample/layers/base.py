@@ -167,31 +167,41 @@ class LayerRule(abc.ABC, Generic[M, R]):
 
 AnyRule = LayerRule[Any, Any]
 
-_RULES: dict[type[nn.Module], AnyRule] = {}
+_RULES: dict[type[nn.Module] | str, AnyRule] = {}
 
 RuleT = TypeVar("RuleT", bound=type[AnyRule])
 
 
-def register_layer_rule(module_type: type[nn.Module]) -> Callable[[RuleT], RuleT]:
-    """Class decorator: instances of ``module_type`` (and subclasses that keep its forward) use this rule."""
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_layer_rule(module_type: type[nn.Module] | str) -> Callable[[RuleT], RuleT]:
+    """Class decorator: instances of ``module_type`` (and subclasses that keep its forward) use this rule.
+
+    ``module_type`` may be the full name of a class of an optional package (``"transformers.pytorch_utils.Conv1D"``):
+    the rule then applies to that class without dpkit importing the package.
+    """
 
     def deco(cls: RuleT) -> RuleT:
         if module_type in _RULES:
-            raise ValueError(f"a layer rule for {module_type.__name__} is already registered")
+            name = module_type if isinstance(module_type, str) else module_type.__name__
+            raise ValueError(f"a layer rule for {name} is already registered")
         _RULES[module_type] = cls()
         return cls
 
     return deco
 
 
-def registered_layer_types() -> list[type[nn.Module]]:
+def registered_layer_types() -> list[type[nn.Module] | str]:
+    """The layer types with a rule (a class, or the full name of a class of an optional package)."""
     return list(_RULES)
 
 
 def rule_for(module: nn.Module) -> AnyRule | None:
     """The rule that handles ``module`` exactly, or None (the engine then uses the torch.func fallback)."""
     for cls in type(module).__mro__:
-        rule = _RULES.get(cls)
+        rule = _RULES.get(cls) or _RULES.get(_type_name(cls))
         if rule is None or not issubclass(cls, nn.Module):
             continue
         if type(module).forward is not cls.forward:

@@ -34,6 +34,7 @@ def matmul_grads(
     bias: str | None,
     what: str,
     weight_shape: torch.Size | None = None,
+    transposed: bool = False,
 ) -> MatmulGrads:
     """One :class:`MatmulGrads` for calls ``(input [B, *, d], output gradient [B, *, p], position sums or None)`` of
     one weight (several calls: more positions of the same examples). ``what`` names the layer in errors."""
@@ -49,6 +50,7 @@ def matmul_grads(
         bias=bias,
         weight_shape=weight_shape,
         g_sum=total(sums),
+        transposed=transposed,
     )
 
 
@@ -57,10 +59,19 @@ class LinearRule(LayerRule[nn.Linear, GradRecord[torch.Tensor]]):
     """Saves the input; a sequence call of a Linear with a trained bias also sums its output gradient over
     positions in the backward pass (:class:`PositionSumRecord`)."""
 
+    #: the weight is stored as ``[in, out]`` (``x @ W``) instead of ``[out, in]``
+    transposed = False
+
     def forward(self, module: nn.Linear, tap: TapFn[GradRecord[torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, module.weight.detach(), detached(module.bias))
+        return self.tap(tap, x, out, trained(module.bias))
+
+    def tap(
+        self, tap: TapFn[GradRecord[torch.Tensor]], x: torch.Tensor, out: torch.Tensor, bias_trained: bool
+    ) -> torch.Tensor:
+        """Record the call on input ``x`` whose output (computed with detached parameters) is ``out``."""
         batch = tap.batch
-        if trained(module.bias) and out.dim() > 2 and out.shape[0] == batch:
+        if bias_trained and out.dim() > 2 and out.shape[0] == batch:
             return tap(out, PositionSumRecord(x.detach(), batch))
         return tap(out, GradRecord(x.detach()))
 
@@ -71,4 +82,5 @@ class LinearRule(LayerRule[nn.Linear, GradRecord[torch.Tensor]]):
             "weight" if trained(module.weight) else None,
             "bias" if trained(module.bias) else None,
             type(module).__name__,
+            transposed=self.transposed,
         )

@@ -5,7 +5,9 @@ Its squared norm is either ``<A_i A_i^T, G_i G_i^T>`` (ghost / Gram trick, O(T^2
 ``||G_i^T A_i||^2`` after instantiating it (O(p d) per example); the cheaper is chosen per layer by
 fastDP's rule (:func:`use_ghost`: Gram matrices iff ``2 T^2 <= p d``, i.e. when they take less memory than
 the instantiated gradient). For T = 1 the ghost norm is ``||g_i||^2 ||a_i||^2``. The clipped sum is one matmul
-``(c * G)^T A`` over all examples (ghost) or one matrix-vector product over the instantiated gradients.
+``(c * G)^T A`` over all examples (ghost) or one matrix-vector product over the instantiated gradients. A layer
+that stores its weight transposed (``[d, p]``, ``out[t] = a[t] @ W``: transformers' Conv1D) has ``transposed=True``:
+its gradients are ``A_i^T G_i``, with the same norms.
 
 A FLOP-and-memory cost model that instantiates more layers was measured slower than this rule on CPU (the
 measurement is in benchmarks/README.md, "Design measurements").
@@ -27,7 +29,7 @@ class MatmulGrads(Prepared):
     """``A``: ``[B, T, d]``, ``G``: ``[B, T, p]`` (``[T, B, *]`` with ``time_major``); ``weight`` / ``bias``:
     parameter names (None: not trained); ``g_sum``: ``sum_t G[:, t]`` when the backward pass formed it
     (``PositionSumRecord.position_sums``); ``same_g_as``: another MatmulGrads of the same ``G`` (its Gram matrices
-    are shared)."""
+    are shared); ``transposed``: the weight is stored as ``[d, p]`` (see the module docstring)."""
 
     def __init__(
         self,
@@ -40,6 +42,7 @@ class MatmulGrads(Prepared):
         g_sum: torch.Tensor | None = None,
         time_major: bool = False,
         same_g_as: MatmulGrads | None = None,
+        transposed: bool = False,
     ):
         self.time_major = time_major
         self._a, self._g = a, g  # as given: the clipped sum runs over all positions in their layout, no copy
@@ -47,7 +50,9 @@ class MatmulGrads(Prepared):
         self.weight, self.bias = weight, bias
         self.batch, self.t, self.d = self.a.shape
         self.p = g.shape[2]
-        self.weight_shape = weight_shape if weight_shape is not None else torch.Size((self.p, self.d))
+        self.transposed = transposed
+        default_shape = (self.d, self.p) if transposed else (self.p, self.d)
+        self.weight_shape = weight_shape if weight_shape is not None else torch.Size(default_shape)
         self.ghost = use_ghost(self.t, self.p, self.d)
         self._ps: torch.Tensor | None = None
         self._gsum: torch.Tensor | None = g_sum  # [B, p]: sum_t g_it, if formed in the backward pass
@@ -58,7 +63,10 @@ class MatmulGrads(Prepared):
     # ------------------------------------------------------------------ helpers
     def _instantiated(self) -> torch.Tensor:
         if self._ps is None:
-            self._ps = torch.bmm(self.g.transpose(1, 2), self.a)  # [B, p, d]
+            if self.transposed:
+                self._ps = torch.bmm(self.a.transpose(1, 2), self.g)  # [B, d, p]
+            else:
+                self._ps = torch.bmm(self.g.transpose(1, 2), self.a)  # [B, p, d]
         return self._ps
 
     def _bias_sum(self) -> torch.Tensor:
@@ -94,6 +102,7 @@ class MatmulGrads(Prepared):
             bias=self.bias,
             weight_shape=self.weight_shape,
             g_sum=None if self._gsum is None else self._gsum[keep],
+            transposed=self.transposed,
         )
         kept._ps = None if self._ps is None else self._ps[keep]
         return kept
@@ -134,4 +143,7 @@ class MatmulGrads(Prepared):
             g = g * per_example
         else:
             a = a * per_example
-        out.view(self.p, self.d).addmm_(g.reshape(-1, self.p).t(), a.reshape(-1, self.d))
+        if self.transposed:
+            out.view(self.d, self.p).addmm_(a.reshape(-1, self.d).t(), g.reshape(-1, self.p))
+        else:
+            out.view(self.p, self.d).addmm_(g.reshape(-1, self.p).t(), a.reshape(-1, self.d))
