@@ -158,7 +158,7 @@ class PoissonDataLoader(DataLoader):
         super().__init__(*args, **kwargs)
         self.drawn_batch: DrawnBatch | None = None
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator over the stock iterator
         sizes: collections.deque[int] = collections.deque()
         self.batch_sampler.drawn_sizes = sizes  # this iteration's sampler records into it (workers prefetch)
         return self._yield(super().__iter__(), sizes)
