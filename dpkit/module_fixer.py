@@ -33,9 +33,8 @@ class ModuleFixedWarning(UserWarning):
 
 
 def _moved(new: nn.Module, old: nn.Module) -> nn.Module:
-    p = next(old.parameters(), None)
-    if p is None:
-        p = next((b for b in old.buffers() if b.is_floating_point()), None)
+    tensors = [*old.parameters(), *(b for b in old.buffers() if b.is_floating_point())]
+    p = tensors[0] if tensors else None
     return new if p is None else new.to(p.device, p.dtype)
 
 
