@@ -314,6 +314,13 @@ def _group_mixture_reason(inner: DpEvent, trials: int, relation: NeighbouringRel
     return _composite_reason(largest, relation)
 
 
+def _sampled_reason(inner: DpEvent, handled: str, hint: str = "") -> str:
+    """Why the sampled ``inner`` (not one the RDP accountant handles) is refused: nested sampling, or its type."""
+    if _contains_sampling(inner):
+        return "nested subsampling is not supported by the RDP accountant"
+    return f"the RDP accountant handles {handled} only, not {type(inner).__name__}{hint}"
+
+
 def _atom_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
     """None if the RDP accountant analyses the (non-composition) ``event`` under ``relation``, else why not."""
     add_remove = relation is not NeighbouringRelation.REPLACE_ONE  # add/remove or replace-special
@@ -335,11 +342,10 @@ def _atom_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
             )
         if sigma is not None or _discrete_log_pair(inner) is not None:
             return None
-        if _contains_sampling(inner):
-            return "nested subsampling is not supported by the RDP accountant"
-        return (
-            f"the RDP accountant handles Poisson sampling of Gaussian, randomized-response, pure-DP and discrete "
-            f"Laplace events only, not {type(inner).__name__}; use the PLD accountant (create_accountant('pld'))"
+        return _sampled_reason(
+            inner,
+            "Poisson sampling of Gaussian, randomized-response, pure-DP and discrete Laplace events",
+            "; use the PLD accountant (create_accountant('pld'))",
         )
     if isinstance(event, SampledWithoutReplacementEvent):
         if relation is not NeighbouringRelation.REPLACE_ONE:
@@ -350,12 +356,7 @@ def _atom_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
         inner = event.event
         if event.sample_size == 0 or _is_noop(inner) or _effective_gaussian_sigma(inner) is not None:
             return None
-        if _contains_sampling(inner):
-            return "nested subsampling is not supported by the RDP accountant"
-        return (
-            f"the RDP accountant handles sampling without replacement of Gaussian events only, not "
-            f"{type(inner).__name__}"
-        )
+        return _sampled_reason(inner, "sampling without replacement of Gaussian events")
     if isinstance(event, SampledWithReplacementEvent):
         if relation is not NeighbouringRelation.REPLACE_ONE:
             return (

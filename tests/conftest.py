@@ -6,10 +6,10 @@ step are compared against; test modules import it with ``from conftest import ..
 
 Markers (select with ``-m``, e.g. ``pytest -m "not slow"`` for a quick run):
 
-* ``slow``: a test that takes more than a few seconds on a 2-core CPU.
+* ``slow``: a test that takes more than a few seconds on a 2-core CPU (and every notebook).
 * ``anchors``: a test that runs a reference implementation dpkit is cross-checked against (Opacus, dp_accounting,
   multi-freq-ldpy, pure-LDP, ...); it is skipped where that package is not installed.
-* ``multiprocess``: a test that starts several processes (torch.distributed on gloo).
+* ``multiprocess``: a test that starts other processes (torch.distributed workers on gloo, a fresh interpreter).
 
 Hypothesis runs derandomized (the same examples on every run, as every other test uses fixed seeds); set
 ``HYPOTHESIS_PROFILE=explore`` to search with fresh random examples and more of them.
@@ -40,13 +40,20 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 MARKERS = {
     "slow": "takes more than a few seconds on a 2-core CPU",
     "anchors": "cross-checks against a reference implementation (skipped where it is not installed)",
-    "multiprocess": "starts several processes (torch.distributed on gloo)",
+    "multiprocess": "starts other processes (torch.distributed workers on gloo, a fresh interpreter)",
 }
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The notebooks (run end to end by nbmake, a Jupyter kernel each) are all ``slow``."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
 
 
 # ---------------------------------------------------------------------------------------------- micro-batch reference

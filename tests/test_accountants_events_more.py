@@ -400,6 +400,7 @@ def test_replace_special_matches_add_remove_for_additive_mechanisms():
 
 
 # ------------------------------------------------------------------------------------------------ dp_accounting live
+@pytest.mark.slow
 @pytest.mark.anchors
 def test_new_events_against_dp_accounting():
     dpa = pytest.importorskip("dp_accounting")

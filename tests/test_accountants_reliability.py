@@ -118,6 +118,7 @@ def test_large_epsilon_calibration_uses_a_coarser_grid_not_more_memory():
     assert sigma <= calibrate_noise_multiplier(1000.0, 1e-5, 0.01, 1000, accountant="rdp")
 
 
+@pytest.mark.slow
 def test_large_budget_counts_steps_in_bounded_memory():
     # Before: PrivacyBudget(1e4, 1e-5).remaining(step) peaked at about 2.4 GB.
     step = PoissonSampledEvent(0.01, GaussianEvent(1.0))
@@ -144,6 +145,7 @@ def _check_calls(calls):
     assert calls[-1] == 1.0
 
 
+@pytest.mark.slow
 def test_progress_hooks():
     calls, hook = _recorder()
     calibrate_noise_multiplier(3.0, 1e-5, 0.01, 1000, progress=hook)

@@ -213,6 +213,7 @@ def test_longitudinal_memo_is_reused_over_many_reports():
 
 
 # ---------------------------------------------------------------------------------------------- anchors
+@pytest.mark.anchors
 @pytest.mark.parametrize(
     "spec,trials",
     [("multi-freq-ldpy:GRR", 20_000), ("multi-freq-ldpy:OUE", 5_000), ("pure-ldp:OUE", 5_000), ("pure-ldp:OLH", 5_000)],

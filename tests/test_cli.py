@@ -238,15 +238,18 @@ def run_main(*args: str) -> str:
     )
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("code", ["import dpkit", "import dpkit.cli", "import dpkit.accountants"])
 def test_imports_leave_torch_pandas_matplotlib_out(code):
     assert imported_by(code)["heavy"] == []
 
 
+@pytest.mark.multiprocess
 def test_help_imports_no_command_module():
     assert imported_by(run_main("--help")) == {"heavy": [], "cli": ["dpkit.cli.lazy_group"]}
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("accountant", ["rdp", "pld"])
 def test_account_imports_only_what_it_uses(accountant):
     code = run_main("account", "-q", "0.01", "-s", "1", "--steps", "10", "-d", "1e-5", "-a", accountant)
@@ -256,6 +259,7 @@ def test_account_imports_only_what_it_uses(accountant):
     }
 
 
+@pytest.mark.multiprocess
 def test_python_dash_m():
     out = subprocess.run([sys.executable, "-m", "dpkit.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and __version__ in out.stdout

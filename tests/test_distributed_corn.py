@@ -245,6 +245,7 @@ def _corn_worker(rank, world_size):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_four_processes_gossip_like_the_simulation():
     results = run_processes(_corn_worker, 4, timeout=300)

@@ -224,6 +224,7 @@ def _diff2_worker(rank, world_size):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_three_processes_match_the_simulation():
     results = run_processes(_diff2_worker, 3, timeout=300)

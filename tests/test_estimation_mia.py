@@ -67,6 +67,7 @@ def test_cli_json():
     assert bad.exit_code == 2 and "num_models" in bad.output
 
 
+@pytest.mark.slow
 def test_little_noise_shows_leakage_strong_noise_little():
     """The issue's contract for the harness, at its default size (two runs, ~20 s).
 

@@ -311,6 +311,7 @@ def test_bad_engine_arguments():
         create_engine("functorch", model, [nn.Parameter(torch.zeros(3))])
 
 
+@pytest.mark.anchors
 @pytest.mark.parametrize("kind", ["linear", "conv2d"])
 def test_equals_opacus_per_sample_gradients(kind):
     opacus = pytest.importorskip("opacus")

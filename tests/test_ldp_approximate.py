@@ -136,6 +136,7 @@ def test_local_hashing_exact_delta_given_every_hash_function(cls, eps):
 
 
 # ------------------------------------------------------------------------------- Gaussian privacy profile
+@pytest.mark.anchors
 def test_gaussian_delta_matches_dp_accounting():
     pld = pytest.importorskip("dp_accounting.pld.privacy_loss_mechanism")
     for sigma, sens in ((0.5, 1.0), (5.2759, SQRT2), (30.0, 2.0)):

@@ -81,7 +81,7 @@ def check_unbiased_and_mse(estimates: np.ndarray, oracle: FrequencyOracle, f: np
     assert abs(ratio - 1) < 0.10, f"{oracle}: MSE / analytic variance = {ratio:.4f}"
 
 
-@pytest.mark.parametrize("name", list(ORACLES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "SS" else n for n in ORACLES])
 def test_unbiased_and_mse_matches_analytic_variance(name):
     oracle = ORACLES[name]()
     rng = np.random.default_rng(1000 + list(ORACLES).index(name))
@@ -89,6 +89,7 @@ def test_unbiased_and_mse_matches_analytic_variance(name):
     check_unbiased_and_mse(est, oracle, F_TRUE, N)
 
 
+@pytest.mark.slow
 def test_she_and_the_unbiased_and_mse():
     """SHE and THE share the client, so one set of reports serves both servers."""
     she, the = SHE(K, EPS), THE(K, EPS)

@@ -45,7 +45,12 @@ PROTOCOLS = {
 }
 
 
-@pytest.mark.parametrize("name", list(PROTOCOLS))
+SLOW_PROTOCOLS = {"L-SUE", "L-OUE", "L-OSUE", "L-SOUE"}  # a few seconds each
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PROTOCOLS else n for n in PROTOCOLS]
+)
 def test_round_estimates_unbiased_and_mse(name):
     proto = PROTOCOLS[name]()
     values, f = zipf_population(N, K)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.anchors
+
 jax = pytest.importorskip("jax")
 pytest.importorskip("jax_privacy")
 

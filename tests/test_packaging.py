@@ -37,6 +37,7 @@ def test_only_dpkit_is_a_top_level_package():
     assert {p.split(".")[0] for p in _config()["packages"]} == {"dpkit"}
 
 
+@pytest.mark.multiprocess
 def test_old_top_level_names_are_not_importable_outside_the_repository(tmp_path):
     code = (
         "import importlib.util, dpkit.accountants, dpkit.mechanisms, dpkit.audits.ldp\n"
@@ -46,6 +47,7 @@ def test_old_top_level_names_are_not_importable_outside_the_repository(tmp_path)
     assert out.stdout.strip() == "[True, True, True]"
 
 
+@pytest.mark.multiprocess
 def test_top_level_names_import_on_first_use():
     """``dpkit`` exports its training names lazily (PEP 562): same objects, torch loaded only when one is used."""
     code = (

@@ -114,6 +114,7 @@ def dp_accounting_pld():
     return eps
 
 
+@pytest.mark.anchors
 @pytest.mark.parametrize("q,sigma,steps", GRID)
 def test_dpsgd_matches_dp_accounting_pld(q, sigma, steps, dp_accounting_pld):
     ref = dp_accounting_pld(q, sigma, steps)
@@ -124,6 +125,7 @@ def test_dpsgd_matches_dp_accounting_pld(q, sigma, steps, dp_accounting_pld):
     assert lower <= upper
 
 
+@pytest.mark.anchors
 def test_heterogeneous_composition_matches_dp_accounting(dp_accounting_pld):
     dp_accounting = pytest.importorskip("dp_accounting")
     from dp_accounting import pld

@@ -96,6 +96,7 @@ def test_missing_k_and_no_detector():
     assert res.exit_code == 2 and "GRR has no fake-user detector" in res.output
 
 
+@pytest.mark.multiprocess
 def test_lazy():
     assert COMMANDS["poison"][0] == "dpkit.cli.poison:poison"
     code = "import sys, dpkit.cli.poison; print('dpkit.audits.poisoning' in sys.modules)"

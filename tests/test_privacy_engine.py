@@ -218,14 +218,7 @@ def test_bit_exact_resume(tmp_path, interrupt_at):
     engine2, m2, o2, dl2 = setup(seed=5, **kwargs)  # different init: everything comes from the checkpoint
     assert engine2.load_checkpoint(tmp_path / "ck.pt", model=m2, optimizer=o2) == {"epoch": 0}
     assert engine2.steps == interrupt_at
-    # continue the interrupted epoch, then further epochs
-    done = interrupt_at
-    while done < total:
-        for x, y in dl2:
-            step(m2, o2, x, y)
-            done += 1
-            if done == total:
-                break
+    run(dl2, m2, o2, total, start=interrupt_at)  # continue the interrupted epoch, then further epochs
     for a, b in zip(full, m2.parameters(), strict=True):
         assert torch.equal(a, b.detach())
     assert engine2.get_epsilon(1e-5) == eps_full

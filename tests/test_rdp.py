@@ -151,6 +151,7 @@ def _opacus_epsilon(q, sigma, steps, delta):
 GRID = [(q, s, t) for q in (0.001, 0.01, 0.1) for s in (0.6, 1.0, 2.0) for t in (100, 1000, 10000)]
 
 
+@pytest.mark.anchors
 @pytest.mark.parametrize("q,sigma", sorted({(q, s) for q, s, _ in GRID}))
 def test_rdp_matches_opacus_per_order(q, sigma):
     ours = rdp_poisson_gaussian(q, sigma, OPACUS_ORDERS)
@@ -159,6 +160,7 @@ def test_rdp_matches_opacus_per_order(q, sigma):
     np.testing.assert_allclose(ours, _opacus_rdp_one_step(q, sigma), rtol=1e-6)
 
 
+@pytest.mark.anchors
 @pytest.mark.parametrize("q,sigma,steps", GRID)
 def test_epsilon_matches_opacus(q, sigma, steps):
     delta = 1e-5
@@ -169,6 +171,7 @@ def test_epsilon_matches_opacus(q, sigma, steps):
     assert default <= expected * (1 + 1e-9)
 
 
+@pytest.mark.anchors
 def test_hard_corner_matches_opacus_accountant():
     from opacus.accountants import RDPAccountant as OpacusRDP
 
@@ -193,6 +196,7 @@ def test_hard_corner_matches_opacus_accountant():
 # SampledWithoutReplacementDpEvent(n, m, event) is our SampledWithoutReplacementEvent(n, m, event).
 # Its RandomizedResponseDpEvent(noise_parameter=p, k) reports a uniformly random bucket with probability p,
 # i.e. our RandomizedResponseEvent(eps, k) with p = k / (e^eps + k - 1).
+@pytest.mark.anchors
 @pytest.mark.parametrize("scale", [0.3, 1.0, 5.0])
 def test_laplace_matches_dp_accounting(scale):
     import dp_accounting
@@ -206,6 +210,7 @@ def test_laplace_matches_dp_accounting(scale):
     assert ours.get_epsilon(1e-6) == pytest.approx(acc.get_epsilon(1e-6), rel=1e-9)
 
 
+@pytest.mark.anchors
 @pytest.mark.parametrize("n,m,sigma", [(10000, 100, 1.0), (1000, 10, 0.7), (60000, 256, 1.1), (100, 50, 2.0)])
 def test_sampled_without_replacement_vs_dp_accounting(n, m, sigma):
     import dp_accounting
@@ -232,6 +237,7 @@ def test_sampled_without_replacement_vs_dp_accounting(n, m, sigma):
         assert mine.get_epsilon(1e-5) == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
 
 
+@pytest.mark.anchors
 @pytest.mark.parametrize("eps,k", [(1.0, 2), (2.0, 5), (0.1, 3), (6.0, 2)])
 def test_randomized_response_matches_dp_accounting_replace_one(eps, k):
     from dp_accounting.rdp import rdp_privacy_accountant as rpa

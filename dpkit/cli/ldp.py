@@ -15,6 +15,8 @@ import click
 import numpy as np
 
 from dpkit.cli.ldp_common import (
+    distribution_option,
+    domain_option,
     epsilon_option,
     load_column,
     parse_distribution,
@@ -30,7 +32,6 @@ from dpkit.cli.ldp_range import range_command
 from dpkit.cli.options import (
     choice_option,
     command,
-    count_option,
     echo_json,
     json_option,
     plot_option,
@@ -65,10 +66,10 @@ def ldp() -> None:
 
 @command("simulate", "Simulate a frequency oracle: estimated vs true frequencies, MSE, analytic variance.")
 @choice_option("--protocol", choices=PROTOCOLS, default="OLH")
-@count_option("--k", "k", minimum=2, maximum=MAX_K, help="Domain size (default for FILE:COLUMN: its categories).")
+@domain_option(MAX_K)
 @epsilon_option()
 @users_option()
-@click.option("--distribution", default="zipf", show_default=True, help="zipf, uniform, or FILE:COLUMN of a CSV.")
+@distribution_option("zipf")
 @seed_option()
 @choice_option(
     "--postprocess",

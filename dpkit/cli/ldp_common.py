@@ -1,5 +1,5 @@
 """What the ``dpkit ldp`` commands share: the users' data (synthetic Zipf or uniform, or a CSV column), the chunked
-simulation, and the options every protocol takes (``--epsilon``, ``--n``).
+simulation, and the options the protocols share (``--epsilon``, ``--n``, ``--k``, ``--distribution``).
 
 Synthetic values are drawn and aggregated :data:`CHUNK` users at a time, so memory stays bounded by one chunk
 whatever ``--n`` is, and a progress hook sees every chunk.
@@ -20,6 +20,8 @@ __all__ = [
     "CHUNK",
     "MAX_EPSILON",
     "MAX_USERS",
+    "distribution_option",
+    "domain_option",
     "epsilon_option",
     "load_column",
     "parse_distribution",
@@ -50,6 +52,20 @@ def epsilon_option(required: bool = True) -> Callable:
 def users_option(default: int = 100_000, maximum: int = MAX_USERS) -> Callable:
     return count_option(
         "--n", "n", minimum=1, maximum=maximum, default=default, help="Number of users (synthetic data)."
+    )
+
+
+def domain_option(maximum: int) -> Callable:
+    return count_option(
+        "--k", "k", minimum=2, maximum=maximum, help="Domain size (default for FILE:COLUMN: its categories)."
+    )
+
+
+def distribution_option(default: str) -> Callable:
+    """``--distribution``: a synthetic one (:data:`SYNTHETIC`, ``default`` first in the help) or ``FILE:COLUMN``."""
+    names = [default, *(name for name in SYNTHETIC if name != default)]
+    return click.option(
+        "--distribution", default=default, show_default=True, help=f"{', '.join(names)}, or FILE:COLUMN of a CSV."
     )
 
 

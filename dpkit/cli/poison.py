@@ -12,7 +12,14 @@ import json
 
 import click
 
-from dpkit.cli.ldp_common import epsilon_option, parse_distribution, users_option, zipf_frequencies
+from dpkit.cli.ldp_common import (
+    distribution_option,
+    domain_option,
+    epsilon_option,
+    parse_distribution,
+    users_option,
+    zipf_frequencies,
+)
 from dpkit.cli.options import (
     HALF_OPEN_UNIT,
     checked_option,
@@ -50,13 +57,13 @@ def _checked(option: str, check):
     default="mga",
     help="Random perturbed-value, random item or maximal gain attack (Cao, Jia, Gong 2021), or all three.",
 )
-@count_option("--k", "k", minimum=2, maximum=MAX_K, help="Domain size (default for FILE:COLUMN: its categories).")
+@domain_option(MAX_K)
 @epsilon_option()
 @count_option("--targets", minimum=1, default=10, help="Number R of target items, drawn at random (R <= k).")
 @click.option("--target-items", default=None, help="Comma-separated target items in [0, k) (instead of --targets).")
 @checked_option("--fake-fraction", "beta", type=HALF_OPEN_UNIT, default=0.05, help="beta = m/(n + m), fake users.")
 @users_option(maximum=10**9)
-@click.option("--distribution", default="uniform", show_default=True, help="uniform, zipf, or FILE:COLUMN of a CSV.")
+@distribution_option("uniform")
 @choice_option(
     "--defense",
     choices=DEFENSE_CHOICES,
