@@ -147,10 +147,14 @@ class DPOptimizer(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         return self.original_optimizer.state_dict()
 
+    def check_state_dict(self, state_dict: Any) -> None:
+        """Refuse (with a clear error) a state :meth:`load_state_dict` could not load; changes nothing."""
+        check_optimizer_state(self.original_optimizer, state_dict)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """The wrapped optimizer's state, checked first (parameter groups and their sizes): a refused state changes
         nothing."""
-        check_optimizer_state(self.original_optimizer, state_dict)
+        self.check_state_dict(state_dict)
         self.original_optimizer.load_state_dict(state_dict)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -207,8 +211,10 @@ class DPOptimizer(Optimizer):
 
         Subclasses change one stage by overriding its method: :meth:`_noise_std` (how much noise),
         :meth:`_fill_noise` / :meth:`_draw_noise` (which noise: independent or correlated across steps),
-        :meth:`_noisy_clipped_mean` (how the update direction is formed), :meth:`_after_step` (state updated after
-        a step, e.g. a clipping norm), and :attr:`step_event` (what the step costs in privacy).
+        :meth:`_noisy_clipped_mean` (how the update direction is formed), :meth:`_clipped_sum` (what is asked of the
+        engine), :meth:`_after_step` (state updated after a step, e.g. a clipping norm), and :attr:`step_event` (what
+        the step costs in privacy); a subclass with state of its own extends :meth:`state_dict`,
+        :meth:`check_state_dict` and :meth:`load_state_dict` (checkpoints go through them).
         """
         event = self.step_event
         if self.ledger is not None:
@@ -254,10 +260,10 @@ class DPOptimizer(Optimizer):
                 self._fill_noise(buf, std * scale)
             else:
                 buf.zero_()
-            clipped = self.engine.clipped_sum(self.clipping, out=buf, weight=scale)
+            clipped = self._clipped_sum(out=buf, weight=scale)
             return clipped, list(clipped.grads)
         # parameters of several dtypes / devices
-        clipped = self.engine.clipped_sum(self.clipping)
+        clipped = self._clipped_sum()
         grads = list(clipped.grads)
         if std > 0:
             noise = self._draw_noise(grads, std)
@@ -265,6 +271,11 @@ class DPOptimizer(Optimizer):
         for g in grads:
             g.div_(self.expected_batch_size)
         return clipped, grads
+
+    def _clipped_sum(self, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
+        """The engine's sum of clipped per-example gradients times ``weight`` (into ``out`` if given); a subclass
+        that needs more of the engine (e.g. ``residual=True``) asks for it here."""
+        return self.engine.clipped_sum(self.clipping, out=out, weight=weight)
 
     def _after_step(self, clipped: ClippedSum) -> None:
         """Called once a step's gradients are formed (before it is recorded); nothing to do for DP-SGD."""
