@@ -153,12 +153,12 @@ def test_transformer_encoder_layer(b, seq, seed):
 
 
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
-def test_recurrent_layers_give_a_clear_error(cls):
-    model = nn.Sequential(nn.Linear(3, 3), cls(3, 4, batch_first=True))
-    engine = create_engine("functorch", model, trainable(model))
-    with pytest.raises(IncompatibleModuleError, match=r"- 1 \(" + cls.__name__ + r"\).*nn.Linear"):
-        engine.attach()
-    assert "forward" not in model.__dict__
+def test_recurrent_layers(cls):
+    # Stock recurrent kernels have no vmap batching rule: the engine runs their registered vmappable forward.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), cls(3, 4, num_layers=2, batch_first=True, bidirectional=True))
+    assert_matches(model, (torch.randn(4, 5, 3),))
+    assert "forward" not in model[1].__dict__
 
 
 class RawParam(nn.Module):
