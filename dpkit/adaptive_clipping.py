@@ -8,8 +8,9 @@ the expected batch size, gamma the target quantile, eta the learning rate and C_
 
 1. clips every example's gradient to C_t (flat clipping) and adds noise of std ``sigma_grad * C_t`` to their sum,
    as DP-SGD does;
-2. releases the centred count ``s_t = sum_i (1[||g_i|| <= C_t] - 1/2) + N(0, sigma_b^2)`` over the batch (an
-   example whose gradient is NaN or inf counts 0) and estimates the unclipped fraction
+2. releases the centred count ``s_t = sum_i (1[g_i unclipped] - 1/2) + N(0, sigma_b^2)`` over the batch (unclipped:
+   ``||g_i|| + 1e-6 <= C_t``, its clip factor is 1, as Opacus counts; an example whose gradient is NaN or inf
+   counts 0) and estimates the unclipped fraction
    ``b_t = clamp(1/2 + s_t / B, 0, 1)``;
 3. updates the norm geometrically: ``C_{t+1} = C_t * exp(-eta (b_t - gamma))`` (kept in [1e-12, 1e12]).
 
@@ -22,9 +23,10 @@ Gaussian mechanism on the joint vector, with noise multiplier sigma given by (th
 dpkit calibrates sigma as DP-SGD's noise multiplier (from ``noise_multiplier`` or the target epsilon), draws the
 gradient noise with the larger ``sigma_grad`` (this needs ``2 sigma_b > sigma``) and records
 ``PoissonSampledEvent(q, GaussianEvent(sigma))`` per step: the combined mechanism, so ``get_epsilon`` and the budget
-cover both releases. (Opacus' ``AdaClipDPOptimizer`` computes ``sigma_grad`` the same way but then charges its
-accountant ``sigma_grad``, which under-reports epsilon; it also releases the uncentred count, whose sensitivity is
-1, not 1/2.) The norm C_t depends on the data only through earlier released counts, so steps compose adaptively.
+cover both releases. (Opacus' ``AdaClipDPOptimizer`` computes ``sigma_grad`` the same way; its releases before 1.6
+charged the accountant ``sigma_grad`` instead of sigma, under-reporting epsilon, and it releases the uncentred count,
+whose add/remove sensitivity is 1 while the split formula assumes 1/2.) The norm C_t depends on the data only
+through earlier released counts, so steps compose adaptively.
 Guarantee: (epsilon, delta)-DP for one training example, add/remove-one, Poisson subsampled Gaussian accounting.
 
 Defaults are the paper's recommendations: gamma = 0.5 (the median), eta = 0.2, sigma_b = B / 20; the initial norm
@@ -44,7 +46,7 @@ from torch.optim import Optimizer
 
 from dpkit.accountants.validation import check_nonnegative, check_positive, check_probability
 from dpkit.checkpoint import CheckpointError
-from dpkit.grad_sample.clipping import FlatClipping
+from dpkit.grad_sample.clipping import NORM_EPS, FlatClipping
 from dpkit.grad_sample.engine import ClippedSum
 from dpkit.noise import secure_standard_normal
 from dpkit.optimizer import DPOptimizer, check_noise_scale
@@ -175,7 +177,7 @@ class AdaptiveClippingOptimizer(DPOptimizer):
         norm = self.max_grad_norm
         norms = clipped.norms
         finite = torch.isfinite(norms)
-        centred = float(torch.where(finite, (norms <= norm).double() - 0.5, 0.0).sum())
+        centred = float(torch.where(finite, (norms + NORM_EPS <= norm).double() - 0.5, 0.0).sum())
         noisy = centred + self.count_noise * self._count_noise_draw()
         fraction = min(1.0, max(0.0, 0.5 + noisy / self.expected_batch_size))
         self.unclipped_fraction = fraction
@@ -210,10 +212,8 @@ class AdaptiveClippingOptimizer(DPOptimizer):
                 f"{ADAPTIVE_CLIPPING_STATE}.unclipped_fraction", saved["unclipped_fraction"], open_low=False
             )
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """The wrapped optimizer's state and the current norm, all checked first (a refused state changes nothing)."""
-        self.check_state_dict(state_dict)
-        super().load_state_dict(_without_norm(state_dict))
+    def _assign_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super()._assign_state_dict(_without_norm(state_dict))
         saved = state_dict[ADAPTIVE_CLIPPING_STATE]
         self._set_norm(float(saved["max_grad_norm"]))
         fraction = saved["unclipped_fraction"]

@@ -176,7 +176,8 @@ class DiceSGDOptimizer(DPOptimizer):
         self.error_feedback_clip = c2
         self.noise_inflation = float(noise_inflation)
         self._error_flat, self.error = flat_views(self.params, None)
-        self._sum_weight = 1.0
+        self._sum_weight = 1.0  # the weight of this step's clipped and residual sums
+        self._keep = 1.0  # this step's clip factor of e: clip(e, C2) = keep * e
 
     def __repr__(self) -> str:
         return (
@@ -201,13 +202,18 @@ class DiceSGDOptimizer(DPOptimizer):
 
     def _noisy_clipped_mean(self) -> tuple[ClippedSum, list[torch.Tensor]]:
         clipped, grads = super()._noisy_clipped_mean()  # (clipped sum + noise) / B
-        assert clipped.residual is not None
-        keep = min(1.0, self.error_feedback_clip / (self.error_norm() + NORM_EPS))  # clip(e, C2) = keep * e
-        to_mean = (1.0 / self.expected_batch_size) / self._sum_weight  # the residual came weighted by _sum_weight
-        for g, e, r in zip(grads, self.error, clipped.residual, strict=True):
-            g.add_(e, alpha=keep)  # released: clipped mean + clip(e, C2) + noise
-            e.mul_(1.0 - keep).add_(r, alpha=to_mean)  # e - clip(e, C2) + mean of what clipping removed
+        self._keep = min(1.0, self.error_feedback_clip / (self.error_norm() + NORM_EPS))  # clip(e, C2) = keep * e
+        for g, e in zip(grads, self.error, strict=True):
+            g.add_(e, alpha=self._keep)  # released: clipped mean + clip(e, C2) + noise
         return clipped, grads
+
+    def _after_step(self, clipped: ClippedSum) -> None:
+        """e <- e - clip(e, C2) + mean of what clipping removed (once the step is accepted: a refused step leaves
+        e as it was)."""
+        assert clipped.residual is not None
+        to_mean = (1.0 / self.expected_batch_size) / self._sum_weight  # the residual came weighted by _sum_weight
+        for e, r in zip(self.error, clipped.residual, strict=True):
+            e.mul_(1.0 - self._keep).add_(r, alpha=to_mean)
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -239,11 +245,8 @@ class DiceSGDOptimizer(DPOptimizer):
             if not bool(torch.isfinite(theirs).all()):
                 raise CheckpointError(f"optimizer state {ERROR_FEEDBACK_STATE!r} for {name!r} has NaN or inf values")
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """The wrapped optimizer's state and the error state e, all checked first (a refused state changes
-        nothing)."""
-        self.check_state_dict(state_dict)
-        super().load_state_dict(_without_error(state_dict))
+    def _assign_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super()._assign_state_dict(_without_error(state_dict))
         with torch.no_grad():
             for e, saved in zip(self.error, state_dict[ERROR_FEEDBACK_STATE], strict=True):
                 e.copy_(saved)

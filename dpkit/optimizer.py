@@ -155,6 +155,10 @@ class DPOptimizer(Optimizer):
         """The wrapped optimizer's state, checked first (parameter groups and their sizes): a refused state changes
         nothing."""
         self.check_state_dict(state_dict)
+        self._assign_state_dict(state_dict)
+
+    def _assign_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Assign a state :meth:`check_state_dict` accepted (a subclass with state of its own extends it)."""
         self.original_optimizer.load_state_dict(state_dict)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -214,7 +218,7 @@ class DPOptimizer(Optimizer):
         :meth:`_noisy_clipped_mean` (how the update direction is formed), :meth:`_clipped_sum` (what is asked of the
         engine), :meth:`_after_step` (state updated after a step, e.g. a clipping norm), and :attr:`step_event` (what
         the step costs in privacy); a subclass with state of its own extends :meth:`state_dict`,
-        :meth:`check_state_dict` and :meth:`load_state_dict` (checkpoints go through them).
+        :meth:`check_state_dict` and :meth:`_assign_state_dict` (checkpoints go through them).
         """
         event = self.step_event
         if self.ledger is not None:
