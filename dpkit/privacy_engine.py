@@ -29,7 +29,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -406,13 +406,10 @@ class PrivacyEngine:
         """
         if self.optimizer is not None:
             raise RuntimeError("make_private was already called on this PrivacyEngine; use one engine per model")
-        adaptive = adaptive_clipping(max_grad_norm)
-        if adaptive is not None:
-            if clipping != "flat":
-                raise ValueError(
-                    f"max_grad_norm='adaptive' needs clipping='flat' (one norm), got clipping={clipping!r}"
-                )
-            max_grad_norm = adaptive.initial_norm
+        adaptive = adaptive_clipping(max_grad_norm)  # None for a fixed norm (a string other than "adaptive" raises)
+        if adaptive is not None and clipping != "flat":
+            raise ValueError(f"max_grad_norm='adaptive' needs clipping='flat' (one norm), got clipping={clipping!r}")
+        fixed_norm = adaptive.initial_norm if adaptive is not None else cast("float | Sequence[float]", max_grad_norm)
         checked = _check_arguments(
             module,
             optimizer,
@@ -420,7 +417,7 @@ class PrivacyEngine:
             target_epsilon=target_epsilon,
             target_delta=target_delta,
             epochs=epochs,
-            max_grad_norm=max_grad_norm,
+            max_grad_norm=fixed_norm,
             max_physical_batch_size=max_physical_batch_size,
             clipping=clipping,
             loss_reduction=loss_reduction,
