@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import parameters_of, unchanged
+from conftest import TanhNet, labelled_data, parameters_of, unchanged
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -20,18 +20,10 @@ N, D, K = 60, 5, 3
 
 
 def data(n=N, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, D, generator=g) * 3, torch.randint(0, K, (n,), generator=g))
+    return labelled_data(n, D, K, seed)
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(D, 8)
-        self.fc2 = nn.Linear(8, K)
-
-    def forward(self, x):
-        return self.fc2(torch.tanh(self.fc1(x)))
+Net = TanhNet
 
 
 def private(model, dataset, *, batch_size, engine="auto", seed=3, lr=0.1, opt="sgd", accountant="pld", **kwargs):

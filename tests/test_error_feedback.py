@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import NORM_EPS, Tied, microbatch_grads, parameters_of, unchanged
+from conftest import NORM_EPS, TanhNet, Tied, labelled_data, microbatch_grads, parameters_of, unchanged
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -25,18 +25,10 @@ A = torch.tensor([0.0, 0.0, 0.0, 0.0, 10.0])  # the toy problem: f_i(x) = (x - a
 
 
 def data(n=N, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, D, generator=g) * 3, torch.randint(0, K, (n,), generator=g))
+    return labelled_data(n, D, K, seed)
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(D, 8)
-        self.fc2 = nn.Linear(8, K)
-
-    def forward(self, x):
-        return self.fc2(torch.tanh(self.fc1(x)))
+Net = TanhNet
 
 
 def private(model, *, engine="auto", seed=3, opt="sgd", batch_size=10, dataset=None, lr=0.1, **kwargs):
