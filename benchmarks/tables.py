@@ -570,7 +570,9 @@ def clipping_bias_full(doc) -> str:
         f"Digits, logistic regression, epsilon = {s['epsilon']:g} at delta = {s['delta']:g} (DiceSGD: the authors' "
         f"claim), {s['epochs']} epochs, Poisson batches of {s['batch_size']}, SGD lr {s['lr']:g}, weight decay "
         f"{s['weight_decay']:g}; mean ± standard deviation over {s['seeds']} seed(s). Non-private optimum theta*: "
-        f"test accuracy {ref['test_accuracy']:.3f}, regularised training loss {ref['train_loss']:.3f}.\n\n"
+        f"test accuracy {ref['test_accuracy']:.3f}, regularised training loss {ref['train_loss']:.3f}"
+        + (f", norm {ref['theta_norm']:.2f} (the distance from the zero start)" if "theta_norm" in ref else "")
+        + ".\n\n"
         + md_table(["C1", "method", "test accuracy", "distance to theta*", "training loss"], rows)
     )
 
