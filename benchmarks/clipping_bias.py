@@ -81,7 +81,7 @@ def optimum(x, y):
 
     m = model()
     opt = torch.optim.LBFGS(
-        m.parameters(), lr=1, max_iter=500, history_size=50, tolerance_grad=1e-10, tolerance_change=1e-14,
+        m.parameters(), lr=1, max_iter=1000, history_size=50, tolerance_grad=1e-10, tolerance_change=1e-14,
         line_search_fn="strong_wolfe",
     )  # fmt: skip
 
@@ -91,8 +91,7 @@ def optimum(x, y):
         loss.backward()
         return loss
 
-    for _ in range(5):
-        opt.step(closure)
+    opt.step(closure)  # one call converges here (gradient norm about 1e-5)
     return m
 
 
