@@ -222,3 +222,14 @@ class AdaptiveClippingOptimizer(DPOptimizer):
 
 def _without_norm(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state_dict.items() if k != ADAPTIVE_CLIPPING_STATE}
+
+
+__all__ = [
+    "ADAPTIVE",
+    "ADAPTIVE_CLIPPING_STATE",
+    "AdaptiveClipping",
+    "AdaptiveClippingOptimizer",
+    "NORM_RANGE",
+    "adaptive_clipping",
+    "gradient_noise_multiplier",
+]

@@ -254,3 +254,16 @@ class DiceSGDOptimizer(DPOptimizer):
 
 def _without_error(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state_dict.items() if k != ERROR_FEEDBACK_STATE}
+
+
+__all__ = [
+    "DiceSGDOptimizer",
+    "ERROR_FEEDBACK_STATE",
+    "NoiseInflation",
+    "check_dice_noise",
+    "check_error_feedback_clip",
+    "check_noise_inflation",
+    "dice_noise_inflation",
+    "dicesgd_worst_case_event",
+    "noise_inflation_factor",
+]
