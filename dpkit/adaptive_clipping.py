@@ -49,7 +49,7 @@ from dpkit.checkpoint import CheckpointError
 from dpkit.grad_sample.clipping import NORM_EPS, FlatClipping
 from dpkit.grad_sample.engine import ClippedSum
 from dpkit.noise import secure_standard_normal
-from dpkit.optimizer import DPOptimizer, check_noise_scale
+from dpkit.optimizer import DPOptimizer, check_noise_scale, state_without
 from dpkit.seeding import COUNT_NOISE_STREAM, derive_seed
 
 # The key of the current clipping norm in AdaptiveClippingOptimizer.state_dict().
@@ -200,7 +200,7 @@ class AdaptiveClippingOptimizer(DPOptimizer):
                 f"'unclipped_fraction': ...}} (adaptive clipping's state; save the optimizer make_private returned), "
                 f"got {saved!r}"
             )
-        super().check_state_dict(_without_norm(state_dict))
+        super().check_state_dict(state_without(state_dict, ADAPTIVE_CLIPPING_STATE))
         norm = check_positive(f"{ADAPTIVE_CLIPPING_STATE}.max_grad_norm", saved["max_grad_norm"])
         if not NORM_RANGE[0] <= norm <= NORM_RANGE[1]:
             raise CheckpointError(
@@ -213,15 +213,11 @@ class AdaptiveClippingOptimizer(DPOptimizer):
             )
 
     def _assign_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super()._assign_state_dict(_without_norm(state_dict))
+        super()._assign_state_dict(state_without(state_dict, ADAPTIVE_CLIPPING_STATE))
         saved = state_dict[ADAPTIVE_CLIPPING_STATE]
         self._set_norm(float(saved["max_grad_norm"]))
         fraction = saved["unclipped_fraction"]
         self.unclipped_fraction = None if fraction is None else float(fraction)
-
-
-def _without_norm(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state_dict.items() if k != ADAPTIVE_CLIPPING_STATE}
 
 
 __all__ = [

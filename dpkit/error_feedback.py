@@ -10,13 +10,15 @@ gradient, one step is::
     e_{t+1} = e_t + (1/B) sum_i g_i - v_t
             = (e_t - clip(e_t, C2)) + (1/B) sum_i (g_i - clip(g_i, C1))
 
-with ``clip(u, C) = u * min(1, C / (||u|| + 1e-6))`` over all trainable parameters together and e_0 = 0 (step 0 is
-a DP-SGD step with the inflated noise). The state e is what clipping removed, not yet given back; it is never
-released. The unclipped mean is not formed: the engine returns, from the same single backward pass, the sum of
-``(1 - c_i) g_i`` (what each example lost to clipping, ``ClippedSum.residual``); examples with a NaN or inf gradient
-contribute zero to both sums. With ``torch.optim.SGD`` the wrapped step is the paper's ``x - lr (v + w)``; with
-``torch.optim.Adam`` the released ``v_t + w_t`` enters Adam's moment estimates (the error feedback sits in front of
-Adam, as in the authors' Adam runs); any other optimizer likewise receives ``v_t + w_t`` as its gradient.
+with ``clip(u, C) = u * min(1, C / (||u|| + 1e-6))`` over all trainable parameters together (with
+``clipping="per_layer"``, C1 is the clipping's overall sensitivity, the root of the sum of the squared per-layer
+norms) and e_0 = 0 (step 0 is a DP-SGD step with the inflated noise). The state e is what clipping removed, not yet
+given back; it is never released. The unclipped mean is not formed: the engine returns, from the same single
+backward pass, the sum of ``(1 - c_i) g_i`` (what each example lost to clipping, ``ClippedSum.residual``); examples
+with a NaN or inf gradient contribute zero to both sums. With ``torch.optim.SGD`` the wrapped step is the paper's
+``x - lr (v + w)``; with ``torch.optim.Adam`` the released ``v_t + w_t`` enters Adam's moment estimates (the error
+feedback sits in front of Adam, as in the authors' Adam runs); any other optimizer likewise receives ``v_t + w_t``
+as its gradient.
 
 **Why C2 >= C1.** Without noise, suppose the iterates settle at x*. Then e stops changing, so the unclipped mean
 equals v: x* is a stationary point of the true (unclipped) loss, the clipping bias is gone. For that, the feedback
@@ -28,20 +30,21 @@ clipped GD stops at x = 0.25; DiceSGD with C2 = 1 or 3 reaches the true minimise
 mean there is 0.6 <= C2); with C2 = 0.5 it stops at x = 0.875 and e drifts away linearly (about -2.25e4 after 20,000
 steps).
 
-**Privacy: the authors' claim, not a guarantee this toolkit can verify.** Each step records
-``PoissonSampledEvent(q, GaussianEvent(z))`` (the DP-SGD event of the noise multiplier z that the target epsilon, or
-the ``noise_multiplier`` given, calls for) while the noise actually added is inflated by
-``k = dice_noise_inflation(C1, C2) = sqrt(1 + 2 C2 / C1)``: the calibration of the authors' public code, which
-they derive from an algorithm-specific Renyi-DP analysis of the joint public/hidden process (Theorem 3.8 of the
-arXiv version). dpkit's accountants check the DP-SGD part only. What they cannot check is the hidden state: e
-depends on every past batch and on unclipped gradients, so the term ``clip(e_t, C2)`` of a released step can differ
-by up to 2 C2 between neighbouring datasets even when the differing example is not in the batch. The argument this
-toolkit can verify, a per-step sensitivity of C1 / B + 2 C2 on the averaged direction with no subsampling
-amplification, gives a far larger epsilon (:func:`dicesgd_worst_case_event`). Two further cautions: the authors'
-code applies C2 to the *summed* error (so its feedback on the mean is at most C2 / B, B times smaller than the
-paper's rule implemented here, with the same inflation factor), and its README still lists the noise calibration
-as work to do. The factor is a plain function passed to ``make_private(error_feedback_noise_inflation=...)``:
-replace it when a checked bound is available. Neighbouring relation and unit: add/remove one training example.
+**Privacy: the authors' claim, not a guarantee this toolkit can verify.** Each step records ``PoissonSampledEvent(q,
+GaussianEvent(z))`` (the DP-SGD event of the noise multiplier z that the target epsilon, or the ``noise_multiplier``
+given, calls for) while the noise actually added is inflated by ``k = dice_noise_inflation(C1, C2) = sqrt(1 + 2 C2 /
+C1)``: the calibration of the authors' public code, which rests on their algorithm-specific Renyi-DP analysis of the
+joint public/hidden process (the paper's privacy theorem, whose exact statement and constants dpkit could not check;
+its proof is reported to use the asymptotic subsampled-Gaussian bound, not a tight accountant). dpkit's accountants
+check the DP-SGD part only. What they cannot check is the hidden state: e depends on every past batch and on
+unclipped gradients, so the term ``clip(e_t, C2)`` of a released step can differ by up to 2 C2 between neighbouring
+datasets even when the differing example is not in the batch. The argument this toolkit can verify, a per-step
+sensitivity of C1 / B + 2 C2 on the averaged direction with no subsampling amplification, gives a far larger epsilon
+(:func:`dicesgd_worst_case_event`). Two further cautions: the authors' code applies C2 to the *summed* error (so its
+feedback on the mean is at most C2 / B, B times smaller than the paper's rule implemented here, with the same
+inflation factor), and its README still lists the noise calibration as work to do. The factor is a plain function
+passed to ``make_private(error_feedback_noise_inflation=...)``: replace it when a checked bound is available.
+Neighbouring relation and unit: add/remove one training example.
 
 Not implemented: the paper's "automatic" variant (Algorithm 4, normalisation instead of C1 and C2); its exact
 update could not be pinned down from the sources available, so dpkit does not guess it.
@@ -62,7 +65,7 @@ from dpkit.accountants.validation import check_count, check_nonnegative, check_p
 from dpkit.checkpoint import CheckpointError
 from dpkit.grad_sample.clipping import NORM_EPS
 from dpkit.grad_sample.engine import ClippedSum, flat_views
-from dpkit.optimizer import DPOptimizer, check_noise_scale
+from dpkit.optimizer import DPOptimizer, check_noise_scale, state_without
 
 # The key of the error state e in DiceSGDOptimizer.state_dict() (one tensor per trainable parameter).
 ERROR_FEEDBACK_STATE = "error_feedback"
@@ -227,7 +230,7 @@ class DiceSGDOptimizer(DPOptimizer):
                 f"optimizer state lacks {ERROR_FEEDBACK_STATE!r} (DiceSGD's error state): it was not saved from a "
                 "DiceSGD optimizer; save the optimizer make_private returned"
             )
-        super().check_state_dict(_without_error(state_dict))
+        super().check_state_dict(state_without(state_dict, ERROR_FEEDBACK_STATE))
         saved = state_dict[ERROR_FEEDBACK_STATE]
         if not isinstance(saved, list | tuple) or len(saved) != len(self.error):
             got = len(saved) if isinstance(saved, list | tuple) else type(saved).__name__
@@ -246,14 +249,10 @@ class DiceSGDOptimizer(DPOptimizer):
                 raise CheckpointError(f"optimizer state {ERROR_FEEDBACK_STATE!r} for {name!r} has NaN or inf values")
 
     def _assign_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super()._assign_state_dict(_without_error(state_dict))
+        super()._assign_state_dict(state_without(state_dict, ERROR_FEEDBACK_STATE))
         with torch.no_grad():
             for e, saved in zip(self.error, state_dict[ERROR_FEEDBACK_STATE], strict=True):
                 e.copy_(saved)
-
-
-def _without_error(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state_dict.items() if k != ERROR_FEEDBACK_STATE}
 
 
 __all__ = [

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -301,6 +301,11 @@ class DPOptimizer(Optimizer):
         # The wrapped step may legitimately touch .grad in place: remember the versions it left.
         self._written = {i: (g, g._version) for i, (g, _) in self._written.items()}
         return loss
+
+
+def state_without(state_dict: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``state_dict`` without a subclass's own ``key`` (what the wrapped optimizer's state dict holds)."""
+    return {k: v for k, v in state_dict.items() if k != key}
 
 
 def check_noise_scale(
