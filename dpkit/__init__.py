@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dpkit.adaptive_clipping import AdaptiveClipping
     from dpkit.checkpoint import CheckpointError
     from dpkit.data import PoissonBatchSampler
     from dpkit.grad_sample import IncompatibleModuleError
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
+    "AdaptiveClipping": "dpkit.adaptive_clipping",
     "CheckpointError": "dpkit.checkpoint",
     "DPOptimizer": "dpkit.optimizer",
     "IncompatibleModuleError": "dpkit.grad_sample",
@@ -36,6 +38,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "AdaptiveClipping",
     "CheckpointError",
     "DPOptimizer",
     "IncompatibleModuleError",

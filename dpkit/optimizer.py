@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -147,10 +147,18 @@ class DPOptimizer(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         return self.original_optimizer.state_dict()
 
+    def check_state_dict(self, state_dict: Any) -> None:
+        """Refuse (with a clear error) a state :meth:`load_state_dict` could not load; changes nothing."""
+        check_optimizer_state(self.original_optimizer, state_dict)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """The wrapped optimizer's state, checked first (parameter groups and their sizes): a refused state changes
         nothing."""
-        check_optimizer_state(self.original_optimizer, state_dict)
+        self.check_state_dict(state_dict)
+        self._assign_state_dict(state_dict)
+
+    def _assign_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Assign a state :meth:`check_state_dict` accepted (a subclass with state of its own extends it)."""
         self.original_optimizer.load_state_dict(state_dict)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -207,8 +215,10 @@ class DPOptimizer(Optimizer):
 
         Subclasses change one stage by overriding its method: :meth:`_noise_std` (how much noise),
         :meth:`_fill_noise` / :meth:`_draw_noise` (which noise: independent or correlated across steps),
-        :meth:`_noisy_clipped_mean` (how the update direction is formed), :meth:`_after_step` (state updated after
-        a step, e.g. a clipping norm), and :attr:`step_event` (what the step costs in privacy).
+        :meth:`_noisy_clipped_mean` (how the update direction is formed), :meth:`_clipped_sum` (what is asked of the
+        engine), :meth:`_after_step` (state updated after a step, e.g. a clipping norm), and :attr:`step_event` (what
+        the step costs in privacy); a subclass with state of its own extends :meth:`state_dict`,
+        :meth:`check_state_dict` and :meth:`_assign_state_dict` (checkpoints go through them).
         """
         event = self.step_event
         if self.ledger is not None:
@@ -254,10 +264,10 @@ class DPOptimizer(Optimizer):
                 self._fill_noise(buf, std * scale)
             else:
                 buf.zero_()
-            clipped = self.engine.clipped_sum(self.clipping, out=buf, weight=scale)
+            clipped = self._clipped_sum(out=buf, weight=scale)
             return clipped, list(clipped.grads)
         # parameters of several dtypes / devices
-        clipped = self.engine.clipped_sum(self.clipping)
+        clipped = self._clipped_sum()
         grads = list(clipped.grads)
         if std > 0:
             noise = self._draw_noise(grads, std)
@@ -265,6 +275,11 @@ class DPOptimizer(Optimizer):
         for g in grads:
             g.div_(self.expected_batch_size)
         return clipped, grads
+
+    def _clipped_sum(self, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
+        """The engine's sum of clipped per-example gradients times ``weight`` (into ``out`` if given); a subclass
+        that needs more of the engine (e.g. ``residual=True``) asks for it here."""
+        return self.engine.clipped_sum(self.clipping, out=out, weight=weight)
 
     def _after_step(self, clipped: ClippedSum) -> None:
         """Called once a step's gradients are formed (before it is recorded); nothing to do for DP-SGD."""
@@ -286,6 +301,11 @@ class DPOptimizer(Optimizer):
         # The wrapped step may legitimately touch .grad in place: remember the versions it left.
         self._written = {i: (g, g._version) for i, (g, _) in self._written.items()}
         return loss
+
+
+def state_without(state_dict: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``state_dict`` without a subclass's own ``key`` (what the wrapped optimizer's state dict holds)."""
+    return {k: v for k, v in state_dict.items() if k != key}
 
 
 def check_noise_scale(

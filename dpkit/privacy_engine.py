@@ -29,7 +29,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -46,8 +46,17 @@ from dpkit.accountants import (
     create_accountant,
 )
 from dpkit.accountants.validation import check_count, check_delta, check_nonnegative, check_positive
+from dpkit.adaptive_clipping import AdaptiveClipping, AdaptiveClippingOptimizer, adaptive_clipping
 from dpkit.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_extra, check_path
 from dpkit.data import PoissonDataLoader, check_map_style, expected_batch_size, poisson_data_loader
+from dpkit.error_feedback import (
+    DiceSGDOptimizer,
+    NoiseInflation,
+    check_dice_noise,
+    check_error_feedback_clip,
+    dice_noise_inflation,
+    noise_inflation_factor,
+)
 from dpkit.grad_sample import ClippingPolicy, FlatClipping, PerLayerClipping, available_engines, create_engine
 from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine
 from dpkit.noise import GaussianNoise
@@ -243,6 +252,52 @@ def _attached_engine(
     return engine
 
 
+@dataclasses.dataclass(frozen=True)
+class _Variant:
+    """Which DP optimizer ``make_private`` builds: DP-SGD, DiceSGD (``error_feedback_clip``) or adaptive clipping
+    (``max_grad_norm="adaptive"``), its own arguments, the settings a checkpoint must repeat, and the check of the
+    noise it draws (``check_noise(sigma, expected_batch_size, params)``, before anything is built)."""
+
+    cls: type[DPOptimizer] = DPOptimizer
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    check_noise: Callable[[float, float, list[nn.Parameter]], Any] = lambda sigma, batch, params: None
+
+
+def _check_variant(
+    adaptive: AdaptiveClipping | None,
+    policy: ClippingPolicy,
+    error_feedback_clip: float | None,
+    error_feedback_noise_inflation: NoiseInflation | None,
+) -> _Variant:
+    """Validate the arguments of the DP-SGD variants (before any work)."""
+    if error_feedback_clip is None:
+        if error_feedback_noise_inflation is not None:
+            raise ValueError("error_feedback_noise_inflation is only used with error_feedback_clip (DiceSGD)")
+        if adaptive is None:
+            return _Variant()
+        return _Variant(
+            AdaptiveClippingOptimizer,
+            {"adaptive": adaptive},
+            {"adaptive_clipping": dataclasses.asdict(adaptive)},
+            adaptive.gradient_noise,
+        )
+    if adaptive is not None:
+        raise ValueError(
+            "error_feedback_clip (DiceSGD) needs a fixed max_grad_norm (C2 >= C1 must hold at every step), got "
+            "max_grad_norm='adaptive'"
+        )
+    c1 = policy.sensitivity
+    c2 = check_error_feedback_clip(error_feedback_clip, c1)
+    k = noise_inflation_factor(error_feedback_noise_inflation or dice_noise_inflation, c1, c2)
+    return _Variant(
+        DiceSGDOptimizer,
+        {"error_feedback_clip": c2, "noise_inflation": k},
+        {"error_feedback_clip": c2, "error_feedback_noise_inflation": k},
+        lambda sigma, batch, params: check_dice_noise(sigma, c1, k, batch, params),
+    )
+
+
 class PrivacyEngine:
     """Private training with DP-SGD, tracked and capped by an accountant (``"pld"`` or ``"rdp"``).
 
@@ -329,20 +384,32 @@ class PrivacyEngine:
         target_epsilon: float | None = None,
         target_delta: float | None = None,
         epochs: float | None = None,
-        max_grad_norm: float | Sequence[float],
+        max_grad_norm: float | Sequence[float] | str | AdaptiveClipping,
         max_physical_batch_size: int | None = None,
         clipping: str = "flat",
         loss_reduction: str = "mean",
         poisson_sampling: bool = True,
+        error_feedback_clip: float | None = None,
+        error_feedback_noise_inflation: NoiseInflation | None = None,
     ) -> tuple[nn.Module, DPOptimizer, torch.utils.data.DataLoader]:
         """Return ``(module, optimizer, data_loader)`` ready for a private training loop (see the module
         docs).
 
         Give either ``noise_multiplier`` (>= 0; 0 is not private and warns) or ``target_epsilon`` with
         ``target_delta`` and ``epochs`` (the noise is calibrated and the budget enforced).
+
+        Variants of DP-SGD: ``max_grad_norm="adaptive"`` (or an :class:`~dpkit.adaptive_clipping.AdaptiveClipping`)
+        clips to a privately estimated quantile of the per-example norms (:mod:`dpkit.adaptive_clipping`);
+        ``error_feedback_clip=C2`` (>= ``max_grad_norm``) turns the optimizer into DiceSGD, whose noise is inflated
+        by ``error_feedback_noise_inflation(C1, C2)`` (default :func:`~dpkit.error_feedback.dice_noise_inflation`)
+        and whose guarantee is its authors' claim (:mod:`dpkit.error_feedback`).
         """
         if self.optimizer is not None:
             raise RuntimeError("make_private was already called on this PrivacyEngine; use one engine per model")
+        adaptive = adaptive_clipping(max_grad_norm)  # None for a fixed norm (a string other than "adaptive" raises)
+        if adaptive is not None and clipping != "flat":
+            raise ValueError(f"max_grad_norm='adaptive' needs clipping='flat' (one norm), got clipping={clipping!r}")
+        fixed_norm = adaptive.initial_norm if adaptive is not None else cast("float | Sequence[float]", max_grad_norm)
         checked = _check_arguments(
             module,
             optimizer,
@@ -350,15 +417,17 @@ class PrivacyEngine:
             target_epsilon=target_epsilon,
             target_delta=target_delta,
             epochs=epochs,
-            max_grad_norm=max_grad_norm,
+            max_grad_norm=fixed_norm,
             max_physical_batch_size=max_physical_batch_size,
             clipping=clipping,
             loss_reduction=loss_reduction,
             poisson_sampling=poisson_sampling,
         )
+        variant = _check_variant(adaptive, checked.policy, error_feedback_clip, error_feedback_noise_inflation)
         sampling = _sampled_loader(data_loader, poisson_sampling, seed=self.seed, secure=self.secure_rng)
         sigma, budget = _noise_multiplier(checked.noise, sampling, self._accountant)
         check_noise_scale(sigma, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
+        variant.check_noise(sigma, sampling.expected_batch_size, checked.params)
         # Everything is checked: from here on the module, the optimizer and this engine change.
         engine = _attached_engine(
             self.grad_sample_engine, module, checked.params, loss_reduction, checked.max_physical_batch_size
@@ -368,7 +437,7 @@ class PrivacyEngine:
         if budget is not None:
             self.budget = budget
         self.engine = engine
-        self.optimizer = DPOptimizer(
+        self.optimizer = variant.cls(
             optimizer,
             engine=self.engine,
             clipping=checked.policy,
@@ -377,6 +446,7 @@ class PrivacyEngine:
             sample_rate=sampling.sample_rate,
             noise=self.noise,
             ledger=self,
+            **variant.kwargs,
         )
         self.data_loader = sampling.loader
         self._config: dict[str, Any] = {
@@ -388,6 +458,7 @@ class PrivacyEngine:
             "loss_reduction": loss_reduction,
             "poisson_sampling": poisson_sampling,
             "accountant": self.accountant_name,
+            **variant.config,
         }
         return module, self.optimizer, sampling.loader
 
@@ -485,6 +556,7 @@ class PrivacyEngine:
         """
         target = check_path("path", path)
         _check_model_and_optimizer(model, optimizer)
+        optimizer = self._dp_optimizer(optimizer)
         check_extra(extra)
         payload = {
             "format": CHECKPOINT_FORMAT,
@@ -496,6 +568,13 @@ class PrivacyEngine:
         }
         checkpoint.write(target, payload)
 
+    def _dp_optimizer(self, optimizer: Optimizer) -> Optimizer:
+        """The DP optimizer of ``make_private`` when ``optimizer`` is the optimizer it wraps (whose state dict lacks
+        the DP optimizer's own state), else ``optimizer``."""
+        if self.optimizer is not None and optimizer is self.optimizer.original_optimizer:
+            return self.optimizer
+        return optimizer
+
     def load_checkpoint(self, path: str | os.PathLike[str], *, model: nn.Module, optimizer: Optimizer) -> Any:
         """Restore what :meth:`save_checkpoint` wrote to ``path`` (``torch.load(weights_only=True)``); returns extra.
 
@@ -506,11 +585,15 @@ class PrivacyEngine:
         """
         source = check_path("path", path)
         _check_model_and_optimizer(model, optimizer)
+        optimizer = self._dp_optimizer(optimizer)
         data = checkpoint.read(source)
         try:
             assign = self._checked_state(data["dpkit"])
             checkpoint.check_model_state(model, data["model"])
-            checkpoint.check_optimizer_state(optimizer, data["optimizer"])
+            if isinstance(optimizer, DPOptimizer):  # with the state of its own (DiceSGD's error, an adaptive norm)
+                optimizer.check_state_dict(data["optimizer"])
+            else:
+                checkpoint.check_optimizer_state(optimizer, data["optimizer"])
             checkpoint.check_rng_state(data["torch_rng"])
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{source}: {e}") from None

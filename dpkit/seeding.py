@@ -14,6 +14,7 @@ import numpy as np
 
 SAMPLER_STREAM = 0
 NOISE_STREAM = 1
+COUNT_NOISE_STREAM = 2  # the noise on adaptive clipping's count of unclipped examples (dpkit.adaptive_clipping)
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 
 

@@ -147,3 +147,25 @@ class Tied(nn.Module):
     def forward(self, ids):
         h = torch.tanh(self.hidden(self.emb(ids)))
         return self.out(h) + self.hidden(h).sum(-1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------- a small classifier
+def labelled_data(n: int, d: int = 5, k: int = 3, seed: int = 0, scale: float = 3.0):
+    """``n`` Gaussian inputs of dimension ``d`` (times ``scale``: gradient norms that clipping cuts) with ``k``
+    random labels, as a ``TensorDataset``."""
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, d, generator=g) * scale, torch.randint(0, k, (n,), generator=g))
+
+
+class TanhNet(nn.Module):
+    """Linear(d, 8), tanh, Linear(8, k)."""
+
+    def __init__(self, d: int = 5, k: int = 3):
+        super().__init__()
+        self.fc1 = nn.Linear(d, 8)
+        self.fc2 = nn.Linear(8, k)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))

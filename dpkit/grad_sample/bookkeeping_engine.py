@@ -477,12 +477,15 @@ class BookkeepingEngine(GradSampleEngine):
             out.append(g.reshape(batch, *p.shape) * self._scale(batch))
         return out
 
-    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
+    def clipped_sum(
+        self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0, residual: bool = False
+    ) -> ClippedSum:
         batch = self._step_batch()
         self.check_step_batch(batch if self._batches else None)
         flat, sums = flat_views(self.params, out)
+        rest = flat_views(self.params, None)[1] if residual else None  # what clipping removed
         if batch == 0:
-            return ClippedSum(sums, 0, torch.zeros(0), flat)
+            return ClippedSum(sums, 0, torch.zeros(0), flat, residual=rest)
         contrib = self._contributions(batch)
         if not contrib:
             raise no_backward_error(batch)
@@ -508,23 +511,28 @@ class BookkeepingEngine(GradSampleEngine):
             sq = sq * (scale * scale)
         total = sq.sum(1)
         keep = finite_rows(total)
-        factors = policy.factors(sq) * (scale * weight)
+        clip = policy.factors(sq)
+        # (per-example weights [b, L], their sums): the clipped sum, and with ``residual`` what clipping removed
+        weighted = [(clip * (scale * weight), sums)]
+        if rest is not None:
+            weighted.append(((1.0 - clip) * (scale * weight), rest))
         selected: dict[int, Prepared] = {}  # each layer's information restricted to the kept examples
         if keep is not None:  # examples with a NaN / inf gradient: their rows are removed before the sums
-            factors = factors[keep]
+            weighted = [(f[keep], target) for f, target in weighted]
             shared = {i: g[keep] for i, g in shared.items()}
         for i, parts in contrib.items():
-            if keep is not None and not len(factors):
+            if keep is not None and not len(weighted[0][0]):
                 break  # every example was left out: nothing to add
-            c = factors[:, i].contiguous()
             if i in shared:
-                sums[i].view(-1).addmv_(shared[i].t(), c.to(shared[i].dtype))
-            else:
-                prep, name = parts[0]
-                if keep is not None:
-                    if id(prep) not in selected:
-                        selected[id(prep)] = prep.select(keep)
-                    prep = selected[id(prep)]
-                prep.accumulate(name, c, sums[i])
+                for f, target in weighted:
+                    target[i].view(-1).addmv_(shared[i].t(), f[:, i].contiguous().to(shared[i].dtype))
+                continue
+            prep, name = parts[0]
+            if keep is not None:
+                if id(prep) not in selected:
+                    selected[id(prep)] = prep.select(keep)
+                prep = selected[id(prep)]
+            for f, target in weighted:
+                prep.accumulate(name, f[:, i].contiguous(), target[i])
         nonfinite = 0 if keep is None else batch - int(keep.sum())
-        return ClippedSum(sums, batch, total.sqrt(), flat, nonfinite)
+        return ClippedSum(sums, batch, total.sqrt(), flat, nonfinite, rest)

@@ -15,6 +15,9 @@ The contract between an engine and the DP optimizer:
    accordingly. With ``out`` (one flat buffer of all trainable parameters' values, e.g. pre-filled with the
    noise) the sums are added into it and the returned gradients are views of it. (``weight`` folds the
    optimizer's division by the expected batch size into the clip factors: no extra pass over the buffer.)
+   With ``residual=True`` the same pass also forms ``weight * sum_i (1 - c_i) * g_i`` (what clipping removed, over
+   the same finite examples) in ``ClippedSum.residual``: error-feedback optimizers need it, and it costs one more
+   weighted sum per parameter from what the engine already holds, not a second backward pass.
 4. ``clear()`` forgets the recorded batch (``optimizer.zero_grad()`` and ``optimizer.step()`` call it).
 
 Batch checks (``follow_loader``, set by ``make_private`` with the Poisson loader): every step, the number of rows
@@ -109,6 +112,8 @@ class ClippedSum:
     norms: torch.Tensor
     flat: torch.Tensor | None = None  # when set, ``grads`` are views of this one buffer
     nonfinite: int = 0  # examples left out of ``grads`` because their gradient or its norm is NaN or inf
+    # with ``clipped_sum(..., residual=True)``: ``weight * sum_i (1 - c_i) * g_i`` per parameter (same examples)
+    residual: list[torch.Tensor] | None = None
 
 
 def no_backward_error(batch: int) -> RuntimeError:
@@ -271,8 +276,11 @@ class GradSampleEngine(abc.ABC):
         """Forget the recorded batch."""
 
     @abc.abstractmethod
-    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
-        """Sum over the recorded batch of the clipped per-example gradients (see the module docstring)."""
+    def clipped_sum(
+        self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0, residual: bool = False
+    ) -> ClippedSum:
+        """Sum over the recorded batch of the clipped per-example gradients (with ``residual``, also of what clipping
+        removed; see the module docstring)."""
 
     @property
     @abc.abstractmethod

@@ -223,27 +223,31 @@ class FunctorchEngine(GradSampleEngine):
             return [p.new_zeros((0, *p.shape)) for p in self.params]
         return [torch.cat([part[i] for part in parts]) for i in range(len(self.params))]
 
-    def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
+    def clipped_sum(
+        self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0, residual: bool = False
+    ) -> ClippedSum:
         calls = self._calls_for_step()
         self.check_step_batch(calls[0].batch_size if calls else None)
         unreached = max((c.batch_size for c in self._calls), default=0)
         if not calls and unreached:
             raise no_backward_error(unreached)
         flat, sums = flat_views(self.params, out)
+        rest = flat_views(self.params, None)[1] if residual else None  # what clipping removed
         norms = []
         nonfinite = 0
         for _, grads in self._chunks_of_step(calls):
             sq = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads], dim=1)
             total = sq.sum(1)
             norms.append(total.sqrt())
-            factors = policy.factors(sq)
-            if weight != 1.0:
-                factors = factors * weight
+            clip = policy.factors(sq)
+            factors = clip * weight if weight != 1.0 else clip
             keep = finite_rows(total)
             if keep is not None:  # examples with a NaN / inf gradient: removed before the sum
                 nonfinite += len(keep) - int(keep.sum())
-                grads, factors = [g[keep] for g in grads], factors[keep]
+                grads, factors, clip = [g[keep] for g in grads], factors[keep], clip[keep]
             for i, g in enumerate(grads):
                 sums[i].add_(torch.tensordot(factors[:, i].to(g.dtype), g, dims=1))
+                if rest is not None:
+                    rest[i].add_(torch.tensordot(((1.0 - clip[:, i]) * weight).to(g.dtype), g, dims=1))
         batch = calls[0].batch_size if calls else 0
-        return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0), flat, nonfinite)
+        return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0), flat, nonfinite, rest)
