@@ -223,8 +223,12 @@ def poisson_data_loader(
     n = check_map_style(data_loader)
     q = expected_batch_size(data_loader) / n if sample_rate is None else check_probability("sample_rate", sample_rate)
     seed, secure = _check_seed_and_secure(seed, secure)
-    steps = steps_per_epoch(q)
-    sampler = PoissonBatchSampler(n, q, steps, seed=seed, secure=secure)
+    return loader_over(data_loader, PoissonBatchSampler(n, q, steps_per_epoch(q), seed=seed, secure=secure))
+
+
+def loader_over(data_loader: DataLoader, sampler: PoissonBatchSampler) -> PoissonDataLoader:
+    """A :class:`PoissonDataLoader` over ``data_loader``'s dataset whose batches ``sampler`` draws (workers, pinning
+    and the collate function of ``data_loader`` are kept)."""
     kwargs: dict[str, Any] = {}
     if data_loader.num_workers > 0:
         kwargs["prefetch_factor"] = data_loader.prefetch_factor
@@ -267,6 +271,7 @@ __all__ = [
     "PoissonDataLoader",
     "check_map_style",
     "expected_batch_size",
+    "loader_over",
     "poisson_data_loader",
     "steps_per_epoch",
 ]

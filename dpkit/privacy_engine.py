@@ -42,6 +42,7 @@ from dpkit.accountants import (
     PrivacyAccountant,
     PrivacyBudget,
     available_accountants,
+    calibrate_noise,
     calibrate_noise_multiplier,
     create_accountant,
 )
@@ -50,6 +51,8 @@ from dpkit.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_extra, ch
 from dpkit.data import PoissonDataLoader, check_map_style, expected_batch_size, poisson_data_loader
 from dpkit.grad_sample import ClippingPolicy, FlatClipping, PerLayerClipping, available_engines, create_engine
 from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine
+from dpkit.mechanisms.matrix_factorization import Strategy
+from dpkit.mf_optimizer import CorrelatedNoise, CorrelatedRun, MFOptimizer, plan_correlated_run
 from dpkit.noise import GaussianNoise
 from dpkit.optimizer import DPOptimizer, check_noise_scale, warn_no_noise
 from dpkit.seeding import check_seed, new_seed
@@ -90,7 +93,7 @@ class _Sampling:
 
     loader: DataLoader
     sample_rate: float  # q = expected batch size / N
-    expected_batch_size: int
+    expected_batch_size: float  # an int, except with correlated noise (len(dataset) / steps per epoch)
     steps_per_epoch: int
 
 
@@ -213,17 +216,25 @@ def _sampled_loader(data_loader: DataLoader, poisson_sampling: bool, *, seed: in
 
 
 def _noise_multiplier(
-    noise: _FixedNoise | _EpsilonTarget, sampling: _Sampling, accountant: PrivacyAccountant
+    noise: _FixedNoise | _EpsilonTarget,
+    sampling: _Sampling,
+    accountant: PrivacyAccountant,
+    correlated: CorrelatedRun | None = None,
 ) -> tuple[float, PrivacyBudget | None]:
     """The noise multiplier and, for a target epsilon, the budget that enforces it.
 
     Calibration: the smallest multiplier whose ``ceil(epochs * steps_per_epoch)`` Poisson-sampled Gaussian steps
-    spend at most the target epsilon at the target delta, by ``accountant``'s accounting.
+    (with correlated noise: the whole run's event) spend at most the target epsilon at the target delta, by
+    ``accountant``'s accounting.
     """
     if isinstance(noise, _FixedNoise):
         if noise.noise_multiplier == 0:
             warn_no_noise(stacklevel=4)  # make_private's caller
         return noise.noise_multiplier, None
+    if correlated is not None:
+        correlated.check_epochs(noise.epochs)
+        sigma = calibrate_noise(correlated.event, noise.epsilon, noise.delta, accountant.fresh())
+        return sigma, PrivacyBudget(noise.epsilon, noise.delta, accountant=accountant)
     total_steps = max(1, math.ceil(noise.epochs * sampling.steps_per_epoch))
     sigma = calibrate_noise_multiplier(
         noise.epsilon, noise.delta, sampling.sample_rate, total_steps, accountant=accountant.fresh()
@@ -334,12 +345,17 @@ class PrivacyEngine:
         clipping: str = "flat",
         loss_reduction: str = "mean",
         poisson_sampling: bool = True,
+        noise: Strategy | CorrelatedNoise | None = None,
     ) -> tuple[nn.Module, DPOptimizer, torch.utils.data.DataLoader]:
         """Return ``(module, optimizer, data_loader)`` ready for a private training loop (see the module
         docs).
 
         Give either ``noise_multiplier`` (>= 0; 0 is not private and warns) or ``target_epsilon`` with
         ``target_delta`` and ``epochs`` (the noise is calibrated and the budget enforced).
+
+        ``noise``: None is DP-SGD; a matrix-factorization strategy (or a :class:`~dpkit.mf_optimizer.CorrelatedNoise`
+        naming its participation) trains with correlated noise (:mod:`dpkit.mf_optimizer`): the loader then draws
+        the matching participation (fixed epochs by default) and the run has exactly the strategy's n steps.
         """
         if self.optimizer is not None:
             raise RuntimeError("make_private was already called on this PrivacyEngine; use one engine per model")
@@ -356,9 +372,17 @@ class PrivacyEngine:
             loss_reduction=loss_reduction,
             poisson_sampling=poisson_sampling,
         )
-        sampling = _sampled_loader(data_loader, poisson_sampling, seed=self.seed, secure=self.secure_rng)
-        sigma, budget = _noise_multiplier(checked.noise, sampling, self._accountant)
-        check_noise_scale(sigma, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
+        correlated = None
+        if noise is None:
+            sampling = _sampled_loader(data_loader, poisson_sampling, seed=self.seed, secure=self.secure_rng)
+        else:
+            correlated = plan_correlated_run(noise, data_loader, seed=self.seed, secure=self.secure_rng)
+            sampling = _Sampling(
+                correlated.loader, correlated.sample_rate, correlated.expected_batch_size, correlated.steps_per_epoch
+            )
+        sigma, budget = _noise_multiplier(checked.noise, sampling, self._accountant, correlated)
+        mf_sens = 1.0 if correlated is None else correlated.sensitivity  # correlated noise scales by sens(C)
+        check_noise_scale(sigma * mf_sens, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
         # Everything is checked: from here on the module, the optimizer and this engine change.
         engine = _attached_engine(
             self.grad_sample_engine, module, checked.params, loss_reduction, checked.max_physical_batch_size
@@ -368,16 +392,19 @@ class PrivacyEngine:
         if budget is not None:
             self.budget = budget
         self.engine = engine
-        self.optimizer = DPOptimizer(
-            optimizer,
-            engine=self.engine,
-            clipping=checked.policy,
-            noise_multiplier=sigma,
-            expected_batch_size=sampling.expected_batch_size,
-            sample_rate=sampling.sample_rate,
-            noise=self.noise,
-            ledger=self,
-        )
+        dp_kwargs: dict[str, Any] = {
+            "engine": self.engine,
+            "clipping": checked.policy,
+            "noise_multiplier": sigma,
+            "expected_batch_size": sampling.expected_batch_size,
+            "sample_rate": sampling.sample_rate,
+            "noise": self.noise,
+            "ledger": self,
+        }
+        if correlated is None:
+            self.optimizer = DPOptimizer(optimizer, **dp_kwargs)
+        else:
+            self.optimizer = MFOptimizer(optimizer, run=correlated, **dp_kwargs)
         self.data_loader = sampling.loader
         self._config: dict[str, Any] = {
             "noise_multiplier": sigma,
@@ -389,6 +416,8 @@ class PrivacyEngine:
             "poisson_sampling": poisson_sampling,
             "accountant": self.accountant_name,
         }
+        if correlated is not None:
+            self._config["correlated_noise"] = correlated.describe()
         return module, self.optimizer, sampling.loader
 
     def detach(self) -> None:
