@@ -101,7 +101,9 @@ class CyclicBatchSampler(PoissonBatchSampler):
             yield batch
 
 
-def fixed_epoch_loader(data_loader: DataLoader, steps_per_epoch: int, steps: int, *, seed: int | None = None) -> PoissonDataLoader:
+def fixed_epoch_loader(
+    data_loader: DataLoader, steps_per_epoch: int, steps: int, *, seed: int | None = None
+) -> PoissonDataLoader:
     """(k, b) fixed epochs over ``data_loader``'s dataset: b = ``steps_per_epoch`` fixed batches of about N / b
     examples, visited in the same order every epoch, ``steps`` = k b steps in all."""
     n = check_map_style(data_loader)
@@ -120,7 +122,5 @@ def cyclic_poisson_loader(
     """Cyclic Poisson sampling: ``groups`` = b_hat fixed groups, step t samples group t mod b_hat with probability
     ``sample_rate`` per example (expected batch size ``sample_rate`` x N / b_hat), ``steps`` steps in all."""
     n = check_map_style(data_loader)
-    sampler = CyclicBatchSampler(
-        n, groups, steps, sample_rate=sample_rate, steps_per_epoch=steps_per_epoch, seed=seed
-    )
+    sampler = CyclicBatchSampler(n, groups, steps, sample_rate=sample_rate, steps_per_epoch=steps_per_epoch, seed=seed)
     return loader_over(data_loader, sampler)
