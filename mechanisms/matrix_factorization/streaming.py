@@ -85,6 +85,7 @@ class NoisingRecurrence(abc.ABC):
 
     def commit(self, state: list[Any], t: int, y: Any) -> None:
         """Advance ``state`` past step t, whose row :meth:`peek` returned as ``y`` (nothing to keep by default)."""
+        return None
 
     def _check_t(self, state: list[Any], t: int) -> None:
         if not 0 <= t < self.n:
