@@ -553,6 +553,30 @@ def poisoning_summary(doc) -> str:
     return md_table(["protocol", "k", "fake MGA users/s", "genuine users/s", "simulate users/s"], rows)
 
 
+# ---------------------------------------------------------------------------------------------- mf
+def mf_full(doc) -> str:
+    s = doc["settings"]
+    rows = []
+    for r in doc["optimization"]:
+        other = r.get("jax_privacy") or {}
+        ratio = r.get("rmse_ratio")
+        ok = "" if ratio is None else ("yes" if ratio <= s["target_rmse_ratio"] else "NO")
+        rows.append([r["family"], r["n"], r["param"], r["participation"], num(r["dpkit"]["rmse"]),
+                     secs(r["dpkit"]["seconds"]), num(other.get("rmse")), secs(other.get("seconds")),
+                     num(ratio), ok])  # fmt: skip
+    header = ["family", "n", "k or bands", "participation", "dpkit RMSE", "dpkit time", "jax-privacy RMSE",
+              "jax-privacy time", "RMSE ratio", "within 0.2%"]  # fmt: skip
+    nz = doc["noise_stream"]
+    return (
+        "Optimized RMSE (prefix sums, mean error, scored by dpkit for both) and optimization time (jax-privacy's "
+        "includes JIT compilation):\n\n"
+        + md_table(header, rows)
+        + f"\n\nNoise of one training step, {rate(nz['dim'])} float32 parameters: DP-SGD "
+        f"{secs(nz['dp_sgd']['median'])}, BLT with {nz['buffers']} buffers {secs(nz['mf']['median'])} "
+        f"(overhead {nz['overhead']:+.0%} of DP-SGD's noise cost; medians of {s['rounds']} rounds)."
+    )
+
+
 # ---------------------------------------------------------------------------------------------- blocks
 RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "accountants": ("accountants", accountants_full),
@@ -560,6 +584,7 @@ RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "ldp": ("ldp", ldp_full),
     "audit": ("audit", audit_full),
     "poisoning": ("poisoning", poisoning_full),
+    "mf": ("mf", mf_full),
     "summary-accountants": ("accountants", accountants_summary),
     "summary-training": ("training", training_summary),
     "summary-ldp": ("ldp", ldp_summary),

@@ -258,7 +258,7 @@ class MFOptimizer(DPOptimizer):
         return self.noise.fill_(torch.empty(self._dim, dtype=self._dtype, device=self._device), 1.0, step)
 
     def _fill_noise(self, buf: torch.Tensor, std: float) -> None:
-        buf.copy_(self._row()).mul_(std)
+        torch.mul(self._row(), std, out=buf)
 
     def _draw_noise(self, grads: Sequence[torch.Tensor], std: float) -> list[torch.Tensor]:
         parts = (self._row() * std).split([g.numel() for g in grads])

@@ -175,10 +175,11 @@ class BufferRecurrence(NoisingRecurrence):
 
     def peek(self, state: list[Any], t: int, draw: Draw) -> Any:
         self._check_t(state, t)
-        x = draw(t) * 1.0
-        if t > 0:
-            for w, s in zip(self.output_scale, state, strict=True):
-                x -= w * s
+        x = draw(t)
+        if t == 0:
+            return x * 1.0
+        for i, (w, s) in enumerate(zip(self.output_scale, state, strict=True)):
+            x = _axpy(x, -w, s, fresh=i == 0)
         return x
 
     def commit(self, state: list[Any], t: int, y: Any) -> None:
@@ -215,6 +216,16 @@ class RowRecurrence(NoisingRecurrence):
             if coef[s] != 0.0:
                 y = y + float(coef[s]) * draw(s)
         return y
+
+
+def _axpy(x: Any, a: float, s: Any, *, fresh: bool) -> Any:
+    """x + a s: a new array if ``fresh`` (x is the caller's), else in place; one pass for torch tensors."""
+    if hasattr(x, "add_"):
+        return x.add(s, alpha=a) if fresh else x.add_(s, alpha=a)
+    if fresh:
+        return x + a * s
+    x += a * s
+    return x
 
 
 def step_seed(seed: int, step: int) -> int:
