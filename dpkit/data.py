@@ -74,14 +74,18 @@ class PoissonBatchSampler(Sampler[list[int]]):
         return self._batches(self.drawn_sizes)  # the sizes' queue of the iteration that starts now
 
     def _batches(self, sizes: collections.deque[int] | None) -> Iterator[list[int]]:
-        # Continue the current epoch (after a resume mid-epoch), else run a whole one.
-        end = (self.position // self.steps_per_epoch + 1) * self.steps_per_epoch
+        end = self._iteration_end()
         while self.position < end:
             batch = self.draw(self.position)
             self.position += 1
             if sizes is not None:
                 sizes.append(len(batch))
             yield batch
+
+    def _iteration_end(self) -> int:
+        """Where an iteration that starts now stops: the end of the current epoch (after a resume mid-epoch), else
+        of a whole one."""
+        return (self.position // self.steps_per_epoch + 1) * self.steps_per_epoch
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "position": self.position, "secure": self.secure}

@@ -20,9 +20,6 @@ run draws the batches of the uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import torch
 from torch.utils.data import DataLoader
 
@@ -89,16 +86,10 @@ class CyclicBatchSampler(PoissonBatchSampler):
         mask = torch.rand(members.numel(), generator=self._generator) < self.sample_rate
         return members[mask].tolist()
 
-    def _batches(self, sizes: Any) -> Iterator[list[int]]:
+    def _iteration_end(self) -> int:
         if self.position >= self.steps:
             self.draw(self.position)  # the clear error: the run is over
-        end = min((self.position // self.steps_per_epoch + 1) * self.steps_per_epoch, self.steps)
-        while self.position < end:
-            batch = self.draw(self.position)
-            self.position += 1
-            if sizes is not None:
-                sizes.append(len(batch))
-            yield batch
+        return min(super()._iteration_end(), self.steps)
 
 
 def fixed_epoch_loader(
