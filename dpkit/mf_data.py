@@ -2,8 +2,12 @@
 
 The sensitivity of a matrix-factorization mechanism depends on the steps in which one example may contribute
 (:mod:`dpkit.mechanisms.matrix_factorization.participation`), so the loader must draw exactly that participation.
-Both loaders here split the dataset once into ``groups`` disjoint groups (a seeded permutation, sizes differing by
-at most one; the split does not depend on the data) and give step t examples of group ``t mod groups`` only:
+Both loaders here split the dataset once into ``groups`` disjoint groups and give step t examples of group
+``t mod groups`` only. Each example joins a group independently and uniformly at random (seeded, one draw per
+example, like Poisson sampling's): adding or removing an example leaves every other example's steps as they were,
+which is what the sensitivity under add/remove neighbours assumes (a balanced split, e.g. a shuffled partition into
+equal parts, would move other examples too). Group sizes therefore vary around N / groups (an empty group is a
+valid step that adds only noise); the optimizer divides by the constant N / groups, never by a batch's size.
 
 * fixed epochs (``sample_rate=None``): step t is the whole group t mod b, so example i contributes at steps
   g, g + b, g + 2b, ... of its group g: the (k, b) fixed-epoch schema (Choquette-Choo et al. 2023, arXiv
@@ -33,8 +37,9 @@ PARTITION_STREAM = 2  # seeds the split of the data into groups (SAMPLER_STREAM 
 
 
 class CyclicBatchSampler(PoissonBatchSampler):
-    """Step t draws from group ``t mod groups`` of a fixed seeded split: the whole group (``sample_rate=None``)
-    or each of its examples with probability ``sample_rate``; ``steps`` batches in all."""
+    """Step t draws from group ``t mod groups`` of a fixed seeded split (each example's group drawn independently):
+    the whole group (``sample_rate=None``) or each of its examples with probability ``sample_rate``; ``steps``
+    batches in all."""
 
     def __init__(
         self,
@@ -66,8 +71,10 @@ class CyclicBatchSampler(PoissonBatchSampler):
             raise RuntimeError("a seeded sampler needs a seed (its state was loaded without one)")
         if self._members is None or self._members_seed != self.seed:
             g = torch.Generator().manual_seed(derive_seed(self.seed, PARTITION_STREAM, 0))
-            perm = torch.randperm(self.num_samples, generator=g)
-            self._members = [m.sort().values for m in perm.tensor_split(self.groups)]
+            group_of = torch.randint(self.groups, (self.num_samples,), generator=g)  # one draw per example
+            order = torch.argsort(group_of, stable=True)  # indices ascending within each group
+            counts = torch.bincount(group_of, minlength=self.groups).tolist()
+            self._members = list(order.split(counts))
             self._members_seed = self.seed
         return self._members[group]
 
@@ -95,8 +102,8 @@ class CyclicBatchSampler(PoissonBatchSampler):
 def fixed_epoch_loader(
     data_loader: DataLoader, steps_per_epoch: int, steps: int, *, seed: int | None = None
 ) -> PoissonDataLoader:
-    """(k, b) fixed epochs over ``data_loader``'s dataset: b = ``steps_per_epoch`` fixed batches of about N / b
-    examples, visited in the same order every epoch, ``steps`` = k b steps in all."""
+    """(k, b) fixed epochs over ``data_loader``'s dataset: b = ``steps_per_epoch`` fixed batches of N / b examples
+    on average, visited in the same order every epoch, ``steps`` = k b steps in all."""
     n = check_map_style(data_loader)
     return loader_over(data_loader, CyclicBatchSampler(n, steps_per_epoch, steps, seed=seed))
 

@@ -26,6 +26,7 @@ from dpkit.mechanisms.matrix_factorization import (
     ToeplitzStrategy,
     optimize_dense,
 )
+from dpkit.mf_data import CyclicBatchSampler
 from dpkit.mf_optimizer import CorrelatedNoise, MFOptimizer
 from dpkit.noise import GaussianNoise
 from dpkit.privacy_engine import PrivacyEngine
@@ -236,7 +237,18 @@ def test_fixed_epoch_loader_visits_each_example_every_b_steps():
     assert sorted(i for b in batches[:4] for i in b) == list(range(N))  # one epoch covers the data once
     for t in range(4, 16):
         assert batches[t] == batches[t - 4]
-    assert len(loader) == 4 and all(len(b) == 6 for b in batches)
+    assert len(loader) == 4
+
+
+def test_groups_do_not_move_when_an_example_is_removed():
+    """Each example's group is its own seeded draw: the examples of a dataset with one example fewer keep their steps
+    (add/remove neighbours differ in that example's steps only)."""
+    big = CyclicBatchSampler(1000, 10, 40, seed=5)
+    small = CyclicBatchSampler(999, 10, 40, seed=5)
+    for g in range(10):
+        assert small.members(g).tolist() == [i for i in big.members(g).tolist() if i < 999]
+    sizes = [big.members(g).numel() for g in range(10)]
+    assert sum(sizes) == 1000 and min(sizes) > 50  # about 100 each (Binomial(1000, 0.1): sd 9.5)
 
 
 def test_cyclic_poisson_loader_samples_group_t_mod_bands():
