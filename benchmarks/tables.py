@@ -24,7 +24,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("accountants", "training", "ldp", "audit", "poisoning", "clipping_bias")
+BENCHMARKS = ("accountants", "training", "ldp", "audit", "poisoning", "clipping_bias", "mf")
 
 
 # ---------------------------------------------------------------------------------------------- formatting
@@ -577,6 +577,30 @@ def clipping_bias_full(doc) -> str:
     )
 
 
+# ---------------------------------------------------------------------------------------------- mf
+def mf_full(doc) -> str:
+    s = doc["settings"]
+    rows = []
+    for r in doc["optimization"]:
+        other = r.get("jax_privacy") or {}
+        ratio = r.get("rmse_ratio")
+        ok = "" if ratio is None else ("yes" if ratio <= s["target_rmse_ratio"] else "NO")
+        rows.append([r["family"], r["n"], r["param"], r["participation"], num(r["dpkit"]["rmse"]),
+                     secs(r["dpkit"]["seconds"]), num(other.get("rmse")), secs(other.get("seconds")),
+                     num(ratio), ok])  # fmt: skip
+    header = ["family", "n", "k or bands", "participation", "dpkit RMSE", "dpkit time", "jax-privacy RMSE",
+              "jax-privacy time", "RMSE ratio", "within 0.2%"]  # fmt: skip
+    nz = doc["noise_stream"]
+    return (
+        "Optimized RMSE (prefix sums, mean error, scored by dpkit for both) and optimization time (jax-privacy's "
+        "includes JIT compilation):\n\n"
+        + md_table(header, rows)
+        + f"\n\nNoise of one training step, {rate(nz['dim'])} float32 parameters: DP-SGD "
+        f"{secs(nz['dp_sgd']['median'])}, BLT with {nz['buffers']} buffers {secs(nz['mf']['median'])} "
+        f"(overhead {nz['overhead']:+.0%} of DP-SGD's noise cost; medians of {s['rounds']} rounds)."
+    )
+
+
 # ---------------------------------------------------------------------------------------------- blocks
 RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "accountants": ("accountants", accountants_full),
@@ -585,6 +609,7 @@ RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "audit": ("audit", audit_full),
     "poisoning": ("poisoning", poisoning_full),
     "clipping_bias": ("clipping_bias", clipping_bias_full),
+    "mf": ("mf", mf_full),
     "summary-accountants": ("accountants", accountants_summary),
     "summary-training": ("training", training_summary),
     "summary-ldp": ("ldp", ldp_summary),

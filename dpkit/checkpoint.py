@@ -141,6 +141,9 @@ def check_optimizer_state(optimizer: Optimizer, state: object) -> None:
     stray = [k for k in state["state"] if k not in ids]
     if stray:
         raise CheckpointError(f"optimizer state has state for parameters {stray[:5]} that are in no group")
+    check_extra = getattr(optimizer, "check_extra_state", None)  # state an optimizer keeps besides torch's
+    if callable(check_extra):
+        check_extra(state)
 
 
 def check_rng_state(state: object) -> None:

@@ -74,14 +74,18 @@ class PoissonBatchSampler(Sampler[list[int]]):
         return self._batches(self.drawn_sizes)  # the sizes' queue of the iteration that starts now
 
     def _batches(self, sizes: collections.deque[int] | None) -> Iterator[list[int]]:
-        # Continue the current epoch (after a resume mid-epoch), else run a whole one.
-        end = (self.position // self.steps_per_epoch + 1) * self.steps_per_epoch
+        end = self._iteration_end()
         while self.position < end:
             batch = self.draw(self.position)
             self.position += 1
             if sizes is not None:
                 sizes.append(len(batch))
             yield batch
+
+    def _iteration_end(self) -> int:
+        """Where an iteration that starts now stops: the end of the current epoch (after a resume mid-epoch), else
+        of a whole one."""
+        return (self.position // self.steps_per_epoch + 1) * self.steps_per_epoch
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "position": self.position, "secure": self.secure}
@@ -223,8 +227,12 @@ def poisson_data_loader(
     n = check_map_style(data_loader)
     q = expected_batch_size(data_loader) / n if sample_rate is None else check_probability("sample_rate", sample_rate)
     seed, secure = _check_seed_and_secure(seed, secure)
-    steps = steps_per_epoch(q)
-    sampler = PoissonBatchSampler(n, q, steps, seed=seed, secure=secure)
+    return loader_over(data_loader, PoissonBatchSampler(n, q, steps_per_epoch(q), seed=seed, secure=secure))
+
+
+def loader_over(data_loader: DataLoader, sampler: PoissonBatchSampler) -> PoissonDataLoader:
+    """A :class:`PoissonDataLoader` over ``data_loader``'s dataset whose batches ``sampler`` draws (workers, pinning
+    and the collate function of ``data_loader`` are kept)."""
     kwargs: dict[str, Any] = {}
     if data_loader.num_workers > 0:
         kwargs["prefetch_factor"] = data_loader.prefetch_factor
@@ -267,6 +275,7 @@ __all__ = [
     "PoissonDataLoader",
     "check_map_style",
     "expected_batch_size",
+    "loader_over",
     "poisson_data_loader",
     "steps_per_epoch",
 ]

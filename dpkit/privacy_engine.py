@@ -42,6 +42,7 @@ from dpkit.accountants import (
     PrivacyAccountant,
     PrivacyBudget,
     available_accountants,
+    calibrate_noise,
     calibrate_noise_multiplier,
     create_accountant,
 )
@@ -59,6 +60,8 @@ from dpkit.error_feedback import (
 )
 from dpkit.grad_sample import ClippingPolicy, FlatClipping, PerLayerClipping, available_engines, create_engine
 from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine
+from dpkit.mechanisms.matrix_factorization import Strategy
+from dpkit.mf_optimizer import CorrelatedNoise, CorrelatedRun, MFOptimizer, plan_correlated_run
 from dpkit.noise import GaussianNoise
 from dpkit.optimizer import DPOptimizer, check_noise_scale, warn_no_noise
 from dpkit.seeding import check_seed, new_seed
@@ -99,7 +102,7 @@ class _Sampling:
 
     loader: DataLoader
     sample_rate: float  # q = expected batch size / N
-    expected_batch_size: int
+    expected_batch_size: float  # an int, except with correlated noise (len(dataset) / steps per epoch)
     steps_per_epoch: int
 
 
@@ -222,17 +225,25 @@ def _sampled_loader(data_loader: DataLoader, poisson_sampling: bool, *, seed: in
 
 
 def _noise_multiplier(
-    noise: _FixedNoise | _EpsilonTarget, sampling: _Sampling, accountant: PrivacyAccountant
+    noise: _FixedNoise | _EpsilonTarget,
+    sampling: _Sampling,
+    accountant: PrivacyAccountant,
+    correlated: CorrelatedRun | None = None,
 ) -> tuple[float, PrivacyBudget | None]:
     """The noise multiplier and, for a target epsilon, the budget that enforces it.
 
     Calibration: the smallest multiplier whose ``ceil(epochs * steps_per_epoch)`` Poisson-sampled Gaussian steps
-    spend at most the target epsilon at the target delta, by ``accountant``'s accounting.
+    (with correlated noise: the whole run's event) spend at most the target epsilon at the target delta, by
+    ``accountant``'s accounting.
     """
     if isinstance(noise, _FixedNoise):
         if noise.noise_multiplier == 0:
             warn_no_noise(stacklevel=4)  # make_private's caller
         return noise.noise_multiplier, None
+    if correlated is not None:
+        correlated.check_epochs(noise.epochs)
+        sigma = calibrate_noise(correlated.event, noise.epsilon, noise.delta, accountant.fresh())
+        return sigma, PrivacyBudget(noise.epsilon, noise.delta, accountant=accountant)
     total_steps = max(1, math.ceil(noise.epochs * sampling.steps_per_epoch))
     sigma = calibrate_noise_multiplier(
         noise.epsilon, noise.delta, sampling.sample_rate, total_steps, accountant=accountant.fresh()
@@ -391,6 +402,7 @@ class PrivacyEngine:
         poisson_sampling: bool = True,
         error_feedback_clip: float | None = None,
         error_feedback_noise_inflation: NoiseInflation | None = None,
+        noise: Strategy | CorrelatedNoise | None = None,
     ) -> tuple[nn.Module, DPOptimizer, torch.utils.data.DataLoader]:
         """Return ``(module, optimizer, data_loader)`` ready for a private training loop (see the module
         docs).
@@ -403,6 +415,10 @@ class PrivacyEngine:
         ``error_feedback_clip=C2`` (>= ``max_grad_norm``) turns the optimizer into DiceSGD, whose noise is inflated
         by ``error_feedback_noise_inflation(C1, C2)`` (default :func:`~dpkit.error_feedback.dice_noise_inflation`)
         and whose guarantee is its authors' claim (:mod:`dpkit.error_feedback`).
+
+        ``noise``: None is DP-SGD; a matrix-factorization strategy (or a :class:`~dpkit.mf_optimizer.CorrelatedNoise`
+        naming its participation) trains with correlated noise (:mod:`dpkit.mf_optimizer`): the loader then draws
+        the matching participation (fixed epochs by default) and the run has exactly the strategy's n steps.
         """
         if self.optimizer is not None:
             raise RuntimeError("make_private was already called on this PrivacyEngine; use one engine per model")
@@ -424,9 +440,22 @@ class PrivacyEngine:
             poisson_sampling=poisson_sampling,
         )
         variant = _check_variant(adaptive, checked.policy, error_feedback_clip, error_feedback_noise_inflation)
-        sampling = _sampled_loader(data_loader, poisson_sampling, seed=self.seed, secure=self.secure_rng)
-        sigma, budget = _noise_multiplier(checked.noise, sampling, self._accountant)
-        check_noise_scale(sigma, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
+        correlated = None
+        if noise is None:
+            sampling = _sampled_loader(data_loader, poisson_sampling, seed=self.seed, secure=self.secure_rng)
+        else:
+            if variant.cls is not DPOptimizer:
+                raise ValueError(
+                    "noise (correlated noise) is used with DP-SGD's fixed clipping only: give it without "
+                    f"error_feedback_clip and with a number as max_grad_norm (got {variant.cls.__name__})"
+                )
+            correlated = plan_correlated_run(noise, data_loader, seed=self.seed, secure=self.secure_rng)
+            sampling = _Sampling(
+                correlated.loader, correlated.sample_rate, correlated.expected_batch_size, correlated.steps_per_epoch
+            )
+        sigma, budget = _noise_multiplier(checked.noise, sampling, self._accountant, correlated)
+        mf_sens = 1.0 if correlated is None else correlated.sensitivity  # correlated noise scales by sens(C)
+        check_noise_scale(sigma * mf_sens, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
         variant.check_noise(sigma, sampling.expected_batch_size, checked.params)
         # Everything is checked: from here on the module, the optimizer and this engine change.
         engine = _attached_engine(
@@ -437,17 +466,19 @@ class PrivacyEngine:
         if budget is not None:
             self.budget = budget
         self.engine = engine
-        self.optimizer = variant.cls(
-            optimizer,
-            engine=self.engine,
-            clipping=checked.policy,
-            noise_multiplier=sigma,
-            expected_batch_size=sampling.expected_batch_size,
-            sample_rate=sampling.sample_rate,
-            noise=self.noise,
-            ledger=self,
-            **variant.kwargs,
-        )
+        dp_kwargs: dict[str, Any] = {
+            "engine": self.engine,
+            "clipping": checked.policy,
+            "noise_multiplier": sigma,
+            "expected_batch_size": sampling.expected_batch_size,
+            "sample_rate": sampling.sample_rate,
+            "noise": self.noise,
+            "ledger": self,
+        }
+        if correlated is None:
+            self.optimizer = variant.cls(optimizer, **dp_kwargs, **variant.kwargs)
+        else:
+            self.optimizer = MFOptimizer(optimizer, run=correlated, **dp_kwargs)
         self.data_loader = sampling.loader
         self._config: dict[str, Any] = {
             "noise_multiplier": sigma,
@@ -460,6 +491,8 @@ class PrivacyEngine:
             "accountant": self.accountant_name,
             **variant.config,
         }
+        if correlated is not None:
+            self._config["correlated_noise"] = correlated.describe()
         return module, self.optimizer, sampling.loader
 
     def detach(self) -> None:

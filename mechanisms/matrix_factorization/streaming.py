@@ -5,7 +5,8 @@ N(0, 1) rows z_0, z_1, ... of the model's dimension d. Materializing C^{-1} Z ne
 does. The computation is split in two so that any array library can drive it:
 
 * a :class:`NoisingRecurrence` (a strategy's ``noising_recurrence()``) holds the coefficients and turns draws into
-  noise with ``step(state, t, draw)``. It only uses ``+``, ``-``, ``*``, ``/`` with Python floats and in-place
+  noise with ``step(state, t, draw)`` (or ``peek`` then ``commit``: a training step computes the row, and advances
+  the state only once the step succeeded). It only uses ``+``, ``-``, ``*``, ``/`` with Python floats and in-place
   ``*=`` / ``+=`` on the arrays it gets from ``draw``, so numpy arrays and torch tensors both work;
 * ``draw(s)`` returns z_s. Banded and buffered (BLT) recurrences call it once per step, with s = t, in order; the
   recurrences of dense and full Toeplitz strategies re-draw every earlier z_s (O(t d) time per step, O(d) memory),
@@ -71,9 +72,20 @@ class NoisingRecurrence(abc.ABC):
     def fingerprint(self) -> str:
         """A short hash of the coefficients: a saved state only loads into the same recurrence."""
 
-    @abc.abstractmethod
     def step(self, state: list[Any], t: int, draw: Draw) -> Any:
-        """Row t of C^{-1} Z. The returned array may be kept in ``state``: do not modify it in place."""
+        """Row t of C^{-1} Z (:meth:`peek` then :meth:`commit`). The returned array may be kept in ``state``: do not
+        modify it in place."""
+        y = self.peek(state, t, draw)
+        self.commit(state, t, y)
+        return y
+
+    @abc.abstractmethod
+    def peek(self, state: list[Any], t: int, draw: Draw) -> Any:
+        """Row t of C^{-1} Z without changing ``state`` (a training step that fails after it changes nothing)."""
+
+    def commit(self, state: list[Any], t: int, y: Any) -> None:
+        """Advance ``state`` past step t, whose row :meth:`peek` returned as ``y`` (nothing to keep by default)."""
+        return None
 
     def _check_t(self, state: list[Any], t: int) -> None:
         if not 0 <= t < self.n:
@@ -95,7 +107,7 @@ class IdentityRecurrence(NoisingRecurrence):
     def fingerprint(self) -> str:
         return _digest("identity", self.n)
 
-    def step(self, state: list[Any], t: int, draw: Draw) -> Any:
+    def peek(self, state: list[Any], t: int, draw: Draw) -> Any:
         self._check_t(state, t)
         return draw(t)
 
@@ -126,19 +138,20 @@ class BandedRecurrence(NoisingRecurrence):
     def fingerprint(self) -> str:
         return _digest("banded", self.n, self.rows)
 
-    def step(self, state: list[Any], t: int, draw: Draw) -> Any:
+    def peek(self, state: list[Any], t: int, draw: Draw) -> Any:
         self._check_t(state, t)
         row = self._lists[t if len(self._lists) > 1 else 0]
         acc = draw(t)
         for r, past in enumerate(state, start=1):
             if row[r] != 0.0:
                 acc = acc - row[r] * past
-        x = acc / row[0] if row[0] != 1.0 else acc * 1.0
+        return acc / row[0] if row[0] != 1.0 else acc * 1.0
+
+    def commit(self, state: list[Any], t: int, y: Any) -> None:
         if self.memory:
-            state.insert(0, x)
+            state.insert(0, y)
             if len(state) > self.memory:
                 state.pop()
-        return x
 
 
 class BufferRecurrence(NoisingRecurrence):
@@ -160,17 +173,21 @@ class BufferRecurrence(NoisingRecurrence):
     def fingerprint(self) -> str:
         return _digest("blt", self.n, np.array(self.buf_decay), np.array(self.output_scale))
 
-    def step(self, state: list[Any], t: int, draw: Draw) -> Any:
+    def peek(self, state: list[Any], t: int, draw: Draw) -> Any:
         self._check_t(state, t)
-        x = draw(t) * 1.0
+        x = draw(t)
         if t == 0:
-            state.extend(x * 0.0 for _ in self.buf_decay)
-        for w, s in zip(self.output_scale, state, strict=True):
-            x = x - w * s
+            return x * 1.0
+        for i, (w, s) in enumerate(zip(self.output_scale, state, strict=True)):
+            x = _axpy(x, -w, s, fresh=i == 0)
+        return x
+
+    def commit(self, state: list[Any], t: int, y: Any) -> None:
+        if t == 0:
+            state.extend(y * 0.0 for _ in self.buf_decay)
         for theta, s in zip(self.buf_decay, state, strict=True):
             s *= theta
-            s += x
-        return x
+            s += y
 
 
 class RowRecurrence(NoisingRecurrence):
@@ -191,7 +208,7 @@ class RowRecurrence(NoisingRecurrence):
     def fingerprint(self) -> str:
         return _digest("rows", self.n, self.key)
 
-    def step(self, state: list[Any], t: int, draw: Draw) -> Any:
+    def peek(self, state: list[Any], t: int, draw: Draw) -> Any:
         self._check_t(state, t)
         coef = self.row(t)
         y = draw(t) * float(coef[t])
@@ -199,6 +216,16 @@ class RowRecurrence(NoisingRecurrence):
             if coef[s] != 0.0:
                 y = y + float(coef[s]) * draw(s)
         return y
+
+
+def _axpy(x: Any, a: float, s: Any, *, fresh: bool) -> Any:
+    """x + a s: a new array if ``fresh`` (x is the caller's), else in place; one pass for torch tensors."""
+    if hasattr(x, "add_"):
+        return x.add(s, alpha=a) if fresh else x.add_(s, alpha=a)
+    if fresh:
+        return x + a * s
+    x += a * s
+    return x
 
 
 def step_seed(seed: int, step: int) -> int:
