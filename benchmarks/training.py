@@ -109,6 +109,56 @@ def _tiny_transformer(vocab=1000, seq=64, d=128, layers=2, heads=4, hidden=512, 
     return TinyTransformer()
 
 
+def _by_name(cls):
+    """Class decorator for a model class defined in a builder (torch is imported in the children only): makes it
+    a module-level name, as Opacus' ModuleValidator.fix clones models with torch.save, which pickles classes by
+    name."""
+    cls.__qualname__ = cls.__name__
+    globals()[cls.__name__] = cls
+    return cls
+
+
+def _stock_transformer(vocab=1000, seq=64, d=128, layers=2, heads=4, hidden=512, classes=10):
+    """Stock nn.TransformerEncoder (batch_first, post-LN, dropout 0.1) on token + position embeddings, mean-pooled.
+    Opacus rows swap nn.MultiheadAttention for its DPMultiheadAttention (ModuleValidator.fix)."""
+    import torch
+    from torch import nn
+
+    @_by_name
+    class StockTransformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(seq, d)
+            layer = nn.TransformerEncoderLayer(d, heads, hidden, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.head = nn.Linear(d, classes)
+
+        def forward(self, ids):
+            pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
+            return self.head(self.encoder(self.tok(ids) + self.pos(pos)).mean(1))
+
+    return StockTransformer()
+
+
+def _lstm(vocab=1000, d=128, hidden=128, layers=2, classes=10):
+    """Stock nn.LSTM (2 layers, batch_first) on token embeddings, classified from the last position's output.
+    Opacus rows swap it for its DPLSTM (ModuleValidator.fix)."""
+    from torch import nn
+
+    @_by_name
+    class LSTMClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(vocab, d)
+            self.rnn = nn.LSTM(d, hidden, layers, batch_first=True)
+            self.head = nn.Linear(hidden, classes)
+
+        def forward(self, ids):
+            return self.head(self.rnn(self.emb(ids))[0][:, -1])
+
+    return LSTMClassifier()
+
+
 def _with_batch(make_module, make_x, classes=10):
     def build():
         import torch
@@ -125,6 +175,13 @@ MODELS: dict[str, Model] = {
     "cnn": Model("CNN 2 conv + 2 fc, 28x28, B=256", _with_batch(_cnn, lambda t: t.randn(256, 1, 28, 28))),
     "tfm": Model(
         "transformer 2x d=128, seq 64, B=64", _with_batch(_tiny_transformer, lambda t: t.randint(0, 1000, (64, 64)))
+    ),
+    "tfm_stock": Model(
+        "stock nn.TransformerEncoder 2x d=128, seq 64, B=64",
+        _with_batch(_stock_transformer, lambda t: t.randint(0, 1000, (64, 64))),
+    ),
+    "lstm": Model(
+        "stock nn.LSTM 2x hidden 128, seq 32, B=64", _with_batch(_lstm, lambda t: t.randint(0, 1000, (64, 32)))
     ),
 }
 

@@ -11,16 +11,21 @@ contiguous ranges (process ``r`` owns the indices ``i`` with ``floor(i * world_s
 draws the same global mask from the shared seed and keeps the indices it owns, so each example is in a step's
 global batch with probability q, independently, and is processed by exactly one process: the global batches are
 the single-process batches, whatever the number of processes.
+
+:class:`PoissonDataLoader` remembers the batch it yielded last and how many examples were drawn for it
+(:class:`DrawnBatch`): the per-sample gradient engine checks every step that it clips over exactly those examples.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sized
+import collections
+import dataclasses
+from collections.abc import Iterator, Sized
 from typing import Any, cast
 
 import torch
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 from torch.utils.data.dataloader import default_collate
 
@@ -53,6 +58,8 @@ class PoissonBatchSampler(Sampler[list[int]]):
         self.seed = None if self.secure else (new_seed() if seed is None else seed)
         self.position = 0  # batches drawn so far (over all epochs)
         self._generator = torch.Generator()
+        # Set by PoissonDataLoader: where an iteration records the size of each batch it draws, in order.
+        self.drawn_sizes: collections.deque[int] | None = None
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -70,12 +77,17 @@ class PoissonBatchSampler(Sampler[list[int]]):
         mask = torch.rand(self.num_samples, generator=self._generator) < self.sample_rate
         return mask.nonzero().squeeze(1).tolist()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[int]]:
+        return self._batches(self.drawn_sizes)  # the sizes' queue of the iteration that starts now
+
+    def _batches(self, sizes: collections.deque[int] | None) -> Iterator[list[int]]:
         # Continue the current epoch (after a resume mid-epoch), else run a whole one.
         end = (self.position // self.steps_per_epoch + 1) * self.steps_per_epoch
         while self.position < end:
             batch = self.draw(self.position)
             self.position += 1
+            if sizes is not None:
+                sizes.append(len(batch))
             yield batch
 
     def state_dict(self) -> dict[str, Any]:
@@ -137,6 +149,69 @@ class EmptyBatchCollate:
             return self.collate_fn(batch)
         proto = self.collate_fn([self.dataset[0]])
         return tree_map(lambda x: x[:0], proto)
+
+
+@dataclasses.dataclass(frozen=True)
+class DrawnBatch:
+    """A batch :class:`PoissonDataLoader` yielded: ``size`` examples were drawn for it, and ``tensors`` are the
+    tensors it yielded (the leaves of the collated batch). ``examples_first``: the collate function is torch's
+    default one, which stacks the examples along dimension 0 of every tensor."""
+
+    size: int
+    tensors: tuple[torch.Tensor, ...]
+    examples_first: bool
+
+    def example_dim(self, t: torch.Tensor) -> int | None:
+        """The dimension of yielded tensor ``t`` that indexes the examples, where it is known: dimension 0 under
+        the default collate function, else the only dimension of ``t`` whose size is the batch size."""
+        if self.examples_first:
+            return 0 if t.dim() > 0 and t.shape[0] == self.size else None
+        dims = [d for d, n in enumerate(t.shape) if n == self.size]
+        return dims[0] if len(dims) == 1 else None
+
+    def moved_examples(self, x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+        """``(yielded tensor, its example dimension)`` if ``x`` is a view of a yielded tensor whose first
+        dimension is not the examples' dimension (e.g. ``batch.transpose(0, 1)``), else None (also when ``x`` is
+        computed from the batch rather than a view of it: then nothing can be said).
+
+        A view of a yielded tensor ``Y`` keeps the examples first iff its first dimension has the stride of
+        ``Y``'s example dimension (a slice of the examples keeps it too: the step's size check speaks of those).
+        Batches of one example (nothing to move) are never reported."""
+        if self.size < 2 or not x.dim() or x.layout != torch.strided:
+            return None
+        ptr = x.untyped_storage().data_ptr()
+        for y in self.tensors:
+            if y.layout != torch.strided or y.untyped_storage().data_ptr() != ptr or y.device != x.device:
+                continue
+            dim = self.example_dim(y)
+            if dim is not None and y.stride(dim) != 0 and x.stride(0) != y.stride(dim):
+                return y, dim
+        return None
+
+
+class PoissonDataLoader(DataLoader):
+    """A ``DataLoader`` over Poisson batches (built by :func:`poisson_data_loader`) that remembers, in
+    :attr:`drawn_batch`, the batch it yielded last and how many examples were drawn for it."""
+
+    batch_sampler: PoissonBatchSampler
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.drawn_batch: DrawnBatch | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator over the stock iterator
+        sizes: collections.deque[int] = collections.deque()
+        self.batch_sampler.drawn_sizes = sizes  # this iteration's sampler records into it (workers prefetch)
+        return self._yield(super().__iter__(), sizes)
+
+    def _yield(self, batches: Iterator[Any], sizes: collections.deque[int]) -> Iterator[Any]:
+        examples_first = (
+            isinstance(self.collate_fn, EmptyBatchCollate) and self.collate_fn.collate_fn is default_collate
+        )
+        for batch in batches:  # in the order drawn (the DataLoader yields batches in order)
+            tensors = tuple(x for x in tree_flatten(batch)[0] if isinstance(x, torch.Tensor))
+            self.drawn_batch = DrawnBatch(sizes.popleft(), tensors, examples_first)
+            yield batch
 
 
 def check_map_style(data_loader) -> int:
@@ -204,7 +279,7 @@ def poisson_data_loader(
     if data_loader.num_workers > 0:
         kwargs["prefetch_factor"] = data_loader.prefetch_factor
         kwargs["persistent_workers"] = data_loader.persistent_workers
-    return DataLoader(
+    return PoissonDataLoader(
         data_loader.dataset,
         batch_sampler=sampler,
         num_workers=data_loader.num_workers,
@@ -237,8 +312,10 @@ def steps_per_epoch(sample_rate: float) -> int:
 
 __all__ = [
     "DistributedPoissonBatchSampler",
+    "DrawnBatch",
     "EmptyBatchCollate",
     "PoissonBatchSampler",
+    "PoissonDataLoader",
     "check_map_style",
     "expected_batch_size",
     "poisson_data_loader",

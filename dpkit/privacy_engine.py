@@ -53,7 +53,7 @@ from dpkit.accountants import (
 )
 from dpkit.accountants.validation import check_count, check_delta, check_nonnegative, check_positive
 from dpkit.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_extra, check_path
-from dpkit.data import check_map_style, expected_batch_size, poisson_data_loader
+from dpkit.data import PoissonDataLoader, check_map_style, expected_batch_size, poisson_data_loader
 from dpkit.grad_sample import ClippingPolicy, FlatClipping, PerLayerClipping, available_engines, create_engine
 from dpkit.grad_sample.engine import LOSS_REDUCTIONS, GradSampleEngine
 from dpkit.noise import GaussianNoise
@@ -410,6 +410,8 @@ class PrivacyEngine:
         engine = _attached_engine(
             self.grad_sample_engine, inner, checked.params, loss_reduction, checked.max_physical_batch_size
         )
+        if isinstance(sampling.loader, PoissonDataLoader):  # each step clips over the examples the loader drew
+            engine.follow_loader(sampling.loader)
         if budget is not None:
             self.budget = budget
         self.engine = engine

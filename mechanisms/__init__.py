@@ -9,7 +9,8 @@ Every protocol is a frozen dataclass of its parameters with a client/server spli
 
 * client ``perturb(values, rng) -> reports`` (vectorized over users; ``rng`` a ``numpy.random.Generator``);
 * server ``aggregate(reports) -> SupportCounts`` (mergeable: ``a + b``), ``aggregate_stream(chunks)``,
-  ``estimate(state, postprocess=None|'clip'|'norm-sub'|'ibu')``;
+  ``estimate(state, postprocess=None|'clip'|'norm-sub'|'ibu')``; a state carries its protocol's key (class and
+  parameters) and is read and merged only by that protocol; reports and loaded states are checked first;
 * analysis ``variance(n, f=None)``, ``epsilon``, ``delta``, ``privacy_event()`` (an ``accountants`` event) and,
   for small domains, the exact output distribution (``channel_matrix()`` / ``output_probabilities(value)``).
 
@@ -23,12 +24,15 @@ Where things live: :mod:`.base` (the frequency-oracle interface, an abstract bas
 privacy profile and calibrations, and :class:`BoundedGaussian`, the local Gaussian mechanism on a bounded
 number), :mod:`.postprocessing` (clip, Norm-Sub, simplex
 projection, IBU/EM), :mod:`.channels` (exact output distributions), :mod:`.bernoulli` and :mod:`.hashing` (the
-clients' vectorized primitives), :mod:`.dask_backend`; the subpackages named above. A new protocol is one module
+clients' vectorized primitives), :mod:`._validation` and :mod:`._memory` (input checks, the shared epsilon limit,
+memory-bounded chunks), :mod:`.dask_backend`; the subpackages named above. A new protocol is one module
 subclassing its family's base, one registry entry, and one registration of its attacks in
 :mod:`dpkit.audits.ldp.attacks`.
 """
 
 from dpkit.mechanisms import hashing
+from dpkit.mechanisms._memory import ReportsTooLarge
+from dpkit.mechanisms._validation import MAX_EPSILON
 from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
 from dpkit.mechanisms.channels import max_log_ratio
 from dpkit.mechanisms.frequency_oracles import (
@@ -83,6 +87,8 @@ from dpkit.mechanisms.postprocessing import (
 )
 
 __all__ = [
+    "MAX_EPSILON",
+    "ReportsTooLarge",
     "LGRR",
     "LONGITUDINAL_PROTOCOLS",
     "LOLOHA",

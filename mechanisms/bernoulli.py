@@ -36,12 +36,14 @@ from __future__ import annotations
 import math
 import os
 import threading
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "bernoulli_expansion",
     "bernoulli_matrix",
+    "bernoulli_rows_packed_where",
     "unary_perturb",
     "unary_support_counts",
     "column_counts",
@@ -208,18 +210,59 @@ def _tie_bytes(count: int, exp, bg, exp_where=None):
     return bg.random_raw(-(-count // 8)).view(np.uint8)[:count]
 
 
+class _Ties:
+    """Nibble ties resolved in stream order, a batch at a time: one byte per tie against e (e_where where ``sel``),
+    from raw outputs read as they are needed (ceil(T / 8) of them for T ties in all, as one read would), then, after
+    every byte, the 64-bit digits of the byte ties (:meth:`finish`). Memory: one batch, and the byte ties."""
+
+    def __init__(self, exp, bg, exp_where=None):
+        self.exp, self.exp_where, self.bg = exp, exp_where, bg
+        self.live = _needs_bytes(exp) or (exp_where is not None and _needs_bytes(exp_where))  # else every tie is 0
+        self.spare = np.empty(0, dtype=np.uint8)
+        self.pending: list[tuple[np.ndarray, np.ndarray | None]] = []
+
+    def _bytes(self, m: int) -> np.ndarray:
+        if m <= self.spare.size:
+            w, self.spare = self.spare[:m], self.spare[m:]
+            return w
+        need = m - self.spare.size
+        new = self.bg.random_raw(-(-need // 8)).view(np.uint8)
+        w, self.spare = np.concatenate([self.spare, new[:need]]), new[need:]
+        return w
+
+    def feed(self, out: np.ndarray, pos: np.ndarray, sel: np.ndarray | None = None) -> None:
+        """Resolve the ties at positions ``pos`` of ``out`` (uint8 or bool), the next ones of the stream."""
+        if pos.size == 0:
+            return
+        if not self.live:
+            out[pos] = 0
+            return
+        w = self._bytes(pos.size)
+        e: Any = np.uint8(self.exp[1])
+        if sel is not None and self.exp_where is not None:
+            e = np.where(sel, np.uint8(self.exp_where[1]), e)
+        out[pos] = w < e
+        sub = np.flatnonzero(w == e)
+        if sub.size:
+            self.pending.append((pos[sub], None if sel is None else sel[sub]))
+
+    def finish(self, out: np.ndarray) -> None:
+        """The byte ties: one raw output per digit level and still-tied bit, in the order they were fed."""
+        if not self.pending:
+            return
+        pos = np.concatenate([p for p, _ in self.pending])
+        sel = None if self.pending[0][1] is None else np.concatenate([s for _, s in self.pending])
+        digits_where = () if self.exp_where is None else self.exp_where[2]
+        out[pos] = _resolve_digits(pos.size, self.exp[2], self.bg, sel, digits_where)
+        self.pending = []
+
+
 def _resolve_ties(count: int, exp, bg, sel=None, exp_where=None) -> np.ndarray:
     """Bits of ``count`` nibble ties, in order: a byte each against e, then the 64-bit digits on byte ties."""
-    w = _tie_bytes(count, exp, bg, exp_where)
-    if w is None:
-        return np.zeros(count, dtype=bool)
-    e = np.uint8(exp[1]) if sel is None else np.where(sel, np.uint8(exp_where[1]), np.uint8(exp[1]))
-    bits = w < e
-    sub = np.flatnonzero(w == e)
-    if sub.size:
-        bits[sub] = _resolve_digits(
-            sub.size, exp[2], bg, None if sel is None else sel[sub], () if exp_where is None else exp_where[2]
-        )
+    bits = np.zeros(count, dtype=bool)
+    ties = _Ties(exp, bg, exp_where)
+    ties.feed(bits, np.arange(count), sel)
+    ties.finish(bits)
     return bits
 
 
@@ -241,25 +284,35 @@ def _nibbles(u: np.ndarray, nbits: int, scratch: dict) -> np.ndarray:
     return z.view(np.uint8)[:nbits]
 
 
-def _bulk_bits(out_flat: np.ndarray, rng, exp, where_flat, exp_where, threads, skip=None) -> np.ndarray:
-    """Fill ``out_flat`` with the bulk comparisons (V < c) and return the flat positions of the ties (V = c),
-    leaving out the sorted flat positions ``skip``."""
+def _mark(nib: np.ndarray, thr, out: np.ndarray, scratch: dict) -> None:
+    """The bulk outcome of each nibble, written into the output's bytes ``out`` (uint8): 1 (nibble < thr), 0 (>),
+    2 (=: a tie, resolved once the bulk is drawn). The output holds the ties' marks, so no list of ties is kept
+    (memory: the output and one block's buffers)."""
+    np.less(nib, thr, out=out.view(bool))
+    tie = np.equal(nib, thr, out=_buffer(scratch, "tie", nib.size)).view(np.uint8)
+    np.bitwise_or(out, np.left_shift(tie, 1, out=tie), out=out)
+
+
+def _fill_bernoulli(out: np.ndarray, rng: np.random.Generator, exp, where_of, exp_where, threads) -> None:
+    """Fill the flat uint8 view ``out`` with Bernoulli bits: the bulk block by block (ties marked 2), then the ties
+    in flat C order. ``where_of(a, b)``: the bool mask of the flat range [a, b) (None: no mask)."""
     c = np.uint8(exp[0])
-    if where_flat is not None:
-        c_arr = np.where(where_flat, np.uint8(exp_where[0]), c)
 
     def block(a, b, u, scratch):
-        nib = _nibbles(u, b - a, scratch)
-        thr = c if where_flat is None else c_arr[a:b]
-        np.less(nib, thr, out=out_flat[a:b])
-        tie = np.equal(nib, thr, out=_buffer(scratch, "tie", b - a))
-        if skip is not None:
-            lo, hi = np.searchsorted(skip, (a, b))
-            tie[skip[lo:hi] - a] = False
-        return a + np.flatnonzero(tie)
+        thr: Any = c
+        if where_of is not None:
+            thr = _buffer(scratch, "thr", b - a, np.uint8)
+            np.copyto(thr, c)
+            np.copyto(thr, np.uint8(exp_where[0]), where=where_of(a, b))
+        _mark(_nibbles(u, b - a, scratch), thr, out[a:b], scratch)
 
-    parts = [p for res, _ in _run_blocks(out_flat.size, _BLOCK_BITS, rng, block, threads) for p in res]
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    _run_blocks(out.size, _BLOCK_BITS, rng, block, threads)
+    ties = _Ties(exp, rng.bit_generator, exp_where)
+    for a in range(0, out.size, _BLOCK_BITS):
+        b = min(out.size, a + _BLOCK_BITS)
+        pos = np.flatnonzero(out[a:b] == 2)
+        ties.feed(out, a + pos, None if where_of is None else where_of(a, b)[pos])
+    ties.finish(out)
 
 
 def bernoulli_matrix(
@@ -269,24 +322,49 @@ def bernoulli_matrix(
 
     Each bit is Bernoulli(prob), or Bernoulli(prob_where) where the bool mask ``where`` (same shape) is set, and
     P(bit = 1) equals the float64 probability *exactly* (module docstring: a nibble, then a byte and 64-bit digits
-    on ties, resolved in flat C order). About 4.5 random bits per bit.
+    on ties, resolved in flat C order). About 4.5 random bits per bit; memory: the output and one block.
     """
     shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
     exp = bernoulli_expansion(prob)
-    exp_where = where_flat = None
+    exp_where = where_of = None
     if where is not None:
         if prob_where is None:
             raise ValueError("where needs prob_where")
         exp_where = bernoulli_expansion(prob_where)
-        where_flat = np.asarray(where, dtype=bool)
-        if where_flat.shape != shape:
-            raise ValueError(f"where must have shape {shape}, got {where_flat.shape}")
-        where_flat = where_flat.reshape(-1)
+        mask = np.asarray(where, dtype=bool)
+        if mask.shape != shape:
+            raise ValueError(f"where must have shape {shape}, got {mask.shape}")
+        flat_mask = mask.reshape(-1)
+
+        def where_of(a: int, b: int) -> np.ndarray:
+            return flat_mask[a:b]
+
     out = np.empty(shape, dtype=bool)
-    flat = out.reshape(-1)
-    ties = _bulk_bits(flat, rng, exp, where_flat, exp_where, threads)
-    sel = None if where_flat is None else where_flat[ties]
-    flat[ties] = _resolve_ties(ties.size, exp, rng.bit_generator, sel, exp_where)
+    _fill_bernoulli(out.reshape(-1).view(np.uint8), rng, exp, where_of, exp_where, threads)
+    return out
+
+
+def bernoulli_rows_packed_where(
+    where_packed: np.ndarray, k: int, prob, prob_where, rng: np.random.Generator, out=None, *, threads=None
+) -> np.ndarray:
+    """``bernoulli_matrix((n, k), prob, rng, where=W, prob_where=prob_where)`` for the mask W given as rows of
+    packed bits (``np.packbits(W, axis=1)``, n x ceil(k / 8) bytes): the same bits, without the n x k mask (each
+    block unpacks its own rows). ``out``: an (n, k) bool array to fill (default: a new one)."""
+    packed = np.asarray(where_packed, dtype=np.uint8)
+    n = packed.shape[0]
+    if packed.ndim != 2 or packed.shape[1] != -(-k // 8):
+        raise ValueError(
+            f"where_packed must have shape (n, {-(-k // 8)}) (packed rows of {k} bits), got {packed.shape}"
+        )
+    exp, exp_where = bernoulli_expansion(prob), bernoulli_expansion(prob_where)
+
+    def where_of(a: int, b: int) -> np.ndarray:
+        r0, r1 = a // k, -(-b // k)
+        rows = np.unpackbits(packed[r0:r1], axis=1, count=k).view(bool).reshape(-1)
+        return rows[a - r0 * k : b - r0 * k]
+
+    out = np.empty((n, k), dtype=bool) if out is None else out
+    _fill_bernoulli(out.reshape(-1).view(np.uint8), rng, exp, where_of, exp_where, threads)
     return out
 
 
@@ -299,37 +377,37 @@ def _unary_blocking(k: int) -> tuple[int, int]:
     return m, m * max(1, min(255, _BLOCK_BITS // (m * k)))
 
 
-def unary_perturb(values: np.ndarray, k: int, p: float, q: float, rng: np.random.Generator, *, threads=None):
+def unary_perturb(
+    values: np.ndarray, k: int, p: float, q: float, rng: np.random.Generator, *, threads=None, out=None
+) -> np.ndarray:
     """Unary-encoding reports: bool (n, k), bit v_i of row i ~ Bernoulli(p), every other bit ~ Bernoulli(q).
 
     Exact probabilities (module docstring). Random bits, in order: the n own bits ``bernoulli_matrix(n, p, rng)``;
     the bulk of an (n, k) matrix at q; the resolution of the bulk's ties off the users' own positions, block of
     rows by block of rows (blocks of ``_unary_blocking(k)[1]`` rows), column by column within a block, rows
     ascending within a column. The own bits are written over the positions (i, v_i): they never depend on a q-draw.
+    Memory: the output (``out``, an (n, k) bool array, or a new one) and one block; the ties are marked in the
+    output's bytes until they are resolved.
     """
     n = values.shape[0]
     exp = bernoulli_expansion(q)
     c = np.uint8(exp[0])
-    rows = _unary_blocking(k)[1]
-    first_bit = np.arange(0, rows * k, k)  # a block's row starts, in bits
+    block_bits = _unary_blocking(k)[1] * k
     key = np.uint16 if k <= 1 << 16 else np.int64  # a stable argsort of uint16 keys is a radix sort
     own_bits = bernoulli_matrix(n, p, rng, threads=threads)
-    out = np.empty((n, k), dtype=bool)
-    flat = out.reshape(-1)
+    out = np.empty((n, k), dtype=bool) if out is None else out
+    flat = out.reshape(-1).view(np.uint8)
 
     def block(a, b, u, scratch):
-        s, e = a // k, b // k
-        nib = _nibbles(u, b - a, scratch)
-        np.less(nib, c, out=flat[a:b])
-        tie = np.equal(nib, c, out=_buffer(scratch, "tie", b - a))
-        tie[first_bit[: e - s] + values[s:e]] = False  # the own positions: their bits come from p
-        pos = np.flatnonzero(tie)
-        return a + pos[np.argsort((pos % k).astype(key), kind="stable")]  # column by column, rows ascending
+        _mark(_nibbles(u, b - a, scratch), c, flat[a:b], scratch)
 
-    parts = [t for res, _ in _run_blocks(n * k, rows * k, rng, block, threads) for t in res]
-    ties = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-    flat[ties] = _resolve_ties(ties.size, exp, rng.bit_generator)
-    flat[np.arange(0, n * k, k) + values] = own_bits
+    _run_blocks(n * k, block_bits, rng, block, threads)
+    flat[np.arange(0, n * k, k) + values] = own_bits  # the own positions: their bits come from p, never ties
+    ties = _Ties(exp, rng.bit_generator)
+    for a in range(0, n * k, block_bits):
+        pos = np.flatnonzero(flat[a : a + block_bits] == 2)
+        ties.feed(flat, a + pos[np.argsort((pos % k).astype(key), kind="stable")])  # by column, rows ascending
+    ties.finish(flat)
     return out
 
 
@@ -484,19 +562,25 @@ def unary_support_counts(
     return counts
 
 
-def column_counts(bits: np.ndarray) -> np.ndarray:
-    """Column sums (int64) of a 2-D bool or 0/1 uint8 array: uint8 sums of at most 255 lines of rows at a time."""
+def column_counts(bits: np.ndarray, *, check: str | None = None) -> np.ndarray:
+    """Column sums (int64) of a 2-D bool or 0/1 uint8 array: uint8 sums of at most 255 lines of rows at a time.
+
+    Memory: one group of 255 lines (a copy only when ``bits`` is not C-contiguous). ``check`` (a name): first check
+    that every byte is 0 or 1 (a bool array made by viewing other bytes can hold 2..255, which the byte sums would
+    count), raising a ValueError naming it."""
     n, k = bits.shape
-    b = np.ascontiguousarray(bits).view(np.uint8)
     counts = np.zeros(k, dtype=np.int64)
     if n == 0 or k == 0:
         return counts
     m = max(1, _LINE_BYTES // k)  # rows per line
-    full = n - n % m
-    lines = b[:full].reshape(-1, m * k)
-    for s in range(0, lines.shape[0], 255):
-        acc = np.add.reduce(lines[s : s + 255], axis=0, dtype=np.uint8)
-        counts += acc.reshape(m, k).sum(axis=0, dtype=np.int64)
-    if full < n:
-        counts += b[full:].sum(axis=0, dtype=np.int64)
+    for s in range(0, n, 255 * m):
+        b = np.ascontiguousarray(bits[s : s + 255 * m]).view(np.uint8)
+        if check is not None and b.max() > 1:
+            raise ValueError(f"{check} must be bits (0 or 1), got {int(b.max())}")
+        full = b.shape[0] - b.shape[0] % m
+        if full:
+            acc = np.add.reduce(b[:full].reshape(-1, m * k), axis=0, dtype=np.uint8)
+            counts += acc.reshape(m, k).sum(axis=0, dtype=np.int64)
+        if full < b.shape[0]:
+            counts += b[full:].sum(axis=0, dtype=np.int64)
     return counts

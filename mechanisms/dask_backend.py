@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dpkit.mechanisms._validation import check_seed
+
 __all__ = ["aggregate_dask", "simulate_dask"]
 
 
@@ -77,6 +79,7 @@ def simulate_dask(protocol, values, seed: int, scheduler=None):
     import dask
     import dask.array as da
 
+    seed = check_seed("seed", seed)
     if not isinstance(values, da.Array) or values.ndim != 1:
         raise TypeError("values must be a 1-d dask array")
     parts = list(values.to_delayed().ravel())

@@ -20,12 +20,43 @@ multiply, one add and one compare on uint64: ``a * x + (b - L_y) < W_y``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike
+
+from dpkit.mechanisms._validation import check_nonnegative_ints, check_report_array
 
 U64 = np.uint64
 _SHIFT = U64(32)
 MAX_DOMAIN = 2**32
+MAX_BUCKETS = 2**32 - 1  # g: bucket y + 1 of the range reduction must fit in 32 bits (see bucket_bounds)
+MAX_OLH_EPSILON = math.log(MAX_BUCKETS - 1.5)  # ~22.18: the largest epsilon whose OLH g = round(e^eps) + 1 fits
+
+
+def optimal_g(epsilon: float, protocol: str = "OLH") -> int:
+    """OLH's number of buckets, g = round(e^epsilon) + 1 (multi-freq-ldpy's integer g; Wang et al. USENIX Sec'17:
+    e^epsilon + 1), for a checked epsilon; beyond MAX_OLH_EPSILON it exceeds the family's 2^32 - 1 buckets, which
+    is refused by name."""
+    g = int(round(math.exp(epsilon))) + 1
+    if g > MAX_BUCKETS:
+        raise ValueError(
+            f"epsilon must be at most {MAX_OLH_EPSILON:.4g} for {protocol} (its g = round(e^epsilon) + 1 must be below "
+            f"2^32), got {epsilon!r}; give g explicitly or use another protocol"
+        )
+    return g
+
+
+def check_hash_reports(name: str, reports: ArrayLike, g: int, columns: int = 3) -> np.ndarray:
+    """Local hashing reports: integer rows of ``columns`` - 1 hash parameters (any uint64: a signed array must
+    hold no negative entry) and a last column y in [0, g). Returns uint64."""
+    r = check_report_array(
+        name, reports, kinds="iu", shape_tail=(columns,), expected=f"uint64 rows of {columns - 1} hash parameters and y"
+    )
+    r = check_nonnegative_ints(name, r, "uint64 hash parameters and hashed reports")
+    if len(r) and r[:, -1].max() >= g:
+        raise ValueError(f"{name}[:, {columns - 1}] (the hashed report) must be in [0, {g}), got {int(r[:, -1].max())}")
+    return r
 
 
 def draw_hash_params(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

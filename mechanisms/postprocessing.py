@@ -28,15 +28,29 @@ __all__ = [
     "em_channel",
     "project_simplex",
     "postprocess",
+    "check_postprocess",
     "POSTPROCESS",
 ]
 
 POSTPROCESS = ("clip", "norm-sub", "ibu")
 
 
+def _finite(name: str, values: ArrayLike, ndim: int | None = 1) -> np.ndarray:
+    """A non-empty float array of finite entries (of ``ndim`` dimensions if given)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    if (ndim is not None and arr.ndim != ndim) or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty {ndim}-dimensional array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, found NaN or inf")
+    return arr
+
+
 def clip_normalize(f: ArrayLike) -> np.ndarray:
     """Clip negatives to 0 and rescale to sum 1 (multi-freq-ldpy's ``MI``); unchanged if nothing is positive."""
-    g = np.clip(np.asarray(f, dtype=np.float64), 0.0, None)
+    g = np.clip(_finite("f", f), 0.0, None)
     s = g.sum()
     return g / s if s > 0 else g
 
@@ -46,7 +60,7 @@ def norm_sub(f: ArrayLike, target: float = 1.0, tol: float = 1e-12, max_iter: in
 
     If nothing is positive the uniform distribution (scaled to ``target``) is returned (privmdr's guard).
     """
-    g = np.asarray(f, dtype=np.float64).copy()
+    g = _finite("f", f).copy()
     for _ in range(max_iter):
         g[g < 0] = 0.0
         pos = g > 0
@@ -68,7 +82,10 @@ def ibu(obs: ArrayLike, p: float, q: float, n_iter: int = 10_000, tol: float = 1
     ``obs`` are support counts; columns of the channel and ``obs`` are normalized to sum 1. Exact (the MLE) for
     GRR; a heuristic for UE, SS, LH and HR, as in multi-freq-ldpy.
     """
-    obs = np.asarray(obs, dtype=np.float64)
+    obs = _finite("obs", obs)
+    for name, x in (("p", p), ("q", q)):
+        if not 0 <= x <= 1:  # NaN fails too
+            raise ValueError(f"{name} must be a probability in [0, 1], got {x!r}")
     k = obs.size
     tot = obs.sum()
     if tot <= 0:
@@ -108,11 +125,11 @@ def em_channel(
     For a channel that is the exact law of the state this converges to the maximum-likelihood estimate on the
     probability simplex.
     """
-    obs = np.clip(np.asarray(obs, dtype=np.float64), 0, None)
-    tot = obs.sum()
+    seen = np.clip(_finite("obs", obs, None), 0, None)
+    tot = seen.sum()
     if not tot > 0:
         return np.full(k, 1.0 / k)
-    obs = obs / tot
+    obs = seen / tot
     f = np.full(k, 1.0 / k)
     for _ in range(n_iter):
         af = forward(f)
@@ -140,7 +157,7 @@ def ibu_structured(
     including the fake-data mixture (base = a0, diag = a1 - a0), dBitFlipPM's bucketized channel (two blocks: the
     bits 1 and 0 of each sampled bucket).
     """
-    obs = np.atleast_2d(np.asarray(obs, dtype=np.float64))
+    obs = np.atleast_2d(_finite("obs", obs, None))
     base_ = np.broadcast_to(np.atleast_2d(np.asarray(base, dtype=np.float64)), obs.shape)
     diag_ = np.broadcast_to(np.atleast_2d(np.asarray(diag, dtype=np.float64)), obs.shape)
     k = obs.shape[1]
@@ -166,12 +183,19 @@ def project_simplex(f: ArrayLike) -> np.ndarray:
     Exact, O(k log k) (sort-based; Held, Wolfe and Crowder 1974, Duchi et al. 2008). It is the maximum-likelihood
     point of the simplex when the estimate is Gaussian around f with the same variance for every item.
     """
-    v = np.asarray(f, dtype=np.float64)
+    v = _finite("f", f)
     u = np.sort(v)[::-1]
     css = np.cumsum(u) - 1.0
     idx = np.arange(1, v.size + 1)
     rho = int(np.flatnonzero(u - css / idx > 0)[-1])
     return np.maximum(v - css[rho] / (rho + 1), 0.0)
+
+
+def check_postprocess(method: str | None) -> str | None:
+    """None, 'none', 'clip', 'norm-sub' (or 'norm_sub') or 'ibu'."""
+    if method is None or method in ("none", "norm_sub") or method in POSTPROCESS:
+        return method
+    raise ValueError(f"postprocess must be one of None, {', '.join(repr(m) for m in POSTPROCESS)}, got {method!r}")
 
 
 def postprocess(

@@ -273,13 +273,13 @@ class SelfAttention(nn.Module):
         return self.out(self.attn(h, h, h, need_weights=False)[0].mean(1))
 
 
-def test_multihead_attention_through_the_fallback(norm_mode):
+def test_multihead_attention_through_its_rule(norm_mode):
     torch.manual_seed(5)
     model = SelfAttention()
     check(model, (torch.randn(5, 3, 4),))
     engine = create_engine("bookkeeping", model, trainable(model))
     kinds = {u.path: type(u).__name__ for u in engine._plan()}
-    assert kinds == {"inp": "_RuleUnit", "attn": "_FallbackUnit", "out": "_RuleUnit"}
+    assert kinds == {"inp": "_RuleUnit", "attn": "_RuleUnit", "out": "_RuleUnit"}
 
 
 def test_transformer_encoder_layer():

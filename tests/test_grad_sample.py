@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from torch.func import functional_call, grad, vmap
 
 import dpkit.grad_sample as gs
 from dpkit.grad_sample import FlatClipping, IncompatibleModuleError, PerLayerClipping, create_engine
-from dpkit.module_fixer import fix_module
+from dpkit.module_fixer import ModuleFixedWarning, fix_module
 
 ATOL, RTOL = 1e-5, 1e-4
 SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -153,12 +154,12 @@ def test_transformer_encoder_layer(b, seq, seed):
 
 
 @pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
-def test_recurrent_layers_give_a_clear_error(cls):
-    model = nn.Sequential(nn.Linear(3, 3), cls(3, 4, batch_first=True))
-    engine = create_engine("functorch", model, trainable(model))
-    with pytest.raises(IncompatibleModuleError, match=r"- 1 \(" + cls.__name__ + r"\).*nn.Linear"):
-        engine.attach()
-    assert "forward" not in model.__dict__
+def test_recurrent_layers(cls):
+    # Stock recurrent kernels have no vmap batching rule: the engine runs their registered vmappable forward.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), cls(3, 4, num_layers=2, batch_first=True, bidirectional=True))
+    assert_matches(model, (torch.randn(4, 5, 3),))
+    assert "forward" not in model[1].__dict__
 
 
 class RawParam(nn.Module):
@@ -274,13 +275,14 @@ def test_batchnorm_error_names_the_path_and_fix_module_repairs():
     engine = create_engine("functorch", model, trainable(model))
     with pytest.raises(IncompatibleModuleError, match=r"1\.0 \(BatchNorm2d\).*dpkit\.fix_module"):
         engine.attach()
-    fixed = fix_module(model)
+    with pytest.warns(ModuleFixedWarning):
+        fixed = fix_module(model)
     assert fixed is model and isinstance(model[1][0], nn.GroupNorm) and model[1][0].num_channels == 8
     assert gs.incompatible_modules(model) == []
-    assert isinstance(fix_module(nn.BatchNorm1d(6)), nn.GroupNorm)
     inorm = nn.Sequential(nn.InstanceNorm1d(4, track_running_stats=True))
     assert gs.incompatible_modules(inorm)
-    assert not gs.incompatible_modules(fix_module(inorm))
+    with pytest.warns(ModuleFixedWarning):
+        assert not gs.incompatible_modules(fix_module(inorm))
 
 
 def test_module_keeps_its_type_and_is_restored_on_detach():
@@ -326,3 +328,42 @@ def test_equals_opacus_per_sample_gradients(kind):
     got = engine_grads(model, trainable(model), (x,))
     for g, r in zip(got, ref, strict=True):
         torch.testing.assert_close(g, r, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize(
+    "bn, shape",
+    [
+        (nn.BatchNorm1d(8), (5, 8)),
+        (nn.BatchNorm1d(32), (5, 32)),
+        (nn.BatchNorm1d(6, affine=False), (5, 6, 7)),
+        (nn.BatchNorm2d(16), (5, 16, 3, 3)),
+        (nn.BatchNorm3d(4), (5, 4, 2, 2, 2)),
+    ],
+)
+def test_fix_module_normalizes_each_example_for_every_batchnorm_and_input_rank(bn, shape):
+    """The replacement depends on one example only, and is not constant: over [B, C] features BatchNorm1d
+    becomes GroupNorm(1, C) (GroupNorm(C, C) would output its bias whatever the input)."""
+    torch.manual_seed(0)
+    with pytest.warns(ModuleFixedWarning, match=rf"<root>: {type(bn).__name__}\(\d+\) -> GroupNorm\("):
+        fixed = fix_module(bn)
+    assert isinstance(fixed, nn.GroupNorm) and gs.incompatible_modules(fixed) == []
+    x = torch.randn(shape) * 3 + 1
+    out = fixed(x)
+    torch.testing.assert_close(fixed(x[:1]), out[:1])  # per example
+    per_example = out.reshape(shape[0], -1)
+    assert bool((per_example.std(dim=1) > 0.5).all())  # normalized, not constant
+    torch.testing.assert_close(per_example.mean(dim=1), torch.zeros(shape[0]), atol=1e-5, rtol=0)
+
+
+def test_fix_module_reports_each_replacement_by_path():
+    model = nn.Sequential(
+        nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Sequential(nn.InstanceNorm1d(8, track_running_stats=True))
+    )
+    with pytest.warns(ModuleFixedWarning) as record:
+        assert fix_module(model) is model
+    message = str(record[0].message)
+    assert "replaced 2 layer(s)" in message and "1: BatchNorm1d(8) -> GroupNorm(1, 8)" in message
+    assert "2.0: InstanceNorm1d(8) -> InstanceNorm1d(8, track_running_stats=False)" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fix_module(model)  # nothing left to replace: no warning

@@ -270,7 +270,7 @@ def test_rsfd_ibu_inverts_the_channel_with_fake_data():
             if o.base != "GRR":  # P(bit y = 1 | value): marginals of the bit-vector distribution
                 bits = np.array(list(itertools.product([0, 1], repeat=k)), dtype=bool)
                 chan = chan @ bits
-            expected = SupportCounts(n * fs[i] @ chan, n, "")
+            expected = SupportCounts(n * fs[i] @ chan, n, o.attribute_key(i))
             chan = chan / chan.sum(axis=1, keepdims=True)
             dense = em_channel(expected.counts, lambda f, c=chan: f @ c, lambda w, c=chan: c @ w, k, n_iter=300)
             np.testing.assert_allclose(o.ibu(i, expected, n_iter=300), dense, atol=1e-12)

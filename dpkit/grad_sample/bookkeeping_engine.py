@@ -3,7 +3,7 @@
 Book-Keeping (Bu et al., ICML 2023) on an unwrapped module:
 
 * **Attach.** Every module that owns trainable parameters is either handled by a *layer rule*
-  (:mod:`dpkit.grad_sample.layers`: Linear, Conv1d/2d, Embedding, LayerNorm, GroupNorm, RMSNorm, ...) or, if no
+  (:mod:`dpkit.grad_sample.layers`: Linear, Conv, Embedding, norm layers, MultiheadAttention, ...) or, if no
   rule applies, by the *torch.func fallback* for that module's whole subtree only. Only the instance ``forward``
   of those modules is replaced (types, attributes and methods are kept); two hooks on the root module mark its
   calls and read the batch size from the first tensor argument.
@@ -24,8 +24,10 @@ Book-Keeping (Bu et al., ICML 2023) on an unwrapped module:
   parameters are instantiated per example for that).
 
 Requirements: layers with parameters see batch-first activations (checked: a layer whose input does not start
-with the batch dimension raises an error naming ``grad_sample_engine='functorch'``; automatic selection skips
-this engine for stock attention/transformer layers with ``batch_first=False``); parameters are used through the
+with the batch dimension raises an error naming ``grad_sample_engine='functorch'``; the attention and recurrent
+rules take either layout; automatic selection skips this engine for stock transformer layers with
+``batch_first=False``, whose Linear and norm layers see sequence-first activations; a model that is itself a stock
+module reading sequence-first input is refused by every engine); parameters are used through the
 modules that own them (using a child's parameter directly in a parent's forward is refused at the step, as any
 gradient that bypasses the engine is). Memory: the layers' inputs (kept by non-private training too) and
 output gradients until the step, plus the instantiated per-example gradients of layers where that is cheaper
@@ -59,17 +61,22 @@ from dpkit.grad_sample.engine import (
     register_engine,
 )
 from dpkit.grad_sample.layers import AnyRule, GradRecord, Instantiated, Prepared, Record, Tap, rule_for
+from dpkit.grad_sample.validation import sequence_first
 from dpkit.grad_sample.vmap_calls import (
     RngState,
+    call_vmappable,
     example_inputs,
-    example_outputs,
+    output_tensors,
     per_example_grads,
+    per_example_outputs,
     rng_restored,
     vmap_in_chunks,
 )
 
 _MISSING = object()
-_SEQ_FIRST = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer)
+# Stock layers whose position-wise children (Linear, LayerNorm) see their activations in their own layout: with
+# batch_first=False, sequence-first. (The attention and recurrent rules take either layout.)
+_SEQ_FIRST_CHILDREN = (nn.Transformer, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 
 def _tap(
@@ -145,16 +152,21 @@ class _CallTap:
         self.unit, self.batch, self.inputs = unit, batch, inputs
 
     def __call__(self, out: torch.Tensor, record: Record, kept: torch.Tensor | None = None) -> torch.Tensor:
-        if out.dim() < 2 or out.shape[0] != self.batch:
+        d = record.batch_dim
+        if out.dim() < 2 or out.shape[d] != self.batch:
             u = self.unit
+            where = "[batch, ...]" if d == 0 else "[T, batch, ...] (time-major)"
             raise ValueError(
                 f"module {u.path or '<root>'} ({type(u.module).__name__}) returned shape {tuple(out.shape)}, not "
-                f"[batch, ...] with batch = {self.batch} (the first dimension of the model's first tensor "
+                f"{where} with batch = {self.batch} (the first dimension of the model's first tensor "
                 "argument): inputs must be batched (one example: x.unsqueeze(0)), and every layer with "
                 "parameters must see batch-first activations (else use PrivacyEngine(grad_sample_engine='functorch'))"
             )
         self.unit.records.append(record)
         return _tap(out, self.unit.anchor, record, self.inputs, kept)
+
+    def rebatch(self, source: torch.Tensor, batch: int) -> None:
+        self.batch = self.unit.engine.rebatch(source, batch)
 
 
 class _RuleUnit(_Unit):
@@ -188,6 +200,7 @@ class _Call:
     batch_size: int
     rng_states: list[RngState]
     records: list[GradRecord[None] | None]  # per tensor output (None: not differentiable)
+    batch_dims: list[int] = dataclasses.field(default_factory=list)  # per tensor output: where its batch is
 
 
 class _FallbackUnit(_Unit):
@@ -200,11 +213,10 @@ class _FallbackUnit(_Unit):
     def _detached(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.module.named_parameters()}
 
-    def _run(self, call: _Call, params: dict[str, torch.Tensor], xs) -> tuple[list, list, Any]:
-        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs)
+    def _run(self, call: _Call, params: dict[str, torch.Tensor], xs, one: bool = True) -> Any:
+        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs, one)
         with self.engine.passthrough(), _reparametrize_module(self.module, params, tie_weights=True):
-            out = self.orig_forward(*args, **kwargs)
-        return example_outputs(out, f"module {self.path or '<root>'} ({type(self.module).__name__})")
+            return call_vmappable(self.module, self.orig_forward, args, kwargs)
 
     def record(self, *args, **kwargs):
         batch = self.engine.current_batch
@@ -223,10 +235,11 @@ class _FallbackUnit(_Unit):
             with self.engine.passthrough(), _reparametrize_module(self.module, params, tie_weights=True):
                 out = self.orig_forward(*a, **k)
             out_leaves, out_spec = tree_flatten(out)
+            call.batch_dims = [0] * len(output_tensors(out))
         else:
             xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]  # not detached: input grads flow
-            out_leaves, out_spec = vmap_in_chunks(
-                lambda xs: self._run(call, params, xs),
+            out_leaves, out_spec, call.batch_dims = vmap_in_chunks(
+                lambda xs, one: self._run(call, params, xs, one),
                 xs_all,
                 self.engine.chunks(batch),
                 call.rng_states,
@@ -261,12 +274,13 @@ class _FallbackUnit(_Unit):
         used = [k for k, _ in received]
 
         def loss(p, gs, xs):
-            outs = self._run(call, {**base, **p}, xs)[0]
+            outs = per_example_outputs(self._run(call, {**base, **p}, xs), call.batch_dims)
             return sum((outs[k] * g).sum() for k, g in zip(used, gs, strict=True))
 
+        grads = [r.output_grad.movedim(call.batch_dims[k], 0) for k, r in received]
         parts = []
         for index, sl in enumerate(self.engine.chunks(call.batch_size)):
-            gs = tuple(r.output_grad[sl] for _, r in received)
+            gs = tuple(g[sl] for g in grads)
             xs = tuple(x[sl] for x in xs_all)
             parts.append(per_example_grads(loss, train, gs, xs, call.rng_states[index]))
         return {n: torch.cat([p[n] for p in parts]) if len(parts) > 1 else parts[0][n] for n in train}
@@ -297,6 +311,7 @@ class BookkeepingEngine(GradSampleEngine):
         self.units: list[_Unit] = []
         self._handles: list[Any] = []
         self._batches: list[int] = []
+        self._sources: list[torch.Tensor] = []  # per root call: the tensor its batch size was read from
         self._depth = 0
         self._stack: list[bool] = []
         self._passthrough = 0
@@ -304,7 +319,7 @@ class BookkeepingEngine(GradSampleEngine):
     @classmethod
     def unsupported_reason(cls, module: nn.Module) -> str | None:
         for path, m in module.named_modules():
-            if isinstance(m, _SEQ_FIRST) and not getattr(m, "batch_first", False):
+            if isinstance(m, _SEQ_FIRST_CHILDREN) and sequence_first(m):
                 return f"{path or '<root>'} ({type(m).__name__}) has batch_first=False (sequence-first activations)"
         if any(p.requires_grad for p in module.parameters(recurse=False)) and rule_for(module) is None:
             return "the root module owns parameters without a layer rule (everything would use the fallback)"
@@ -323,12 +338,12 @@ class BookkeepingEngine(GradSampleEngine):
             if not any(id(p) in index for p in m.parameters()):
                 return
             own = [(n, index[id(p)]) for n, p in m.named_parameters(recurse=False) if id(p) in index]
-            rule = rule_for(m) if own else None
-            if rule is not None:
-                units.append(_RuleUnit(self, path, m, own, rule))
+            sub = [(n, index[id(p)]) for n, p in m.named_parameters() if id(p) in index]
+            rule = rule_for(m)
+            if rule is not None:  # a leaf module, or a rule that handles the module's whole subtree
+                units.append(_RuleUnit(self, path, m, sub, rule))
                 return
             if own:
-                sub = [(n, index[id(p)]) for n, p in m.named_parameters() if id(p) in index]
                 units.append(_FallbackUnit(self, path, m, sub))
                 return
             for name, child in m.named_children():
@@ -366,6 +381,7 @@ class BookkeepingEngine(GradSampleEngine):
         for u in self.units:
             u.clear()
         self._batches.clear()
+        self._sources.clear()
 
     # ------------------------------------------------------------------ recording state
     @property
@@ -402,13 +418,27 @@ class BookkeepingEngine(GradSampleEngine):
                     f"{type(module).__name__}.forward needs a tensor argument whose first dimension is the batch "
                     "(the per-sample gradient engine splits the batch along it)"
                 )
+            try:
+                self.check_model_input(tensors)
+            except BaseException:
+                self._stack.append(False)  # the forward hook (always_call) pops it
+                raise
             self._batches.append(tensors[0].shape[0])
+            self._sources.append(tensors[0])
         self._depth += 1
         self._stack.append(True)
 
     def _leave(self, module, args, output):
         if self._stack and self._stack.pop():
             self._depth -= 1
+
+    def rebatch(self, source: torch.Tensor, batch: int) -> int:
+        """A layer found that ``source`` holds the examples flattened (an EmbeddingBag's 1-D input with offsets):
+        if the current root call's batch size was read from it, the call has ``batch`` examples instead. Returns
+        the current batch size."""
+        if self._sources and source is self._sources[-1]:
+            self._batches[-1] = batch
+        return self._batches[-1]
 
     @property
     def batch_size(self) -> int | None:
@@ -449,6 +479,7 @@ class BookkeepingEngine(GradSampleEngine):
 
     def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
         batch = self._step_batch()
+        self.check_step_batch(batch if self._batches else None)
         flat, sums = flat_views(self.params, out)
         if batch == 0:
             return ClippedSum(sums, 0, torch.zeros(0), flat)

@@ -17,6 +17,16 @@ The contract between an engine and the DP optimizer:
    optimizer's division by the expected batch size into the clip factors: no extra pass over the buffer.)
 4. ``clear()`` forgets the recorded batch (``optimizer.zero_grad()`` and ``optimizer.step()`` call it).
 
+Batch checks (``follow_loader``, set by ``make_private`` with the Poisson loader): every step, the number of rows
+the engine clips over (the first dimension of the model's first tensor argument) must be the number of examples
+the loader drew for the batch it yielded last (an empty batch included); and a model argument that is a view of
+that batch with the examples moved off dimension 0 (``batch.transpose(0, 1)``) is refused when the model is
+called. Both raise :class:`~dpkit.grad_sample.validation.BatchDimensionError` before the step changes anything.
+What they cannot see: a model that moves or mixes examples internally while every shape stays ``[B, ...]`` (a
+sequence-first model or a transpose when ``T == B``, a normalization over the batch, a loss that is not a sum or
+mean of per-example terms); the book-keeping engine's own checks (every layer with parameters sees
+``[B, ...]``) catch internal transposes and reshapes when ``T != B``.
+
 An engine may materialize per-example gradients (the generic ``functorch`` engine, one physical chunk at a
 time) or only per-example norms (ghost clipping, book-keeping): the interface asks for norms and a clipped sum
 only.
@@ -27,14 +37,16 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from dpkit.accountants.validation import check_count
+from dpkit.data import DrawnBatch
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.validation import check_module
+from dpkit.grad_sample.validation import SEQUENCE_FIRST_FIX, BatchDimensionError, check_module
 
 _ENGINES: dict[str, type[GradSampleEngine]] = {}
 
@@ -137,6 +149,13 @@ def flat_views(params: Sequence[torch.Tensor], out: torch.Tensor | None) -> tupl
     return out, views
 
 
+class DrawnBatchSource(Protocol):
+    """What the engine checks each step against (:class:`~dpkit.data.PoissonDataLoader`)."""
+
+    @property
+    def drawn_batch(self) -> DrawnBatch | None: ...
+
+
 class GradSampleEngine(abc.ABC):
     """Computes clipped per-example gradient sums for the trainable ``params`` of ``module``."""
 
@@ -179,6 +198,43 @@ class GradSampleEngine(abc.ABC):
         self.loss_reduction = loss_reduction
         self.max_physical_batch_size = max_physical_batch_size
         self.attached = False
+        self.loader: DrawnBatchSource | None = None
+
+    # ------------------------------------------------------------------ batch checks (module docstring)
+    def follow_loader(self, loader: DrawnBatchSource | None) -> None:
+        """Check every step against the batches ``loader`` draws (None: no check)."""
+        self.loader = loader
+
+    def check_model_input(self, args: Iterable[Any]) -> None:
+        """Refuse a model argument that is a view of the loader's batch with the examples off dimension 0."""
+        drawn = None if self.loader is None else self.loader.drawn_batch
+        if drawn is None:
+            return
+        for x in args:
+            found = drawn.moved_examples(x) if isinstance(x, torch.Tensor) else None
+            if found is not None:
+                y, dim = found
+                raise BatchDimensionError(
+                    f"the model was called on a tensor of shape {tuple(x.shape)} that is a view of the batch the "
+                    f"loader yielded (shape {tuple(y.shape)}, its {drawn.size} examples along dimension {dim}) "
+                    "whose first dimension is not the examples: the engine clips along the first dimension, so each "
+                    "clipped row would not be one example and the privacy guarantee would not hold. To fix: "
+                    f"{SEQUENCE_FIRST_FIX}"
+                )
+
+    def check_step_batch(self, batch: int | None) -> None:
+        """Refuse a step that clips over ``batch`` rows when the loader drew another number of examples."""
+        drawn = None if self.loader is None else self.loader.drawn_batch
+        if drawn is None or batch is None or batch == drawn.size:
+            return
+        raise BatchDimensionError(
+            f"this step would clip {batch} rows, but the Poisson loader drew {drawn.size} examples for the batch it "
+            "yielded: the first dimension of the model's first tensor argument must index the examples of that "
+            "batch, else each clipped row is not one example and the privacy guarantee does not hold. If the "
+            f"model takes sequence-first input ([T, batch, ...]): {SEQUENCE_FIRST_FIX}. Otherwise call the model "
+            "once per step on the whole batch the loader yielded (max_physical_batch_size splits it into chunks), "
+            "not on a part of it or on other data"
+        )
 
     def _check_attachable(self) -> None:
         """Refuse a module another engine is attached to, or one with layers per-example clipping cannot handle."""

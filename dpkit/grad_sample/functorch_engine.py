@@ -41,9 +41,10 @@ from dpkit.grad_sample.engine import (
 )
 from dpkit.grad_sample.vmap_calls import (
     RngState,
+    call_vmappable,
     example_inputs,
-    example_outputs,
     per_example_grads,
+    per_example_outputs,
     rng_restored,
     vmap_in_chunks,
 )
@@ -61,6 +62,7 @@ class _Call:
     batch_size: int
     rng_states: list[RngState] = dataclasses.field(default_factory=list)  # one per physical chunk
     outputs: list[torch.Tensor | None] = dataclasses.field(default_factory=list)  # leaves the loss was built on
+    batch_dims: list[int] = dataclasses.field(default_factory=list)  # per tensor output: where its batch is
 
     def output_grads(self) -> list[torch.Tensor | None]:
         return [None if o is None else o.grad for o in self.outputs]
@@ -111,19 +113,19 @@ class FunctorchEngine(GradSampleEngine):
         return calls[0].batch_size if calls else None
 
     # ------------------------------------------------------------------ forward
-    def _run(self, call: _Call, params: dict[str, torch.Tensor] | None, xs) -> tuple[list, list, Any]:
-        """Run the module on one example (a batch of one): tensor outputs without batch dim, leaves, spec."""
-        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs)
+    def _run(self, call: _Call, params: dict[str, torch.Tensor] | None, xs, one: bool = True) -> Any:
+        """Run the module on one example (a batch of one; ``one=False``: on the few examples ``xs``)."""
+        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs, one)
         self._inside = True
         try:
             if params is None:
-                out = self._orig_forward(*args, **kwargs)
+                out = call_vmappable(self.module, self._orig_forward, args, kwargs)
             else:
                 with _reparametrize_module(self.module, params, tie_weights=True):
-                    out = self._orig_forward(*args, **kwargs)
+                    out = call_vmappable(self.module, self._orig_forward, args, kwargs)
         finally:
             self._inside = False
-        return example_outputs(out, f"{type(self.module).__name__}.forward")
+        return out
 
     def _forward(self, *args, **kwargs):
         if self._inside or not torch.is_grad_enabled():
@@ -136,6 +138,7 @@ class FunctorchEngine(GradSampleEngine):
                 "batch "
                 "(the per-sample gradient engine splits the batch along it)"
             )
+        self.check_model_input(tensors)
         batch = tensors[0].shape[0]
         batched = [isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == batch for x in leaves]
         leaves = [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
@@ -146,11 +149,12 @@ class FunctorchEngine(GradSampleEngine):
                 out = self._orig_forward(*a, **k)
             out_leaves, out_spec = tree_flatten(out)
             tensor_pos = [j for j, o in enumerate(out_leaves) if isinstance(o, torch.Tensor)]
+            call.batch_dims = [0] * len(tensor_pos)
         else:
             xs_all = [x for x, b in zip(leaves, batched, strict=True) if b]
             with torch.no_grad():
-                out_leaves, out_spec = vmap_in_chunks(
-                    lambda xs: self._run(call, None, xs),
+                out_leaves, out_spec, call.batch_dims = vmap_in_chunks(
+                    lambda xs, one: self._run(call, None, xs, one),
                     xs_all,
                     self.chunks(batch),
                     call.rng_states,
@@ -189,11 +193,11 @@ class FunctorchEngine(GradSampleEngine):
         for call in calls:
             gs_all = call.output_grads()
             used = [k for k, g in enumerate(gs_all) if g is not None]
-            gs = tuple(g[sl] for g in gs_all if g is not None)
+            gs = tuple(g.movedim(call.batch_dims[k], 0)[sl] for k, g in enumerate(gs_all) if g is not None)
             xs = tuple(x[sl] for x, b in zip(call.leaves, call.batched, strict=True) if b)
 
             def loss(p, gs, xs, call=call, used=used):
-                outs = self._run(call, p, xs)[0]
+                outs = per_example_outputs(self._run(call, p, xs), call.batch_dims)
                 return sum((outs[k] * g).sum() for k, g in zip(used, gs, strict=True))
 
             per = per_example_grads(loss, train, gs, xs, call.rng_states[index])
@@ -221,6 +225,7 @@ class FunctorchEngine(GradSampleEngine):
 
     def clipped_sum(self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0) -> ClippedSum:
         calls = self._calls_for_step()
+        self.check_step_batch(calls[0].batch_size if calls else None)
         unreached = max((c.batch_size for c in self._calls), default=0)
         if not calls and unreached:
             raise no_backward_error(unreached)

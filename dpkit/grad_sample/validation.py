@@ -1,19 +1,39 @@
 """Which modules per-example gradients cannot handle, and why (with the fix), named by their path in the
-model.
+model; and the error of a step whose batch dimension is not the examples (:class:`BatchDimensionError`).
 
 Checks are registered per module type with :func:`register_module_check`; a check returns ``None`` (fine) or a
-``(reason, fix)`` pair. :func:`check_module` raises :class:`IncompatibleModuleError` listing every problem.
+``(reason, fix)`` pair. :func:`check_module` raises :class:`IncompatibleModuleError` listing every problem. One
+check is on the model itself: every engine reads the batch from the first dimension of the model's input, so a
+model that is a stock module reading sequence-first input (``batch_first=False``) is refused (its examples would be
+split along time, silently).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-import torch
 from torch import nn
 
 Check = Callable[[nn.Module], "tuple[str, str] | None"]
 _CHECKS: list[tuple[type[nn.Module], Check]] = []
+
+# Stock modules with a batch_first switch, and where each keeps it (the transformer layers on self_attn).
+_BATCH_FIRST: dict[type[nn.Module], Callable[[Any], bool]] = {
+    nn.MultiheadAttention: lambda m: m.batch_first,
+    nn.RNNBase: lambda m: m.batch_first,
+    nn.Transformer: lambda m: m.batch_first,
+    nn.TransformerEncoderLayer: lambda m: m.self_attn.batch_first,
+    nn.TransformerDecoderLayer: lambda m: m.self_attn.batch_first,
+    nn.TransformerEncoder: lambda m: m.layers[0].self_attn.batch_first,
+    nn.TransformerDecoder: lambda m: m.layers[0].self_attn.batch_first,
+}
+
+
+def sequence_first(module: nn.Module) -> bool:
+    """Whether ``module`` is a stock module set to read sequence-first input (``batch_first=False``)."""
+    read = next((f for cls, f in _BATCH_FIRST.items() if isinstance(module, cls)), None)
+    return read is not None and not read(module)
 
 
 class IncompatibleModuleError(ValueError):
@@ -29,6 +49,19 @@ class IncompatibleModuleError(ValueError):
         )
 
 
+SEQUENCE_FIRST_FIX = (
+    "build the sequence layers with batch_first=True (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, "
+    "nn.MultiheadAttention, nn.LSTM / nn.GRU / nn.RNN) and call the model on [batch, T, ...] inputs; or call a "
+    "sequence-first model through a wrapper module whose forward takes [batch, T, ...] and transposes inside, with "
+    "PrivacyEngine(grad_sample_engine='functorch') (which runs every example alone)"
+)
+
+
+class BatchDimensionError(ValueError):
+    """The dimension the per-sample gradient engine clips over is not the examples of the batch the loader drew:
+    each clipped row would not be one example, and the privacy guarantee would not hold."""
+
+
 def register_module_check(module_type: type[nn.Module]):
     """Decorator: ``check(module) -> (reason, fix) | None`` for each submodule of type ``module_type``."""
 
@@ -42,6 +75,17 @@ def register_module_check(module_type: type[nn.Module]):
 def incompatible_modules(module: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
     """``[(path, submodule, reason, fix), ...]`` for every problem found."""
     problems = []
+    if sequence_first(module):
+        problems.append(
+            (
+                "",
+                module,
+                "it reads sequence-first input (batch_first=False), but per-example gradients split the batch along "
+                "the first dimension of the model's input",
+                "construct it with batch_first=True, or call it from a module that takes batch-first input and "
+                "transposes it",
+            )
+        )
     for path, sub in module.named_modules():
         for cls, check in _CHECKS:
             if isinstance(sub, cls):
@@ -75,12 +119,3 @@ def _instance_norm(m: nn.Module):
             "construct it with track_running_stats=False, or call dpkit.fix_module(model)",
         )
     return None
-
-
-@register_module_check(nn.RNNBase)
-def _rnn(m: nn.Module):
-    return (
-        f"torch.func.vmap has no batching rule for {type(m).__name__} in torch {torch.__version__} (fused "
-        "recurrent kernels), so per-example gradients are unavailable",
-        "write the recurrence from nn.Linear layers (e.g. an LSTM cell unrolled in forward)",
-    )

@@ -10,11 +10,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, RandomizedResponseEvent
-from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, check_values, set_fields
-from dpkit.mechanisms.base import PureFrequencyOracle
+from dpkit.mechanisms._validation import check_report_array, check_values
+from dpkit.mechanisms.base import PQOracle
 from dpkit.mechanisms.channels import grr_channel
 
-__all__ = ["GRR", "grr_perturb"]
+__all__ = ["GRR", "grr_perturb", "grr_pq"]
+
+
+def grr_pq(epsilon: float, k: int) -> tuple[float, float]:
+    """(p, q) of k-ary randomized response at epsilon: p = e^eps/(e^eps + k - 1), q = 1/(e^eps + k - 1)."""
+    e = math.exp(epsilon)
+    return e / (e + k - 1), 1.0 / (e + k - 1)
 
 
 def grr_perturb(values: np.ndarray, k: int, p: float, rng: np.random.Generator) -> np.ndarray:
@@ -27,7 +33,7 @@ def grr_perturb(values: np.ndarray, k: int, p: float, rng: np.random.Generator) 
 
 
 @dataclass(frozen=True)
-class GRR(PureFrequencyOracle):
+class GRR(PQOracle):
     """Generalized randomized response (k-RR, direct encoding; Kairouz et al. 2016, Wang et al. USENIX Sec'17).
 
     Client: report v w.p. p = e^eps/(e^eps + k - 1), else a uniform other value (each w.p. q = 1/(e^eps + k - 1)).
@@ -40,24 +46,15 @@ class GRR(PureFrequencyOracle):
     name = "GRR"
 
     def __post_init__(self) -> None:
-        set_fields(self, k=check_domain("k", self.k), epsilon=check_epsilon("epsilon", self.epsilon))
+        self._set_k_epsilon()
 
     @cached_property
     def p(self) -> float:
-        e = math.exp(self.epsilon)
-        return e / (e + self.k - 1)
+        return grr_pq(self.epsilon, self.k)[0]
 
     @cached_property
     def q(self) -> float:
-        return 1.0 / (math.exp(self.epsilon) + self.k - 1)
-
-    @property
-    def p_star(self) -> float:
-        return self.p
-
-    @property
-    def q_star(self) -> float:
-        return self.q
+        return grr_pq(self.epsilon, self.k)[1]
 
     def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return grr_perturb(values, self.k, self.p, rng)

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, PureDpEvent
-from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, check_values, set_fields
+from dpkit.mechanisms._validation import check_report_array, check_values
 from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
 from dpkit.mechanisms.postprocessing import em_channel
 from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
@@ -37,7 +37,7 @@ class HadamardResponse(PureFrequencyOracle):
     name = "HR"
 
     def __post_init__(self) -> None:
-        set_fields(self, k=check_domain("k", self.k, maximum=2**31 - 1), epsilon=check_epsilon("epsilon", self.epsilon))
+        self._set_k_epsilon(2**31 - 1)
 
     @cached_property
     def K(self) -> int:
@@ -126,7 +126,7 @@ class HadamardResponseGeneral(FrequencyOracle):
     name = "HR-general"
 
     def __post_init__(self) -> None:
-        set_fields(self, k=check_domain("k", self.k, maximum=2**31 - 1), epsilon=check_epsilon("epsilon", self.epsilon))
+        self._set_k_epsilon(2**31 - 1)
 
     @cached_property
     def B(self) -> int:
@@ -176,21 +176,13 @@ class HadamardResponseGeneral(FrequencyOracle):
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         return np.bincount(reports, minlength=self.K).astype(np.int64)
 
-    def empty_state(self) -> SupportCounts:
-        return SupportCounts(np.zeros(self.K, dtype=np.int64), 0, self.key)
-
-    def _check_state(self, state: SupportCounts) -> None:
-        if not isinstance(state, SupportCounts):
-            raise TypeError(f"state must be a SupportCounts (from aggregate), got {type(state).__name__}")
-        if state.counts.shape != (self.K,):
-            raise ValueError(
-                f"state.counts must have shape ({self.K},) (the output histogram), got {state.counts.shape}"
-            )
-        if state.n <= 0:
-            raise ValueError(f"state.n must be >= 1 to estimate, got {state.n}")
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The state is the histogram of the K outputs."""
+        return (self.K,)
 
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
-        self._check_state(state)
+        self._check_state(state, postprocess)
         if postprocess == "ibu":
             return self.ibu(state)
         t = fwht(state.counts.reshape(self.B, self.b))
@@ -241,10 +233,10 @@ class HadamardResponseGeneral(FrequencyOracle):
     def variance(self, n: int, f: ArrayLike | None = None) -> float | np.ndarray:
         n = self._check_n(n)
         e1 = math.exp(self.epsilon) - 1
-        c = self.D / e1**2
+        c = self.D / e1**2 if e1 < 1e150 else self.D / e1 / e1  # D / e1^2 without overflow (epsilon > 345)
         if f is None:
             return c * (2 + e1 * (min(self.b - 1, self.k) - 1) / (self.k - 1)) / n
-        f = np.asarray(f, dtype=np.float64)
+        f = self._check_f(f)
         if f.shape != (self.k,):
             raise ValueError(
                 f"f must be the length-{self.k} vector of frequencies (the variance of an item depends "

@@ -12,7 +12,9 @@ from numpy.typing import ArrayLike
 from scipy.optimize import minimize_scalar
 
 from dpkit.accountants import DpEvent, PureDpEvent
-from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, set_fields
+from dpkit.mechanisms import _memory
+from dpkit.mechanisms._memory import check_fits, perturb_aggregate_hint
+from dpkit.mechanisms._validation import check_range, check_report_array, set_fields
 from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle, SupportCounts
 from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
 from dpkit.mechanisms.postprocessing import project_simplex
@@ -36,7 +38,7 @@ class SHE(FrequencyOracle):
     count_dtype = np.float64
 
     def __post_init__(self) -> None:
-        set_fields(self, k=check_domain("k", self.k), epsilon=check_epsilon("epsilon", self.epsilon))
+        self._set_k_epsilon()
 
     @cached_property
     def scale(self) -> float:
@@ -45,6 +47,7 @@ class SHE(FrequencyOracle):
 
     def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = values.shape[0]
+        check_fits(f"{self.name}(k={self.k}).perturb", (n, self.k), np.float64, perturb_aggregate_hint(self.name))
         y = rng.laplace(0.0, self.scale, size=(n, self.k))
         y[np.arange(n), values] += 1.0
         return y
@@ -53,12 +56,17 @@ class SHE(FrequencyOracle):
         r = check_report_array(
             "reports", reports, kinds="f", shape_tail=(self.k,), expected=f"float noisy histograms of length {self.k}"
         )
-        if not np.isfinite(r).all():
-            raise ValueError("reports must be finite (found NaN or inf)")
+        for s, e in _memory.row_chunks(len(r), r.shape[1]):  # one bool per entry
+            bad = np.flatnonzero(~np.isfinite(r[s:e]).all(axis=1))
+            if bad.size:
+                raise ValueError(f"reports[{s + int(bad[0])}] must be finite, found NaN or inf")
         return r
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         return reports.sum(axis=0, dtype=np.float64)
+
+    def _count_bounds(self, n: int) -> tuple[float, float] | None:
+        return None  # sums of Laplace-noised reports: any finite value
 
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
         """``postprocess='ibu'``: the maximum-likelihood point of the probability simplex given the state, which is
@@ -67,7 +75,7 @@ class SHE(FrequencyOracle):
         Laplace variance 8/eps^2 (e.g. at most 1/4 against 8 at eps = 1), leaves the same variance for every item,
         and the maximizer is the Euclidean projection of the unbiased estimate onto the simplex (no iteration;
         unlike Norm-Sub it can also lift small negative entries when the clipped sum is below 1)."""
-        self._check_state(state)
+        self._check_state(state, postprocess)
         f = state.counts / state.n
         if postprocess == "ibu":
             return project_simplex(f)
@@ -76,7 +84,7 @@ class SHE(FrequencyOracle):
     def variance(self, n: int, f: ArrayLike | None = None) -> float | np.ndarray:
         n = self._check_n(n)
         v = 8.0 / (n * self.epsilon**2)
-        return v if f is None else np.full(np.shape(f), v)
+        return v if f is None else np.full(np.shape(self._check_f(f)), v)
 
     def output_density(self, y: ArrayLike, value: int) -> np.ndarray:
         """Density of report(s) ``y`` (shape (..., k)) given ``value``: product of Laplace densities."""
@@ -119,12 +127,9 @@ class THE(PureFrequencyOracle):
     default_chunk = 1 << 14
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k)
-        epsilon = check_epsilon("epsilon", self.epsilon)
-        theta = optimal_theta(epsilon) if self.theta is None else float(self.theta)
-        if not (0.5 <= theta <= 1.0):
-            raise ValueError(f"theta must be in [0.5, 1], got {self.theta!r}")
-        set_fields(self, k=k, epsilon=epsilon, theta=theta)
+        self._set_k_epsilon()
+        theta = optimal_theta(self.epsilon) if self.theta is None else check_range("theta", self.theta, 0.5, 1.0)
+        set_fields(self, theta=theta)
 
     @cached_property
     def _client(self) -> SHE:
@@ -150,7 +155,10 @@ class THE(PureFrequencyOracle):
         return self._client._check_reports(reports)
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
-        return np.add.reduce((reports > self._theta).view(np.uint8), axis=0, dtype=np.int64)
+        counts = np.zeros(self.k, dtype=np.int64)
+        for s, e in _memory.row_chunks(len(reports), self.k):  # one bool per entry
+            counts += np.add.reduce((reports[s:e] > self._theta).view(np.uint8), axis=0, dtype=np.int64)
+        return counts
 
     def output_density(self, y: ArrayLike, value: int) -> np.ndarray:
         return self._client.output_density(y, value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -11,15 +10,15 @@ from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, RandomizedResponseEvent
 from dpkit.mechanisms import hashing
-from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, set_fields
-from dpkit.mechanisms.base import PureFrequencyOracle
-from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
+from dpkit.mechanisms._validation import check_domain, set_fields
+from dpkit.mechanisms.base import PQOracle
+from dpkit.mechanisms.frequency_oracles.grr import grr_perturb, grr_pq
 
 __all__ = ["LocalHashing", "BLH", "OLH"]
 
 
 @dataclass(frozen=True)
-class LocalHashing(PureFrequencyOracle):
+class LocalHashing(PQOracle):
     """Local hashing with ``g`` buckets (Wang et al. USENIX Sec'17; BLH: g = 2; OLH: g = round(e^eps) + 1).
 
     Client: draw a hash function H from the universal family of :mod:`dpkit.mechanisms.hashing` (two uniform 64-bit
@@ -36,28 +35,27 @@ class LocalHashing(PureFrequencyOracle):
     default_chunk = 1 << 16
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k, maximum=hashing.MAX_DOMAIN)
-        epsilon = check_epsilon("epsilon", self.epsilon)
-        g = self.g if self.g else int(round(math.exp(epsilon))) + 1
-        set_fields(self, k=k, epsilon=epsilon, g=check_domain("g", g, maximum=2**32 - 1))
+        self._set_k_epsilon(hashing.MAX_DOMAIN)
+        g = (
+            check_domain("g", self.g, maximum=hashing.MAX_BUCKETS)
+            if self.g
+            else hashing.optimal_g(self.epsilon, self.name)
+        )
+        set_fields(self, g=g)
 
     @cached_property
     def p(self) -> float:
         """P(y = H(v)): GRR over [g] keeps the hashed value."""
-        e = math.exp(self.epsilon)
-        return e / (e + self.g - 1)
+        return grr_pq(self.epsilon, self.g)[0]
 
     @cached_property
     def q(self) -> float:
         """P(y = a given other bucket)."""
-        return 1 / (math.exp(self.epsilon) + self.g - 1)
-
-    @property
-    def p_star(self) -> float:
-        return self.p
+        return grr_pq(self.epsilon, self.g)[1]
 
     @cached_property
     def q_star(self) -> float:
+        """1/g: a report (H, y) supports every value that H maps to y."""
         return 1.0 / self.g
 
     def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -68,16 +66,7 @@ class LocalHashing(PureFrequencyOracle):
         return np.stack([a, b, y.astype(np.uint64)], axis=1)
 
     def _check_reports(self, reports: ArrayLike) -> np.ndarray:
-        r = check_report_array(
-            "reports", reports, kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y) of a local hashing report"
-        )
-        if r.dtype != np.uint64:
-            if r.dtype.kind == "i" and len(r) and r.min() < 0:
-                raise ValueError(f"reports must be non-negative (uint64 hash parameters), got {int(r.min())}")
-            r = r.astype(np.uint64)
-        if len(r) and r[:, 2].max() >= self.g:
-            raise ValueError(f"reports[:, 2] (the hashed report) must be in [0, {self.g}), got {int(r[:, 2].max())}")
-        return r
+        return hashing.check_hash_reports("reports", reports, self.g)
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         return hashing.support_counts(reports[:, 0], reports[:, 1], reports[:, 2], self.g, self.k)

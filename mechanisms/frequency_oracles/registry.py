@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dpkit.mechanisms._validation import check_domain, check_epsilon
 from dpkit.mechanisms.base import FrequencyOracle
 from dpkit.mechanisms.frequency_oracles.approximate import ABLH, AGRR, AOLH, ASUE
 from dpkit.mechanisms.frequency_oracles.gaussian_encoding import AGM, GM
@@ -76,15 +77,29 @@ def choose_protocol(k: int, epsilon: float, candidates: tuple[str, ...] | None =
     Default candidates: GRR, OUE, OLH, SS, HR, THE, SUE, BLH, SHE (ties go to the earlier, cheaper protocol).
     With candidates=("GRR", "OUE") this is ADP (GRR iff k < 3 e^eps + 2). HR-general is not a default candidate:
     its V* is never the least (see :class:`HadamardResponseGeneral`); name it in ``candidates`` to include it.
+    ``k`` and ``epsilon`` are checked first (the shared limits); a candidate that does not exist at this
+    (k, epsilon) (OLH beyond epsilon 22.18, whose g would pass 2^32; HR beyond k = 2^31 - 1) is left out, and if
+    none exists the error says why for each.
     """
+    k = check_domain("k", k)
+    epsilon = check_epsilon("epsilon", epsilon)
     names = candidates or ("GRR", "OUE", "OLH", "SS", "HR", "THE", "SUE", "BLH", "SHE")
+    if isinstance(names, str) or not names:
+        raise ValueError(f"candidates must be a non-empty tuple of protocol names, got {candidates!r}")
     best: FrequencyOracle | None = None
     best_v = math.inf
+    unavailable = []
     for name in names:
-        oracle = make_oracle(name, k, epsilon)
+        try:
+            oracle = make_oracle(name, k, epsilon)
+        except ValueError as err:
+            if _protocol_key(name) not in {_protocol_key(n) for n in FREQUENCY_ORACLES}:
+                raise
+            unavailable.append(f"{name}: {err}")
+            continue
         v = oracle.variance(1)
         if v < best_v * (1 - 1e-12):
             best, best_v = oracle, float(v)
     if best is None:
-        raise ValueError(f"no candidate protocol has a finite variance at k={k}, epsilon={epsilon}: {names!r}")
+        raise ValueError(f"no candidate protocol exists at k={k}, epsilon={epsilon}: {'; '.join(unavailable)}")
     return best

@@ -11,7 +11,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, PureDpEvent
-from dpkit.mechanisms._validation import check_domain, check_epsilon, check_report_array, check_values, set_fields
+from dpkit.mechanisms import _memory
+from dpkit.mechanisms._memory import allocate, perturb_aggregate_hint
+from dpkit.mechanisms._validation import (
+    check_distinct_rows,
+    check_report_array,
+    check_values,
+)
 from dpkit.mechanisms.base import PureFrequencyOracle
 
 __all__ = ["SubsetSelection", "SS"]
@@ -32,7 +38,7 @@ class SubsetSelection(PureFrequencyOracle):
     default_chunk = 1 << 14
 
     def __post_init__(self) -> None:
-        set_fields(self, k=check_domain("k", self.k), epsilon=check_epsilon("epsilon", self.epsilon))
+        self._set_k_epsilon()
 
     @cached_property
     def omega(self) -> int:
@@ -56,19 +62,27 @@ class SubsetSelection(PureFrequencyOracle):
         return (w * e * (w - 1) + (k - w) * w) / ((k - 1) * (w * e + k - w))
 
     def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """omega uniform items of [k] minus {v} per user (the omega smallest of k - 1 uniform keys), then the last
+        one replaced by v w.p. p_v. The keys are drawn chunk by chunk (``_memory.row_chunks``): the same numbers as
+        one (n, k - 1) draw, without holding it."""
         n, k, w = values.shape[0], self.k, self.omega
-        keys = rng.random((n, k - 1))
-        others = np.argpartition(keys, w - 1, axis=1)[:, :w] if w < k - 1 else np.argsort(keys, axis=1)[:, :w]
-        others += others >= values[:, None]  # indices of [k-1] -> [k] minus {v}
+        out = allocate(f"SS(k={k}).perturb", (n, w), np.int64, perturb_aggregate_hint("SS"))
+        for s, e in _memory.row_chunks(n, 16 * (k - 1)):  # float64 keys and int64 indices per row
+            keys = rng.random((e - s, k - 1))
+            part = np.argpartition(keys, w - 1, axis=1) if w < k - 1 else np.argsort(keys, axis=1)
+            out[s:e] = part[:, :w]
+            out[s:e] += out[s:e] >= values[s:e, None]  # indices of [k-1] -> [k] minus {v}
         include = rng.random(n) < self.p_v
-        others[include, w - 1] = values[include]
-        return others.astype(np.int64)
+        out[include, w - 1] = values[include]
+        return out
 
     def _check_reports(self, reports: ArrayLike) -> np.ndarray:
         r = check_report_array(
             "reports", reports, kinds="iu", shape_tail=(self.omega,), expected=f"subsets of {self.omega} items"
         )
-        return check_values("reports", r, self.k, ndim=2)
+        r = check_values("reports", r, self.k, ndim=2)
+        check_distinct_rows("reports", r, self.k)
+        return r
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         return np.bincount(reports.ravel(), minlength=self.k).astype(np.int64)

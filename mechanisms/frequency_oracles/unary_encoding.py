@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -12,15 +11,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, PureDpEvent
+from dpkit.mechanisms._memory import allocate, perturb_aggregate_hint
 from dpkit.mechanisms._validation import (
-    check_domain,
-    check_epsilon,
+    check_bits,
+    check_chunk_size,
     check_report_array,
     check_rng,
     check_values,
-    set_fields,
 )
-from dpkit.mechanisms.base import PureFrequencyOracle, SupportCounts
+from dpkit.mechanisms.base import PQOracle, SupportCounts
 from dpkit.mechanisms.bernoulli import column_counts, unary_perturb, unary_support_counts
 from dpkit.mechanisms.channels import enumerate_bit_vectors, unary_output_probabilities
 
@@ -33,19 +32,21 @@ class BitVectorReports:
     k: int
 
     def _check_reports(self, reports: ArrayLike) -> np.ndarray:
-        return check_report_array(
+        r = check_report_array(
             "reports", reports, kinds="bui", shape_tail=(self.k,), expected=f"bit vectors of length {self.k}"
         )
+        return check_bits("reports", r)
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
-        if reports.dtype == bool:
-            return column_counts(reports)  # uint8 sums of lines of rows: no int64 cast per bit
+        if reports.dtype == bool:  # uint8 sums of lines of rows: no int64 cast per bit; every byte checked 0 or 1
+            return column_counts(reports, check="reports")
         return reports.sum(axis=0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
-class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
-    """Unary encoding with bit probabilities (p, q), defined by the subclasses :class:`SUE` and :class:`OUE`.
+class UnaryEncoding(BitVectorReports, PQOracle):
+    """Unary encoding with bit probabilities (p, q), defined by the subclasses :class:`SUE` and :class:`OUE` (p: the
+    user's own bit is 1, q: any other bit is 1).
 
     Client: one-hot e_v, then bit v ~ Bern(p) and every other bit ~ Bern(q), independently. The true bit is drawn
     from p only (never from q first: the pure-LDP <= 1.1.2 bug). epsilon-LDP with
@@ -65,28 +66,13 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
     fused_chunk_bits: ClassVar[int] = 1 << 26  # perturb_aggregate's chunks: max(default_chunk, this // k) users
 
     def __post_init__(self) -> None:
-        set_fields(self, epsilon=check_epsilon("epsilon", self.epsilon), k=check_domain("k", self.k))
-
-    @property
-    @abstractmethod
-    def p(self) -> float:
-        """P(the user's own bit is 1)."""
-
-    @property
-    @abstractmethod
-    def q(self) -> float:
-        """P(any other bit is 1)."""
-
-    @property
-    def p_star(self) -> float:
-        return self.p
-
-    @property
-    def q_star(self) -> float:
-        return self.q
+        self._set_k_epsilon()
 
     def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return unary_perturb(values, self.k, self.p, self.q, rng)
+        out = allocate(
+            f"{self.name}(k={self.k}).perturb", (len(values), self.k), bool, perturb_aggregate_hint(self.name)
+        )
+        return unary_perturb(values, self.k, self.p, self.q, rng, out=out)
 
     def perturb_aggregate(
         self, values: ArrayLike, rng: np.random.Generator, chunk_size: int | None = None
@@ -99,7 +85,7 @@ class UnaryEncoding(BitVectorReports, PureFrequencyOracle):
             return super().perturb_aggregate(values, rng, chunk_size)
         checked = check_values("values", values, self.k)
         check_rng(rng)
-        size = chunk_size or max(self.default_chunk, self.fused_chunk_bits // self.k)
+        size = check_chunk_size("chunk_size", chunk_size) or max(self.default_chunk, self.fused_chunk_bits // self.k)
         counts = unary_support_counts(checked, self.k, self.p, self.q, rng, chunk_size=size)
         return SupportCounts(counts, len(checked), self.key)
 

@@ -23,14 +23,20 @@ randomized response of H(x): epsilon-LDP for the key under replacement (``Random
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from dpkit.accountants import DpEvent, RandomizedResponseEvent
-from dpkit.mechanisms import SupportCounts
-from dpkit.mechanisms._validation import check_count, check_epsilon, check_probability, check_rng
+from dpkit.accountants.validation import check_positive
+from dpkit.mechanisms import SupportCounts, hashing
+from dpkit.mechanisms._validation import check_chunk_size, check_count, check_epsilon, check_probability, check_rng
+from dpkit.mechanisms.base import check_key, check_state_of
+from dpkit.mechanisms.frequency_oracles.grr import grr_pq
 
 __all__ = [
     "MAX_BITS",
@@ -42,6 +48,11 @@ __all__ = [
     "HeavyHitters",
     "Selection",
     "split_groups",
+    "KeyProtocol",
+    "SupportCounts",
+    "check_run",
+    "chunk_source",
+    "sum_states",
 ]
 
 MAX_BITS = 64
@@ -61,6 +72,8 @@ def check_bits(name: str, value) -> int:
 def check_keys(name: str, values, bits: int) -> np.ndarray:
     """Keys of ``bits`` bits: a 1-D integer array with every entry in [0, 2^bits). Returns uint64."""
     arr = np.asarray(values)
+    if arr.size == 0 and arr.ndim == 1 and arr.dtype.kind in "iuf":
+        return arr.astype(U64)  # e.g. []: no key
     if arr.dtype.kind not in "iu":
         raise TypeError(
             f"{name} must be an integer array of {bits}-bit keys, got dtype {arr.dtype} "
@@ -101,7 +114,9 @@ def split_groups(n: int, groups: int, rng: np.random.Generator) -> np.ndarray:
 class CandidateHashing:
     """OLH for 64-bit keys, whose server evaluates support counts on a candidate set only (module docstring).
 
-    Reports: uint64 array (n, 4), columns (a0, a1, b, y). ``g=0``: OLH's g = round(e^eps) + 1.
+    Reports: uint64 array (n, 4), columns (a0, a1, b, y). ``g=0``: OLH's g = round(e^eps) + 1. A state's key names
+    the oracle's parameters and the candidate set it counts (:meth:`state_key`): states merge only over the same
+    candidates.
     """
 
     epsilon: float
@@ -113,14 +128,25 @@ class CandidateHashing:
 
     def __post_init__(self):
         object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
-        g = self.g if self.g else int(round(math.exp(self.epsilon))) + 1
-        g = check_count("g", g, minimum=2)
-        if g > 2**32 - 1:
-            raise ValueError(f"g must be in [2, 2^32 - 1], got {g}")
+        if self.g:
+            g = check_count("g", self.g, minimum=2, maximum=hashing.MAX_BUCKETS)
+        else:
+            g = hashing.optimal_g(self.epsilon, self.name)
         object.__setattr__(self, "g", g)
-        e = math.exp(self.epsilon)
-        object.__setattr__(self, "p_star", e / (e + g - 1))
+        object.__setattr__(self, "block", check_count("block", self.block, minimum=1))
+        object.__setattr__(self, "p_star", grr_pq(self.epsilon, g)[0])
         object.__setattr__(self, "q_star", 1.0 / g)
+
+    @property
+    def key(self) -> str:
+        """The oracle's identity: the parameters its estimator depends on."""
+        return f"{self.name}(epsilon={self.epsilon!r}, g={self.g})"
+
+    def state_key(self, candidates: np.ndarray) -> str:
+        """The key of a state of support counts over ``candidates``: the oracle's, the number of candidates and a
+        digest of them (counts over other candidates do not merge)."""
+        digest = hashlib.blake2b(np.ascontiguousarray(candidates, dtype=U64).tobytes(), digest_size=8).hexdigest()
+        return f"{self.key}[{len(candidates)} candidates {digest}]"
 
     # ---------------------------------------------------------------- client
     def hash(self, a0, a1, b, keys) -> np.ndarray:
@@ -131,8 +157,8 @@ class CandidateHashing:
         return ((z * U64(self.g)) >> _SHIFT).astype(np.int64)
 
     def perturb(self, keys, rng: np.random.Generator) -> np.ndarray:
-        """One report (a0, a1, b, y) per key (vectorized)."""
-        keys = np.asarray(keys, dtype=U64)
+        """One report (a0, a1, b, y) per key (vectorized); keys: a 1-D integer array of 64-bit keys."""
+        keys = check_keys("keys", keys, MAX_BITS)
         check_rng(rng)
         n = keys.shape[0]
         params = rng.integers(0, 2**64 - 1, size=(3, n), dtype=U64, endpoint=True)
@@ -145,29 +171,16 @@ class CandidateHashing:
 
     # ---------------------------------------------------------------- server
     def _check_reports(self, reports) -> np.ndarray:
-        r = np.asarray(reports)
-        if r.ndim != 2 or r.shape[1] != 4 or r.dtype.kind not in "iu":
-            raise ValueError(f"reports must be a uint64 array of shape (n, 4) (a0, a1, b, y), got {r.dtype} {r.shape}")
-        r = r.astype(U64, copy=False)
-        if len(r) and int(r[:, 3].max()) >= self.g:
-            raise ValueError(f"reports[:, 3] (the hashed report) must be in [0, {self.g}), got {int(r[:, 3].max())}")
-        return r
-
-    def _bounds(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ys = np.arange(self.g + 1, dtype=object)
-        edges = np.array([-(-(int(v) << 32) // self.g) for v in ys], dtype=object)  # ceil(y 2^32 / g)
-        lo = np.array([int(v) << 32 for v in edges[:-1]], dtype=U64)
-        width = np.array([int(w) << 32 for w in (edges[1:] - edges[:-1])], dtype=U64)
-        return lo[y.astype(np.int64)], width[y.astype(np.int64)]
+        return hashing.check_hash_reports("reports", reports, self.g, columns=4)
 
     def support_counts(self, reports, candidates) -> np.ndarray:
         """C(c) = #{reports with H(c) = y} for every candidate key c (int64, in blocks of ``block`` pairs)."""
         r = self._check_reports(reports)
-        cand = np.asarray(candidates, dtype=U64)
+        cand = check_keys("candidates", candidates, MAX_BITS)
         counts = np.zeros(cand.shape[0], dtype=np.int64)
         if len(r) == 0 or cand.size == 0:
             return counts
-        lo_y, width = self._bounds(r[:, 3])
+        lo_y, width = hashing.bucket_bounds(r[:, 3], self.g)  # H(c) = y iff (z - L_y) mod 2^64 < W_y
         b_shift = r[:, 2] - lo_y  # wraps mod 2^64
         c_lo, c_hi = cand & _MASK32, cand >> _SHIFT
         use_hi = bool(c_hi.any())
@@ -191,19 +204,34 @@ class CandidateHashing:
     def aggregate(self, reports, candidates) -> SupportCounts:
         """Mergeable state (support counts of the candidates) of one chunk of reports."""
         r = self._check_reports(reports)
-        return SupportCounts(self.support_counts(r, candidates), len(r), self.name)
+        cand = check_keys("candidates", candidates, MAX_BITS)
+        return SupportCounts(self.support_counts(r, cand), len(r), self.state_key(cand))
 
-    def estimate(self, state: SupportCounts) -> np.ndarray:
-        """Unbiased frequencies of the candidates, (C/n - q*)/(p* - q*)."""
-        if state.n <= 0:
-            raise ValueError(f"state.n must be >= 1 to estimate, got {state.n}")
+    def estimate(self, state: SupportCounts, candidates=None) -> np.ndarray:
+        """Unbiased frequencies of the candidates, (C/n - q*)/(p* - q*), from a state of this oracle (over
+        ``candidates``, if given)."""
+        if not isinstance(state, SupportCounts):
+            raise TypeError(f"state must be a SupportCounts (from aggregate), got {type(state).__name__}")
+        if candidates is not None:
+            cand = check_keys("candidates", candidates, MAX_BITS)
+            check_state_of(state, self.state_key(cand), (len(cand),), lambda n: (0.0, float(n)))
+        else:
+            check_key("state", state.protocol.split("[", 1)[0], self.key)
+            check_state_of(state, state.protocol, state.counts.shape, lambda n: (0.0, float(n)))
         return (state.counts / state.n - self.q_star) / (self.p_star - self.q_star)
 
     def variance(self, n: float, f=None):
-        """q*(1-q*)/(n (p*-q*)^2) + f (1-p*-q*)/(n (p*-q*)): the variance of an estimated frequency."""
+        """q*(1-q*)/(n (p*-q*)^2) + f (1-p*-q*)/(n (p*-q*)): the variance of an estimated frequency (``n``: users,
+        possibly fractional, e.g. an expected group size)."""
+        n = check_positive("n", n)
         p, q = self.p_star, self.q_star
         v = q * (1 - q) / (n * (p - q) ** 2)
-        return v if f is None else v + np.asarray(f, dtype=np.float64) * (1 - p - q) / (n * (p - q))
+        if f is None:
+            return v
+        fa = np.asarray(f, dtype=np.float64)
+        if not ((fa >= 0) & (fa <= 1)).all():
+            raise ValueError("f must be frequencies in [0, 1]")
+        return v + fa * (1 - p - q) / (n * (p - q))
 
     def privacy_event(self) -> DpEvent:
         return RandomizedResponseEvent(self.epsilon, self.g)
@@ -292,3 +320,95 @@ def count_result(values, freq, var_freq, n: int, bits: int, protocol: str, **ext
         protocol,
         dict(extra),
     )
+
+
+# ------------------------------------------------------------------------------------------ shared protocol parts
+class KeyProtocol:
+    """What the heavy-hitter protocols share: ``bits``-bit keys, ``epsilon``, and the selection of the heavy hitters
+    (top ``k`` or ``threshold``); helpers for the users' split among levels and for reading reports in chunks."""
+
+    bits: int
+    epsilon: float
+    k: int | None
+    threshold: float | None
+
+    def _init_keys(self, threshold: bool = True) -> None:
+        """Check and store ``bits``, ``epsilon`` and the selection (``selection``: top-k or threshold)."""
+        object.__setattr__(self, "bits", check_bits("bits", self.bits))
+        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
+        sel = Selection(self.k, self.threshold if threshold else None)
+        if sel.k is not None and self.bits < 64 and sel.k > 1 << self.bits:
+            raise ValueError(f"k must be in [1, 2^bits = {1 << self.bits}], got {self.k!r}")
+        object.__setattr__(self, "selection", sel)
+        if sel.k is not None:
+            object.__setattr__(self, "k", sel.k)
+
+    def _oracle(self, share: int = 1) -> CandidateHashing:
+        """OLH on candidates at epsilon / ``share`` (its g = round(e^(epsilon / share)) + 1 must stay below 2^32)."""
+        eps = self.epsilon / share
+        if eps > hashing.MAX_OLH_EPSILON:
+            raise ValueError(
+                f"epsilon must be at most {share * hashing.MAX_OLH_EPSILON:.4g} for {type(self).__name__} (its OLH "
+                f"reports at epsilon{'' if share == 1 else f' / {share}'} need g = round(e^eps) + 1 below 2^32), "
+                f"got {self.epsilon!r}"
+            )
+        return CandidateHashing(eps)
+
+    def _perturb_levels(self, oracle: CandidateHashing, keys: np.ndarray, lengths, rng) -> tuple[np.ndarray, ...]:
+        """Every user joins one of the levels uniformly at random and reports their prefix of that level's length
+        through ``oracle`` (one report array per level)."""
+        grp = split_groups(len(keys), len(lengths), rng)
+        return tuple(oracle.perturb(prefixes(keys[grp == i], self.bits, s), rng) for i, s in enumerate(lengths))
+
+    def _word_result(self, cand: np.ndarray, word: SupportCounts | None) -> HeavyHitters:
+        """The heavy hitters among ``cand`` from the whole-key OLH state ``word`` of all users (TreeHist, SFP): the
+        selection of their estimates, counts n f_hat, variances n^2 V_OLH(n, f_hat)."""
+        if word is None or word.n <= 0:
+            raise ValueError("no whole-key report")
+        oracle = self.word_oracle  # type: ignore[attr-defined]
+        freq = oracle.estimate(word, cand)
+        cand, freq = self.selection(cand, freq)  # type: ignore[attr-defined]
+        var = oracle.variance(word.n, np.clip(freq, 0, 1))
+        return count_result(cand, freq, var, word.n, self.bits, type(self).name)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _chunked_state(oracle: CandidateHashing, keys: np.ndarray, cand, rng, chunk_size: int) -> SupportCounts:
+        """The support counts over ``cand`` of the reports of ``keys``, perturbed and counted chunk by chunk."""
+        return sum_states(
+            oracle.aggregate(oracle.perturb(keys[s : s + chunk_size], rng), cand)
+            for s in range(0, max(len(keys), 1), chunk_size)
+        )
+
+
+def check_run(values, rng, chunk_size, bits: int) -> tuple[np.ndarray, int]:
+    """The keys and the chunk size of a ``run`` (clients and server in one pass)."""
+    keys = check_keys("values", values, bits)
+    check_rng(rng)
+    return keys, check_chunk_size("chunk_size", chunk_size) or 1 << 18
+
+
+def chunk_source(reports, parts: int) -> Callable[[], Iterable]:
+    """The reports of ``identify``: a tuple of ``parts`` report arrays, or a callable returning an iterable of such
+    tuples (chunks, read once per pass), as a callable; every chunk is checked when it is read."""
+    if callable(reports):
+
+        def chunks():
+            for i, chunk in enumerate(reports()):
+                if not isinstance(chunk, tuple | list) or len(chunk) != parts:
+                    raise ValueError(f"chunk {i} of the reports must be a tuple of {parts} report arrays")
+                yield chunk
+
+        return chunks
+    if isinstance(reports, tuple | list) and len(reports) == parts:
+        return lambda: (tuple(reports),)
+    raise ValueError(
+        f"reports must be a tuple of {parts} report arrays (one per group) or a callable returning chunks of them"
+    )
+
+
+def sum_states(states: Iterable[Any]) -> Any:
+    """The merge of a non-empty iterable of states (None for an empty one)."""
+    total = None
+    for s in states:
+        total = s if total is None else total + s
+    return total

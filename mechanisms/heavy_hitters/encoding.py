@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpkit.mechanisms._validation import check_count
+from dpkit.mechanisms._validation import check_count, check_seed
 from dpkit.mechanisms.heavy_hitters.base import check_bits
 
 __all__ = ["encode_bytes", "decode_bytes", "hash_bytes"]
@@ -59,6 +59,7 @@ def hash_bytes(strings, bits: int = 64, max_length: int = 256, seed: int = 0) ->
     odd constants a_i from ``seed``, then a 64-bit finalizer (splitmix64); the top ``bits`` bits are kept."""
     bits = check_bits("bits", bits)
     max_length = check_count("max_length", max_length, minimum=1)
+    seed = check_seed("seed", seed)
     words = -(-max_length // 8)
     fixed = _as_fixed("strings", strings, 8 * words)
     w = np.frombuffer(fixed.tobytes(), dtype=">u8").reshape(len(fixed), words).astype(_U64)

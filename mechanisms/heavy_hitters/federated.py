@@ -44,24 +44,15 @@ from typing import Any
 import numpy as np
 
 from dpkit.accountants import DpEvent
-from dpkit.mechanisms._validation import check_count, check_epsilon, check_rng
-from dpkit.mechanisms.heavy_hitters.base import (
-    CandidateHashing,
-    HeavyHitters,
-    check_bits,
-    check_keys,
-    count_result,
-    extend,
-    prefixes,
-    split_groups,
-)
+from dpkit.mechanisms._validation import check_count, check_rng
+from dpkit.mechanisms.heavy_hitters import base
 from dpkit.mechanisms.heavy_hitters.pem import prefix_schedule
 
 __all__ = ["TAP", "TAPS"]
 
 
 @dataclass(frozen=True)
-class TAP:
+class TAP(base.KeyProtocol):
     """Target-aligning prefix tree for ``bits``-bit keys held by users of several parties (module docstring).
 
     ``k``: the global top-k; ``step``: bits per level; ``shared_levels``: depth of the shared trie (levels);
@@ -84,23 +75,22 @@ class TAP:
     lengths: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self):
-        object.__setattr__(self, "bits", check_bits("bits", self.bits))
-        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
-        k = check_count("k", self.k, minimum=1)
-        if self.bits < 64 and k > 1 << self.bits:
-            raise ValueError(f"k must be in [1, 2^bits = {1 << self.bits}], got {self.k!r}")
-        object.__setattr__(self, "k", k)
+        self._init_keys(threshold=False)
         object.__setattr__(self, "step", check_count("step", self.step, minimum=1))
         object.__setattr__(self, "shared_levels", check_count("shared_levels", self.shared_levels, minimum=0))
-        if not (isinstance(self.extension, int | float) and self.extension >= 1):
-            raise ValueError(f"extension must be a number >= 1, got {self.extension!r}")
-        if not (isinstance(self.z, int | float) and self.z >= 0):
-            raise ValueError(f"z must be a number >= 0, got {self.z!r}")
+        if not (isinstance(self.extension, int | float) and not isinstance(self.extension, bool)) or not (
+            1 <= self.extension < math.inf
+        ):
+            raise ValueError(f"extension must be a finite number >= 1, got {self.extension!r}")
+        if not (isinstance(self.z, int | float) and not isinstance(self.z, bool)) or not (0 <= self.z < math.inf):
+            raise ValueError(f"z must be a finite number >= 0, got {self.z!r}")
         if self.order not in ("size", "given"):
             raise ValueError(f"order must be 'size' or 'given', got {self.order!r}")
-        s0 = min(int(math.floor(math.log2(k))) + 1, self.bits)
+        if not isinstance(self.consensus, bool):
+            raise TypeError(f"consensus must be True or False, got {self.consensus!r}")
+        s0 = min(int(math.floor(math.log2(self.k))) + 1, self.bits)
         object.__setattr__(self, "lengths", prefix_schedule(self.bits, s0, self.step))
-        object.__setattr__(self, "oracle", CandidateHashing(self.epsilon))
+        object.__setattr__(self, "oracle", self._oracle())
 
     @property
     def levels(self) -> int:
@@ -121,22 +111,14 @@ class TAP:
 
     def perturb(self, values, parties, rng: np.random.Generator) -> tuple[tuple[np.ndarray, ...], ...]:
         """Every user joins a level of their party and reports that prefix through OLH (vectorized)."""
-        keys = check_keys("values", values, self.bits)
+        keys = base.check_keys("values", values, self.bits)
         parties = self._check_parties(parties, len(keys))
         check_rng(rng)
-        out = []
-        for p in range(int(parties.max()) + 1 if len(parties) else 0):
-            own = keys[parties == p]
-            lvl = split_groups(len(own), self.levels, rng)
-            out.append(
-                tuple(
-                    self.oracle.perturb(prefixes(own[lvl == i], self.bits, s), rng) for i, s in enumerate(self.lengths)
-                )
-            )
-        return tuple(out)
+        n_parties = int(parties.max()) + 1 if len(parties) else 0
+        return tuple(self._perturb_levels(self.oracle, keys[parties == p], self.lengths, rng) for p in range(n_parties))
 
     # ------------------------------------------------------------------------------------------- server
-    def identify(self, reports) -> HeavyHitters:
+    def identify(self, reports) -> base.HeavyHitters:
         """The global heavy hitters from every party's level reports."""
         if not isinstance(reports, tuple | list) or not reports or any(len(r) != self.levels for r in reports):
             raise ValueError(
@@ -144,21 +126,26 @@ class TAP:
             )
         return self._run(lambda p, lvl, cand: self.oracle.aggregate(reports[p][lvl], cand), len(reports))
 
-    def run(self, values, parties, rng: np.random.Generator) -> HeavyHitters:
+    def run(self, values, parties, rng: np.random.Generator) -> base.HeavyHitters:
         """Clients then server (same as ``identify(perturb(values, parties, rng))``)."""
         return self.identify(self.perturb(values, parties, rng))
 
-    def _run(self, counts, n_parties: int) -> HeavyHitters:
-        sizes = np.array([sum(counts(p, lvl, np.zeros(0)).n for lvl in range(self.levels)) for p in range(n_parties)])
+    def _run(self, counts, n_parties: int) -> base.HeavyHitters:
+        sizes = np.array(
+            [
+                sum(counts(p, lvl, np.zeros(0, dtype=np.uint64)).n for lvl in range(self.levels))
+                for p in range(n_parties)
+            ]
+        )
         if (sizes == 0).any():
             raise ValueError(f"every party needs users; party sizes {sizes.tolist()}")
         S = min(self.shared_levels, self.levels - 1)
         cand = np.arange(1 << self.lengths[0], dtype=np.uint64)
         for lvl in range(S):  # the shared shallow trie: all parties' users of the level pooled
             if lvl:
-                cand = extend(cand, self.lengths[lvl] - self.lengths[lvl - 1])
+                cand = base.extend(cand, self.lengths[lvl] - self.lengths[lvl - 1])
             state = sum(counts(p, lvl, cand) for p in range(n_parties))
-            freq = self.oracle.estimate(state)
+            freq = self.oracle.estimate(state, cand)
             cand = cand[np.lexsort((cand, -freq))[: self.beam]]
         shared = cand
         order = np.argsort(-sizes, kind="stable") if self.order == "size" else np.arange(n_parties)
@@ -169,11 +156,11 @@ class TAP:
             mine: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
             for lvl in range(S, self.levels):
                 if lvl:
-                    cand = extend(cand, self.lengths[lvl] - self.lengths[lvl - 1])
+                    cand = base.extend(cand, self.lengths[lvl] - self.lengths[lvl - 1])
                 state = counts(p, lvl, cand)
                 if state.n <= 0:
                     raise ValueError(f"party {int(p)} has no user at level {lvl}: more users or a larger step")
-                score = self.oracle.estimate(state) * sizes[p]
+                score = self.oracle.estimate(state, cand) * sizes[p]
                 var = self.oracle.variance(state.n) * sizes[p] ** 2
                 mine[lvl] = (cand, score, var)
                 if self.consensus:
@@ -198,12 +185,12 @@ class TAP:
         total, var = np.zeros(len(union)), np.zeros(len(union))
         for p in range(n_parties):
             state = counts(p, last, union)
-            f = self.oracle.estimate(state)
+            f = self.oracle.estimate(state, union)
             total += f * sizes[p]
             var += sizes[p] ** 2 * self.oracle.variance(state.n, np.clip(f, 0, 1))
         n = int(sizes.sum())
         top = np.lexsort((union, -total))[: self.k]
-        return count_result(
+        return base.count_result(
             union[top],
             total[top] / n,
             var[top] / n**2,

@@ -23,25 +23,15 @@ post-processing of other users' reports.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from dpkit.accountants import DpEvent
-from dpkit.mechanisms._validation import check_count, check_epsilon, check_rng
-from dpkit.mechanisms.heavy_hitters.base import (
-    CandidateHashing,
-    HeavyHitters,
-    Selection,
-    check_bits,
-    check_keys,
-    count_result,
-    extend,
-    prefixes,
-    split_groups,
-)
+from dpkit.mechanisms._validation import check_count, check_rng
+from dpkit.mechanisms.heavy_hitters import base
 
 __all__ = ["PEM", "prefix_schedule"]
 
@@ -57,7 +47,7 @@ def prefix_schedule(bits: int, start: int, step: int) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class PEM:
+class PEM(base.KeyProtocol):
     """Prefix extending method for ``bits``-bit keys (module docstring: algorithm and guarantee).
 
     ``k``: top-k (default 10); or ``threshold``: every key with estimated frequency >= threshold (then ``k=None``).
@@ -77,16 +67,10 @@ class PEM:
     lengths: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self):
-        object.__setattr__(self, "bits", check_bits("bits", self.bits))
-        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
-        sel = Selection(self.k, self.threshold)
-        if sel.k is not None and self.bits < 64 and sel.k > 1 << self.bits:
-            raise ValueError(f"k must be in [1, 2^bits = {1 << self.bits}], got {self.k!r}")
-        object.__setattr__(self, "selection", sel)
+        self._init_keys()
         object.__setattr__(self, "step", check_count("step", self.step, minimum=1))
         if self.start_bits is None:
-            cap = sel.capacity
-            s0 = int(math.floor(math.log2(cap))) + 1
+            s0 = int(math.floor(math.log2(self.selection.capacity))) + 1
         else:
             s0 = check_count("start_bits", self.start_bits, minimum=1)
         s0 = min(s0, self.bits)
@@ -94,7 +78,7 @@ class PEM:
             raise ValueError(f"start_bits must be <= {MAX_START_BITS} (2^start_bits first candidates), got {s0}")
         object.__setattr__(self, "start_bits", s0)
         object.__setattr__(self, "lengths", prefix_schedule(self.bits, s0, self.step))
-        object.__setattr__(self, "oracle", CandidateHashing(self.epsilon))
+        object.__setattr__(self, "oracle", self._oracle())
 
     @property
     def groups(self) -> int:
@@ -103,12 +87,9 @@ class PEM:
     # ------------------------------------------------------------------------------------------- client
     def perturb(self, values, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """Each user joins a random group and reports their prefix of that group's length (vectorized)."""
-        keys = check_keys("values", values, self.bits)
+        keys = base.check_keys("values", values, self.bits)
         check_rng(rng)
-        grp = split_groups(len(keys), self.groups, rng)
-        return tuple(
-            self.oracle.perturb(prefixes(keys[grp == i], self.bits, s), rng) for i, s in enumerate(self.lengths)
-        )
+        return self._perturb_levels(self.oracle, keys, self.lengths, rng)
 
     # ------------------------------------------------------------------------------------------- server
     def first_candidates(self) -> np.ndarray:
@@ -116,68 +97,44 @@ class PEM:
 
     def next_candidates(self, level: int, survivors: np.ndarray) -> np.ndarray:
         """Candidates of group ``level`` >= 1 from the survivors of the group before."""
-        return extend(survivors, self.lengths[level] - self.lengths[level - 1])
+        return base.extend(survivors, self.lengths[level] - self.lengths[level - 1])
 
-    def identify(self, reports) -> HeavyHitters:
+    def identify(self, reports) -> base.HeavyHitters:
         """The heavy hitters from all groups' reports: a tuple of G report arrays, or a callable returning an
         iterable of such tuples (chunks; read once per group, so memory stays bounded by one chunk)."""
-        source = _chunk_source(reports, self.groups)
-        counts = lambda level, cand: _sum_states(  # noqa: E731
+        source = base.chunk_source(reports, self.groups)
+        counts = lambda level, cand: base.sum_states(  # noqa: E731
             self.oracle.aggregate(chunk[level], cand) for chunk in source()
         )
         return self._descend(counts)
 
-    def run(self, values, rng: np.random.Generator, chunk_size: int = 1 << 18) -> HeavyHitters:
+    def run(self, values, rng: np.random.Generator, chunk_size: int = 1 << 18) -> base.HeavyHitters:
         """Clients and server in one pass per group, chunk by chunk (the same distribution as ``identify(perturb(
         values, rng))``: the clients' randomness does not depend on the candidates)."""
-        keys = check_keys("values", values, self.bits)
-        check_rng(rng)
-        chunk_size = check_count("chunk_size", chunk_size, minimum=1)
-        grp = split_groups(len(keys), self.groups, rng)
+        keys, chunk_size = base.check_run(values, rng, chunk_size, self.bits)
+        grp = base.split_groups(len(keys), self.groups, rng)
 
         def counts(level, cand):
-            own = keys[grp == level]
-            return _sum_states(
-                self.oracle.aggregate(
-                    self.oracle.perturb(prefixes(own[s : s + chunk_size], self.bits, self.lengths[level]), rng), cand
-                )
-                for s in range(0, max(len(own), 1), chunk_size)
-            )
+            own = base.prefixes(keys[grp == level], self.bits, self.lengths[level])
+            return self._chunked_state(self.oracle, own, cand, rng, chunk_size)
 
         return self._descend(counts, n=len(keys))
 
-    def _descend(self, counts: Callable, n: int | None = None) -> HeavyHitters:
+    def _descend(self, counts: Callable, n: int | None = None) -> base.HeavyHitters:
         cand = self.first_candidates()
         sizes = []
         for level in range(self.groups):
             if level:
                 cand = self.next_candidates(level, cand)
             state = counts(level, cand)
-            if state.n <= 0:
+            if state is None or state.n <= 0:
                 raise ValueError(f"group {level} has no report: more users or fewer groups (a larger step)")
             sizes.append(state.n)
-            freq = self.oracle.estimate(state)
+            freq = self.oracle.estimate(state, cand)
             cand, freq = self.selection(cand, freq)
         total = int(sum(sizes)) if n is None else n
         var = self.oracle.variance(sizes[-1], np.clip(freq, 0, 1))
-        return count_result(cand, freq, var, total, self.bits, self.name, group_sizes=sizes)
+        return base.count_result(cand, freq, var, total, self.bits, self.name, group_sizes=sizes)
 
     def privacy_event(self) -> DpEvent:
         return self.oracle.privacy_event()
-
-
-def _chunk_source(reports, groups: int) -> Callable[[], Iterable]:
-    if callable(reports):
-        return reports
-    if isinstance(reports, tuple | list) and len(reports) == groups:
-        return lambda: (tuple(reports),)
-    raise ValueError(
-        f"reports must be a tuple of {groups} report arrays (one per group) or a callable returning chunks of them"
-    )
-
-
-def _sum_states(states):
-    total = None
-    for s in states:
-        total = s if total is None else total + s
-    return total

@@ -35,17 +35,8 @@ import numpy as np
 
 from dpkit.accountants import ComposedEvent, DpEvent
 from dpkit.mechanisms import make_oracle
-from dpkit.mechanisms._validation import check_count, check_epsilon, check_rng
-from dpkit.mechanisms.heavy_hitters.base import (
-    CandidateHashing,
-    HeavyHitters,
-    Selection,
-    check_bits,
-    check_keys,
-    count_result,
-    split_groups,
-)
-from dpkit.mechanisms.heavy_hitters.pem import _chunk_source, _sum_states
+from dpkit.mechanisms._validation import check_count, check_rng
+from dpkit.mechanisms.heavy_hitters import base
 
 __all__ = ["SFP", "public_hash"]
 
@@ -62,7 +53,7 @@ def public_hash(keys: np.ndarray, bits: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SFP:
+class SFP(base.KeyProtocol):
     """Sequence fragment puzzle for ``bits``-bit keys (module docstring). Reports (``perturb``): a tuple of P + 1
     arrays: the fragment oracle's reports of the users at each position, then the whole-key OLH reports."""
 
@@ -81,12 +72,7 @@ class SFP:
     positions: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
-        object.__setattr__(self, "bits", check_bits("bits", self.bits))
-        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
-        sel = Selection(self.k, self.threshold)
-        if sel.k is not None and self.bits < 64 and sel.k > 1 << self.bits:
-            raise ValueError(f"k must be in [1, 2^bits = {1 << self.bits}], got {self.k!r}")
-        object.__setattr__(self, "selection", sel)
+        self._init_keys()
         fb = check_count("fragment_bits", self.fragment_bits, minimum=1)
         hb = check_count("hash_bits", self.hash_bits, minimum=1)
         if fb > self.bits:
@@ -98,7 +84,7 @@ class SFP:
         object.__setattr__(self, "max_combinations", check_count("max_combinations", self.max_combinations, minimum=1))
         object.__setattr__(self, "positions", -(-self.bits // fb))
         object.__setattr__(self, "fragments", make_oracle(self.fragment_oracle, 1 << (fb + hb), self.epsilon / 2))
-        object.__setattr__(self, "word_oracle", CandidateHashing(self.epsilon / 2))
+        object.__setattr__(self, "word_oracle", self._oracle(2))
 
     # --------------------------------------------------------------------------------------------- pieces
     def _span(self, pos: int) -> tuple[int, int]:
@@ -118,42 +104,42 @@ class SFP:
 
     # --------------------------------------------------------------------------------------------- client
     def perturb(self, values, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        keys = check_keys("values", values, self.bits)
+        keys = base.check_keys("values", values, self.bits)
         check_rng(rng)
-        pos = split_groups(len(keys), self.positions, rng)
+        pos = base.split_groups(len(keys), self.positions, rng)
         frag = tuple(self.fragments.perturb(self.items(keys[pos == i], i), rng) for i in range(self.positions))
         return (*frag, self.word_oracle.perturb(keys, rng))
 
     # --------------------------------------------------------------------------------------------- server
-    def identify(self, reports) -> HeavyHitters:
+    def identify(self, reports) -> base.HeavyHitters:
         """Heavy hitters from a tuple of P + 1 report arrays, or a callable returning an iterable of such tuples
         (each read twice: the fragment states, then the candidates' whole-key counts)."""
-        source = _chunk_source(reports, self.positions + 1)
+        source = base.chunk_source(reports, self.positions + 1)
         states = [self.fragments.aggregate_stream(chunk[i] for chunk in source()) for i in range(self.positions)]
         cand = self.candidates(states)
-        word = _sum_states(self.word_oracle.aggregate(chunk[-1], cand) for chunk in source())
-        return self._finish(cand, word)
+        word = base.sum_states(self.word_oracle.aggregate(chunk[-1], cand) for chunk in source())
+        return self._word_result(cand, word)
 
-    def run(self, values, rng: np.random.Generator, chunk_size: int = 1 << 18) -> HeavyHitters:
+    def run(self, values, rng: np.random.Generator, chunk_size: int = 1 << 18) -> base.HeavyHitters:
         """Clients and server chunk by chunk (same distribution as ``identify(perturb(values, rng))``)."""
-        keys = check_keys("values", values, self.bits)
-        check_rng(rng)
-        pos = split_groups(len(keys), self.positions, rng)
+        keys, chunk_size = base.check_run(values, rng, chunk_size, self.bits)
+        pos = base.split_groups(len(keys), self.positions, rng)
         states = []
         for i in range(self.positions):
             items = self.items(keys[pos == i], i)
             states.append(self.fragments.perturb_aggregate(items, rng, chunk_size))
         cand = self.candidates(states)
-        word = _sum_states(
-            self.word_oracle.aggregate(self.word_oracle.perturb(keys[s : s + chunk_size], rng), cand)
-            for s in range(0, len(keys), chunk_size)
-        )
-        return self._finish(cand, word)
+        word = self._chunked_state(self.word_oracle, keys, cand, rng, chunk_size) if len(keys) else None
+        return self._word_result(cand, word)
 
     def candidates(self, states) -> np.ndarray:
         """Keys assembled from the surviving (hash, fragment) pieces of every position, with a matching hash."""
-        if any(s.n <= 0 for s in states):
+        if not isinstance(states, (list, tuple)) or len(states) != self.positions:
+            raise ValueError(f"states must be the {self.positions} fragment oracles' states, one per position")
+        if any(isinstance(s, base.SupportCounts) and s.n <= 0 for s in states):
             raise ValueError("every fragment position needs reports: more users or longer fragments")
+        for s in states:
+            self.fragments._check_state(s)
         pieces = []  # per position: {hash: fragments by decreasing estimate}
         for s in states:
             items, _ = self.selection(np.arange(1 << (self.fragment_bits + self.hash_bits)), self.fragments.estimate(s))
@@ -174,14 +160,6 @@ class SFP:
                 hashes.append(h)
         cand = np.array(keys, dtype=U64)
         return np.unique(cand[public_hash(cand, self.hash_bits) == np.array(hashes, dtype=np.int64)])
-
-    def _finish(self, cand, word) -> HeavyHitters:
-        if word is None or word.n <= 0:
-            raise ValueError("no whole-key report")
-        freq = self.word_oracle.estimate(word)
-        cand, freq = self.selection(cand, freq)
-        var = self.word_oracle.variance(word.n, np.clip(freq, 0, 1))
-        return count_result(cand, freq, var, word.n, self.bits, self.name)
 
     def privacy_event(self) -> DpEvent:
         return ComposedEvent((self.fragments.privacy_event(), self.word_oracle.privacy_event()))

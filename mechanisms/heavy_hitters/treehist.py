@@ -25,19 +25,9 @@ from typing import Any
 import numpy as np
 
 from dpkit.accountants import ComposedEvent, DpEvent
-from dpkit.mechanisms._validation import check_count, check_epsilon, check_rng
-from dpkit.mechanisms.heavy_hitters.base import (
-    CandidateHashing,
-    HeavyHitters,
-    Selection,
-    check_bits,
-    check_keys,
-    count_result,
-    extend,
-    prefixes,
-    split_groups,
-)
-from dpkit.mechanisms.heavy_hitters.pem import _chunk_source, _sum_states, prefix_schedule
+from dpkit.mechanisms._validation import check_count, check_rng
+from dpkit.mechanisms.heavy_hitters import base
+from dpkit.mechanisms.heavy_hitters.pem import prefix_schedule
 
 __all__ = ["TreeHist"]
 
@@ -45,7 +35,7 @@ MAX_STEP = 16
 
 
 @dataclass(frozen=True)
-class TreeHist:
+class TreeHist(base.KeyProtocol):
     """TreeHist for ``bits``-bit keys (module docstring). ``k`` (top-k, default 10) or ``threshold``; ``step``: bits per
     tree level. Reports (``perturb``): a tuple of L + 1 arrays: the prefix reports of each level's users, then the
     whole-key reports of all users (uint64 (n, 4) each)."""
@@ -62,80 +52,64 @@ class TreeHist:
     lengths: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self):
-        object.__setattr__(self, "bits", check_bits("bits", self.bits))
-        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
-        sel = Selection(self.k, self.threshold)
-        if sel.k is not None and self.bits < 64 and sel.k > 1 << self.bits:
-            raise ValueError(f"k must be in [1, 2^bits = {1 << self.bits}], got {self.k!r}")
-        object.__setattr__(self, "selection", sel)
+        self._init_keys()
         step = check_count("step", self.step, minimum=1)
         if step > MAX_STEP:
             raise ValueError(f"step must be in [1, {MAX_STEP}], got {self.step!r}")
         object.__setattr__(self, "step", step)
         object.__setattr__(self, "lengths", prefix_schedule(self.bits, min(step, self.bits), step))
-        object.__setattr__(self, "prefix_oracle", CandidateHashing(self.epsilon / 2))
-        object.__setattr__(self, "word_oracle", CandidateHashing(self.epsilon / 2))
+        object.__setattr__(self, "prefix_oracle", self._oracle(2))
+        object.__setattr__(self, "word_oracle", self._oracle(2))
 
     @property
     def levels(self) -> int:
         return len(self.lengths)
 
     def perturb(self, values, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        keys = check_keys("values", values, self.bits)
+        keys = base.check_keys("values", values, self.bits)
         check_rng(rng)
-        lvl = split_groups(len(keys), self.levels, rng)
-        pre = tuple(
-            self.prefix_oracle.perturb(prefixes(keys[lvl == i], self.bits, s), rng) for i, s in enumerate(self.lengths)
-        )
+        pre = self._perturb_levels(self.prefix_oracle, keys, self.lengths, rng)
         return (*pre, self.word_oracle.perturb(keys, rng))
 
-    def identify(self, reports) -> HeavyHitters:
+    def identify(self, reports) -> base.HeavyHitters:
         """Heavy hitters from a tuple of L + 1 report arrays, or a callable returning an iterable of such tuples."""
-        source = _chunk_source(reports, self.levels + 1)
+        source = base.chunk_source(reports, self.levels + 1)
 
         def counts(level, cand):
             oracle = self.word_oracle if level == self.levels else self.prefix_oracle
-            return _sum_states(oracle.aggregate(chunk[level], cand) for chunk in source())
+            return base.sum_states(oracle.aggregate(chunk[level], cand) for chunk in source())
 
         return self._descend(counts)
 
-    def run(self, values, rng: np.random.Generator, chunk_size: int = 1 << 18) -> HeavyHitters:
+    def run(self, values, rng: np.random.Generator, chunk_size: int = 1 << 18) -> base.HeavyHitters:
         """Clients and server chunk by chunk (same distribution as ``identify(perturb(values, rng))``); the
         whole-key reports are regenerated from a generator spawned once, so they are the same at every read."""
-        keys = check_keys("values", values, self.bits)
-        check_rng(rng)
-        lvl = split_groups(len(keys), self.levels, rng)
+        keys, chunk_size = base.check_run(values, rng, chunk_size, self.bits)
+        lvl = base.split_groups(len(keys), self.levels, rng)
         word_seed = rng.integers(0, 2**63)
 
         def counts(level, cand):
             if level == self.levels:
                 g = np.random.default_rng(word_seed)
-                chunks = (
-                    self.word_oracle.perturb(keys[s : s + chunk_size], g) for s in range(0, len(keys), chunk_size)
+                return base.sum_states(
+                    self.word_oracle.aggregate(self.word_oracle.perturb(keys[s : s + chunk_size], g), cand)
+                    for s in range(0, len(keys), chunk_size)
                 )
-                return _sum_states(self.word_oracle.aggregate(r, cand) for r in chunks)
-            own = prefixes(keys[lvl == level], self.bits, self.lengths[level])
-            return _sum_states(
-                self.prefix_oracle.aggregate(self.prefix_oracle.perturb(own[s : s + chunk_size], rng), cand)
-                for s in range(0, max(len(own), 1), chunk_size)
-            )
+            own = base.prefixes(keys[lvl == level], self.bits, self.lengths[level])
+            return self._chunked_state(self.prefix_oracle, own, cand, rng, chunk_size)
 
         return self._descend(counts)
 
-    def _descend(self, counts) -> HeavyHitters:
+    def _descend(self, counts) -> base.HeavyHitters:
         cand = np.arange(1 << self.lengths[0], dtype=np.uint64)
         for level in range(self.levels):
             if level:
-                cand = extend(cand, self.lengths[level] - self.lengths[level - 1])
+                cand = base.extend(cand, self.lengths[level] - self.lengths[level - 1])
             state = counts(level, cand)
-            if state.n <= 0:
+            if state is None or state.n <= 0:
                 raise ValueError(f"level {level} has no report: more users or a larger step")
-            cand, _ = self.selection(cand, self.prefix_oracle.estimate(state))
-        state = counts(self.levels, cand)
-        freq = self.word_oracle.estimate(state)
-        cand, freq = self.selection(cand, freq)
-        var = self.word_oracle.variance(state.n, np.clip(freq, 0, 1))
-        return count_result(cand, freq, var, state.n, self.bits, self.name)
+            cand, _ = self.selection(cand, self.prefix_oracle.estimate(state, cand))
+        return self._word_result(cand, counts(self.levels, cand))
 
     def privacy_event(self) -> DpEvent:
         return ComposedEvent((self.prefix_oracle.privacy_event(), self.word_oracle.privacy_event()))

@@ -24,18 +24,19 @@ composition of the reports, or of the memoized PRRs of which every report is pos
 from __future__ import annotations
 
 from abc import abstractmethod
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dpkit.accountants import DpEvent, PureDpEvent, SelfComposedEvent
-from dpkit.mechanisms._validation import check_count, check_epsilon
-from dpkit.mechanisms.base import FrequencyOracle
+from dpkit.mechanisms._validation import check_count, check_domain, check_epsilon, set_fields
+from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle
 
 if TYPE_CHECKING:
     from dpkit.mechanisms.longitudinal.population import ClientPopulation
 
-__all__ = ["LongitudinalProtocol", "UserParams", "check_eps_pair"]
+__all__ = ["LongitudinalProtocol", "TwoRoundProtocol", "UserParams", "check_eps_pair"]
 
 UserParams = dict[str, np.ndarray]  # per-user persistent parameters, one array of n_users rows per name
 
@@ -78,6 +79,30 @@ class LongitudinalProtocol(FrequencyOracle):
 
     def memo_key(self, values: np.ndarray, users: UserParams) -> np.ndarray:
         return values
+
+    def user_param_shapes(self, n: int) -> dict[str, tuple[int, ...]]:
+        """The per-user parameters ``init_users(n, rng)`` makes: name -> shape (default: none)."""
+        return {}
+
+    def check_user_params(self, prefix: str, params: dict[str, np.ndarray], n: int) -> UserParams:
+        """Per-user parameters read back from a file: exactly the names and shapes of ``user_param_shapes(n)``,
+        integer arrays (a subclass checks their values)."""
+        shapes = self.user_param_shapes(n)
+        if set(params) != set(shapes):
+            raise ValueError(
+                f"{prefix}*: {self.name} keeps the per-user parameters {sorted(shapes)}, got {sorted(params)}"
+            )
+        for name, shape in shapes.items():
+            arr = params[name]
+            if arr.dtype.kind not in "iu" or arr.shape != shape:
+                raise ValueError(
+                    f"{prefix}{name} must be an integer array of shape {shape}, got {arr.dtype} {arr.shape}"
+                )
+        return dict(params)
+
+    def check_payload(self, name: str, payload: np.ndarray) -> np.ndarray:
+        """Memoized PRR payloads read back from a file (one row per memo key), as ``first_round`` makes them."""
+        raise NotImplementedError(f"{type(self).__name__} does not say what its memoized payloads are")
 
     @abstractmethod
     def first_round(self, keys: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
@@ -122,3 +147,49 @@ class LongitudinalProtocol(FrequencyOracle):
         from dpkit.mechanisms.longitudinal.population import ClientPopulation
 
         return ClientPopulation(self, n_users, rng)
+
+
+class TwoRoundProtocol(LongitudinalProtocol, PureFrequencyOracle):
+    """A longitudinal pure protocol whose rounds randomize the memo key with support probabilities (p1, q1) (PRR,
+    memoized) then (p2, q2) (IRR, every report): a report supports the user's own key w.p.
+    P = p1 p2 + (1 - p1) q2 and any other key w.p. Q = q1 p2 + (1 - q1) q2 (Arcolezi et al., DCN 2022, Eq. 9).
+
+    A subclass defines ``_round1`` and ``_round2``, each (p, q) (cached properties of its parameters). One report
+    is ln(P (1 - Q) / (Q (1 - P)))-LDP for bit vectors, ln(P / Q)-LDP for GRR over the keys (each family computes
+    its own in ``single_report_epsilon``). ``epsilon`` is ``eps_1``.
+    """
+
+    @cached_property
+    def epsilon(self) -> float:
+        return self.eps_1
+
+    def _set_k_budgets(self, max_k: int = 2**32, **more: object) -> None:
+        """The ``__post_init__`` of a (k, eps_perm, eps_1) protocol: k a domain size in [2, max_k], then
+        0 < eps_1 < eps_perm (both in the shared range), and ``more`` normalized fields, stored."""
+        k = check_domain("k", self.k, maximum=max_k)
+        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
+        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1, **more)
+
+    @property
+    @abstractmethod
+    def _round1(self) -> tuple[float, float]:
+        """(p1, q1) of the permanent randomized response."""
+
+    @property
+    @abstractmethod
+    def _round2(self) -> tuple[float, float]:
+        """(p2, q2) of the instantaneous randomized response."""
+
+    # the support probabilities of each round: p1, q1 = _round1 and p2, q2 = _round2
+    p1 = property(lambda self: self._round1[0])
+    q1 = property(lambda self: self._round1[1])
+    p2 = property(lambda self: self._round2[0])
+    q2 = property(lambda self: self._round2[1])
+
+    @cached_property
+    def p_star(self) -> float:
+        return self.p1 * self.p2 + (1 - self.p1) * self.q2
+
+    @cached_property
+    def q_star(self) -> float:
+        return self.q1 * self.p2 + (1 - self.q1) * self.q2

@@ -9,10 +9,11 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike
 
+from dpkit.mechanisms import _memory
 from dpkit.mechanisms._validation import (
+    check_bits,
     check_count,
-    check_domain,
-    check_epsilon,
+    check_distinct_rows,
     check_report_array,
     check_values,
     set_fields,
@@ -42,17 +43,18 @@ class DBitFlipPM(LongitudinalProtocol):
     b: int = 0  # 0 = k buckets
     d: int = 1
     name = "dBitFlipPM"
+    count_dtype = np.float64
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k)
-        eps = check_epsilon("epsilon", self.epsilon)
+        self._set_k_epsilon()
+        k = self.k
         b = check_count("b", self.b or k, minimum=2)
         if b > k:
             raise ValueError(f"b must be in [2, k={k}], got {self.b!r}")
         d = check_count("d", self.d, minimum=1)
         if d > b:
             raise ValueError(f"d must be in [1, b={b}], got {self.d!r}")
-        set_fields(self, k=k, epsilon=eps, b=b, d=d)
+        set_fields(self, b=b, d=d)
 
     @cached_property
     def eps_perm(self) -> float:
@@ -83,10 +85,13 @@ class DBitFlipPM(LongitudinalProtocol):
         return (np.asarray(values, dtype=np.int64) * self.b) // self.k
 
     def init_users(self, n: int, rng: np.random.Generator) -> UserParams:
-        if 2 * self.d * self.d > self.b:  # many draws would collide: random keys + partition, O(n b)
-            keys = rng.random((n, self.b))
-            j = np.argpartition(keys, self.d - 1, axis=1)[:, : self.d] if self.d < self.b else np.argsort(keys, axis=1)
-            return {"J": j.astype(np.int64)}
+        if 2 * self.d * self.d > self.b:  # many draws would collide: random keys + partition, O(n b), in chunks
+            j = np.empty((n, self.d), dtype=np.int64)
+            for s, e in _memory.row_chunks(n, 16 * self.b):  # float64 keys and int64 indices per row
+                keys = rng.random((e - s, self.b))
+                part = np.argpartition(keys, self.d - 1, axis=1) if self.d < self.b else np.argsort(keys, axis=1)
+                j[s:e] = part[:, : self.d]
+            return {"J": j}
         # d distinct uniform buckets by rejection: redraw the rows that repeat a bucket (uniform given distinct)
         j = rng.integers(0, self.b, size=(n, self.d))
         bad = np.arange(n)
@@ -96,6 +101,20 @@ class DBitFlipPM(LongitudinalProtocol):
             if not len(bad):
                 return {"J": j}
             j[bad] = rng.integers(0, self.b, size=(len(bad), self.d))
+
+    def user_param_shapes(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {"J": (n, self.d)}  # each user's d sampled buckets
+
+    def check_user_params(self, prefix: str, params: dict[str, np.ndarray], n: int) -> UserParams:
+        J = super().check_user_params(prefix, params, n)["J"]
+        J = check_values(prefix + "J", J, self.b, ndim=2)
+        return {"J": check_distinct_rows(prefix + "J", J, self.b)}
+
+    def check_payload(self, name: str, payload: np.ndarray) -> np.ndarray:
+        """The memoized bits of the d sampled buckets: uint8 (m, d) in {0, 1}."""
+        if payload.dtype != np.uint8 or payload.ndim != 2 or payload.shape[1] != self.d:
+            raise ValueError(f"{name} must be uint8 rows of {self.d} bits, got {payload.dtype} {payload.shape}")
+        return check_bits(name, payload)
 
     def memo_key(self, values: np.ndarray, users: UserParams) -> np.ndarray:
         hit = users["J"] == self.bucket(values)[:, None]
@@ -114,11 +133,19 @@ class DBitFlipPM(LongitudinalProtocol):
         r = check_report_array("reports", reports, kinds="iu", shape_tail=(2 * self.d,), expected="rows (J, bits)")
         r = r.astype(np.int64, copy=False)
         check_values("reports[:, :d] (sampled buckets)", r[:, : self.d], self.b, ndim=2)
+        check_distinct_rows("reports[:, :d] (sampled buckets)", r[:, : self.d], self.b)
         check_values("reports[:, d:] (bits)", r[:, self.d :], 2, ndim=2)
         return r
 
-    def empty_state(self) -> SupportCounts:
-        return SupportCounts(np.zeros(self.b, dtype=np.float64), 0, self.key)
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The state: per bucket, the sum of the unbiased bit indicators z of the users who sampled it."""
+        return (self.b,)
+
+    def _count_bounds(self, n: int) -> tuple[float, float] | None:
+        """A user adds one z in {-1/(h - 1), h/(h - 1)} (h = e^(eps/2)) to each of its d distinct buckets."""
+        h = math.exp(self.epsilon / 2)
+        return -n / (h - 1), n * h / (h - 1)
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         j, bits = reports[:, : self.d], reports[:, self.d :]
@@ -126,12 +153,8 @@ class DBitFlipPM(LongitudinalProtocol):
         z = (bits * (h + 1) - 1) / (h - 1)  # unbiased per-bit indicator
         return np.bincount(j.ravel(), weights=z.ravel().astype(np.float64), minlength=self.b)
 
-    def _check_bucket_state(self, state: SupportCounts) -> None:
-        if not isinstance(state, SupportCounts) or state.counts.shape != (self.b,) or state.n <= 0:
-            raise ValueError(f"state must be a SupportCounts of shape ({self.b},) with n >= 1")
-
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
-        self._check_bucket_state(state)
+        self._check_state(state, postprocess)
         if postprocess == "ibu":
             return self.ibu(state)
         return apply_postprocess(self.b / (state.n * self.d) * state.counts, postprocess)
@@ -146,7 +169,7 @@ class DBitFlipPM(LongitudinalProtocol):
         exact channel of a report; for d > 1 the d bits of a user are treated as independent observations (the
         composite likelihood). Returns bucket frequencies (length b) on the simplex; O(b) per iteration.
         """
-        self._check_bucket_state(state)
+        self._check_state(state)
         h, b = math.exp(self.epsilon / 2), self.b
         m = state.n * self.d / b
         ones = np.clip(((h - 1) * state.counts + m) / (h + 1), 0.0, m)
@@ -166,7 +189,7 @@ class DBitFlipPM(LongitudinalProtocol):
         z2_own = (h * h - h + 1) / (h - 1) ** 2
         if f is None:
             return self.b * z2_other / (n * self.d)
-        fa = np.asarray(f, dtype=np.float64)
+        fa = self._check_f(f, self.b)
         return self.b / (n * self.d) * ((1 - fa) * z2_other + fa * z2_own) - fa / n
 
     def single_report_epsilon(self) -> float:

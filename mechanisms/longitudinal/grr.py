@@ -1,4 +1,5 @@
-"""L-GRR (Arcolezi et al., DCN 2022): GRR memoized per value, then GRR per report."""
+"""L-GRR (Arcolezi et al., DCN 2022): GRR memoized per value, then GRR per report; and the GRR chain it shares
+with LOLOHA (GRR over the memo keys twice)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent, RandomizedResponseEvent
-from dpkit.mechanisms._validation import check_domain, check_report_array, check_values, set_fields
-from dpkit.mechanisms.base import PureFrequencyOracle
+from dpkit.mechanisms._validation import check_report_array, check_values
 from dpkit.mechanisms.channels import grr_channel
-from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
-from dpkit.mechanisms.longitudinal.base import LongitudinalProtocol, UserParams, check_eps_pair
+from dpkit.mechanisms.frequency_oracles.grr import grr_perturb, grr_pq
+from dpkit.mechanisms.longitudinal.base import TwoRoundProtocol, UserParams
 
-__all__ = ["LGRR", "lgrr_round2", "check_calibration"]
+__all__ = ["LGRR", "GRRChain", "lgrr_round2", "check_calibration"]
 
 CALIBRATIONS = ("paper", "exact")
 
@@ -35,7 +35,10 @@ def lgrr_round2(k: int, p1: float, q1: float, eps_perm: float, eps_1: float, cal
     p2 = 1 - (k - 1) q2, so that one report's loss is exactly eps_1.
     """
     if calibration == "paper":
-        e_irr = (math.exp(eps_perm + eps_1) - 1) / (math.exp(eps_perm) - math.exp(eps_1))
+        if eps_perm + eps_1 > 709.0:  # e^(eps_inf + eps_1) overflows: divide through by e^eps_inf
+            e_irr = (math.exp(eps_1) - math.exp(-eps_perm)) / (1 - math.exp(eps_1 - eps_perm))
+        else:
+            e_irr = (math.exp(eps_perm + eps_1) - 1) / (math.exp(eps_perm) - math.exp(eps_1))
         p2 = e_irr / (e_irr + k - 1)
         return p2, (1 - p2) / (k - 1)
     if calibration == "exact":
@@ -45,8 +48,54 @@ def lgrr_round2(k: int, p1: float, q1: float, eps_perm: float, eps_1: float, cal
     raise ValueError(f"calibration must be 'paper' or 'exact', got {calibration!r}")
 
 
+class GRRChain(TwoRoundProtocol):
+    """GRR at eps_perm over the ``n_keys`` memo keys (memoized), then GRR over the same keys calibrated by
+    :func:`lgrr_round2` (``calibration``: 'paper' or 'exact'): L-GRR (keys = values) and LOLOHA (keys = hashed
+    values). One report is ln(P / Q)-LDP given the key (the product of two GRR channels is a GRR channel with P on
+    the diagonal and Q elsewhere); the memoized PRR is eps_perm-LDP (``RandomizedResponseEvent`` over the keys)."""
+
+    eps_perm: float
+    eps_1: float
+    calibration: str
+
+    @cached_property
+    def _round1(self) -> tuple[float, float]:
+        return grr_pq(self.eps_perm, self.n_keys)
+
+    @cached_property
+    def _round2(self) -> tuple[float, float]:
+        return lgrr_round2(self.n_keys, self.p1, self.q1, self.eps_perm, self.eps_1, self.calibration)
+
+    def first_round(self, keys: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
+        return grr_perturb(keys, self.n_keys, self.p1, rng)[:, None]
+
+    def check_payload(self, name: str, payload: np.ndarray) -> np.ndarray:
+        """One memoized GRR output per memo key: integers (m, 1) in [0, n_keys)."""
+        p = check_report_array(name, payload, kinds="iu", shape_tail=(1,), expected=f"keys in [0, {self.n_keys})")
+        return check_values(name, p, self.n_keys, ndim=2)
+
+    def first_round_matrix(self) -> np.ndarray:
+        return grr_channel(self.n_keys, self.p1, self.q1)
+
+    def chain_matrix(self) -> np.ndarray:
+        """P(report | key) of one report (PRR then IRR) over the keys, n_keys x n_keys (small key sets only)."""
+        return self.first_round_matrix() @ grr_channel(self.n_keys, self.p2, self.q2)
+
+    def single_report_epsilon(self) -> float:
+        """ln(P / Q), P = p1 p2 + (1 - p1) q2 and Q = q1 p2 + (1 - q1) q2: exact, in O(1) for any number of keys."""
+        return float(
+            math.log((self.p1 * self.p2 + (1 - self.p1) * self.q2) / (self.q1 * self.p2 + (1 - self.q1) * self.q2))
+        )
+
+    def privacy_event(self) -> DpEvent:
+        return RandomizedResponseEvent(self.single_report_epsilon(), self.n_keys)
+
+    def memo_event(self) -> DpEvent:
+        return RandomizedResponseEvent(self.eps_perm, self.n_keys)
+
+
 @dataclass(frozen=True)
-class LGRR(LongitudinalProtocol, PureFrequencyOracle):
+class LGRR(GRRChain):
     """L-GRR (Arcolezi et al., DCN 2022): GRR at eps_perm memoized per value, then GRR at eps_IRR per report.
 
     ``calibration='paper'`` (default, reproduces the paper) or ``'exact'`` (the single-report loss is exactly eps_1;
@@ -63,50 +112,11 @@ class LGRR(LongitudinalProtocol, PureFrequencyOracle):
     name = "L-GRR"
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k)
-        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
-        check_calibration(self.calibration)
-        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1)
-
-    @cached_property
-    def epsilon(self) -> float:
-        return self.eps_1
+        self._set_k_budgets(calibration=check_calibration(self.calibration))
 
     @cached_property
     def n_keys(self) -> int:
         return self.k
-
-    @cached_property
-    def p1(self) -> float:
-        e = math.exp(self.eps_perm)
-        return e / (e + self.k - 1)
-
-    @cached_property
-    def q1(self) -> float:
-        return 1 / (math.exp(self.eps_perm) + self.k - 1)
-
-    @cached_property
-    def _round2(self) -> tuple[float, float]:
-        return lgrr_round2(self.k, self.p1, self.q1, self.eps_perm, self.eps_1, self.calibration)
-
-    @property
-    def p2(self) -> float:
-        return self._round2[0]
-
-    @property
-    def q2(self) -> float:
-        return self._round2[1]
-
-    @cached_property
-    def p_star(self) -> float:
-        return self.p1 * self.p2 + (1 - self.p1) * self.q2
-
-    @cached_property
-    def q_star(self) -> float:
-        return self.q1 * self.p2 + (1 - self.q1) * self.q2
-
-    def first_round(self, keys: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
-        return grr_perturb(keys, self.k, self.p1, rng)[:, None]
 
     def second_round(self, payload: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
         return grr_perturb(payload[:, 0], self.k, self.p2, rng)
@@ -118,19 +128,6 @@ class LGRR(LongitudinalProtocol, PureFrequencyOracle):
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         return np.bincount(reports, minlength=self.k).astype(np.int64)
 
-    def first_round_matrix(self) -> np.ndarray:
-        return grr_channel(self.k, self.p1, self.q1)
-
     def channel_matrix(self) -> np.ndarray:
         """P(report | value) of one report (PRR then IRR), k x k."""
-        return self.first_round_matrix() @ grr_channel(self.k, self.p2, self.q2)
-
-    def single_report_epsilon(self) -> float:
-        m = self.channel_matrix()
-        return float(math.log(m[0, 0] / m[0, 1]))
-
-    def privacy_event(self) -> DpEvent:
-        return RandomizedResponseEvent(self.single_report_epsilon(), self.k)
-
-    def memo_event(self) -> DpEvent:
-        return RandomizedResponseEvent(self.eps_perm, self.k)
+        return self.chain_matrix()

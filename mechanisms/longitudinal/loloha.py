@@ -9,35 +9,48 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike
 
-from dpkit.accountants import DpEvent, RandomizedResponseEvent
 from dpkit.mechanisms import hashing
-from dpkit.mechanisms._validation import check_domain, check_report_array, set_fields
-from dpkit.mechanisms.base import PureFrequencyOracle
-from dpkit.mechanisms.channels import grr_channel
+from dpkit.mechanisms._validation import check_domain, check_nonnegative_ints, set_fields
 from dpkit.mechanisms.frequency_oracles.grr import grr_perturb
-from dpkit.mechanisms.longitudinal.base import LongitudinalProtocol, UserParams, check_eps_pair
-from dpkit.mechanisms.longitudinal.grr import check_calibration, lgrr_round2
+from dpkit.mechanisms.longitudinal.base import UserParams
+from dpkit.mechanisms.longitudinal.grr import GRRChain, check_calibration
 
 __all__ = ["LOLOHA", "loloha_optimal_g"]
 
 
 def loloha_optimal_g(eps_perm: float, alpha: float) -> int:
-    """OLOLOHA's g* (Arcolezi et al. EDBT'23): the stationary point of V*(g), rounded, at least 2."""
+    """OLOLOHA's g* (Arcolezi et al. EDBT'23): the stationary point of V*(g), rounded, at least 2.
+
+    With E = e^eps_perm and A = e^(alpha eps_perm): g* = (sqrt(D) - E^2 + 6 E - 6 A + 1) / (6 (E - A)),
+    D = E^4 - 14 E^2 - 12 E^2 A^2 + 12 E A + 12 E^3 A + 1; for large eps_perm g* ~ A + 1 (OLH's g at eps_1). The
+    formula as written loses every digit to cancellation (sqrt(D) ~ E^2) and overflows (E^4) once eps_perm passes
+    ~ 25; there it is evaluated divided through by E^2 (sqrt(D) - E^2 = (D - E^4) / (sqrt(D) + E^2)), exactly
+    the same function, finite for every eps_perm <= 700.
+    """
     e = eps_perm
-    disc = (
-        math.exp(4 * e)
-        - 14 * math.exp(2 * e)
-        - 12 * math.exp(2 * e * (alpha + 1))
-        + 12 * math.exp(e * (alpha + 1))
-        + 12 * math.exp(e * (alpha + 3))
-        + 1
-    )
-    num = math.sqrt(max(disc, 0.0)) - math.exp(2 * e) + 6 * math.exp(e) - 6 * math.exp(alpha * e) + 1
-    return max(2, int(round(num / (6 * (math.exp(e) - math.exp(alpha * e))))))
+    if e <= 20.0:
+        disc = (
+            math.exp(4 * e)
+            - 14 * math.exp(2 * e)
+            - 12 * math.exp(2 * e * (alpha + 1))
+            + 12 * math.exp(e * (alpha + 1))
+            + 12 * math.exp(e * (alpha + 3))
+            + 1
+        )
+        num = math.sqrt(max(disc, 0.0)) - math.exp(2 * e) + 6 * math.exp(e) - 6 * math.exp(alpha * e) + 1
+        return max(2, int(round(num / (6 * (math.exp(e) - math.exp(alpha * e))))))
+    # divided by E^2 (the bracket) and by E (numerator and denominator): every exponent below is <= alpha e
+    r, inv = math.exp((alpha - 1) * e), math.exp(-e)  # A / E, 1 / E
+    excess = -14 * inv**2 - 12 * r**2 + 12 * r * inv**2 + 12 * r + inv**4  # D / E^4 - 1
+    head = (-14 * inv - 12 * math.exp((2 * alpha - 1) * e) + 12 * r * inv + 12 * math.exp(alpha * e) + inv**3) / (
+        math.sqrt(max(1 + excess, 0.0)) + 1
+    )  # E^2 (sqrt(D) / E^2 - 1) / E
+    g = (head + 6 - 6 * r + inv) / (6 * (1 - r))
+    return max(2, int(round(g))) if g < 2.0**63 else 2**63
 
 
 @dataclass(frozen=True)
-class LOLOHA(LongitudinalProtocol, PureFrequencyOracle):
+class LOLOHA(GRRChain):
     """LOLOHA (Arcolezi, Pinzon, Palamidessi, Gambs, EDBT'23): local hashing with memoization on the hash.
 
     Each user draws one hash function for all collections (the universal family of :mod:`dpkit.mechanisms.hashing`);
@@ -57,45 +70,23 @@ class LOLOHA(LongitudinalProtocol, PureFrequencyOracle):
     default_chunk = 1 << 16
 
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k, maximum=hashing.MAX_DOMAIN)
-        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
-        g = self.g if self.g else loloha_optimal_g(eps_perm, eps_1 / eps_perm)
-        g = check_domain("g", g, maximum=2**32 - 1)
-        check_calibration(self.calibration)
-        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1, g=g)
-
-    @cached_property
-    def epsilon(self) -> float:
-        return self.eps_1
+        self._set_k_budgets(hashing.MAX_DOMAIN, calibration=check_calibration(self.calibration))
+        eps_perm, eps_1 = self.eps_perm, self.eps_1
+        if self.g:
+            g = check_domain("g", self.g, maximum=hashing.MAX_BUCKETS)
+        else:
+            g = loloha_optimal_g(eps_perm, eps_1 / eps_perm)
+            if g > hashing.MAX_BUCKETS:
+                raise ValueError(
+                    f"eps_1 must be at most about {hashing.MAX_OLH_EPSILON:.4g} for LOLOHA with the optimal g (it is "
+                    f"about e^eps_1 + 1 and must be below 2^32), got eps_1={eps_1!r} at eps_perm={eps_perm!r}: give g "
+                    "explicitly (e.g. g=2, BiLOLOHA)"
+                )
+        set_fields(self, g=g)
 
     @cached_property
     def n_keys(self) -> int:
         return self.g
-
-    @cached_property
-    def p1(self) -> float:
-        e = math.exp(self.eps_perm)
-        return e / (e + self.g - 1)
-
-    @cached_property
-    def q1(self) -> float:
-        return 1 / (math.exp(self.eps_perm) + self.g - 1)
-
-    @cached_property
-    def _round2(self) -> tuple[float, float]:
-        return lgrr_round2(self.g, self.p1, self.q1, self.eps_perm, self.eps_1, self.calibration)
-
-    @property
-    def p2(self) -> float:
-        return self._round2[0]
-
-    @property
-    def q2(self) -> float:
-        return self._round2[1]
-
-    @cached_property
-    def p_star(self) -> float:
-        return self.p1 * self.p2 + (1 - self.p1) * self.q2
 
     @cached_property
     def q_star(self) -> float:
@@ -105,47 +96,36 @@ class LOLOHA(LongitudinalProtocol, PureFrequencyOracle):
         a, b = hashing.draw_hash_params(n, rng)
         return {"a": a, "b": b}
 
+    def user_param_shapes(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {"a": (n,), "b": (n,)}  # each user's hash function
+
+    def check_user_params(self, prefix: str, params: dict[str, np.ndarray], n: int) -> UserParams:
+        users = super().check_user_params(prefix, params, n)
+        return {
+            name: check_nonnegative_ints(prefix + name, arr, "uint64 hash parameters") for name, arr in users.items()
+        }
+
     def memo_key(self, values: np.ndarray, users: UserParams) -> np.ndarray:
         return hashing.hash_values(users["a"], users["b"], values, self.g)
-
-    def first_round(self, keys: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
-        return grr_perturb(keys, self.g, self.p1, rng)[:, None]
 
     def second_round(self, payload: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
         y = grr_perturb(payload[:, 0], self.g, self.p2, rng)
         return np.stack([users["a"], users["b"], y.astype(np.uint64)], axis=1)
 
     def _check_reports(self, reports: ArrayLike) -> np.ndarray:
-        r = check_report_array("reports", reports, kinds="iu", shape_tail=(3,), expected="uint64 rows (a, b, y)")
-        r = r.astype(np.uint64, copy=False)
-        if len(r) and r[:, 2].max() >= self.g:
-            raise ValueError(f"reports[:, 2] must be in [0, {self.g}), got {int(r[:, 2].max())}")
-        return r
+        return hashing.check_hash_reports("reports", reports, self.g)
 
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         return hashing.support_counts(reports[:, 0], reports[:, 1], reports[:, 2], self.g, self.k)
 
     def hashed_channel_matrix(self) -> np.ndarray:
         """P(y | hashed value) over [g] x [g] for one report; given the hash, this is the whole channel."""
-        return grr_channel(self.g, self.p1, self.q1) @ grr_channel(self.g, self.p2, self.q2)
+        return self.chain_matrix()
 
     def channel_matrix(self, a: int, b: int) -> np.ndarray:
         """P(y | value, hash (a, b)) for one report, k x g."""
         h = hashing.hash_values(np.uint64(a), np.uint64(b), np.arange(self.k), self.g)
         return self.hashed_channel_matrix()[h]
-
-    def first_round_matrix(self) -> np.ndarray:
-        return grr_channel(self.g, self.p1, self.q1)
-
-    def single_report_epsilon(self) -> float:
-        m = self.hashed_channel_matrix()
-        return float(math.log(m[0, 0] / m[0, 1]))
-
-    def privacy_event(self) -> DpEvent:
-        return RandomizedResponseEvent(self.single_report_epsilon(), self.g)
-
-    def memo_event(self) -> DpEvent:
-        return RandomizedResponseEvent(self.eps_perm, self.g)
 
     def max_privacy_spent(self) -> float:
         """The bound over any number of reports: g * eps_perm."""

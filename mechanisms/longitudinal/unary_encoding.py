@@ -10,12 +10,11 @@ from typing import ClassVar
 import numpy as np
 from scipy.optimize import brentq
 
-from dpkit.mechanisms._validation import check_domain, set_fields
-from dpkit.mechanisms.base import PureFrequencyOracle
-from dpkit.mechanisms.bernoulli import bernoulli_matrix, unary_perturb
+from dpkit.mechanisms._memory import allocate
+from dpkit.mechanisms.bernoulli import bernoulli_rows_packed_where, unary_perturb
 from dpkit.mechanisms.channels import enumerate_bit_vectors, unary_output_probabilities
 from dpkit.mechanisms.frequency_oracles.unary_encoding import BitVectorReports
-from dpkit.mechanisms.longitudinal.base import LongitudinalProtocol, UserParams, check_eps_pair
+from dpkit.mechanisms.longitudinal.base import TwoRoundProtocol, UserParams
 
 __all__ = ["LUE", "LSUE", "LOUE", "LOSUE", "LSOUE"]
 
@@ -30,13 +29,15 @@ def _ue_eps(p1: float, q1: float, p2: float, q2: float) -> float:
 
 
 @dataclass(frozen=True)
-class LUE(BitVectorReports, LongitudinalProtocol, PureFrequencyOracle):
+class LUE(BitVectorReports, TwoRoundProtocol):
     """Unary encoding twice (RAPPOR style; Erlingsson et al. CCS'14, Arcolezi et al. DCN 2022): PRR bits (p1, q1) at
     eps_perm memoized per value, IRR bits (p2, q2).
 
     Round 1: ``first`` in {'SUE', 'OUE'}; round 2: symmetric (p2 + q2 = 1) or p2 = 1/2, with q2 solved so that one
-    report is exactly eps_1-LDP. Reports: bool (n, k). Use the named subclasses. A user's sequence of reports with
-    m distinct values is m eps_perm-LDP. P = p1 p2 + (1 - p1) q2, Q = q1 p2 + (1 - q1) q2 per bit.
+    report is exactly eps_1-LDP. Reports: bool (n, k). Use the named subclasses (each names its variant in its class
+    statement: ``class LSUE(LUE, name="L-SUE", first="SUE", symmetric_second=True)``). A user's sequence of reports
+    with m distinct values is m eps_perm-LDP. P = p1 p2 + (1 - p1) q2, Q = q1 p2 + (1 - q1) q2 per bit.
+    Memory of a report round: the (n, k) reports and the PRR bits packed (n k / 8 bytes), plus one block.
     """
 
     k: int
@@ -47,22 +48,26 @@ class LUE(BitVectorReports, LongitudinalProtocol, PureFrequencyOracle):
     symmetric_second: ClassVar[bool] = True
     default_chunk = 1 << 14
 
+    def __init_subclass__(cls, *, name: str = "", first: str = "", symmetric_second: bool | None = None, **kw):
+        """A named variant: its name, first round ('SUE' or 'OUE') and second round (symmetric or p2 = 1/2)."""
+        super().__init_subclass__(**kw)
+        if name:
+            cls.name = name
+        if first:
+            cls.first = first
+        if symmetric_second is not None:
+            cls.symmetric_second = symmetric_second
+
     def __post_init__(self) -> None:
-        k = check_domain("k", self.k)
-        eps_perm, eps_1 = check_eps_pair(self.eps_perm, self.eps_1)
-        set_fields(self, k=k, eps_perm=eps_perm, eps_1=eps_1)
+        self._set_k_budgets()
         eps_max = _ue_eps(self.p1, self.q1, *self._second(_TINY))
-        if not eps_1 < eps_max:
+        if not self.eps_1 < eps_max:
             raise ValueError(
-                f"eps_1 must be in (0, {eps_max:.6g}) for {self.name} at eps_perm={eps_perm}, got {self.eps_1!r}"
+                f"eps_1 must be in (0, {eps_max:.6g}) for {self.name} at eps_perm={self.eps_perm}, got {self.eps_1!r}"
             )
 
     def _second(self, q2: float) -> tuple[float, float]:
         return (1 - q2, q2) if self.symmetric_second else (0.5, q2)
-
-    @cached_property
-    def epsilon(self) -> float:
-        return self.eps_1
 
     @cached_property
     def n_keys(self) -> int:
@@ -75,14 +80,6 @@ class LUE(BitVectorReports, LongitudinalProtocol, PureFrequencyOracle):
             return h / (h + 1), 1 / (h + 1)
         return 0.5, 1 / (math.exp(self.eps_perm) + 1)
 
-    @property
-    def p1(self) -> float:
-        return self._round1[0]
-
-    @property
-    def q1(self) -> float:
-        return self._round1[1]
-
     @cached_property
     def _round2(self) -> tuple[float, float]:
         p1, q1 = self._round1
@@ -91,28 +88,22 @@ class LUE(BitVectorReports, LongitudinalProtocol, PureFrequencyOracle):
         )
         return self._second(q2)
 
-    @property
-    def p2(self) -> float:
-        return self._round2[0]
-
-    @property
-    def q2(self) -> float:
-        return self._round2[1]
-
-    @cached_property
-    def p_star(self) -> float:
-        return self.p1 * self.p2 + (1 - self.p1) * self.q2
-
-    @cached_property
-    def q_star(self) -> float:
-        return self.q1 * self.p2 + (1 - self.q1) * self.q2
-
     def first_round(self, keys: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
-        return np.packbits(unary_perturb(keys, self.k, self.p1, self.q1, rng), axis=1)  # bits exactly (p1, q1)
+        out = allocate(f"{self.name}(k={self.k}).perturb", (len(keys), self.k), bool)
+        return np.packbits(unary_perturb(keys, self.k, self.p1, self.q1, rng, out=out), axis=1)  # bits exactly (p1, q1)
 
     def second_round(self, payload: np.ndarray, users: UserParams, rng: np.random.Generator) -> np.ndarray:
-        prr = np.unpackbits(payload, axis=1, count=self.k).view(bool)
-        return bernoulli_matrix(prr.shape, self.q2, rng, where=prr, prob_where=self.p2)
+        out = allocate(f"{self.name}(k={self.k}).perturb", (len(payload), self.k), bool)
+        return bernoulli_rows_packed_where(payload, self.k, self.q2, self.p2, rng, out=out)
+
+    def check_payload(self, name: str, payload: np.ndarray) -> np.ndarray:
+        """The memoized PRR bit vectors, packed: uint8 (m, ceil(k / 8))."""
+        width = -(-self.k // 8)
+        if payload.dtype != np.uint8 or payload.ndim != 2 or payload.shape[1] != width:
+            raise ValueError(
+                f"{name} must be uint8 rows of {width} bytes (packed bits), got {payload.dtype} {payload.shape}"
+            )
+        return payload
 
     def output_probabilities(self, value: int) -> np.ndarray:
         """P(report | value) of one report for every bit vector (k <= 16), bits independent with P / Q."""
@@ -126,37 +117,17 @@ class LUE(BitVectorReports, LongitudinalProtocol, PureFrequencyOracle):
         return np.stack([unary_output_probabilities(outs, v, self.p1, self.q1) for v in range(self.k)])
 
 
-@dataclass(frozen=True)
-class LSUE(LUE):
+class LSUE(LUE, name="L-SUE", first="SUE", symmetric_second=True):
     """L-SUE = basic RAPPOR: SUE then symmetric UE."""
 
-    name = "L-SUE"
-    first = "SUE"
-    symmetric_second = True
 
-
-@dataclass(frozen=True)
-class LOUE(LUE):
+class LOUE(LUE, name="L-OUE", first="OUE", symmetric_second=False):
     """L-OUE: OUE then OUE-shaped (p2 = 1/2) IRR."""
 
-    name = "L-OUE"
-    first = "OUE"
-    symmetric_second = False
 
-
-@dataclass(frozen=True)
-class LOSUE(LUE):
+class LOSUE(LUE, name="L-OSUE", first="OUE", symmetric_second=True):
     """L-OSUE: OUE then symmetric UE (the best UE chain; V* equals OUE's at eps_1)."""
 
-    name = "L-OSUE"
-    first = "OUE"
-    symmetric_second = True
 
-
-@dataclass(frozen=True)
-class LSOUE(LUE):
+class LSOUE(LUE, name="L-SOUE", first="SUE", symmetric_second=False):
     """L-SOUE: SUE then p2 = 1/2."""
-
-    name = "L-SOUE"
-    first = "SUE"
-    symmetric_second = False

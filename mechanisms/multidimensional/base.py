@@ -27,7 +27,8 @@ from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent
 from dpkit.mechanisms._validation import check_domain, check_values
-from dpkit.mechanisms.base import SupportCounts
+from dpkit.mechanisms.base import CompositeState, SupportCounts, check_key, check_state_of, merge_stream
+from dpkit.mechanisms.postprocessing import check_postprocess
 
 __all__ = ["MultidimensionalProtocol", "MultiState", "encode_dataframe", "check_domains"]
 
@@ -62,22 +63,13 @@ def encode_dataframe(
 
 
 @dataclass(frozen=True, eq=False)
-class MultiState:
-    """One SupportCounts per attribute; mergeable with ``+``."""
+class MultiState(CompositeState):
+    """One :class:`SupportCounts` per attribute, and the key of the protocol that aggregated them; mergeable with
+    ``+`` (only with a state of the same protocol and parameters); ``to_dict`` / ``from_dict``."""
 
     states: tuple[SupportCounts, ...]
-
-    def __add__(self, other: MultiState) -> MultiState:
-        if not isinstance(other, MultiState) or len(other.states) != len(self.states):
-            raise ValueError("can only merge MultiStates with the same number of attributes")
-        return MultiState(tuple(a + b for a, b in zip(self.states, other.states, strict=False)))
-
-    merge = __add__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, MultiState) and all(a == b for a, b in zip(self.states, other.states, strict=False))
-
-    __hash__ = None  # type: ignore[assignment]  # mutable payload
+    protocol: str = ""
+    PARTS = "states"
 
 
 def check_domains(domain_sizes: Iterable[int]) -> tuple[int, ...]:
@@ -101,6 +93,15 @@ class MultidimensionalProtocol(ABC):
     @property
     def d(self) -> int:
         return len(self.domain_sizes)
+
+    @property
+    def key(self) -> str:
+        """The protocol's identity in a :class:`MultiState` (class and every parameter)."""
+        return repr(self)
+
+    def attribute_key(self, i: int) -> str:
+        """The key of attribute ``i``'s state (its oracle's, where the protocol runs one per attribute)."""
+        return f"{self.key}[{i}]"
 
     @property
     def tuple_epsilon(self) -> float:
@@ -129,12 +130,37 @@ class MultidimensionalProtocol(ABC):
     def aggregate(self, reports: Any) -> MultiState:
         """Server state of one batch of reports (mergeable with ``+``)."""
 
-    def aggregate_stream(self, chunks: Iterable[Any]) -> MultiState | None:
-        state: MultiState | None = None
-        for c in chunks:
-            s = self.aggregate(c)
-            state = s if state is None else state + s
+    def empty_state(self) -> MultiState:
+        """The state of no report (the start of ``aggregate_stream``)."""
+        return MultiState(
+            tuple(
+                SupportCounts(np.zeros(k, dtype=np.int64), 0, self.attribute_key(i))
+                for i, k in enumerate(self.domain_sizes)
+            ),
+            self.key,
+        )
+
+    def aggregate_stream(self, chunks: Iterable[Any]) -> MultiState:
+        """Aggregate an iterable of report chunks in memory bounded by one chunk (no chunk: the empty state)."""
+        return merge_stream(self.empty_state(), self.aggregate, chunks)
+
+    def _check_state(self, state: MultiState, postprocess: str | None = None) -> MultiState:
+        """A state this protocol can estimate from: its own key, one state per attribute (each checked by
+        ``_check_attribute_state``), and a known ``postprocess``."""
+        check_postprocess(postprocess)
+        if not isinstance(state, MultiState):
+            raise TypeError(f"state must be a MultiState (from aggregate), got {type(state).__name__}")
+        check_key("state", state.protocol, self.key)
+        if len(state.states) != self.d:
+            raise ValueError(f"state must hold {self.d} attribute states, got {len(state.states)}")
+        for i, st in enumerate(state.states):
+            self._check_attribute_state(i, st)
         return state
+
+    def _check_attribute_state(self, i: int, state: SupportCounts) -> None:
+        check_state_of(
+            state, self.attribute_key(i), (self.domain_sizes[i],), lambda n: (0.0, float(n)), f"state.states[{i}]"
+        )
 
     @abstractmethod
     def estimate(self, state: MultiState, postprocess: str | None = None) -> list[np.ndarray]:

@@ -22,8 +22,9 @@ from numpy.typing import ArrayLike
 from scipy import optimize
 
 from dpkit.accountants import DpEvent, PureDpEvent
-from dpkit.mechanisms._validation import check_count, check_epsilon, check_rng, check_values, set_fields
-from dpkit.mechanisms.base import PureFrequencyOracle, SupportCounts
+from dpkit.mechanisms._memory import check_fits
+from dpkit.mechanisms._validation import MAX_EPSILON, check_count, check_epsilon, check_rng, set_fields
+from dpkit.mechanisms.base import PureFrequencyOracle, SupportCounts, check_frequencies
 from dpkit.mechanisms.bernoulli import bernoulli_matrix
 from dpkit.mechanisms.channels import grr_channel, max_log_ratio, unary_output_probabilities
 from dpkit.mechanisms.frequency_oracles.grr import GRR, grr_perturb
@@ -78,6 +79,12 @@ class RSFD(MultidimensionalProtocol):
         set_fields(self, domain_sizes=check_domains(self.domain_sizes), epsilon=check_epsilon("epsilon", self.epsilon))
         if self.protocol not in _FAKES:
             raise ValueError(f"protocol must be one of {', '.join(_FAKES)}, got {self.protocol!r}")
+        if self.published_amplification > MAX_EPSILON:
+            limit = math.log((math.exp(MAX_EPSILON) - 1) / self.d + 1)
+            raise ValueError(
+                f"epsilon must be at most {limit:.6g} for {self.name} with d={self.d} attributes (the amplified "
+                f"epsilon ln(d (e^epsilon - 1) + 1) must be at most {MAX_EPSILON:g}), got {self.epsilon!r}"
+            )
         self._check_fake_data()
 
     def _check_fake_data(self) -> None:
@@ -96,7 +103,10 @@ class RSFD(MultidimensionalProtocol):
     @cached_property
     def published_amplification(self) -> float:
         """eps' = ln(d (e^eps - 1) + 1), the amplification of the paper."""
-        return math.log(self.d * (math.exp(self.epsilon) - 1) + 1)
+        inner = self.d * (math.exp(self.epsilon) - 1) + 1
+        if math.isfinite(inner):
+            return math.log(inner)
+        return self.epsilon + math.log(self.d) + math.log1p((1 / self.d - 1) * math.exp(-self.epsilon))  # log-space
 
     @cached_property
     def epsilon_amplified(self) -> float:
@@ -118,6 +128,12 @@ class RSFD(MultidimensionalProtocol):
         oracles = (_ORACLES[self.base](k, eps_amp) for k in self.domain_sizes)
         return tuple((o.p_star, o.q_star) for o in oracles)
 
+    @cached_property
+    def oracles(self) -> tuple[PureFrequencyOracle, ...]:
+        """The oracle of each attribute at ``epsilon_amplified`` (its reports' format and check; the server's
+        estimator is the fake-data one below, not the oracle's)."""
+        return tuple(_ORACLES[self.base](k, self.epsilon_amplified) for k in self.domain_sizes)
+
     def attribute_loss(self, eps_amp: float) -> float:
         """Exact worst-case log-likelihood ratio when one attribute changes, for amplification ``eps_amp``.
 
@@ -138,7 +154,9 @@ class RSFD(MultidimensionalProtocol):
                 r_min.append(q / hi)
                 worst.append((p, q, lo))
                 continue
-            r1, r0 = p / q, (1 - p) / (1 - q)
+            # 1 - p rounds to 0 for SUE beyond eps_amp ~ 74; there it is q exactly (p = h/(h + 1), q = 1/(h + 1))
+            not_p = 1 - p if (p < 1 or self.base != "SUE") else q
+            r1, r0 = p / q, not_p / (1 - q)
             if self.fake == "z":
                 r_min.append(r0)
                 worst.append((r1, r0, 1.0))
@@ -194,6 +212,7 @@ class RSFD(MultidimensionalProtocol):
                 y[true] = grr_perturb(x[true, i], k, p, rng)
                 out.append(y)
                 continue
+            check_fits(f"{self.name}.perturb", (n, k), bool, "perturb fewer users at a time")
             bits = bernoulli_matrix((n, k), q, rng)
             if self.fake == "z":
                 rows, pos = np.flatnonzero(true), x[true, i]
@@ -205,29 +224,26 @@ class RSFD(MultidimensionalProtocol):
 
     def aggregate(self, reports: Any) -> MultiState:
         reports = self._check_reports_list(reports)
-        states = []
-        n: int | None = None
-        for i, (r, k) in enumerate(zip(reports, self.domain_sizes, strict=False)):
-            r = np.asarray(r)
-            if self.base == "GRR":
-                r = check_values(f"reports[{i}]", r, k)
-                c = np.bincount(r, minlength=k)
-            else:
-                if r.ndim != 2 or r.shape[1] != k:
-                    raise ValueError(f"reports[{i}] must have shape (n, {k}), got {r.shape}")
-                c = r.sum(axis=0, dtype=np.int64)
-            if n is not None and len(r) != n:
-                raise ValueError(f"reports[{i}] must have {n} rows like reports[0], got {len(r)}")
-            n = len(r)
-            states.append(SupportCounts(c.astype(np.int64), n, f"{self!r}[{i}]"))
-        return MultiState(tuple(states))
+        checked = []
+        for i, (r, o) in enumerate(zip(reports, self.oracles, strict=True)):
+            try:
+                checked.append(o._check_reports(r))
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"reports[{i}]: {err}") from None
+            if len(checked[i]) != len(checked[0]):
+                raise ValueError(
+                    f"reports[{i}] must have {len(checked[0])} rows like reports[0], got {len(checked[i])}"
+                )
+        states = (
+            SupportCounts(o._support_counts(r).astype(np.int64), len(r), self.attribute_key(i))
+            for i, (r, o) in enumerate(zip(checked, self.oracles, strict=True))
+        )
+        return MultiState(tuple(states), self.key)
 
     def estimate(self, state: MultiState, postprocess: str | None = None) -> list[np.ndarray]:
         method = postprocess
         out = []
-        for i, s in enumerate(state.states):
-            if s.n <= 0:
-                raise ValueError(f"state.states[{i}].n must be >= 1 to estimate, got {s.n}")
+        for i, s in enumerate(self._check_state(state, postprocess).states):
             if method == "ibu":
                 out.append(self.ibu(i, s))
                 continue
@@ -247,19 +263,21 @@ class RSFD(MultidimensionalProtocol):
         and IBU converges to the maximum-likelihood estimate; for the UE variants it is the per-bit channel with
         normalized columns, the same heuristic as IBU for unary encoding. O(k_i) per iteration.
         """
-        if not isinstance(state, SupportCounts) or state.counts.shape != (self.domain_sizes[i],) or state.n <= 0:
-            raise ValueError(f"state must be a SupportCounts of shape ({self.domain_sizes[i]},) with n >= 1")
+        i = check_count("i", i, maximum=self.d - 1)
+        self._check_attribute_state(i, state)
         a1, a0 = self._a(i)
         a0 = np.broadcast_to(np.asarray(a0, dtype=np.float64), state.counts.shape)
         return ibu_structured(state.counts, a0, a1 - a0, n_iter, tol)
 
     def variance(self, n: int, f: Any = None) -> list[Any]:
         n = check_count("n", n, minimum=1)
+        if f is not None and len(f) != self.d:
+            raise ValueError(f"f must give one frequency vector per attribute ({self.d}), got {len(f)}")
         out = []
         for i, k in enumerate(self.domain_sizes):
             p, q = self.pq[i]
             a1, a0 = self._a(i)
-            fi = np.zeros(k) if f is None else np.asarray(f[i], dtype=np.float64)
+            fi = np.zeros(k) if f is None else check_frequencies(f"f[{i}]", f[i], k)
             v = self.d**2 * (fi * a1 * (1 - a1) + (1 - fi) * a0 * (1 - a0)) / (n * (p - q) ** 2)
             out.append(float(v[0]) if f is None else v)
         return out

@@ -23,7 +23,6 @@ With ``f=None`` the variance is the usual f -> 0 form sum_l V*_l sum_v w_lv^2 (t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -31,15 +30,19 @@ import numpy as np
 
 from dpkit.accountants import DpEvent, PureDpEvent
 from dpkit.mechanisms import GRR, SupportCounts, choose_protocol, make_oracle
-from dpkit.mechanisms._validation import check_count, check_rng
+from dpkit.mechanisms._validation import check_chunk_size, check_rng, check_values, set_domain_epsilon, set_fields
+from dpkit.mechanisms.base import CompositeState, check_key, merge_stream
+from dpkit.mechanisms.frequency_oracles.grr import grr_pq
 
 __all__ = [
     "RangeState",
     "check_ranges",
+    "check_distribution",
     "make_level_oracle",
     "oracle_sum_variance",
     "sampling_variance",
     "LevelSampledProtocol",
+    "DomainProtocol",
     "ADAPTIVE",
 ]
 
@@ -48,15 +51,18 @@ ADAPTIVE = ("ADP", "ADAPTIVE", "AUTO")
 
 # ----------------------------------------------------------------------------------------------------- state
 @dataclass(frozen=True, eq=False)
-class RangeState:
-    """Server state of a level-sampled protocol: one :class:`SupportCounts` per level (or layer).
+class RangeState(CompositeState):
+    """Server state of a level-sampled protocol: one :class:`SupportCounts` per level (or layer), and the key of the
+    protocol that aggregated them.
 
-    Mergeable: ``a + b`` is the state of the union of the two report sets (chunks, partitions, machines), and
-    ``sum(states)`` works. ``n`` is the number of reports over all levels.
+    Mergeable: ``a + b`` is the state of the union of the two report sets (chunks, partitions, machines), only for
+    states of the same protocol and parameters, and ``sum(states)`` works; ``to_dict`` / ``from_dict``. ``n`` is the
+    number of reports over all levels.
     """
 
     levels: tuple[SupportCounts, ...]
     protocol: str = ""
+    PARTS = "levels"
 
     @property
     def n(self) -> int:
@@ -65,38 +71,6 @@ class RangeState:
     @property
     def level_sizes(self) -> np.ndarray:
         return np.array([s.n for s in self.levels], dtype=np.int64)
-
-    def __add__(self, other: RangeState) -> RangeState:
-        if not isinstance(other, RangeState):
-            return NotImplemented
-        if self.protocol and other.protocol and self.protocol != other.protocol:
-            raise ValueError(f"cannot merge states of different protocols: {self.protocol} and {other.protocol}")
-        if len(self.levels) != len(other.levels):
-            raise ValueError(f"cannot merge states with {len(self.levels)} and {len(other.levels)} levels")
-        return RangeState(
-            tuple(a + b for a, b in zip(self.levels, other.levels, strict=True)), self.protocol or other.protocol
-        )
-
-    def __radd__(self, other):
-        if other == 0:
-            return self
-        return NotImplemented
-
-    merge = __add__
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, RangeState):
-            return NotImplemented
-        return self.protocol == other.protocol and self.levels == other.levels
-
-    __hash__ = None  # type: ignore[assignment]  # mutable payload
-
-    def to_dict(self) -> dict:
-        return {"levels": [s.to_dict() for s in self.levels], "protocol": self.protocol}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RangeState:
-        return cls(tuple(SupportCounts.from_dict(s) for s in d["levels"]), d.get("protocol", ""))
 
 
 # --------------------------------------------------------------------------------------------------- queries
@@ -128,17 +102,25 @@ def check_ranges(name: str, queries, domain: int) -> tuple[np.ndarray, np.ndarra
 
 
 # ------------------------------------------------------------------------------------------------- oracles
+def check_distribution(name: str, f, shape: tuple[int, ...]) -> np.ndarray:
+    """A population's frequencies: a float array of ``shape``, finite, non-negative, summing to 1."""
+    arr = np.asarray(f)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of frequencies, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must be the frequencies, an array of shape {shape}, got shape {arr.shape}")
+    if not np.isfinite(arr).all() or (arr < 0).any() or abs(arr.sum() - 1) > 1e-9:
+        raise ValueError(f"{name} must be finite, non-negative and sum to 1, got sum {arr.sum()!r}")
+    return arr
+
+
 def make_level_oracle(name: str, k: int, epsilon: float):
     """The frequency oracle of one level: ``make_oracle(name, k, epsilon)``; 'ADP' (default of the protocols) is
     the adaptive choice between GRR and OUE by least V* (GRR iff k < 3 e^eps + 2)."""
     if str(name).upper().replace("-", "").replace("_", "") in ADAPTIVE:
         return choose_protocol(k, epsilon, ("GRR", "OUE"))
     return make_oracle(name, k, epsilon)
-
-
-def _grr_pq(oracle) -> tuple[float, float]:
-    e = math.exp(oracle.epsilon)
-    return e / (e + oracle.k - 1), 1.0 / (e + oracle.k - 1)
 
 
 def oracle_sum_variance(oracle, n: float, w: np.ndarray, F: np.ndarray | None = None) -> np.ndarray:
@@ -154,7 +136,7 @@ def oracle_sum_variance(oracle, n: float, w: np.ndarray, F: np.ndarray | None = 
         return oracle.variance(1) / n * np.sum(w * w, axis=0)
     F = np.asarray(F, dtype=np.float64)
     if isinstance(oracle, GRR):
-        p, q = _grr_pq(oracle)
+        p, q = grr_pq(oracle.epsilon, oracle.k)
         W, W2 = w.sum(axis=0), (w * w).sum(axis=0)
         Fu = F if w.ndim == 1 else F[:, None]
         mean = p * w + q * (W - w)  # E[w_Y | value u]
@@ -249,16 +231,13 @@ class LevelSampledProtocol:
 
     def aggregate_stream(self, chunks: Iterable) -> RangeState:
         """Aggregate an iterable of report chunks in memory bounded by one chunk."""
-        state = self.empty_state()
-        for chunk in chunks:
-            state = state + self.aggregate(chunk)
-        return state
+        return merge_stream(self.empty_state(), self.aggregate, chunks)
 
     def perturb_aggregate(self, values, rng: np.random.Generator, chunk_size: int | None = None) -> RangeState:
         """Clients then server, chunk by chunk (each level through its oracle's fused ``perturb_aggregate``)."""
         values = self._check_values(values)
         check_rng(rng)
-        size = check_count("chunk_size", chunk_size, minimum=1) if chunk_size is not None else self.default_chunk
+        size = check_chunk_size("chunk_size", chunk_size) or self.default_chunk
         state = self.empty_state()
         for start in range(0, len(values), size):
             chunk = values[start : start + size]
@@ -271,8 +250,11 @@ class LevelSampledProtocol:
         return state
 
     def _check_state(self, state: RangeState) -> RangeState:
+        """A state this protocol can answer from: its own key, one state per level of that level's oracle (key,
+        shape, counts in range), every level with reports."""
         if not isinstance(state, RangeState):
             raise TypeError(f"state must be a RangeState (from aggregate), got {type(state).__name__}")
+        check_key("state", state.protocol, self.key)
         if len(state.levels) != self.num_levels:
             raise ValueError(f"state must have {self.num_levels} levels, got {len(state.levels)}")
         empty = [i for i, s in enumerate(state.levels) if s.n <= 0]
@@ -281,6 +263,11 @@ class LevelSampledProtocol:
                 f"state has no report at level(s) {empty}: every level needs users to estimate (more users, or a "
                 "smaller tree)"
             )
+        for i, (fo, s) in enumerate(zip(self.oracles, state.levels, strict=True)):
+            try:
+                fo._check_state(s)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"level {i}: {err}") from None
         return state
 
     def level_estimates(self, state: RangeState) -> list[np.ndarray]:
@@ -296,6 +283,33 @@ class LevelSampledProtocol:
 
     def _level_sizes(self, n: int) -> float:
         return n / self.num_levels
+
+
+class DomainProtocol(LevelSampledProtocol):
+    """A range protocol over the values [0, ``domain``) (flat, hierarchical histogram, HaarHRR): its ``domain`` and
+    ``epsilon`` checked, the users' values checked against the domain, and, for the trees, the height and the
+    B^height leaves of the padded domain, over which a range that ends at the domain's end is extended (the padding
+    holds no user)."""
+
+    domain: int
+    height: int
+    leaves: int
+
+    def _init_domain(self) -> None:
+        set_domain_epsilon(self, "domain")
+
+    def _init_tree(self, branching: int) -> None:
+        h = n_levels_needed(self.domain, branching)
+        set_fields(self, height=h, leaves=branching**h)
+
+    def _check_values(self, values) -> np.ndarray:
+        return check_values("values", values, self.domain)
+
+    def _ends(self, queries) -> tuple[np.ndarray, np.ndarray]:
+        """(a, e) of every range [a, b] of ``queries``, e = b + 1 exclusive, extended over the padding at the end."""
+        a, b = check_ranges("queries", queries, self.domain)
+        e = b + 1
+        return a, np.where(e == self.domain, self.leaves, e)
 
 
 def n_levels_needed(domain: int, branching: int) -> int:

@@ -14,20 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dpkit.mechanisms._validation import check_count, check_domain, check_epsilon, check_values
-from dpkit.mechanisms.range_queries.base import (
-    LevelSampledProtocol,
-    RangeState,
-    check_ranges,
-    make_level_oracle,
-    oracle_sum_variance,
-)
+from dpkit.mechanisms._validation import check_count, set_fields
+from dpkit.mechanisms.range_queries import base
 
 __all__ = ["FlatRange"]
 
 
 @dataclass(frozen=True)
-class FlatRange(LevelSampledProtocol):
+class FlatRange(base.DomainProtocol):
     """Range queries over [0, domain) from one frequency oracle on the full domain (``oracle``: a
     :func:`dpkit.mechanisms.make_oracle` name, or 'ADP' = GRR or OUE by least variance).
 
@@ -42,24 +36,20 @@ class FlatRange(LevelSampledProtocol):
     oracles: tuple = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self):
-        object.__setattr__(self, "domain", check_domain("domain", self.domain))
-        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
-        object.__setattr__(self, "oracles", (make_level_oracle(self.oracle, self.domain, self.epsilon),))
-
-    def _check_values(self, values):
-        return check_values("values", values, self.domain)
+        self._init_domain()
+        set_fields(self, oracles=(base.make_level_oracle(self.oracle, self.domain, self.epsilon),))
 
     def _node_index(self, values, level):
         return values
 
-    def estimate(self, state: RangeState, postprocess: str | None = None) -> np.ndarray:
+    def estimate(self, state: base.RangeState, postprocess: str | None = None) -> np.ndarray:
         """Frequencies of the domain's values (unbiased unless ``postprocess``)."""
         state = self._check_state(state)
         return np.asarray(self.oracles[0].estimate(state.levels[0], postprocess), dtype=np.float64)
 
-    def answer(self, state: RangeState, queries, postprocess: str | None = None) -> np.ndarray:
+    def answer(self, state: base.RangeState, queries, postprocess: str | None = None) -> np.ndarray:
         """Estimated frequency of every range [a, b] (inclusive) in ``queries`` ((m, 2) array), vectorized."""
-        a, b = check_ranges("queries", queries, self.domain)
+        a, b = base.check_ranges("queries", queries, self.domain)
         cs = np.concatenate([[0.0], np.cumsum(self.estimate(state, postprocess))])
         return cs[b + 1] - cs[a]
 
@@ -67,19 +57,17 @@ class FlatRange(LevelSampledProtocol):
         """Variance of every range answer with ``n`` users: r V* for f=None (r = b - a + 1), else for the population
         f (exact for GRR and OUE; the sum of the items' variances for other oracles)."""
         n = check_count("n", n, minimum=1)
-        a, b = check_ranges("queries", queries, self.domain)
+        a, b = base.check_ranges("queries", queries, self.domain)
         fo = self.oracles[0]
         if f is None:
             return fo.variance(n) * (b - a + 1).astype(np.float64)
-        f = np.asarray(f, dtype=np.float64)
-        if f.shape != (self.domain,):
-            raise ValueError(f"f must be the length-{self.domain} vector of frequencies, got shape {f.shape}")
+        f = base.check_distribution("f", f, (self.domain,))
         out = np.empty(len(a))
         step = max(1, (1 << 22) // self.domain)
         idx = np.arange(self.domain)[:, None]
         for s in range(0, len(a), step):
             w = ((idx >= a[None, s : s + step]) & (idx <= b[None, s : s + step])).astype(np.float64)
-            out[s : s + step] = oracle_sum_variance(fo, n, w, f)
+            out[s : s + step] = base.oracle_sum_variance(fo, n, w, f)
         return out
 
     def channel_matrix(self) -> np.ndarray:

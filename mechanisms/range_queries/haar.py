@@ -34,8 +34,16 @@ import numpy as np
 
 from dpkit.accountants import DpEvent, RandomizedResponseEvent
 from dpkit.mechanisms import SupportCounts
-from dpkit.mechanisms._validation import check_count, check_domain, check_epsilon, check_rng, check_values
-from dpkit.mechanisms.range_queries.base import LevelSampledProtocol, RangeState, check_ranges, n_levels_needed
+from dpkit.mechanisms._validation import (
+    check_chunk_size,
+    check_count,
+    check_epsilon,
+    check_rng,
+    check_values,
+    set_fields,
+)
+from dpkit.mechanisms.base import check_frequencies, check_state_of, merge_stream
+from dpkit.mechanisms.range_queries.base import DomainProtocol, RangeState, check_distribution
 
 __all__ = ["HaarHRR", "HaarLevel", "walsh_hadamard"]
 
@@ -92,32 +100,34 @@ class HaarLevel:
         return SupportCounts(np.zeros(2 * self.m, dtype=np.int64), 0, self.key)
 
     def aggregate_stream(self, chunks) -> SupportCounts:
-        state = self.empty_state()
-        for c in chunks:
-            state = state + self.aggregate(c)
-        return state
+        return merge_stream(self.empty_state(), self.aggregate, chunks)
 
     def perturb_aggregate(self, values, rng: np.random.Generator, chunk_size: int | None = None) -> SupportCounts:
+        """``aggregate(perturb(values, rng))``: the reports are one small integer per user (``chunk_size``, checked,
+        does not change anything)."""
+        check_chunk_size("chunk_size", chunk_size)
         return self.aggregate(self.perturb(values, rng))
+
+    def _check_state(self, state: SupportCounts, postprocess: str | None = None) -> None:
+        """A state of this level (its key, 2m counts in [0, n], n >= 1); no post-processing of coefficients."""
+        if postprocess is not None:
+            raise ValueError(f"postprocess must be None for Haar coefficients, got {postprocess!r}")
+        check_state_of(state, self.key, (2 * self.m,), lambda n: (0.0, float(n)))
 
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
         """Unbiased coefficients c_hat (length m)."""
-        if postprocess is not None:
-            raise ValueError(f"postprocess must be None for Haar coefficients, got {postprocess!r}")
-        if not isinstance(state, SupportCounts) or state.counts.shape != (2 * self.m,):
-            raise ValueError(f"state must be a SupportCounts with counts of shape ({2 * self.m},)")
-        if state.n <= 0:
-            raise ValueError(f"state.n must be >= 1 to estimate, got {state.n}")
+        self._check_state(state, postprocess)
         c = state.counts.reshape(self.m, 2)
         return walsh_hadamard((c[:, 1] - c[:, 0]).astype(np.float64)) / (state.n * (2 * self.p - 1))
 
     def variance(self, n, f=None):
         """Var of one coefficient estimate with n users: 1/(n (2p - 1)^2) (f=None), or (1/(2p-1)^2 - F_j)/n for the
         node frequencies F (length m)."""
+        n = check_count("n", n, minimum=1)
         v = 1.0 / (2 * self.p - 1) ** 2
         if f is None:
             return v / n
-        return (v - np.asarray(f, dtype=np.float64)) / n
+        return (v - check_frequencies("f", f, self.m)) / n
 
     def privacy_event(self) -> DpEvent:
         return RandomizedResponseEvent(self.epsilon, 2)
@@ -133,7 +143,7 @@ class HaarLevel:
 
 
 @dataclass(frozen=True)
-class HaarHRR(LevelSampledProtocol):
+class HaarHRR(DomainProtocol):
     """HaarHRR range queries over [0, domain) (see the module docstring: algorithm, variance bound, guarantee).
 
     Reports (``perturb``): a tuple of h arrays (levels 1..h), each 2 r + [y = +1] for the users of that level.
@@ -147,15 +157,9 @@ class HaarHRR(LevelSampledProtocol):
     leaves: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
-        object.__setattr__(self, "domain", check_domain("domain", self.domain))
-        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
-        h = n_levels_needed(self.domain, 2)
-        object.__setattr__(self, "height", h)
-        object.__setattr__(self, "leaves", 1 << h)
-        object.__setattr__(self, "oracles", tuple(HaarLevel(1 << lvl, self.epsilon) for lvl in range(h)))
-
-    def _check_values(self, values):
-        return check_values("values", values, self.domain)
+        self._init_domain()
+        self._init_tree(2)
+        set_fields(self, oracles=tuple(HaarLevel(1 << lvl, self.epsilon) for lvl in range(self.height)))
 
     def _node_index(self, values, level):
         return values >> (self.height - level - 1)  # the half-node at level l + 1: node j = u // 2, sign by u % 2
@@ -175,11 +179,6 @@ class HaarHRR(LevelSampledProtocol):
             L = self.leaves >> lvl
             f += np.repeat(np.stack([c, -c], axis=1).ravel(), L // 2) / L
         return f[: self.domain]
-
-    def _ends(self, queries):
-        a, b = check_ranges("queries", queries, self.domain)
-        e = b + 1
-        return a, np.where(e == self.domain, self.leaves, e)
 
     def _cut_weights(self, a, e):
         """For every level: the (<= 2) cut nodes j1, j2 of each range and their weights (0 where unused)."""
@@ -217,9 +216,7 @@ class HaarHRR(LevelSampledProtocol):
         bound = self.height * w2sum / ((2 * p - 1) ** 2 * n)
         if f is None:
             return bound
-        f = np.asarray(f, dtype=np.float64)
-        if f.shape != (self.domain,):
-            raise ValueError(f"f must be the length-{self.domain} vector of frequencies, got shape {f.shape}")
+        f = check_distribution("f", f, (self.domain,))
         true = self.true_coefficients(f)
         drift = sum((w1 * c[j1] + w2 * c[j2]) ** 2 for c, (j1, w1, j2, w2) in zip(true, cuts, strict=True))
         padded = np.zeros(self.leaves)

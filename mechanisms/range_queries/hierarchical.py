@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dpkit.mechanisms._validation import check_count, check_domain, check_epsilon, check_values
+from dpkit.mechanisms._validation import check_count, check_domain, check_epsilon, set_fields
 from dpkit.mechanisms.postprocessing import norm_sub
 from dpkit.mechanisms.range_queries.base import (
-    LevelSampledProtocol,
+    DomainProtocol,
     RangeState,
-    check_ranges,
+    check_distribution,
     make_level_oracle,
     n_levels_needed,
     oracle_sum_variance,
@@ -92,7 +92,7 @@ def badic_decomposition(a: np.ndarray, e: np.ndarray, branching: int, height: in
 
 
 @dataclass(frozen=True)
-class HierarchicalHistogram(LevelSampledProtocol):
+class HierarchicalHistogram(DomainProtocol):
     """Hierarchical histogram (HH) for range queries over [0, domain): B-ary tree, one level per user, any frequency
     oracle per level, Hay et al. consistency (optional Norm-Sub). See the module docstring for the algorithm, the
     variance and the guarantee (epsilon-LDP, unit: one user's value, neighbouring relation: replacement).
@@ -113,30 +113,25 @@ class HierarchicalHistogram(LevelSampledProtocol):
     leaves: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
-        object.__setattr__(self, "domain", check_domain("domain", self.domain))
-        object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
+        self._init_domain()
         if self.branching is None:
             B = choose_branching(self.domain, self.epsilon, self.oracle)
         else:
-            B = check_count("branching", self.B, minimum=2)
+            B = check_count("branching", self.branching, minimum=2)
             if B > max(self.domain, 2):
-                raise ValueError(f"branching must be in [2, domain={self.domain}], got {self.B!r}")
-        object.__setattr__(self, "branching", B)
-        object.__setattr__(self, "consistency", bool(self.consistency))
-        h = n_levels_needed(self.domain, B)
-        object.__setattr__(self, "height", h)
-        object.__setattr__(self, "leaves", B**h)
-        oracles = tuple(make_level_oracle(self.oracle, B**lvl, self.epsilon) for lvl in range(1, h + 1))
-        object.__setattr__(self, "oracles", oracles)
+                raise ValueError(f"branching must be in [2, domain={self.domain}], got {self.branching!r}")
+        if not isinstance(self.consistency, (bool, np.bool_)):
+            raise TypeError(f"consistency must be True or False, got {self.consistency!r}")
+        set_fields(self, branching=B, consistency=bool(self.consistency))
+        self._init_tree(B)
+        oracles = tuple(make_level_oracle(self.oracle, B**lvl, self.epsilon) for lvl in range(1, self.height + 1))
+        set_fields(self, oracles=oracles)
 
     # ------------------------------------------------------------------------------------------- client
     @property
     def B(self) -> int:
         """The branching factor (``branching`` after the choice)."""
         return int(self.branching or 0)
-
-    def _check_values(self, values):
-        return check_values("values", values, self.domain)
 
     def _node_index(self, values, level):
         return values // self.B ** (self.height - level - 1)
@@ -171,12 +166,6 @@ class HierarchicalHistogram(LevelSampledProtocol):
 
     def _consistent(self, consistency: bool | None) -> bool:
         return self.consistency if consistency is None else bool(consistency)
-
-    def _ends(self, queries):
-        a, b = check_ranges("queries", queries, self.domain)
-        e = b + 1
-        e = np.where(e == self.domain, self.leaves, e)  # the padding holds no user: extend to the tree's end
-        return a, e
 
     def answer(self, state: RangeState, queries, consistency: bool | None = None, postprocess: str | None = None):
         """Estimated frequency of every range [a, b] (inclusive) in ``queries`` ((m, 2) array), vectorized."""
@@ -258,11 +247,7 @@ class HierarchicalHistogram(LevelSampledProtocol):
         return np.maximum(fo_var + sampling_variance(n, self.height, phi, fr * (1 - fr)), 0.0)  # 0 up to rounding
 
     def _level_frequencies(self, f) -> list[np.ndarray]:
-        f = np.asarray(f, dtype=np.float64)
-        if f.shape != (self.domain,):
-            raise ValueError(f"f must be the length-{self.domain} vector of frequencies, got shape {f.shape}")
-        if (f < 0).any() or abs(f.sum() - 1) > 1e-9:
-            raise ValueError(f"f must be non-negative and sum to 1, got sum {f.sum()!r}")
+        f = check_distribution("f", f, (self.domain,))
         leaves = np.zeros(self.leaves)
         leaves[: self.domain] = f
         out = [leaves]

@@ -35,21 +35,14 @@ import pandas as pd
 
 from dpkit.mechanisms import make_oracle
 from dpkit.mechanisms._validation import check_count, check_epsilon
-from dpkit.mechanisms.range_queries.base import (
-    LevelSampledProtocol,
-    RangeState,
-    n_levels_needed,
-    oracle_sum_variance,
-    population_variance,
-    sampling_variance,
-)
+from dpkit.mechanisms.range_queries import base
 from dpkit.mechanisms.range_queries.hierarchical import badic_decomposition
 
 __all__ = ["HIO"]
 
 
 @dataclass(frozen=True)
-class HIO(LevelSampledProtocol):
+class HIO(base.LevelSampledProtocol):
     """HIO over the columns of a DataFrame (see the module docstring: algorithm, variance and guarantee).
 
     ``columns``: the attribute names; ``domains``: their sizes (values are integer codes in [0, c)); ``categorical``:
@@ -91,7 +84,9 @@ class HIO(LevelSampledProtocol):
         object.__setattr__(self, "branching", B)
         object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         # per attribute: (branching, height) of its tree; categorical: one level below the root
-        trees = tuple((c, 1) if col in cat else (B, n_levels_needed(c, B)) for col, c in zip(cols, doms, strict=True))
+        trees = tuple(
+            (c, 1) if col in cat else (B, base.n_levels_needed(c, B)) for col, c in zip(cols, doms, strict=True)
+        )
         object.__setattr__(self, "trees", trees)
         layers = [t for t in itertools.product(*(range(H + 1) for _, H in trees)) if any(t)]
         object.__setattr__(self, "layers", tuple(layers))
@@ -174,7 +169,7 @@ class HIO(LevelSampledProtocol):
         """Per attribute, per level: the two node intervals of every query."""
         return [badic_decomposition(lo[:, i], e[:, i], b, H) for i, (b, H) in enumerate(self.trees)]
 
-    def answer(self, state: RangeState, queries) -> np.ndarray:
+    def answer(self, state: base.RangeState, queries) -> np.ndarray:
         """Estimated frequency of every query (fraction of users whose row satisfies it), vectorized."""
         lo, e = self._check_queries(queries)
         est = self.level_estimates(state)
@@ -228,17 +223,13 @@ class HIO(LevelSampledProtocol):
                 idx = np.arange(shape[i])[:, None]
                 vi = (((idx >= lo1) & (idx < hi1)) | ((idx >= lo2) & (idx < hi2))).astype(np.float64)
                 w = (w[:, None, :] * vi[None, :, :]).reshape(-1, m)
-            fo_var += oracle_sum_variance(fo, n / L, w, Fl)
-            phi.append(population_variance(Fl, w))
+            fo_var += base.oracle_sum_variance(fo, n / L, w, Fl)
+            phi.append(base.population_variance(Fl, w))
             fq += Fl @ w
-        return np.maximum(fo_var + sampling_variance(n, L, np.stack(phi), fq * (1 - fq)), 0.0)
+        return np.maximum(fo_var + base.sampling_variance(n, L, np.stack(phi), fq * (1 - fq)), 0.0)
 
     def _layer_frequencies(self, f) -> list[np.ndarray]:
-        f = np.asarray(f, dtype=np.float64)
-        if f.shape != self.domains:
-            raise ValueError(f"f must be the joint frequencies, an array of shape {self.domains}, got {f.shape}")
-        if (f < 0).any() or abs(f.sum() - 1) > 1e-9:
-            raise ValueError(f"f must be non-negative and sum to 1, got sum {f.sum()!r}")
+        f = base.check_distribution("f", f, self.domains)
         padded = np.zeros(tuple(b**H for b, H in self.trees))
         padded[tuple(slice(0, c) for c in self.domains)] = f
         out = []

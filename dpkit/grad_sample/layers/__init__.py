@@ -5,12 +5,24 @@ A new layer type = one file defining a :class:`LayerRule` subclass decorated wit
 ``@register_layer_rule(ModuleType)``, imported here.
 """
 
-from dpkit.grad_sample.layers import conv, embedding, linear, norms  # noqa: F401  (registration)
+from dpkit.grad_sample.layers import (  # noqa: F401  (registration)
+    attention,
+    bilinear,
+    conv,
+    embedding,
+    embedding_bag,
+    linear,
+    norms,
+    recurrent,
+    transformers_conv1d,
+)
 from dpkit.grad_sample.layers.base import (
     AnyRule,
+    ByName,
     Instantiated,
     LayerRule,
     Prepared,
+    RowBlocks,
     register_layer_rule,
     registered_layer_types,
     rule_for,
@@ -26,6 +38,7 @@ from dpkit.grad_sample.layers.records import (
 
 __all__ = [
     "AnyRule",
+    "ByName",
     "GradRecord",
     "Instantiated",
     "LayerRule",
@@ -33,6 +46,7 @@ __all__ = [
     "Prepared",
     "Record",
     "ReducedRecord",
+    "RowBlocks",
     "Tap",
     "TapFn",
     "register_layer_rule",

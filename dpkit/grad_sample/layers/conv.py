@@ -1,25 +1,40 @@
-"""nn.Conv1d / nn.Conv2d: the input is unfolded (im2col), after which a convolution is a matmul over the
-output positions (T = number of output positions, d = in_channels / groups * kernel size, p = out_channels).
+"""nn.Conv1d / Conv2d / Conv3d and nn.ConvTranspose1d / ConvTranspose2d / ConvTranspose3d.
 
-Any ``padding_mode`` (the padding is applied before the convolution, as nn.Conv does), ``padding="same"`` with
-symmetric padding, stride, dilation and groups (grouped convolutions instantiate the per-example gradients).
+A convolution is a matmul over positions once its input is unfolded (im2col): T = output positions, d =
+in_channels / groups * kernel size, p = out_channels. A transposed convolution is the input gradient of a
+convolution, so its weight gradient is that convolution's weight gradient with the roles swapped: the output
+gradient unfolded (with the layer's stride, padding and dilation) is the "input", the layer's input the "output
+gradient" (T = input positions, p = in_channels, d = out_channels / groups * kernel size); its bias gradient is the
+output gradient summed over positions.
+
+Norms: Gram matrices of the unfolded columns when ``use_ghost`` prefers them (``groups=1``), else each example's
+gradient instantiated by one grouped convolution backward with the batch folded into the groups (the examples'
+gradients come out of the same optimized kernel as ordinary training; no im2col buffer). Any ``padding_mode``
+(the padding is applied before the convolution, as nn.Conv does), ``padding="same"`` with symmetric padding,
+stride, dilation, groups, ``output_padding`` and ``output_size``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpkit.grad_sample.layers.base import Instantiated, LayerRule, Prepared, check_batch, register_layer_rule
+from dpkit.grad_sample.layers.base import (
+    ByName,
+    Instantiated,
+    LayerRule,
+    Prepared,
+    check_batch,
+    register_layer_rule,
+)
 from dpkit.grad_sample.layers.linear import detached, trained
 from dpkit.grad_sample.layers.matmul import MatmulGrads, use_ghost
 from dpkit.grad_sample.layers.records import GradRecord, TapFn
-
-# Examples unfolded at a time when instantiating: bounds the im2col buffer (C k^2 x positions per example).
-UNFOLD_CHUNK = 32
 
 
 def _numeric_padding(module: nn.modules.conv._ConvNd) -> tuple[int, ...] | None:
@@ -34,99 +49,168 @@ def _numeric_padding(module: nn.modules.conv._ConvNd) -> tuple[int, ...] | None:
     return tuple(pad)
 
 
-Conv = nn.Conv1d | nn.Conv2d
-# The (padded) input and the numeric padding the convolution was run with.
-ConvRecord = GradRecord[tuple[torch.Tensor, tuple[int, ...]]]
+# The (padded) input, the numeric padding and the output padding the convolution was run with.
+ConvRecord = GradRecord[tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]]
 
 
-class _ConvRule(LayerRule[Conv, ConvRecord]):
-    conv = staticmethod(F.conv2d)
+def unfold(x: torch.Tensor, kernel: Sequence[int], dilation, padding, stride) -> torch.Tensor:
+    """``[B, C * prod(kernel), L]`` columns of ``x`` ``[B, C, *spatial]`` (F.unfold's order, any dimension)."""
+    nd = x.dim() - 2
+    if nd == 1:  # a 2-D convolution of height 1
+        return F.unfold(
+            x.unsqueeze(2), (1, kernel[0]), dilation=(1, dilation[0]), padding=(0, padding[0]), stride=(1, stride[0])
+        )
+    if nd == 2:
+        return F.unfold(x, tuple(kernel), dilation=tuple(dilation), padding=tuple(padding), stride=tuple(stride))
+    x = F.pad(x, [q for p in reversed(padding) for q in (p, p)])
+    for i in range(nd):  # windows of each spatial dimension, appended as trailing dimensions
+        x = x.unfold(2 + i, dilation[i] * (kernel[i] - 1) + 1, stride[i])
+    x = x[(...,) + tuple(slice(None, None, d) for d in dilation)]
+    b, c = x.shape[:2]
+    order = [0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd)]
+    return x.permute(order).reshape(b, c * math.prod(kernel), -1)
 
-    def unsupported(self, module: Conv) -> str | None:
+
+class _ConvRule(LayerRule[nn.modules.conv._ConvNd, ConvRecord]):
+    transposed = False
+
+    def unsupported(self, module: nn.modules.conv._ConvNd) -> str | None:
         if _numeric_padding(module) is None:
             return "asymmetric padding='same'"
         return None
 
-    def forward(self, module: Conv, tap: TapFn[ConvRecord], x: torch.Tensor) -> torch.Tensor:
-        if module.padding_mode != "zeros":
-            x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
-            padding: tuple[int, ...] | None = (0,) * len(module.kernel_size)
+    def forward(
+        self, module: nn.modules.conv._ConvNd, tap: TapFn[ConvRecord], x: torch.Tensor, output_size: Any = None
+    ) -> torch.Tensor:
+        nd = len(module.kernel_size)
+        weight, bias = module.weight.detach(), detached(module.bias)
+        padding: tuple[int, ...]
+        if self.transposed:
+            assert isinstance(module, nn.modules.conv._ConvTransposeNd) and not isinstance(module.padding, str)
+            padding = tuple(module.padding)
+            out_pad = tuple(
+                module._output_padding(
+                    x, output_size, list(module.stride), list(padding), list(module.kernel_size), nd,
+                    list(module.dilation),
+                )
+            )  # fmt: skip
+            conv_t = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[nd - 1]
+            out = conv_t(x, weight, bias, module.stride, padding, out_pad, module.groups, module.dilation)
         else:
-            padding = _numeric_padding(module)
-        assert padding is not None  # unsupported() refuses modules without a numeric padding
-        out = self.conv(
-            x, module.weight.detach(), detached(module.bias), module.stride, padding, module.dilation, module.groups
-        )
-        return tap(out, GradRecord((x.detach(), padding)))
+            out_pad = (0,) * nd
+            if module.padding_mode != "zeros":
+                x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+                padding = (0,) * nd
+            else:
+                found = _numeric_padding(module)
+                assert found is not None  # unsupported() refuses modules without a numeric padding
+                padding = found
+            conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+            out = conv(x, weight, bias, module.stride, padding, module.dilation, module.groups)
+        return tap(out, GradRecord((x.detach(), padding, out_pad)))
 
-    def _unfold(self, module: Conv, x: torch.Tensor, padding: tuple[int, ...]) -> torch.Tensor:
-        """``[B, C * prod(kernel), L]`` columns of the input."""
-        if x.dim() == 3:  # Conv1d: a 2-D convolution of height 1
-            return F.unfold(
-                x.unsqueeze(2),
-                (1, module.kernel_size[0]),
-                dilation=(1, module.dilation[0]),
-                padding=(0, padding[0]),
-                stride=(1, module.stride[0]),
-            )
-        return F.unfold(x, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
-
-    def prepare(self, module: Conv, records: Sequence[ConvRecord], batch: int) -> Prepared:
+    # ------------------------------------------------------------------ step
+    def prepare(self, module: nn.modules.conv._ConvNd, records: Sequence[ConvRecord], batch: int) -> Prepared:
         weight = "weight" if trained(module.weight) else None
         bias = "bias" if trained(module.bias) else None
         for r in records:
             check_batch(r.saved[0], batch, type(module).__name__)
-        positions = sum(r.output_grad[0].numel() // module.out_channels for r in records) if batch else 0
-        p, d = module.out_channels, module.weight[0].numel()
-        if module.groups == 1 and batch and not use_ghost(positions, p, d):
+        # the matmul's shapes: p outputs of d inputs at T positions (module docstring)
+        p = module.in_channels if self.transposed else module.out_channels
+        d = module.weight[0].numel()
+        positions = sum((r.saved[0] if self.transposed else r.output_grad)[0, 0].numel() for r in records)
+        if module.groups > 1 or not batch or not use_ghost(positions, p, d):
             return self._instantiate(module, records, batch, weight, bias)
         cols, grads = [], []
         for r in records:
-            x, padding = r.saved
-            check_batch(x, batch, type(module).__name__)
-            cols.append(self._unfold(module, x, padding))  # [B, d, L]
-            grads.append(r.output_grad.reshape(batch, module.out_channels, -1))  # [B, p, L]
+            x, padding, _ = r.saved
+            g = r.output_grad
+            if self.transposed:  # the output gradient unfolded, and the input in the output gradient's place
+                cols.append(unfold(g, module.kernel_size, module.dilation, padding, module.stride))
+                grads.append(x.reshape(batch, p, -1))
+            else:
+                cols.append(unfold(x, module.kernel_size, module.dilation, padding, module.stride))
+                grads.append(g.reshape(batch, p, -1))
         a = cols[0] if len(cols) == 1 else torch.cat(cols, 2)
         g = grads[0] if len(grads) == 1 else torch.cat(grads, 2)
-        if module.groups == 1:
+        if not self.transposed:
             return MatmulGrads(
                 a.transpose(1, 2), g.transpose(1, 2), weight=weight, bias=bias, weight_shape=module.weight.shape
             )
-        k = module.groups
-        ps: dict[str, torch.Tensor] = {}
-        if weight:
-            w = torch.einsum(
-                "bgol,bgcl->bgoc", g.reshape(batch, k, -1, g.shape[-1]), a.reshape(batch, k, -1, a.shape[-1])
+        parts: dict[str, Prepared] = {
+            "weight": MatmulGrads(
+                a.transpose(1, 2), g.transpose(1, 2), weight=weight, bias=None, weight_shape=module.weight.shape
             )
-            ps["weight"] = w.reshape(batch, *module.weight.shape)
+        }
         if bias:
-            ps["bias"] = g.sum(2)
-        return Instantiated(ps)
+            parts["bias"] = Instantiated({"bias": self._bias(module, records, batch)})
+        return ByName(parts)
+
+    def _bias(self, module: nn.modules.conv._ConvNd, records: Sequence[ConvRecord], batch: int) -> torch.Tensor:
+        sums = [r.output_grad.reshape(batch, module.out_channels, -1).sum(2) for r in records]
+        return sum(sums[1:], sums[0])
 
     def _instantiate(
-        self, module: Conv, records: Sequence[ConvRecord], batch: int, weight: str | None, bias: str | None
+        self,
+        module: nn.modules.conv._ConvNd,
+        records: Sequence[ConvRecord],
+        batch: int,
+        weight: str | None,
+        bias: str | None,
     ) -> Instantiated:
-        """Per-example gradients ``G_i A_i^T``, unfolding ``UNFOLD_CHUNK`` examples at a time."""
+        """Per-example weight gradients from one convolution backward with the batch folded into the groups."""
         ps: dict[str, torch.Tensor] = {}
-        for r in records:
-            x, padding = r.saved
-            g = r.output_grad.reshape(batch, module.out_channels, -1)  # [B, p, L]
-            if weight:
-                w = g.new_empty(batch, module.out_channels, module.weight[0].numel())
-                for s in range(0, batch, UNFOLD_CHUNK):
-                    cols = self._unfold(module, x[s : s + UNFOLD_CHUNK], padding)  # [b, d, L]
-                    torch.bmm(g[s : s + UNFOLD_CHUNK], cols.transpose(1, 2), out=w[s : s + UNFOLD_CHUNK])
-                ps["weight"] = w if "weight" not in ps else ps["weight"] + w
-            if bias:
-                ps["bias"] = g.sum(2) if "bias" not in ps else ps["bias"] + g.sum(2)
-        return Instantiated({k: v.reshape(batch, *getattr(module, k).shape) for k, v in ps.items()})
+        if weight:
+            w = module.weight
+            shape = (batch * w.shape[0], *w.shape[1:])
+            for r in records:
+                x, padding, out_pad = r.saved
+                g = r.output_grad
+                _, per, _ = torch.ops.aten.convolution_backward(
+                    g.reshape(1, -1, *g.shape[2:]),
+                    x.reshape(1, -1, *x.shape[2:]),
+                    g.new_empty(shape),
+                    None,
+                    list(module.stride),
+                    list(padding),
+                    list(module.dilation),
+                    self.transposed,
+                    list(out_pad),
+                    batch * module.groups,
+                    [False, True, False],
+                )
+                per = per.reshape(batch, *w.shape)
+                ps["weight"] = per if "weight" not in ps else ps["weight"] + per
+        if bias:
+            ps["bias"] = self._bias(module, records, batch)
+        return Instantiated(ps)
 
 
 @register_layer_rule(nn.Conv1d)
 class Conv1dRule(_ConvRule):
-    conv = staticmethod(F.conv1d)
+    pass
 
 
 @register_layer_rule(nn.Conv2d)
 class Conv2dRule(_ConvRule):
-    conv = staticmethod(F.conv2d)
+    pass
+
+
+@register_layer_rule(nn.Conv3d)
+class Conv3dRule(_ConvRule):
+    pass
+
+
+@register_layer_rule(nn.ConvTranspose1d)
+class ConvTranspose1dRule(_ConvRule):
+    transposed = True
+
+
+@register_layer_rule(nn.ConvTranspose2d)
+class ConvTranspose2dRule(_ConvRule):
+    transposed = True
+
+
+@register_layer_rule(nn.ConvTranspose3d)
+class ConvTranspose3dRule(_ConvRule):
+    transposed = True

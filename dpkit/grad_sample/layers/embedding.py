@@ -5,6 +5,14 @@ instantiation (``[B, V, dim]``) when the table is small (``2 T^2 > V dim``). The
 ``index_add_`` of the scaled output gradients. Index tensors of any layout (expanded position ids included)
 and ``padding_idx`` (its row gets no gradient) are handled; ``scale_grad_by_freq`` (the gradient depends on the
 whole batch's counts) falls back to torch.func.
+
+A *broadcast index* (first dimension 1 in a batch of B != 1 examples, e.g. Hugging Face's position ids
+``[1, T]``, whose ``[1, T, dim]`` output is added to ``[B, T, dim]`` activations) is the same index for every
+example: example i's gradient puts *its own* output gradients ``g_{i,t}`` on rows ``ids_t``. The call is
+computed on the index expanded to ``[B, T]`` (no copy) and returns ``[B, T, dim]`` (what the broadcast would
+have formed), so each example's output gradient reaches the record. A 1-D index ``[T]`` whose output broadcasts
+as ``[T, dim]`` cannot be told from one index per example when ``T == B``: give position ids as ``[1, T]`` or
+``[B, T]``.
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ class EmbeddingRule(LayerRule[nn.Embedding, GradRecord[torch.Tensor]]):
         return None
 
     def forward(self, module: nn.Embedding, tap: TapFn[GradRecord[torch.Tensor]], ids: torch.Tensor) -> torch.Tensor:
+        if ids.dim() > 1 and ids.shape[0] == 1 and tap.batch != 1:  # broadcast index (module docstring)
+            ids = ids.expand(tap.batch, *ids.shape[1:])
         out = F.embedding(
             ids, module.weight.detach(), module.padding_idx, module.max_norm, module.norm_type, False, module.sparse
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 
@@ -28,6 +28,8 @@ class Record(abc.ABC):
 
     # Set when the tapped tensor is a reshape of the layer's output: gradients are reshaped to this on arrival.
     shape: torch.Size | None = None
+    # The dimension of the tapped output that indexes the examples (1 for time-major records).
+    batch_dim: ClassVar[int] = 0
 
     @property
     @abc.abstractmethod
@@ -65,7 +67,7 @@ class GradRecord(Record, Generic[S]):
 
 
 @dataclasses.dataclass(eq=False)
-class PositionSumRecord(GradRecord[torch.Tensor]):
+class PositionSumRecord(GradRecord[S]):
     """A sequence call ``[batch, *, p]``: also ``position_sums``, each example's output gradient summed over its
     positions (``[batch, p]``), formed in the backward pass."""
 
@@ -121,6 +123,11 @@ class TapFn(Protocol[R_contra]):
         ...
 
     def __call__(self, out: torch.Tensor, record: R_contra, kept: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def rebatch(self, source: torch.Tensor, batch: int) -> None:
+        """This call's input ``source`` holds ``batch`` examples flattened (a bag layer with offsets); if the batch
+        size was read from it (the model's first argument), the batch is ``batch`` examples (``self.batch``)."""
+        ...
 
 
 class Tap(torch.autograd.Function):
