@@ -24,7 +24,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("accountants", "training", "ldp", "audit", "poisoning")
+BENCHMARKS = ("accountants", "training", "ldp", "audit", "poisoning", "distributed")
 
 
 # ---------------------------------------------------------------------------------------------- formatting
@@ -553,6 +553,23 @@ def poisoning_summary(doc) -> str:
     return md_table(["protocol", "k", "fake MGA users/s", "genuine users/s", "simulate users/s"], rows)
 
 
+def distributed_full(doc) -> str:
+    s = doc["settings"]
+    rows = []
+    for r in doc["results"]:
+        t = r["seconds"]
+        rows.append([r["procs"], r["threads_per_process"], secs(t["non-private DDP"]["median"]),
+                     secs(t["DP-SGD"]["median"]), times(r["private_over_nonprivate"]), secs(t["all-reduce"]["median"]),
+                     secs(t["noise share"]["median"])])  # fmt: skip
+    header = ["processes", "threads each", "non-private DDP step", "DP-SGD step", "DP-SGD / DDP",
+              "all-reduce (model size)", "noise share"]  # fmt: skip
+    return (
+        f"MLP of width {s['width']} on {s['features']} features, global batch {s['batch']} (expected, for DP-SGD), "
+        f"{s['backend']} on {s['device']}; rank 0's medians of {s['rounds']} interleaved rounds of {s['steps']} "
+        "steps:\n\n" + md_table(header, rows)
+    )
+
+
 # ---------------------------------------------------------------------------------------------- blocks
 RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "accountants": ("accountants", accountants_full),
@@ -560,6 +577,7 @@ RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "ldp": ("ldp", ldp_full),
     "audit": ("audit", audit_full),
     "poisoning": ("poisoning", poisoning_full),
+    "distributed": ("distributed", distributed_full),
     "summary-accountants": ("accountants", accountants_summary),
     "summary-training": ("training", training_summary),
     "summary-ldp": ("ldp", ldp_summary),
