@@ -392,19 +392,22 @@ class PrivacyEngine:
         )
         sigma, budget = _noise_multiplier(checked.noise, sampling, self._accountant)
         check_noise_scale(sigma, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
-        config: dict[str, Any] = {
-            "noise_multiplier": sigma,
-            "sample_rate": sampling.sample_rate,
-            "expected_batch_size": sampling.expected_batch_size,
-            "sensitivity": checked.policy.sensitivity,
-            "clipping": clipping,
-            "loss_reduction": loss_reduction,
-            "poisson_sampling": poisson_sampling,
-            "accountant": self.accountant_name,
-        }
-        if parallel is not None:
+        if parallel is not None:  # every rank must have rank 0's settings (else all raise, before any change)
             parallel.agree(
-                "make_private", _parallel_settings(config, data_loader, checked, budget, self.grad_sample_engine)
+                "make_private",
+                {
+                    "noise_multiplier": sigma,
+                    "sample_rate": sampling.sample_rate,
+                    "expected_batch_size": sampling.expected_batch_size,
+                    "dataset_size": check_map_style(data_loader),
+                    "sensitivity": checked.policy.sensitivity,
+                    "clipping": clipping,
+                    "loss_reduction": loss_reduction,
+                    "accountant": self.accountant_name,
+                    "grad_sample_engine": self.grad_sample_engine,
+                    "parameters": [tuple(p.shape) for p in checked.params],
+                    "budget": None if budget is None else (budget.target_epsilon, budget.target_delta),
+                },
             )
         # Everything is checked: from here on the module, the optimizer and this engine change.
         engine = _attached_engine(
@@ -429,7 +432,16 @@ class PrivacyEngine:
             ledger=self,
         )
         self.data_loader = sampling.loader
-        self._config = config
+        self._config: dict[str, Any] = {
+            "noise_multiplier": sigma,
+            "sample_rate": sampling.sample_rate,
+            "expected_batch_size": sampling.expected_batch_size,
+            "sensitivity": checked.policy.sensitivity,
+            "clipping": clipping,
+            "loss_reduction": loss_reduction,
+            "poisson_sampling": poisson_sampling,
+            "accountant": self.accountant_name,
+        }
         return module, self.optimizer, sampling.loader
 
     def detach(self) -> None:
@@ -566,7 +578,8 @@ class PrivacyEngine:
             assign = self._checked_state(data["dpkit"])
             checkpoint.check_model_state(model, data["model"])
             checkpoint.check_optimizer_state(optimizer, data["optimizer"])
-            rng = self._rng_state(data)
+            checkpoint.check_rng_state(data["torch_rng"])
+            rng = data["torch_rng"] if self.parallel is None else self.parallel.checkpoint_rng_state(data)
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{source}: {e}") from None
         # everything is valid: assign
@@ -575,21 +588,6 @@ class PrivacyEngine:
         assign()
         torch.set_rng_state(rng)
         return data["extra"]
-
-    def _rng_state(self, data: dict[str, Any]) -> torch.Tensor:
-        """This process's torch RNG state in a checkpoint (checked): its rank's row of ``torch_rng_ranks`` when
-        the checkpoint has one per rank of this run, else ``torch_rng``."""
-        checkpoint.check_rng_state(data["torch_rng"])
-        ranks = data.get("torch_rng_ranks")
-        if ranks is None or self.parallel is None:
-            return data["torch_rng"]
-        if not isinstance(ranks, torch.Tensor) or ranks.dim() != 2:
-            raise CheckpointError("torch_rng_ranks must be a [ranks, n] tensor of torch RNG states")
-        if ranks.shape[0] != self.parallel.world_size:
-            return data["torch_rng"]
-        mine = ranks[self.parallel.rank].clone()  # a row view would hand torch its storage offset: copy it
-        checkpoint.check_rng_state(mine)
-        return mine
 
 
 def _data_parallel_of(module: nn.Module) -> tuple[nn.Module, DataParallel | None]:
@@ -604,19 +602,6 @@ def _data_parallel_of(module: nn.Module) -> tuple[nn.Module, DataParallel | None
 def _unwrapped(model: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel`` wrapper (checkpoints hold its state: any number of ranks)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def _parallel_settings(
-    config: dict[str, Any], data_loader: DataLoader, checked: _Checked, budget: PrivacyBudget | None, engine: str
-) -> dict[str, Any]:
-    """What every rank of a data-parallel run must have alike (compared with rank 0's by ``make_private``)."""
-    return {
-        **config,
-        "dataset_size": check_map_style(data_loader),
-        "parameters": [tuple(p.shape) for p in checked.params],
-        "budget": None if budget is None else (budget.target_epsilon, budget.target_delta),
-        "grad_sample_engine": engine,
-    }
 
 
 def _check_model_and_optimizer(model: object, optimizer: object) -> None:

@@ -126,7 +126,7 @@ def train_once(
         bar.close()
     if private:
         engine.detach()
-    if parallel:
+    if isinstance(model, nn.parallel.DistributedDataParallel):
         model = model.module
     return {
         "target_epsilon": epsilon,
@@ -187,7 +187,7 @@ def run_train_demo(
     data = load_digits(seed=seed)
     where = f", private runs on {nproc} processes (data-parallel)" if nproc > 1 else ""
     echo(f"digits: {len(data[0])} training / {len(data[1])} test images (8x8), small CNN, {epochs} epochs{where}")
-    private = dict(accountant=accountant, seed=seed, data=data, nproc=nproc)
+    private: dict[str, Any] = dict(accountant=accountant, seed=seed, data=data, nproc=nproc)
     main = train_once(MAIN_EPSILON, epochs=epochs, progress=progress, **private)
     base = train_once(math.inf, epochs=epochs, seed=seed, progress=progress, data=data)
     echo(

@@ -48,6 +48,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from dpkit.accountants import BudgetExceededError, DpEvent
+from dpkit.checkpoint import check_rng_state
 from dpkit.distributed.comm import TorchCommunicator
 from dpkit.grad_sample.engine import ClippedSum
 from dpkit.optimizer import DPOptimizer, StepLedger
@@ -127,6 +128,20 @@ class DataParallel:
     def rng_states(self) -> torch.Tensor:
         """``[world_size, n]``: the global torch RNG state of every rank (row ``r`` is rank ``r``'s)."""
         return self.comm.all_gather(torch.get_rng_state().unsqueeze(0))
+
+    def checkpoint_rng_state(self, data: dict[str, Any]) -> torch.Tensor:
+        """This rank's torch RNG state in a checkpoint: its row of ``torch_rng_ranks`` when the checkpoint was
+        written by as many ranks, else the (already checked) ``torch_rng``. Raises ``ValueError`` if malformed."""
+        ranks = data.get("torch_rng_ranks")
+        if ranks is None:
+            return data["torch_rng"]
+        if not isinstance(ranks, torch.Tensor) or ranks.dim() != 2:
+            raise ValueError("torch_rng_ranks must be a [ranks, n] tensor of torch RNG states")
+        if ranks.shape[0] != self.world_size:
+            return data["torch_rng"]
+        mine = ranks[self.rank].clone()  # a row view would hand torch its storage offset: copy it
+        check_rng_state(mine)
+        return mine
 
     def on_rank0(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on rank 0 only; every rank returns when it has finished, or raises its error."""
