@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ldp.py
 	$(BIN)/python benchmarks/audit.py
 	$(BIN)/python benchmarks/mf.py
+	$(BIN)/python benchmarks/distributed.py
 	$(BIN)/python benchmarks/tables.py
 
 clean:

@@ -24,7 +24,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("accountants", "training", "ldp", "audit", "poisoning", "clipping_bias", "mf")
+BENCHMARKS = ("accountants", "training", "ldp", "audit", "poisoning", "clipping_bias", "mf", "distributed")
 
 
 # ---------------------------------------------------------------------------------------------- formatting
@@ -598,6 +598,20 @@ def mf_full(doc) -> str:
         + f"\n\nNoise of one training step, {rate(nz['dim'])} float32 parameters: DP-SGD "
         f"{secs(nz['dp_sgd']['median'])}, BLT with {nz['buffers']} buffers {secs(nz['mf']['median'])} "
         f"(overhead {nz['overhead']:+.0%} of DP-SGD's noise cost; medians of {s['rounds']} rounds)."
+def distributed_full(doc) -> str:
+    s = doc["settings"]
+    rows = []
+    for r in doc["results"]:
+        t = r["seconds"]
+        rows.append([r["procs"], r["threads_per_process"], secs(t["non-private DDP"]["median"]),
+                     secs(t["DP-SGD"]["median"]), times(r["private_over_nonprivate"]), secs(t["all-reduce"]["median"]),
+                     secs(t["noise share"]["median"])])  # fmt: skip
+    header = ["processes", "threads each", "non-private DDP step", "DP-SGD step", "DP-SGD / DDP",
+              "all-reduce (model size)", "noise share"]  # fmt: skip
+    return (
+        f"MLP of width {s['width']} on {s['features']} features, global batch {s['batch']} (expected, for DP-SGD), "
+        f"{s['backend']} on {s['device']}; rank 0's medians of {s['rounds']} interleaved rounds of {s['steps']} "
+        "steps:\n\n" + md_table(header, rows)
     )
 
 
@@ -610,6 +624,7 @@ RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "poisoning": ("poisoning", poisoning_full),
     "clipping_bias": ("clipping_bias", clipping_bias_full),
     "mf": ("mf", mf_full),
+    "distributed": ("distributed", distributed_full),
     "summary-accountants": ("accountants", accountants_summary),
     "summary-training": ("training", training_summary),
     "summary-ldp": ("ldp", ldp_summary),

@@ -6,12 +6,19 @@ step that releases only noise). The randomness of batch ``t`` is a function of (
 run draws exactly the batches the uninterrupted run would have (:mod:`dpkit.seeding`). In secure mode each
 batch is drawn from a generator seeded from the operating system's CSPRNG.
 
+Data-parallel training (:class:`DistributedPoissonBatchSampler`): the dataset is partitioned into ``world_size``
+contiguous ranges (process ``r`` owns the indices ``i`` with ``floor(i * world_size / N) == r``); every process
+draws the same global mask from the shared seed and keeps the indices it owns, so each example is in a step's
+global batch with probability q, independently, and is processed by exactly one process: the global batches are
+the single-process batches, whatever the number of processes.
+
 :class:`PoissonDataLoader` remembers the batch it yielded last and how many examples were drawn for it
 (:class:`DrawnBatch`): the per-sample gradient engine checks every step that it clips over exactly those examples.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 from collections.abc import Iterator, Sized
@@ -98,6 +105,40 @@ class PoissonBatchSampler(Sampler[list[int]]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore seed and position (validated first: a refused state changes nothing)."""
         self.seed, self.position = self.check_state(state)
+
+
+class DistributedPoissonBatchSampler(PoissonBatchSampler):
+    """Process ``rank``'s part of the global Poisson batches (see the module docs): the batches of a
+    :class:`PoissonBatchSampler` with the same seed, restricted to the indices ``[ceil(rank N / W),
+    ceil((rank + 1) N / W))`` (``W = world_size``). The state (seed, position) is that of the global sampler, so a
+    checkpoint resumes on any number of processes. In secure mode each process draws its mask from its own OS
+    CSPRNG seed: the examples it owns are still included independently with probability q."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        sample_rate: float,
+        steps_per_epoch: int,
+        *,
+        rank: int,
+        world_size: int,
+        seed: int | None = None,
+        secure: bool = False,
+    ):
+        world_size = check_count("world_size", world_size, minimum=1)
+        rank = check_count("rank", rank, minimum=0, maximum=world_size - 1)
+        super().__init__(num_samples, sample_rate, steps_per_epoch, seed=seed, secure=secure)
+        self.rank = rank
+        self.world_size = world_size
+        # first index of each process's range: ceil(r N / W) = -((-r N) // W)
+        self.start = -((-rank * num_samples) // world_size)
+        self.stop = -((-(rank + 1) * num_samples) // world_size)
+
+    def draw(self, index: int) -> list[int]:
+        """This process's indices of global batch number ``index``."""
+        batch = super().draw(index)
+        lo = bisect.bisect_left(batch, self.start)
+        return batch[lo : bisect.bisect_left(batch, self.stop, lo)]
 
 
 class EmptyBatchCollate:
@@ -218,16 +259,28 @@ def poisson_data_loader(
     sample_rate: float | None = None,
     seed: int | None = None,
     secure: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> DataLoader:
     """A loader over the same dataset drawing Poisson batches (rate ``sample_rate``, default batch_size / N).
 
     One pass yields round(1 / q) batches (an epoch in expectation). Workers, pinning and the collate function
     of ``data_loader`` are kept; ``drop_last`` and ``shuffle`` have no meaning under Poisson sampling.
+    ``shard=(rank, world_size)``: process ``rank``'s part of the global batches
+    (:class:`DistributedPoissonBatchSampler`; ``batch_size`` is then the expected global batch size).
     """
     n = check_map_style(data_loader)
     q = expected_batch_size(data_loader) / n if sample_rate is None else check_probability("sample_rate", sample_rate)
     seed, secure = _check_seed_and_secure(seed, secure)
-    return loader_over(data_loader, PoissonBatchSampler(n, q, steps_per_epoch(q), seed=seed, secure=secure))
+    steps = steps_per_epoch(q)
+    sampler: PoissonBatchSampler
+    if shard is None:
+        sampler = PoissonBatchSampler(n, q, steps, seed=seed, secure=secure)
+    else:
+        rank, world_size = shard
+        sampler = DistributedPoissonBatchSampler(
+            n, q, steps, seed=seed, secure=secure, rank=rank, world_size=world_size
+        )
+    return loader_over(data_loader, sampler)
 
 
 def loader_over(data_loader: DataLoader, sampler: PoissonBatchSampler) -> PoissonDataLoader:
@@ -269,6 +322,7 @@ def steps_per_epoch(sample_rate: float) -> int:
 
 
 __all__ = [
+    "DistributedPoissonBatchSampler",
     "DrawnBatch",
     "EmptyBatchCollate",
     "PoissonBatchSampler",

@@ -14,6 +14,10 @@
   checkpoints or seeds; the price is speed (several times slower per value than seeded noise;
   ``benchmark_noise()`` measures both on your machine) and runs that cannot be resumed bit-exactly. It does not
   defend against floating-point (least-significant-bit) attacks on the Gaussian mechanism.
+
+Shards (data-parallel training): ``shard=(rank, world_size)`` draws only the blocks ``j`` with
+``j % world_size == rank`` and writes zeros elsewhere, so the ``world_size`` shards of one step sum to exactly the
+unsharded noise (seeded: the same values, block by block), each value drawn by one process only.
 """
 
 from __future__ import annotations
@@ -76,25 +80,38 @@ class GaussianNoise:
         self.seed = None if self.secure else (new_seed() if checked is None else checked)
         self._generators: list[torch.Generator] = []
 
-    def fill_(self, buf: torch.Tensor, std: float, step: int) -> torch.Tensor:
+    def fill_(self, buf: torch.Tensor, std: float, step: int, *, shard: tuple[int, int] | None = None) -> torch.Tensor:
         """Overwrite the flat buffer ``buf`` with the noise of step ``step`` (std ``std``), in place.
 
         Seeded: one ``normal_`` call per block of ``BLOCK`` values, the blocks spread over
         ``torch.get_num_threads()`` threads (CPU float32; otherwise the values are drawn into a CPU float32 buffer
         and copied, so they depend on neither the device nor the thread count). Secure: OS CSPRNG values,
-        rounded to ``buf``'s dtype. Same values as :meth:`draw` on the concatenated shapes.
+        rounded to ``buf``'s dtype. Same values as :meth:`draw` on the concatenated shapes. ``shard``: only this
+        process's blocks (see the module docs), zeros elsewhere.
         """
         if buf.dim() != 1:
             raise ValueError(f"buf must be a flat (1-D) tensor, got shape {tuple(buf.shape)}")
         std, step = _check_std_and_step(std, step)
+        mine = _shard_blocks(buf.numel(), shard)
         if self.secure:
-            z = torch.from_numpy(secure_standard_normal(buf.numel()))
-            return buf.copy_(z.mul_(std))
+            return buf.copy_(self._secure(buf.numel(), std, mine))
         if buf.device.type == "cpu" and buf.dtype == torch.float32 and buf.is_contiguous():
-            return self._seeded_(buf, std, step)
-        return buf.copy_(self._seeded_(torch.empty(buf.numel(), dtype=torch.float32), std, step))
+            return self._seeded_(buf, std, step, mine)
+        return buf.copy_(self._seeded_(torch.empty(buf.numel(), dtype=torch.float32), std, step, mine))
 
-    def _seeded_(self, flat: torch.Tensor, std: float, step: int) -> torch.Tensor:
+    @staticmethod
+    def _secure(n: int, std: float, mine: range) -> torch.Tensor:
+        """``n`` values (float64): OS CSPRNG noise of std ``std`` in the blocks ``mine``, zeros elsewhere."""
+        blocks = max(1, -(-n // BLOCK))
+        if len(mine) == blocks:
+            return torch.from_numpy(secure_standard_normal(n)).mul_(std)
+        out = torch.zeros(n, dtype=torch.float64)
+        for j in mine:
+            part = out[j * BLOCK : (j + 1) * BLOCK]
+            part.copy_(torch.from_numpy(secure_standard_normal(part.numel()))).mul_(std)
+        return out
+
+    def _seeded_(self, flat: torch.Tensor, std: float, step: int, mine: range) -> torch.Tensor:
         if self.seed is None:
             raise RuntimeError("secure noise has no seed: it is drawn from the OS CSPRNG, never seeded")
         n = flat.numel()
@@ -102,21 +119,23 @@ class GaussianNoise:
         seeds = block_seeds(self.seed, step, blocks)
         while len(self._generators) < blocks:
             self._generators.append(torch.Generator())
+        if len(mine) < blocks:
+            flat.zero_()  # other processes draw the other blocks
 
         def fill(j: int) -> None:
             g = self._generators[j]
             g.manual_seed(seeds[j])
             flat[j * BLOCK : (j + 1) * BLOCK].normal_(0.0, std, generator=g)
 
-        workers = min(torch.get_num_threads(), blocks)
+        workers = min(torch.get_num_threads(), len(mine))
         if workers <= 1:
-            for j in range(blocks):
+            for j in mine:
                 fill(j)
             return flat
 
-        # Thread w fills blocks w, w + workers, ...; the calling thread takes w = 0.
+        # Thread w fills this process's blocks w, w + workers, ...; the calling thread takes w = 0.
         def run(w: int) -> None:
-            for j in range(w, blocks, workers):
+            for j in mine[w::workers]:
                 fill(j)
 
         futures = [_executor().submit(run, w) for w in range(1, workers)]
@@ -127,15 +146,19 @@ class GaussianNoise:
                 f.result()
         return flat
 
-    def draw(self, like: Sequence[torch.Tensor], std: float, step: int) -> list[torch.Tensor]:
-        """Noise of standard deviation ``std``, one tensor shaped like each of ``like``, for step ``step``."""
+    def draw(
+        self, like: Sequence[torch.Tensor], std: float, step: int, *, shard: tuple[int, int] | None = None
+    ) -> list[torch.Tensor]:
+        """Noise of standard deviation ``std``, one tensor shaped like each of ``like``, for step ``step`` (blocks
+        of the concatenation, as :meth:`fill_`; ``shard`` as there)."""
         std, step = _check_std_and_step(std, step)
         sizes = [t.numel() for t in like]
         total = sum(sizes)
+        mine = _shard_blocks(total, shard)
         if self.secure:
-            flat = torch.from_numpy(secure_standard_normal(total)).mul_(std)
+            flat = self._secure(total, std, mine)
         else:
-            flat = self._seeded_(torch.empty(total, dtype=torch.float32), std, step)
+            flat = self._seeded_(torch.empty(total, dtype=torch.float32), std, step, mine)
         out = []
         for t, part in zip(like, flat.split(sizes), strict=True):
             out.append(part.to(device=t.device, dtype=t.dtype).view_as(t))
@@ -151,6 +174,17 @@ class GaussianNoise:
     def load_state_dict(self, state: dict) -> None:
         """Restore the seed (validated first: a refused state changes nothing)."""
         self.seed = self.check_state(state)
+
+
+def _shard_blocks(n: int, shard: tuple[int, int] | None) -> range:
+    """The noise blocks of ``n`` values that process ``rank`` of ``world_size`` draws (all of them without a shard)."""
+    blocks = max(1, -(-n // BLOCK))
+    if shard is None:
+        return range(blocks)
+    rank, world_size = shard
+    world_size = check_count("shard world_size", world_size, minimum=1)
+    rank = check_count("shard rank", rank, minimum=0, maximum=world_size - 1)
+    return range(rank, blocks, world_size)
 
 
 def _check_std_and_step(std: float, step: int) -> tuple[float, int]:

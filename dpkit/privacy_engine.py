@@ -19,6 +19,11 @@ Reliability (:mod:`dpkit.optimizer` has the details): an example whose gradient 
 zero to its step (``NonFiniteGradientWarning``, counted in ``nonfinite_examples``); the wrapped optimizer refuses
 ``step()``; a step after a forward pass that no backward pass reached is refused; inputs must be batched; every
 argument is checked before anything changes.
+
+Data-parallel training: pass a model wrapped in ``torch.nn.parallel.DistributedDataParallel`` (every rank calls
+``make_private`` with the same settings and the full dataset's loader, whose ``batch_size`` is the global expected
+batch size); each rank trains on its part of the global Poisson batch, the clipped sums are all-reduced and the
+noise is added once (:mod:`dpkit.distributed.data_parallel`). Epsilon is that of the single-process run.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
@@ -65,6 +71,9 @@ from dpkit.mf_optimizer import CorrelatedNoise, CorrelatedRun, MFOptimizer, plan
 from dpkit.noise import GaussianNoise
 from dpkit.optimizer import DPOptimizer, check_noise_scale, warn_no_noise
 from dpkit.seeding import check_seed, new_seed
+
+if TYPE_CHECKING:
+    from dpkit.distributed.data_parallel import DataParallel
 
 CLIPPING_MODES = ("flat", "per_layer")
 
@@ -204,14 +213,24 @@ def _check_arguments(
     return _Checked(params, _clipping_policy(clipping, norm, len(params)), noise, max_physical_batch_size)
 
 
-def _sampled_loader(data_loader: DataLoader, poisson_sampling: bool, *, seed: int | None, secure: bool) -> _Sampling:
+def _sampled_loader(
+    data_loader: DataLoader,
+    poisson_sampling: bool,
+    *,
+    seed: int | None,
+    secure: bool,
+    shard: tuple[int, int] | None = None,
+) -> _Sampling:
     """The loader of private training: exact Poisson sampling with rate q = batch_size / N (or, with
-    ``poisson_sampling=False``, the loader itself, with a warning that the accounting then assumes it)."""
+    ``poisson_sampling=False``, the loader itself, with a warning that the accounting then assumes it). ``shard``:
+    (rank, world size) of a data-parallel run, whose ranks draw their parts of the global batches."""
     n = check_map_style(data_loader)
     batch = expected_batch_size(data_loader)
     q = batch / n
+    if shard is not None and not poisson_sampling:
+        raise ValueError("poisson_sampling must be True for a DistributedDataParallel model, got False")
     if poisson_sampling:
-        loader = poisson_data_loader(data_loader, sample_rate=q, seed=seed, secure=secure)
+        loader = poisson_data_loader(data_loader, sample_rate=q, seed=seed, secure=secure, shard=shard)
         return _Sampling(loader, q, batch, len(loader))  # its batch sampler's steps_per_epoch
     warnings.warn(
         "poisson_sampling=False: the loader's batches are not Poisson samples, so the epsilon "
@@ -339,6 +358,7 @@ class PrivacyEngine:
             raise ValueError(f"grad_sample_engine must be one of {available_engines()}, got {grad_sample_engine!r}")
         self.accountant_name = accountant
         self.secure_rng = secure_rng
+        self._seed_given = seed is not None
         self.seed = None if secure_rng else (new_seed() if seed is None else seed)
         self.grad_sample_engine = grad_sample_engine
         self._accountant: PrivacyAccountant = create_accountant(accountant)
@@ -347,6 +367,7 @@ class PrivacyEngine:
         self.optimizer: DPOptimizer | None = None
         self.data_loader: DataLoader | None = None
         self.noise = GaussianNoise(self.seed, secure=secure_rng)
+        self.parallel: DataParallel | None = None  # the process group of a data-parallel run
 
     # ----------------------------------------------------------------- ledger
     @property
@@ -419,6 +440,10 @@ class PrivacyEngine:
         ``noise``: None is DP-SGD; a matrix-factorization strategy (or a :class:`~dpkit.mf_optimizer.CorrelatedNoise`
         naming its participation) trains with correlated noise (:mod:`dpkit.mf_optimizer`): the loader then draws
         the matching participation (fixed epochs by default) and the run has exactly the strategy's n steps.
+
+        ``module`` may be wrapped in ``DistributedDataParallel`` (every rank calls ``make_private`` alike; see the
+        module docs); the wrapper is returned, and the seed of rank 0 is used by every rank. Data-parallel training
+        runs DP-SGD (not yet the variants above or correlated noise).
         """
         if self.optimizer is not None:
             raise RuntimeError("make_private was already called on this PrivacyEngine; use one engine per model")
@@ -426,8 +451,16 @@ class PrivacyEngine:
         if adaptive is not None and clipping != "flat":
             raise ValueError(f"max_grad_norm='adaptive' needs clipping='flat' (one norm), got clipping={clipping!r}")
         fixed_norm = adaptive.initial_norm if adaptive is not None else cast("float | Sequence[float]", max_grad_norm)
+        inner, parallel = _data_parallel_of(module)
+        if parallel is not None:
+            if adaptive is not None or error_feedback_clip is not None or noise is not None:
+                raise ValueError(
+                    "a DistributedDataParallel module trains with DP-SGD only: give it without max_grad_norm="
+                    "'adaptive', error_feedback_clip or noise"
+                )
+            self.seed = self.noise.seed = parallel.agree_seed(self.seed, self._seed_given, self.secure_rng)
         checked = _check_arguments(
-            module,
+            inner,
             optimizer,
             noise_multiplier=noise_multiplier,
             target_epsilon=target_epsilon,
@@ -442,7 +475,13 @@ class PrivacyEngine:
         variant = _check_variant(adaptive, checked.policy, error_feedback_clip, error_feedback_noise_inflation)
         correlated = None
         if noise is None:
-            sampling = _sampled_loader(data_loader, poisson_sampling, seed=self.seed, secure=self.secure_rng)
+            sampling = _sampled_loader(
+                data_loader,
+                poisson_sampling,
+                seed=self.seed,
+                secure=self.secure_rng,
+                shard=None if parallel is None else parallel.shard,
+            )
         else:
             if variant.cls is not DPOptimizer:
                 raise ValueError(
@@ -457,15 +496,35 @@ class PrivacyEngine:
         mf_sens = 1.0 if correlated is None else correlated.sensitivity  # correlated noise scales by sens(C)
         check_noise_scale(sigma * mf_sens, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
         variant.check_noise(sigma, sampling.expected_batch_size, checked.params)
+        if parallel is not None:  # every rank must have rank 0's settings (else all raise, before any change)
+            parallel.agree(
+                "make_private",
+                {
+                    "noise_multiplier": sigma,
+                    "sample_rate": sampling.sample_rate,
+                    "expected_batch_size": sampling.expected_batch_size,
+                    "dataset_size": check_map_style(data_loader),
+                    "sensitivity": checked.policy.sensitivity,
+                    "clipping": clipping,
+                    "loss_reduction": loss_reduction,
+                    "accountant": self.accountant_name,
+                    "grad_sample_engine": self.grad_sample_engine,
+                    "parameters": [tuple(p.shape) for p in checked.params],
+                    "budget": None if budget is None else (budget.target_epsilon, budget.target_delta),
+                },
+            )
         # Everything is checked: from here on the module, the optimizer and this engine change.
         engine = _attached_engine(
-            self.grad_sample_engine, module, checked.params, loss_reduction, checked.max_physical_batch_size
+            self.grad_sample_engine, inner, checked.params, loss_reduction, checked.max_physical_batch_size
         )
         if isinstance(sampling.loader, PoissonDataLoader):  # each step clips over the examples the loader drew
             engine.follow_loader(sampling.loader)
         if budget is not None:
             self.budget = budget
         self.engine = engine
+        if parallel is not None:
+            parallel.attach()
+            self.parallel = parallel
         dp_kwargs: dict[str, Any] = {
             "engine": self.engine,
             "clipping": checked.policy,
@@ -476,7 +535,8 @@ class PrivacyEngine:
             "ledger": self,
         }
         if correlated is None:
-            self.optimizer = variant.cls(optimizer, **dp_kwargs, **variant.kwargs)
+            optimizer_cls = variant.cls if parallel is None else parallel.optimizer
+            self.optimizer = optimizer_cls(optimizer, **dp_kwargs, **variant.kwargs)
         else:
             self.optimizer = MFOptimizer(optimizer, run=correlated, **dp_kwargs)
         self.data_loader = sampling.loader
@@ -502,6 +562,8 @@ class PrivacyEngine:
             self.engine.detach()
         if self.optimizer is not None:
             self.optimizer.release()
+        if self.parallel is not None:
+            self.parallel.detach()
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -586,6 +648,10 @@ class PrivacyEngine:
         of them (what ``torch.load(weights_only=True)`` reads back).
 
         Checkpoints contain the noise seed: whoever holds one can recompute the noise. Keep them private.
+
+        Data-parallel run: every rank calls it; rank 0 writes the file (with every rank's torch RNG state) and every
+        rank returns once it is written. The model's state is that of the module inside ``DistributedDataParallel``,
+        so the checkpoint resumes on any number of processes.
         """
         target = check_path("path", path)
         _check_model_and_optimizer(model, optimizer)
@@ -593,13 +659,17 @@ class PrivacyEngine:
         check_extra(extra)
         payload = {
             "format": CHECKPOINT_FORMAT,
-            "model": model.state_dict(),
+            "model": _unwrapped(model).state_dict(),
             "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "dpkit": json.dumps(self.state_dict()),
             "extra": extra,
         }
-        checkpoint.write(target, payload)
+        if self.parallel is None:
+            checkpoint.write(target, payload)
+            return
+        payload["torch_rng_ranks"] = self.parallel.rng_states()
+        self.parallel.on_rank0(lambda: checkpoint.write(target, payload))
 
     def _dp_optimizer(self, optimizer: Optimizer) -> Optimizer:
         """The DP optimizer of ``make_private`` when ``optimizer`` is the optimizer it wraps (whose state dict lacks
@@ -615,10 +685,14 @@ class PrivacyEngine:
         engine's settings, the model and optimizer states against ``model`` and ``optimizer`` (keys, shapes,
         parameter groups). A refused checkpoint raises :class:`~dpkit.checkpoint.CheckpointError` (a
         ``ValueError``) in one line naming the file, and changes nothing.
+
+        Data-parallel run: every rank calls it on the same file; each rank restores its own torch RNG state if the
+        checkpoint was written by as many ranks, else rank 0's.
         """
         source = check_path("path", path)
         _check_model_and_optimizer(model, optimizer)
         optimizer = self._dp_optimizer(optimizer)
+        model = _unwrapped(model)
         data = checkpoint.read(source)
         try:
             assign = self._checked_state(data["dpkit"])
@@ -628,14 +702,29 @@ class PrivacyEngine:
             else:
                 checkpoint.check_optimizer_state(optimizer, data["optimizer"])
             checkpoint.check_rng_state(data["torch_rng"])
+            rng = data["torch_rng"] if self.parallel is None else self.parallel.checkpoint_rng_state(data)
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{source}: {e}") from None
         # everything is valid: assign
         model.load_state_dict(data["model"])
         optimizer.load_state_dict(data["optimizer"])
         assign()
-        torch.set_rng_state(data["torch_rng"])
+        torch.set_rng_state(rng)
         return data["extra"]
+
+
+def _data_parallel_of(module: nn.Module) -> tuple[nn.Module, DataParallel | None]:
+    """``(the module to train, its data-parallel group or None)`` (dpkit.distributed is imported only for DDP)."""
+    if not isinstance(module, DistributedDataParallel):
+        return module, None
+    from dpkit.distributed.data_parallel import DataParallel
+
+    return module.module, DataParallel(module)
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper (checkpoints hold its state: any number of ranks)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def _check_model_and_optimizer(model: object, optimizer: object) -> None:

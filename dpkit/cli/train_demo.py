@@ -2,7 +2,9 @@
 
 ``run_train_demo()`` trains at epsilon = 3, delta = 1e-5 with a progress bar, prints the test accuracy next to
 a non-private run and the epsilon spent, then sweeps ``epsilons`` and writes a privacy-utility plot. About a
-minute on 2 CPU cores. ``train_demo_command`` is the ``dpkit train-demo`` click command. Notebook 01 reuses
+minute on 2 CPU cores. ``nproc > 1`` trains every private run data-parallel on that many local processes (gloo,
+:func:`dpkit.distributed.run_processes`; the model wrapped in ``DistributedDataParallel``): the same batches,
+noise and epsilon as one process. ``train_demo_command`` is the ``dpkit train-demo`` click command. Notebook 01 reuses
 ``make_cnn``, ``train_once`` and ``accuracy``.
 """
 
@@ -62,18 +64,35 @@ def train_once(
     seed: int = 0,
     progress: bool = False,
     data=None,
+    nproc: int = 1,
 ) -> dict[str, Any]:
-    """Train the CNN once (``epsilon=inf``: non-private baseline); returns accuracy, epsilon, sigma, time."""
+    """Train the CNN once (``epsilon=inf``: non-private baseline); returns accuracy, epsilon, sigma, time.
+
+    ``nproc > 1``: a private run is trained on ``nproc`` processes (data-parallel DP-SGD), rank 0's result."""
     train, test = data if data is not None else load_digits(seed=seed)
+    private = math.isfinite(epsilon)
+    if private and nproc > 1:
+        from dpkit.distributed import run_processes
+
+        kwargs = dict(
+            epochs=epochs,
+            batch_size=batch_size,
+            max_grad_norm=max_grad_norm,
+            accountant=accountant,
+            seed=seed,
+            progress=progress,
+            data=(train, test),
+        )
+        return run_processes(_train_rank, nproc, (epsilon, kwargs), timeout=24 * 3600.0)[0]
     torch.manual_seed(seed)
     model = make_cnn()
-    private = math.isfinite(epsilon)
+    parallel = torch.distributed.is_initialized()  # in a process of _train_rank
     if private:
         optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         loader = DataLoader(train, batch_size=batch_size)
         engine = PrivacyEngine(accountant, seed=seed)
         model, optimizer, loader = engine.make_private(
-            module=model,
+            module=nn.parallel.DistributedDataParallel(model) if parallel else model,
             optimizer=optimizer,
             data_loader=loader,
             target_epsilon=epsilon,
@@ -107,6 +126,8 @@ def train_once(
         bar.close()
     if private:
         engine.detach()
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     return {
         "target_epsilon": epsilon,
         "epsilon_spent": engine.get_epsilon(DELTA) if private else math.inf,
@@ -115,6 +136,11 @@ def train_once(
         "test_accuracy": accuracy(model, test),
         "seconds": seconds,
     }
+
+
+def _train_rank(rank: int, world_size: int, epsilon: float, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """One process of a data-parallel :func:`train_once` (rank 0 shows the progress bar)."""
+    return train_once(epsilon, **{**kwargs, "progress": kwargs["progress"] and rank == 0})
 
 
 def write_plot(results: list[dict[str, Any]], path) -> None:
@@ -153,12 +179,16 @@ def run_train_demo(
     *,
     accountant: str = "pld",
     seed: int = 0,
+    nproc: int = 1,
     echo=print,
 ) -> list[dict[str, Any]]:
-    """Private run at epsilon=3 (progress bar) vs non-private, then the sweep over ``epsilons``, the plot."""
+    """Private run at epsilon=3 (progress bar) vs non-private, then the sweep over ``epsilons``, the plot.
+    ``nproc``: processes of each private run (data-parallel DP-SGD)."""
     data = load_digits(seed=seed)
-    echo(f"digits: {len(data[0])} training / {len(data[1])} test images (8x8), small CNN, {epochs} epochs")
-    main = train_once(MAIN_EPSILON, epochs=epochs, accountant=accountant, seed=seed, progress=progress, data=data)
+    where = f", private runs on {nproc} processes (data-parallel)" if nproc > 1 else ""
+    echo(f"digits: {len(data[0])} training / {len(data[1])} test images (8x8), small CNN, {epochs} epochs{where}")
+    private: dict[str, Any] = dict(accountant=accountant, seed=seed, data=data, nproc=nproc)
+    main = train_once(MAIN_EPSILON, epochs=epochs, progress=progress, **private)
     base = train_once(math.inf, epochs=epochs, seed=seed, progress=progress, data=data)
     echo(
         f"test accuracy: private {100 * main['test_accuracy']:.1f}% (epsilon spent "
@@ -174,7 +204,7 @@ def run_train_demo(
         elif not math.isfinite(eps):
             results.append(base)
         else:
-            results.append(train_once(eps, epochs=epochs, accountant=accountant, seed=seed, data=data))
+            results.append(train_once(eps, epochs=epochs, **private))
     echo(f"{'target epsilon':>14} {'epsilon spent':>13} {'sigma':>7} {'test acc':>8}")
     for r in results:
         echo(
@@ -192,10 +222,22 @@ def run_train_demo(
 @plot_option("Where to write the privacy-utility plot.", default="privacy_utility.png")
 @choice_option("--accountant", choices=("pld", "rdp"), default="pld")
 @seed_option("Seed of data split, model and noise.")
+@count_option(
+    "--nproc",
+    minimum=1,
+    maximum=64,
+    default=1,
+    help="Processes of each private run: data-parallel DP-SGD on this machine (gloo); same epsilon as 1.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
-def train_demo_command(epochs: int, plot_path: str, accountant: str, seed: int, no_progress: bool) -> None:
-    """Train a small CNN on digits privately (epsilon=3) vs non-private, and plot privacy vs utility."""
+def train_demo_command(epochs: int, plot_path: str, accountant: str, seed: int, nproc: int, no_progress: bool) -> None:
+    """Train a small CNN on digits privately (epsilon=3) vs non-private, and plot privacy vs utility.
+
+    With --nproc N every private run is data-parallel on N local processes: each draws its part of the global
+    Poisson batch, the clipped sums are all-reduced and the noise is added once (the same epsilon as one process).
+    """
     run_train_demo(
+        nproc=nproc,
         epochs=epochs,
         plot_path=plot_path,
         progress=not no_progress,
