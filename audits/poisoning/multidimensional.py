@@ -38,7 +38,8 @@ __all__ = ["rsfd_attack", "simulate_rsfd"]
 def _slot_scores(proto: RSFD, attribute: int, p_support: np.ndarray) -> np.ndarray:
     """E phi_v of the attacked attribute given P(fake slot supports v) (see the module)."""
     p, q = proto.pq[attribute]
-    zero = MultiState(tuple(SupportCounts(np.zeros(kk), 1) for kk in proto.domain_sizes))
+    parts = (SupportCounts(np.zeros(kk), 1, proto.attribute_key(i)) for i, kk in enumerate(proto.domain_sizes))
+    zero = MultiState(tuple(parts), proto.key)
     f0 = proto.estimate(zero)[attribute]  # counts 0 of one report: -d a0 / (p - q)
     return proto.d * np.asarray(p_support, dtype=np.float64) / (p - q) + f0
 

@@ -81,9 +81,13 @@ class GaussianEncoding(FrequencyOracle):
     def _support_counts(self, reports: np.ndarray) -> np.ndarray:
         return self._summation._support_counts(reports)
 
+    def _count_bounds(self, n: int) -> tuple[float, float] | None:
+        return None  # sums of Gaussian-noised reports: any finite value
+
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
-        """The mean report (unbiased); post-processing as SHE's."""
-        return self._summation.estimate(state, postprocess)
+        """The mean report (unbiased); post-processing as SHE's. The state must be this protocol's own."""
+        self._check_state(state, postprocess)
+        return self._summation.estimate(SupportCounts(state.counts, state.n, self._summation.key), postprocess)
 
     def variance(self, n: int, f: ArrayLike | None = None) -> float | np.ndarray:
         v = self.sigma**2 / self._check_n(n)

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from dpkit.mechanisms import hashing
 from dpkit.mechanisms._validation import check_domain, check_epsilon, set_fields
 from dpkit.mechanisms.frequency_oracles import asr
 from dpkit.mechanisms.frequency_oracles.histogram_encoding import THE, optimal_theta, the_variance_per_user
@@ -175,7 +176,11 @@ class AUE(AsrMseRefined, UnaryEncoding):
 class ALH(AsrMseRefined, LocalHashing):
     """ALH: local hashing whose number of buckets g minimizes w_asr ASR + w_mse V* over 2..max(k, round(e^eps) + 1)
     (OLH at w_asr = 0). epsilon-LDP like local hashing (GRR over [g] given the hash). ASR: the paper's closed form
-    E/((E + g - 1) max(k/g, 1)) (:func:`~dpkit.mechanisms.frequency_oracles.asr.local_hashing_asr`)."""
+    E/((E + g - 1) max(k/g, 1)) (:func:`~dpkit.mechanisms.frequency_oracles.asr.local_hashing_asr`).
+
+    The grid holds every g up to 2^16 and, beyond, 4096 geometrically spaced values up to the bound (at most
+    2^32 - 1, the hash range): bounded memory at any epsilon (the bound is about e^eps); g only trades utility
+    against the attack, every g is epsilon-LDP."""
 
     k: int
     epsilon: float
@@ -185,11 +190,17 @@ class ALH(AsrMseRefined, LocalHashing):
     name = "ALH"
     parameter = "g"
 
+    DENSE_GRID: ClassVar[int] = 2**16
+
     def grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         e = math.exp(self.epsilon)
-        g = np.arange(2, max(self.k, round(e) + 1) + 1)
+        top = min(max(self.k, round(e) + 1), hashing.MAX_BUCKETS)
+        g = np.arange(2, min(top, self.DENSE_GRID) + 1)
+        if top > self.DENSE_GRID:
+            g = np.union1d(g, np.unique(np.round(np.geomspace(self.DENSE_GRID, top, 4096)).astype(np.int64)))
         gf = g.astype(np.float64)
-        return g, asr.local_hashing_asr(self.k, self.epsilon, gf), (e - 1 + gf) ** 2 / ((e - 1) ** 2 * (gf - 1))
+        mse = (1.0 + gf / math.expm1(self.epsilon)) ** 2 / (gf - 1)  # (e - 1 + g)^2 / ((e - 1)^2 (g - 1)), no overflow
+        return g, asr.local_hashing_asr(self.k, self.epsilon, gf), mse
 
     def base_value(self) -> int:
         return int(round(math.exp(self.epsilon))) + 1
