@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from functools import singledispatch
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,6 @@ from dpkit.audits.ldp.attacks.statistic import (
     pair_pmf,
 )
 from dpkit.mechanisms import hashing
-from dpkit.mechanisms.base import FrequencyOracle
 from dpkit.mechanisms.frequency_oracles import (
     GRR,
     SHE,
@@ -57,7 +57,7 @@ __all__ = ["fo_statistic", "fo_family_attack"]
 
 # ------------------------------------------------------------------------------------------------ statistics
 @singledispatch
-def fo_statistic(proto: FrequencyOracle, v1: int, v2: int) -> Statistic:
+def fo_statistic(proto: Any, v1: int, v2: int) -> Statistic:
     """The likelihood-ratio statistic of one report of ``proto`` (its claimed model) for the inputs v1, v2."""
     raise TypeError(f"no likelihood-ratio statistic for {type(proto).__name__}")
 
@@ -224,7 +224,7 @@ def _candidate_statistic(proto: CandidateHashing, v1: int, v2: int) -> Statistic
 
 # ---------------------------------------------------------------------------------------------- family attacks
 @singledispatch
-def fo_family_attack(proto: FrequencyOracle, v1: int, v2: int) -> FamilyAttack | None:
+def fo_family_attack(proto: Any, v1: int, v2: int) -> FamilyAttack | None:
     """LDP-Auditor's attack for the protocol family of ``proto``, returning guess == v1 per trial (None: no
     attack is registered for this class)."""
     return None

@@ -40,7 +40,7 @@ def level_statistic(levels: Sequence[tuple[Any, int, int]]) -> Statistic:
             pmf1.append(np.asarray(s.pmf[0], dtype=np.float64))
             pmf2.append(np.asarray(s.pmf[1], dtype=np.float64))
 
-    def codes(reports: Sequence) -> np.ndarray:
+    def codes(reports: Any) -> np.ndarray:  # the tuple of per-level report arrays
         out = []
         for lvl, (s, r) in enumerate(zip(parts, reports, strict=True)):
             n = len(r)
@@ -62,7 +62,7 @@ def level_family_attack(levels: Sequence[tuple[Any, int, int]]) -> FamilyAttack 
     if any(att is None for att, (_, a, b) in zip(attacks, levels, strict=True) if a != b):
         return None
 
-    def attack(reports: Sequence, rng: np.random.Generator) -> np.ndarray:
+    def attack(reports: Any, rng: np.random.Generator) -> np.ndarray:
         out = []
         for att, r in zip(attacks, reports, strict=True):
             out.append(rng.random(len(r)) < 0.5 if att is None else np.asarray(att(r, rng), dtype=bool))

@@ -10,7 +10,7 @@ Inputs: 0 and the largest value (domain - 1, or the all-ones key), which differ 
 from __future__ import annotations
 
 from functools import singledispatch
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -42,12 +42,12 @@ def _fo(protocol: FrequencyOracle) -> list[Target]:
 
 @audit_targets.register(HaarLevel)
 def _haar_level(protocol: HaarLevel) -> list[Target]:
-    return [ProtocolTarget(protocol, name=f"dpkit:HaarLevel(m={protocol.m})", k=2 * protocol.m)]
+    return [ProtocolTarget(cast(Any, protocol), name=f"dpkit:HaarLevel(m={protocol.m})", k=2 * protocol.m)]
 
 
 @audit_targets.register(CandidateHashing)
 def _candidates(protocol: CandidateHashing) -> list[Target]:
-    return [ProtocolTarget(protocol, name=f"dpkit:{protocol.name}", k=CANDIDATE_K)]
+    return [ProtocolTarget(cast(Any, protocol), name=f"dpkit:{protocol.name}", k=CANDIDATE_K)]
 
 
 @audit_targets.register(DomainProtocol)
