@@ -40,13 +40,17 @@ typecheck: $(STAMP)
 test: $(STAMP) lint
 	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
 
-# The benchmarks (results in benchmarks/results/, about an hour on a quiet 2-core machine), then the tables of
+# The benchmarks (results in benchmarks/results/, more than an hour on a quiet 2-core machine), then the tables of
 # benchmarks/README.md and README.md. Each script sets OMP_WAIT_POLICY=PASSIVE and 2 threads in its processes.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/accountants.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/ldp.py
+	$(BIN)/python benchmarks/heavy_hitters.py
+	$(BIN)/python benchmarks/range_queries.py
 	$(BIN)/python benchmarks/audit.py
+	$(BIN)/python benchmarks/poisoning.py
+	$(BIN)/python benchmarks/clipping_bias.py
 	$(BIN)/python benchmarks/mf.py
 	$(BIN)/python benchmarks/distributed.py
 	$(BIN)/python benchmarks/tables.py

@@ -5,8 +5,8 @@
     python benchmarks/tables.py --results /tmp/bench --readme /tmp/B.md --summary /tmp/R.md
 
 A generated block sits between ``<!-- BEGIN GENERATED name -->`` and ``<!-- END GENERATED name -->``; its name is
-a benchmark (``accountants``, ``training``, ``ldp``, ``audit``, ``poisoning``, ``clipping_bias``: the full tables,
-in benchmarks/README.md) or
+a benchmark (``accountants``, ``training``, ``ldp``, ``heavy_hitters``, ``range_queries``, ``audit``,
+``poisoning``, ``clipping_bias``, ``mf``, ``distributed``: the full tables, in benchmarks/README.md) or
 ``summary-<benchmark>`` (one short table, in README.md). A block whose results file is missing, or was written
 with ``--quick`` (unless ``--allow-quick``), is left as it is and said so.
 """
@@ -24,7 +24,18 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("accountants", "training", "ldp", "audit", "poisoning", "clipping_bias", "mf", "distributed")
+BENCHMARKS = (
+    "accountants",
+    "training",
+    "ldp",
+    "heavy_hitters",
+    "range_queries",
+    "audit",
+    "poisoning",
+    "clipping_bias",
+    "mf",
+    "distributed",
+)
 
 
 # ---------------------------------------------------------------------------------------------- formatting
@@ -519,6 +530,87 @@ def audit_summary(doc) -> str:
     return md_table(["", "dpkit (whole audit)", *(f"{a} (client alone)" for a in anchors)], rows)
 
 
+# ---------------------------------------------------------------------------------------------- heavy hitters
+def _hh_rows(doc):
+    pairs = {(r["protocol"], r["library"]): r for r in doc.get("pairs", [])}
+    scale = {(r["protocol"], r.get("fragment_oracle")): r for r in doc.get("scale", [])}
+    memory = {r["protocol"]: r["extra_peak_mb"] for r in doc.get("memory", [])}
+    rows = []
+    for p in doc["settings"]["protocols"]:
+        dp, an = pairs.get((p, "dpkit")), pairs.get((p, "pure-ldp"))
+        big = scale.get((p, "OLH" if p == "SFP" else None))
+        f1 = lambda r: "n/a" if r is None else f"{r['f1']['median']:.2f}"  # noqa: E731
+        ups = lambda r: rate(None if r is None else r["users_per_s"])  # noqa: E731
+        at_scale = times(None if big is None or an is None else big["users_per_s"] / an["users_per_s"])
+        rows.append([p, f"{ups(dp)} (F1 {f1(dp)})", f"{ups(an)} (F1 {f1(an)})", times(dp and dp.get("speedup")),
+                     f"{ups(big)} (F1 {f1(big)})", at_scale, mb(memory.get(p))])  # fmt: skip
+    hr = scale.get(("SFP", "HR"))
+    if hr is not None:
+        rows.append(["SFP, HR fragments (dpkit's default)", "", "", "", f"{rate(hr['users_per_s'])} (F1 "
+                     f"{hr['f1']['median']:.2f})", "", ""])  # fmt: skip
+    return rows
+
+
+def heavy_hitters_full(doc) -> str:
+    s = doc["settings"]
+    header = ["protocol", f"dpkit users/s, {rate(s['anchor_n'])} users", f"pure-LDP users/s, {rate(s['anchor_n'])}",
+              "speed-up, same data", f"dpkit users/s, {rate(s['n'])} users", "speed-up per user",
+              "dpkit extra peak"]  # fmt: skip
+    return (
+        f"{s['bits']}-bit keys, top {s['k']}, epsilon = {s['epsilon']:g}, {s['data']}; F1 of the top {s['k']} and "
+        f"users per second end to end, medians of {s['rounds']} interleaved round(s); the per-user speed-up divides "
+        "dpkit's throughput at scale by pure-LDP's:\n\n" + md_table(header, _hh_rows(doc))
+    )
+
+
+def heavy_hitters_summary(doc) -> str:
+    rows = [r[:6] for r in _hh_rows(doc) if r[1]]
+    return md_table(["protocol", "dpkit (same data)", "pure-LDP", "speed-up", "dpkit at scale", "per user"], rows)
+
+
+# ---------------------------------------------------------------------------------------------- range queries
+def _range_cells(doc):
+    return {(c["protocol"], c["epsilon"]): c for c in doc.get("cells", [])}
+
+
+RANGE_LABELS = {"flat": "flat", "hh": "HH", "haar": "HaarHRR"}
+
+
+def range_queries_full(doc) -> str:
+    s = doc["settings"]
+    cells = _range_cells(doc)
+    memory = {r["protocol"]: r["extra_peak_mb"] for r in doc.get("memory", [])}
+    eps = s["epsilons"]
+    rows = [[RANGE_LABELS[p], *(rate(cells[(p, e)]["users_per_s"]) if (p, e) in cells else "n/a" for e in eps),
+             mb(memory.get(p))] for p in s["protocols"]]  # fmt: skip
+    speed = md_table(["protocol", *(f"users/s, eps {e:g}" for e in eps), "extra peak (eps 1)"], rows)
+    some = next(iter(cells.values()), None)
+    if some is None:
+        return speed
+    lengths = some["lengths"]
+    shown = [i for i, r in enumerate(lengths) if r in (1, 16, 64, 256, lengths[-1])]
+    mse_rows = []
+    for e in eps:
+        for p in s["protocols"]:
+            c = cells.get((p, e))
+            if c is not None:
+                mse_rows.append([f"{e:g}", RANGE_LABELS[p], *(f"{c['mse'][i]:.2e}" for i in shown)])
+    mse = md_table(["epsilon", "protocol", *(f"MSE, length {lengths[i]}" for i in shown)], mse_rows)
+    return (
+        f"Domain {s['domain']}, {rate(s['n'])} users, {s['data']}; users per second of `perturb_aggregate` (median "
+        f"of {s['rounds']} collection(s)); MSE over {s['queries']} random ranges per length and the collections. "
+        f"Figure: `benchmarks/results/{doc.get('figure', 'range_queries.png')}`.\n\n" + speed + "\n\n" + mse
+    )
+
+
+def range_queries_summary(doc) -> str:
+    s = doc["settings"]
+    cells = _range_cells(doc)
+    rows = [[RANGE_LABELS[p], *(rate(cells[(p, e)]["users_per_s"]) if (p, e) in cells else "n/a"
+             for e in s["epsilons"])] for p in s["protocols"]]  # fmt: skip
+    return md_table(["protocol", *(f"users/s, eps {e:g}" for e in s["epsilons"])], rows)
+
+
 # ---------------------------------------------------------------------------------------------- poisoning
 POISON_COLUMNS = ("fake rpa", "fake ria", "fake mga", "genuine", "simulate")
 
@@ -598,6 +690,10 @@ def mf_full(doc) -> str:
         + f"\n\nNoise of one training step, {rate(nz['dim'])} float32 parameters: DP-SGD "
         f"{secs(nz['dp_sgd']['median'])}, BLT with {nz['buffers']} buffers {secs(nz['mf']['median'])} "
         f"(overhead {nz['overhead']:+.0%} of DP-SGD's noise cost; medians of {s['rounds']} rounds)."
+    )
+
+
+# ---------------------------------------------------------------------------------------------- distributed
 def distributed_full(doc) -> str:
     s = doc["settings"]
     rows = []
@@ -620,6 +716,8 @@ RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "accountants": ("accountants", accountants_full),
     "training": ("training", training_full),
     "ldp": ("ldp", ldp_full),
+    "heavy_hitters": ("heavy_hitters", heavy_hitters_full),
+    "range_queries": ("range_queries", range_queries_full),
     "audit": ("audit", audit_full),
     "poisoning": ("poisoning", poisoning_full),
     "clipping_bias": ("clipping_bias", clipping_bias_full),
@@ -628,6 +726,8 @@ RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "summary-accountants": ("accountants", accountants_summary),
     "summary-training": ("training", training_summary),
     "summary-ldp": ("ldp", ldp_summary),
+    "summary-heavy_hitters": ("heavy_hitters", heavy_hitters_summary),
+    "summary-range_queries": ("range_queries", range_queries_summary),
     "summary-audit": ("audit", audit_summary),
     "summary-poisoning": ("poisoning", poisoning_summary),
     "summary-clipping_bias": ("clipping_bias", clipping_bias_full),

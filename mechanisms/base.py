@@ -321,6 +321,12 @@ class FrequencyOracle(ABC):
             state = state + SupportCounts(self._support_counts(reports), len(reports), self.key)
         return state
 
+    def sample_aggregate(self, values: ArrayLike, rng: np.random.Generator) -> SupportCounts:
+        """A state with the law of ``aggregate(perturb(values, rng))`` exactly, for simulations that need only the
+        state. Default: ``perturb_aggregate``; an oracle whose counts have a known exact law draws them directly
+        (unary encoding: sums of exact Bernoulli bits), which is not the same random stream as its clients'."""
+        return self.perturb_aggregate(values, rng)
+
     @abstractmethod
     def estimate(self, state: SupportCounts, postprocess: str | None = None) -> np.ndarray:
         """Frequencies from a state. ``postprocess=None`` is the unbiased estimator; 'clip', 'norm-sub' or 'ibu'

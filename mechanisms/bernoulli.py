@@ -29,6 +29,9 @@ number of threads (:func:`set_threads`). Other bit generators run the same block
 :func:`unary_support_counts` is the unary-encoding client and server fused: it draws exactly the bits of
 :func:`unary_perturb` (the same bulk nibbles, ties, bytes and digits, in the same order) but sums them block by block
 instead of writing the (n, k) report matrix, so its counts equal ``column_counts(unary_perturb(...))`` bit for bit.
+
+:func:`bernoulli_sums` draws only the sums: Binomial(m_j, x) for every j, exactly (the number of m_j such bits that
+are 1), from about 2 m_j random bits counted 64 at a time, where the bits themselves are not needed.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "unary_perturb",
     "unary_support_counts",
     "column_counts",
+    "bernoulli_sums",
     "set_threads",
     "get_threads",
 ]
@@ -584,3 +588,60 @@ def column_counts(bits: np.ndarray, *, check: str | None = None) -> np.ndarray:
         if full < b.shape[0]:
             counts += b[full:].sum(axis=0, dtype=np.int64)
     return counts
+
+
+_SUM_WORDS = 1 << 16  # raw outputs per slab of a stage of bernoulli_sums (512 kB: reused, no fresh pages)
+
+
+def _fair_counts(m: np.ndarray, bg) -> np.ndarray:
+    """Binomial(m_j, 1/2) for every j, exactly: the number of ones among m_j fresh random bits (the low m_j bits of
+    ceil(m_j / 64) raw 64-bit outputs, popcounts summed per j), in order of j, in slabs of about _SUM_WORDS."""
+    out = np.zeros(m.size, dtype=np.int64)
+    live = np.flatnonzero(m)
+    words = (m[live] + 63) >> 6
+    ends = np.cumsum(words)
+    start = 0
+    while start < live.size:
+        base = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, base + _SUM_WORDS, side="right")))
+        w = bg.random_raw(int(ends[stop - 1]) - base)
+        rem = (m[live[start:stop]] & 63).astype(np.uint64)
+        last = ends[start:stop][rem > 0] - base - 1  # the last output of every j whose m_j is not a multiple of 64
+        w[last] &= (np.uint64(1) << rem[rem > 0]) - np.uint64(1)
+        firsts = ends[start:stop] - words[start:stop] - base
+        out[live[start:stop]] = np.add.reduceat(np.bitwise_count(w), firsts, dtype=np.int64)
+        start = stop
+    return out
+
+
+def bernoulli_sums(trials, prob: float, rng: np.random.Generator) -> np.ndarray:
+    """Binomial(trials_j, prob) for every j, exactly: the number of ones among trials_j independent bits that are
+    1 with probability prob *exactly* (the float64 prob's binary value, as :func:`bernoulli_matrix`'s bits).
+
+    Each bit compares a uniform U = 0.u_1 u_2 ... with prob = 0.b_1 b_2 ... b_L digit by digit: at digit i the
+    bits still undecided split by u_i, exactly Binomial(., 1/2) (:func:`_fair_counts`); those with u_i != b_i are
+    decided (1 if b_i = 1, else 0), the others go on; after b_L the rest are 0 (U >= prob). About 2 random bits per
+    bit, 64 counted per popcount; the undecided halve at every digit, so the loop ends after about log2(max m) + 2
+    digits. Reads ``rng.bit_generator``'s raw outputs (a different stream from the bits' own samplers).
+    """
+    m = np.asarray(trials, dtype=np.int64).copy()
+    if m.ndim != 1 or (m < 0).any():
+        raise ValueError("trials must be a 1-D array of non-negative counts")
+    num, den = float(prob).as_integer_ratio()
+    if not 0 <= num <= den:
+        raise ValueError(f"prob must be in [0, 1], got {prob!r}")
+    if num == den:
+        return m
+    bg = rng.bit_generator
+    ones = np.zeros(m.size, dtype=np.int64)
+    length = den.bit_length() - 1  # prob = num / 2^length
+    for i in range(1, length + 1):
+        if not m.any():
+            break
+        high = _fair_counts(m, bg)  # u_i = 1
+        if (num >> (length - i)) & 1:  # b_i = 1: u_i = 0 decides a 1, u_i = 1 goes on
+            ones += m - high
+            m = high
+        else:  # b_i = 0: u_i = 1 decides a 0, u_i = 0 goes on
+            m = m - high
+    return ones

@@ -254,3 +254,55 @@ def test_set_threads_validates():
     with pytest.raises(ValueError, match="threads"):
         B.set_threads(True)
     B.set_threads(None)
+
+
+# ------------------------------------------------------------------------------------------- bernoulli_sums
+@pytest.mark.parametrize("prob", [1 / 3, 0.5, 1 / (math.e + 1), 0.9, 2.0**-30, 0.0, 1.0])
+def test_bernoulli_sums_have_the_binomial_law(prob):
+    from scipy.stats import binom
+
+    m, reps = 7, 200_000
+    counts = B.bernoulli_sums(np.full(reps, m), prob, np.random.default_rng(11))
+    freq = np.bincount(counts, minlength=m + 1) / reps
+    pmf = binom.pmf(np.arange(m + 1), m, prob)
+    assert counts.min() >= 0 and counts.max() <= m
+    assert np.all(np.abs(freq - pmf) <= 5 * np.sqrt(pmf * (1 - pmf) / reps) + 1e-12)
+
+
+def test_bernoulli_sums_mixed_sizes_and_slabs(monkeypatch):
+    # many sizes (0, multiples of 64, one past, huge) across slab boundaries: mean within 5 sigma per size
+    monkeypatch.setattr(B, "_SUM_WORDS", 8)
+    sizes = np.array([0, 1, 63, 64, 65, 640, 1000, 5000])
+    reps, prob = 4000, 1 / (math.e + 1)
+    counts = np.stack([B.bernoulli_sums(sizes, prob, np.random.default_rng(r)) for r in range(reps)])
+    assert np.all(counts[:, 0] == 0)
+    mean, sd = sizes * prob, np.sqrt(sizes * prob * (1 - prob) / reps)
+    assert np.all(np.abs(counts.mean(axis=0) - mean) <= 5 * sd + 1e-12)
+    var = sizes[1:] * prob * (1 - prob)
+    assert np.all(np.abs(counts[:, 1:].var(axis=0) / var - 1) < 5 * math.sqrt(2 / reps))
+
+
+def test_bernoulli_sums_refuse_bad_input():
+    with pytest.raises(ValueError, match="trials"):
+        B.bernoulli_sums(np.array([-1]), 0.5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="prob"):
+        B.bernoulli_sums(np.array([3]), 1.5, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("cls", [OUE, SUE])
+def test_sample_aggregate_has_the_law_of_the_clients_counts(cls):
+    o, n, reps = cls(6, 1.0), 3000, 600
+    values = np.random.default_rng(1).integers(0, 6, n)
+    holders = np.bincount(values, minlength=6)
+    rng = np.random.default_rng(2)
+    counts = np.stack([o.sample_aggregate(values, rng).counts for _ in range(reps)])
+    mean = holders * o.p + (n - holders) * o.q
+    var = holders * o.p * (1 - o.p) + (n - holders) * o.q * (1 - o.q)
+    assert np.all(np.abs(counts.mean(axis=0) - mean) <= 5 * np.sqrt(var / reps))
+    assert np.all(np.abs(counts.var(axis=0) / var - 1) < 5 * math.sqrt(2 / reps))
+    state = o.sample_aggregate(values, rng)
+    assert state.n == n and state.protocol == o.key
+    leaky = LeakyTrueBitOUE(6, 1.0)  # a subclass with its own client keeps its client
+    assert leaky.sample_aggregate(values, np.random.default_rng(3)) == leaky.perturb_aggregate(
+        values, np.random.default_rng(3)
+    )

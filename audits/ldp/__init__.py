@@ -17,10 +17,12 @@ from dpkit.audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, results_
 from dpkit.audits.ldp.targets import (
     AnchorTarget,
     CallableTarget,
+    LevelTarget,
     LongitudinalTarget,
     MultidimensionalTarget,
     ProtocolTarget,
     Target,
+    audit_targets,
     dpkit_protocol_names,
     resolve,
 )
@@ -32,6 +34,8 @@ __all__ = [
     "AnchorTarget",
     "AuditResult",
     "CallableTarget",
+    "LevelTarget",
+    "audit_targets",
     "LongitudinalTarget",
     "MultidimensionalTarget",
     "ProtocolTarget",

@@ -20,7 +20,7 @@ from dpkit.mechanisms._validation import (
     check_values,
 )
 from dpkit.mechanisms.base import PQOracle, SupportCounts
-from dpkit.mechanisms.bernoulli import column_counts, unary_perturb, unary_support_counts
+from dpkit.mechanisms.bernoulli import bernoulli_sums, column_counts, unary_perturb, unary_support_counts
 from dpkit.mechanisms.channels import enumerate_bit_vectors, unary_output_probabilities
 
 __all__ = ["BitVectorReports", "UnaryEncoding", "SUE", "OUE"]
@@ -87,6 +87,20 @@ class UnaryEncoding(BitVectorReports, PQOracle):
         check_rng(rng)
         size = check_chunk_size("chunk_size", chunk_size) or max(self.default_chunk, self.fused_chunk_bits // self.k)
         counts = unary_support_counts(checked, self.k, self.p, self.q, rng, chunk_size=size)
+        return SupportCounts(counts, len(checked), self.key)
+
+    def sample_aggregate(self, values: ArrayLike, rng: np.random.Generator) -> SupportCounts:
+        """The support counts' exact law, drawn directly: column j sums n_j bits that are 1 with probability p (its
+        holders) and n - n_j with probability q, all independent, i.e. Binomial(n_j, p) + Binomial(n - n_j, q),
+        each drawn exactly from about 2 random bits per bit (:func:`dpkit.mechanisms.bernoulli.bernoulli_sums`),
+        in O(k) memory. Same law as ``perturb_aggregate`` (not the same random stream); ``perturb_aggregate``
+        when a subclass has its own client."""
+        if type(self)._perturb is not UnaryEncoding._perturb:  # a subclass with its own client (auditor fixtures)
+            return self.perturb_aggregate(values, rng)
+        checked = check_values("values", values, self.k)
+        check_rng(rng)
+        holders = np.bincount(checked, minlength=self.k).astype(np.int64)
+        counts = bernoulli_sums(holders, self.p, rng) + bernoulli_sums(len(checked) - holders, self.q, rng)
         return SupportCounts(counts, len(checked), self.key)
 
     def output_probabilities(self, value: int) -> np.ndarray:

@@ -198,7 +198,8 @@ class LevelSampledProtocol:
         h = self.num_levels
         if h == 1:  # no draw: one level is the flat protocol, bit for bit
             return np.zeros(n, dtype=np.int64)
-        return rng.integers(0, h, size=n)
+        # uniform on [0, h) either way; one byte per user makes the per-level masks several times cheaper
+        return rng.integers(0, h, size=n, dtype=np.uint8 if h <= 256 else np.int64)
 
     def perturb(self, values, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """Each user samples a level and reports their node there through that level's oracle (vectorized)."""
@@ -234,7 +235,9 @@ class LevelSampledProtocol:
         return merge_stream(self.empty_state(), self.aggregate, chunks)
 
     def perturb_aggregate(self, values, rng: np.random.Generator, chunk_size: int | None = None) -> RangeState:
-        """Clients then server, chunk by chunk (each level through its oracle's fused ``perturb_aggregate``)."""
+        """Clients then server, chunk by chunk: each level's state drawn by its oracle's ``sample_aggregate``, with
+        the law of ``aggregate(perturb(...))`` exactly (unary-encoding levels draw their column sums' exact law,
+        the others run their fused ``perturb_aggregate``)."""
         values = self._check_values(values)
         check_rng(rng)
         size = check_chunk_size("chunk_size", chunk_size) or self.default_chunk
@@ -245,7 +248,7 @@ class LevelSampledProtocol:
             parts = []
             for lvl, fo in enumerate(self.oracles):
                 v = chunk[levels == lvl] if self.num_levels > 1 else chunk
-                parts.append(fo.perturb_aggregate(self._node_index(v, lvl), rng))
+                parts.append(fo.sample_aggregate(self._node_index(v, lvl), rng))
             state = state + RangeState(tuple(parts), self.key)
         return state
 

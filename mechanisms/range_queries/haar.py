@@ -108,6 +108,10 @@ class HaarLevel:
         check_chunk_size("chunk_size", chunk_size)
         return self.aggregate(self.perturb(values, rng))
 
+    def sample_aggregate(self, values, rng: np.random.Generator) -> SupportCounts:
+        """``perturb_aggregate`` (the level sampling's per-level entry point; already one draw per user)."""
+        return self.perturb_aggregate(values, rng)
+
     def _check_state(self, state: SupportCounts, postprocess: str | None = None) -> None:
         """A state of this level (its key, 2m counts in [0, n], n >= 1); no post-processing of coefficients."""
         if postprocess is not None:

@@ -16,7 +16,8 @@ Two kinds, both vectorized over trials (one row of ``reports`` per trial):
 
 Both are registered per protocol class (``functools.singledispatch``): :mod:`.frequency_oracles` (one report),
 :mod:`.longitudinal` (tau reports of one user), :mod:`.multidimensional` (one report of a tuple), :mod:`.numeric`
-(one report of a bounded number). A new protocol
+(one report of a bounded number); :mod:`.level_sampled` composes a level-sampled client's statistic and guess from
+its levels' (range queries, heavy hitters). A new protocol
 adds one registration of each next to its family's attacks, e.g.::
 
     @fo_statistic.register(MyOracle)
@@ -24,6 +25,7 @@ adds one registration of each next to its family's attacks, e.g.::
 """
 
 from dpkit.audits.ldp.attacks.frequency_oracles import fo_family_attack, fo_statistic
+from dpkit.audits.ldp.attacks.level_sampled import level_family_attack, level_statistic
 from dpkit.audits.ldp.attacks.longitudinal import longitudinal_family_attack, longitudinal_statistic
 from dpkit.audits.ldp.attacks.multidimensional import multidimensional_family_attack, multidimensional_statistic
 from dpkit.audits.ldp.attacks.numeric import numeric_family_attack, numeric_statistic
@@ -46,6 +48,8 @@ __all__ = [
     "FamilyAttack",
     "fo_statistic",
     "fo_family_attack",
+    "level_statistic",
+    "level_family_attack",
     "longitudinal_statistic",
     "longitudinal_family_attack",
     "multidimensional_statistic",

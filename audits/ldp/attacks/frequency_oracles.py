@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from functools import singledispatch
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,6 @@ from dpkit.audits.ldp.attacks.statistic import (
     pair_pmf,
 )
 from dpkit.mechanisms import hashing
-from dpkit.mechanisms.base import FrequencyOracle
 from dpkit.mechanisms.frequency_oracles import (
     GRR,
     SHE,
@@ -49,13 +49,15 @@ from dpkit.mechanisms.frequency_oracles import (
     SubsetSelection,
     UnaryEncoding,
 )
+from dpkit.mechanisms.heavy_hitters import CandidateHashing
+from dpkit.mechanisms.range_queries import HaarLevel
 
 __all__ = ["fo_statistic", "fo_family_attack"]
 
 
 # ------------------------------------------------------------------------------------------------ statistics
 @singledispatch
-def fo_statistic(proto: FrequencyOracle, v1: int, v2: int) -> Statistic:
+def fo_statistic(proto: Any, v1: int, v2: int) -> Statistic:
     """The likelihood-ratio statistic of one report of ``proto`` (its claimed model) for the inputs v1, v2."""
     raise TypeError(f"no likelihood-ratio statistic for {type(proto).__name__}")
 
@@ -172,9 +174,57 @@ def _gaussian_statistic(proto: GaussianEncoding, v1: int, v2: int) -> Statistic:
     return gaussian_shift_statistic("bin of y_v1 - y_v2", standardize, 1.0 / scale, -1.0 / scale)
 
 
+@fo_statistic.register(HaarLevel)
+def _haar_level_statistic(proto: HaarLevel, v1: int, v2: int) -> Statistic:
+    # a report (r, sign) is consistent with u iff the sign is s_u H[j_u][r]; P(consistent | u) = p, and the
+    # coefficient index r is uniform, so the pmf needs only a = P_r(u1 and u2 give the same sign)
+    p = proto.p
+
+    def consistent(r: np.ndarray, u: int) -> np.ndarray:
+        idx, plus = r >> 1, r & 1
+        return ((np.bitwise_count((u >> 1) & idx) + (u & 1)) & 1) == 1 - plus
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        r = np.asarray(r, dtype=np.int64)
+        return 2 * consistent(r, v1).astype(np.int64) + consistent(r, v2).astype(np.int64)
+
+    idx = np.arange(proto.m, dtype=np.int64)
+    sign = lambda u: (np.bitwise_count((u >> 1) & idx) + (u & 1)) & 1  # noqa: E731
+    a = float(np.mean(sign(v1) == sign(v2)))
+    own = np.array([a * (1 - p), (1 - a) * (1 - p), (1 - a) * p, a * p])  # codes 0: neither, 1: v2, 2: v1, 3: both
+    return Statistic("(consistent with v1, consistent with v2)", 4, codes, (own, own[[0, 2, 1, 3]]))
+
+
+def _candidate_collision(g: int) -> float:
+    """P(H(x) = H(x')) for distinct keys under CandidateHashing: its 32-bit hashes are independent and uniform
+    (strongly universal), then bucket y holds w_y = floor(2^32/g) or one more of them: sum_y w_y^2 / 2^64."""
+    w0, wide = divmod(1 << 32, g)
+    return (wide * (w0 + 1) ** 2 + (g - wide) * w0**2) / float(1 << 64)
+
+
+def _candidate_hits(proto: CandidateHashing, r: np.ndarray, key: int) -> np.ndarray:
+    return proto.hash(r[:, 0], r[:, 1], r[:, 2], np.uint64(key)) == r[:, 3].astype(np.int64)
+
+
+@fo_statistic.register(CandidateHashing)
+def _candidate_statistic(proto: CandidateHashing, v1: int, v2: int) -> Statistic:
+    p, g = proto.p_star, proto.g
+    q = (1 - p) / (g - 1)
+    c = _candidate_collision(g)
+
+    def codes(r: np.ndarray) -> np.ndarray:
+        h1 = proto.hash(r[:, 0], r[:, 1], r[:, 2], np.uint64(v1))
+        h2 = proto.hash(r[:, 0], r[:, 1], r[:, 2], np.uint64(v2))
+        y = r[:, 3].astype(np.int64)
+        return np.where(h1 == h2, 3, np.where(y == h1, 0, np.where(y == h2, 1, 2)))
+
+    m1 = np.array([(1 - c) * p, (1 - c) * q, (1 - c) * (1 - p - q), c])
+    return Statistic("(y = H(v1), y = H(v2), collision)", 4, codes, (m1, m1[[1, 0, 2, 3]]))
+
+
 # ---------------------------------------------------------------------------------------------- family attacks
 @singledispatch
-def fo_family_attack(proto: FrequencyOracle, v1: int, v2: int) -> FamilyAttack | None:
+def fo_family_attack(proto: Any, v1: int, v2: int) -> FamilyAttack | None:
     """LDP-Auditor's attack for the protocol family of ``proto``, returning guess == v1 per trial (None: no
     attack is registered for this class)."""
     return None
@@ -267,3 +317,29 @@ def _hr_attack(proto: HadamardResponse, v1: int, v2: int) -> FamilyAttack:
 def _gaussian_attack(proto: GaussianEncoding, v1: int, v2: int) -> FamilyAttack:
     # MAP under Gaussian noise: argmax_v y_v (ties have probability 0)
     return lambda r, rng: r[:, v1] >= r.max(axis=1)
+
+
+@fo_family_attack.register(HaarLevel)
+def _haar_level_attack(proto: HaarLevel, v1: int, v2: int) -> FamilyAttack:
+    u = np.arange(2 * proto.m, dtype=np.int64)
+
+    def haar(r: np.ndarray, rng: np.random.Generator) -> np.ndarray:  # uniform over the inputs the report fits
+        r = np.asarray(r, dtype=np.int64)
+        idx, plus = (r >> 1)[:, None], (r & 1)[:, None]
+        support = ((np.bitwise_count((u[None, :] >> 1) & idx) + (u[None, :] & 1)) & 1) == 1 - plus
+        return guess_uniform_from_support(support[:, v1], support.sum(axis=1), len(u), rng)
+
+    return haar
+
+
+@fo_family_attack.register(CandidateHashing)
+def _candidate_attack(proto: CandidateHashing, v1: int, v2: int) -> FamilyAttack:
+    # LDP-Auditor's local-hashing guess over a candidate set: v1, v2 and the keys 1..14 between them
+    keys = np.unique(np.array([v1, v2, *range(1, 15)], dtype=np.uint64))
+    first = int(np.flatnonzero(keys == np.uint64(v1))[0])
+
+    def lh(r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        support = np.stack([_candidate_hits(proto, r, int(x)) for x in keys], axis=1)
+        return guess_uniform_from_support(support[:, first], support.sum(axis=1), len(keys), rng)
+
+    return lh
