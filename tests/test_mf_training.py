@@ -414,3 +414,21 @@ def test_min_separation_and_single_participation_schemas_train():
         engine, m, o, loader = make(noise)
         train(m, o, loader, steps)
         assert engine.steps == steps and math.isfinite(float(flat(m).sum()))
+
+
+@pytest.mark.parametrize(
+    "variant", [{"error_feedback_clip": 2.0}, {"max_grad_norm": "adaptive"}], ids=["dicesgd", "adaptive"]
+)
+def test_correlated_noise_with_a_dp_sgd_variant_is_refused_before_any_change(variant):
+    strategy = strategies(12)["blt"]
+    torch.manual_seed(0)
+    model = nn.Linear(D, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    engine = PrivacyEngine(seed=1)
+    kwargs = {"max_grad_norm": 1.0, **variant}
+    with pytest.raises(ValueError, match="noise \\(correlated noise\\) is used with DP-SGD's fixed clipping only"):
+        engine.make_private(
+            model, opt, DataLoader(dataset(), batch_size=6), noise=strategy, noise_multiplier=1.0, **kwargs
+        )
+    assert engine.optimizer is None and all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
