@@ -27,7 +27,7 @@ from dpkit.accountants._typing import FloatArray
 
 
 class ContinuousDistribution(Protocol):
-    """What the pairs use of a frozen continuous scipy distribution."""
+    """What the pairs use of a continuous distribution of one real z."""
 
     def median(self) -> float: ...
 
@@ -40,8 +40,52 @@ class ContinuousDistribution(Protocol):
 LossInverse = Callable[[FloatArray], FloatArray]
 
 
+@dataclasses.dataclass(frozen=True)
+class Normal:
+    """N(loc, scale^2), its CDF and survival function through ``scipy.special.ndtr`` (as ``scipy.stats.norm``
+    computes them, without the second it takes to import ``scipy.stats``)."""
+
+    loc: float
+    scale: float
+
+    def median(self) -> float:
+        return self.loc
+
+    def cdf(self, x: FloatArray) -> FloatArray:
+        from scipy.special import ndtr
+
+        return np.asarray(ndtr((np.asarray(x, dtype=np.float64) - self.loc) / self.scale), dtype=np.float64)
+
+    def sf(self, x: FloatArray) -> FloatArray:
+        from scipy.special import ndtr
+
+        return np.asarray(ndtr((self.loc - np.asarray(x, dtype=np.float64)) / self.scale), dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Laplace:
+    """Lap(loc, scale): CDF 1/2 e^(u) for u = (x - loc) / scale <= 0, 1 - 1/2 e^(-u) above; sf(x) = CDF(-u)."""
+
+    loc: float
+    scale: float
+
+    def median(self) -> float:
+        return self.loc
+
+    @staticmethod
+    def _standard_cdf(u: FloatArray) -> FloatArray:
+        with np.errstate(over="ignore"):
+            return np.where(u > 0, 1.0 - 0.5 * np.exp(-u), 0.5 * np.exp(u))
+
+    def cdf(self, x: FloatArray) -> FloatArray:
+        return self._standard_cdf((np.asarray(x, dtype=np.float64) - self.loc) / self.scale)
+
+    def sf(self, x: FloatArray) -> FloatArray:
+        return self._standard_cdf((self.loc - np.asarray(x, dtype=np.float64)) / self.scale)
+
+
 def _interval_mass(dist: ContinuousDistribution, lo: FloatArray, hi: FloatArray) -> FloatArray:
-    """Mass of (lo, hi] under a continuous scipy distribution, accurate in both tails."""
+    """Mass of (lo, hi] under a continuous distribution, accurate in both tails."""
     if isinstance(dist, NormalMixture):
         return dist.interval_mass(lo, hi)
     med = dist.median()
@@ -60,9 +104,7 @@ class NormalMixture:
     scale: float
 
     def _components(self) -> list[tuple[float, ContinuousDistribution]]:
-        from scipy import stats
-
-        return [(w, stats.norm(m, self.scale)) for w, m in zip(self.weights, self.means, strict=True) if w > 0]
+        return [(w, Normal(m, self.scale)) for w, m in zip(self.weights, self.means, strict=True) if w > 0]
 
     def interval_mass(self, lo: FloatArray, hi: FloatArray) -> FloatArray:
         out = np.zeros(np.broadcast(lo, hi).shape)
@@ -103,8 +145,9 @@ class Masses:
 class ScalarPair:
     """Pair of distributions of a real z whose privacy loss is non-decreasing in z.
 
-    ``p``/``q`` are frozen scipy distributions; ``z_sup``/``z_inf`` are the generalized inverses of L (vectorized,
-    returning -inf/+inf outside L's range). ``mix`` = q_s and ``direction`` describe Poisson subsampling applied to
+    ``p``/``q`` are continuous distributions (:class:`Normal`, :class:`Laplace`, :class:`NormalMixture`);
+    ``z_sup``/``z_inf`` are the generalized inverses of L (vectorized, returning -inf/+inf outside L's range).
+    ``mix`` = q_s and ``direction`` describe Poisson subsampling applied to
     the base pair (``mix`` = 1: no subsampling).
     """
 
@@ -196,9 +239,7 @@ def gaussian_pair(noise_multiplier: float) -> ScalarPair:
     def inv(l: FloatArray) -> FloatArray:
         return s2 * np.asarray(l, dtype=float) + 0.5
 
-    from scipy import stats  # imported where used: scipy.stats takes a quarter second to import
-
-    return ScalarPair(stats.norm(1.0, noise_multiplier), stats.norm(0.0, noise_multiplier), inv, inv)
+    return ScalarPair(Normal(1.0, noise_multiplier), Normal(0.0, noise_multiplier), inv, inv)
 
 
 def laplace_pair(scale: float) -> ScalarPair:
@@ -213,9 +254,7 @@ def laplace_pair(scale: float) -> ScalarPair:
         l = np.asarray(l, dtype=float)
         return np.where(l <= -1 / b, -np.inf, np.where(l > 1 / b, np.inf, (l * b + 1) / 2))
 
-    from scipy import stats
-
-    return ScalarPair(stats.laplace(1.0, b), stats.laplace(0.0, b), z_sup, z_inf)
+    return ScalarPair(Laplace(1.0, b), Laplace(0.0, b), z_sup, z_inf)
 
 
 def randomized_response_pair(epsilon: float, num_buckets: int = 2) -> DiscretePair:
@@ -339,10 +378,8 @@ def mixture_of_gaussians_pair(
             out[todo] = z * s
         return out.reshape(l.shape)
 
-    from scipy import stats
-
     mix = NormalMixture(tuple(ps.tolist()), tuple((cs * s).tolist()), s)
-    base = ScalarPair(mix, stats.norm(0.0, s), inv, inv)
+    base = ScalarPair(mix, Normal(0.0, s), inv, inv)
     return base if direction == "remove" else dataclasses.replace(base, direction="add")
 
 
