@@ -8,7 +8,8 @@ usage-error convention).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import click
 import numpy as np
@@ -251,6 +252,14 @@ _MIA_OPTIONS = {
     "delta": "--delta",
     "alpha": "--alpha",
 }
+MAX_MIA_COUNT = 10**5
+
+
+def _config_count(field: str, *, minimum: int, help: str) -> Callable:
+    """The ``mia-run`` option setting the whole-number field ``field`` of MiaConfig, with the field's default."""
+    return opt.count_option(
+        _MIA_OPTIONS[field], field, minimum=minimum, maximum=MAX_MIA_COUNT, default=getattr(MiaConfig, field), help=help
+    )
 
 
 @opt.command("mia-run", "Audit dpkit's DP-SGD with a membership-inference harness (experimental).")
@@ -258,25 +267,11 @@ _MIA_OPTIONS = {
     "--noise-multiplier", type=opt.NONNEGATIVE, default=1.0, help="DP-SGD noise multiplier (0: not private)."
 )
 @opt.checked_option("--max-grad-norm", type=opt.POSITIVE, default=1.0, help="Clipping norm.")
-@opt.count_option("--epochs", minimum=1, maximum=10**5, default=MiaConfig.epochs, help="Training epochs per model.")
-@opt.count_option(
-    "--models",
-    "num_models",
-    minimum=3,
-    maximum=10**5,
-    default=MiaConfig.num_models,
-    help="Models trained, shadows included (at least --shadow + 1).",
-)
-@opt.count_option(
-    "--shadow", "num_shadow", minimum=2, maximum=10**5, default=MiaConfig.num_shadow, help="Shadow models (LiRA)."
-)
-@opt.count_option(
-    "--canaries",
-    "num_canaries",
-    minimum=1,
-    maximum=10**5,
-    default=MiaConfig.num_canaries,
-    help="Mislabelled canaries per model (at most the held-out digits, about 360).",
+@_config_count("epochs", minimum=1, help="Training epochs per model.")
+@_config_count("num_models", minimum=3, help="Models trained, shadows included (at least --shadow + 1).")
+@_config_count("num_shadow", minimum=2, help="Shadow models (LiRA).")
+@_config_count(
+    "num_canaries", minimum=1, help="Mislabelled canaries per model (at most the held-out digits, about 360)."
 )
 @opt.checked_option("--delta", type=opt.HALF_OPEN_UNIT, default=1e-5, help="Delta.")
 @opt.checked_option("--alpha", type=opt.OPEN_UNIT, default=0.05, help="Significance.")
@@ -284,20 +279,7 @@ _MIA_OPTIONS = {
 @opt.seed_option("Seed of the canaries, the membership bits and the training.")
 @opt.json_option("Print one JSON object {attack: {lower, upper, point} or {error}, accountant_epsilon}.")
 @opt.progress_option()
-def mia_run(
-    noise_multiplier,
-    max_grad_norm,
-    epochs,
-    num_models,
-    num_shadow,
-    num_canaries,
-    delta,
-    alpha,
-    method,
-    seed,
-    as_json,
-    progress,
-) -> None:
+def mia_run(as_json: bool, progress: bool | None, **settings: Any) -> None:
     """Train small private models on digits with mislabelled canaries, attack them (loss and LiRA), and compare
     the estimated epsilon interval with the accountant's epsilon.
 
@@ -307,20 +289,10 @@ def mia_run(
     from dpkit.cli.mia_harness import run_mia
 
     try:
-        cfg = MiaConfig(
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm,
-            epochs=epochs,
-            num_models=num_models,
-            num_shadow=num_shadow,
-            num_canaries=num_canaries,
-            delta=delta,
-            alpha=alpha,
-            method=method,
-            seed=seed,
-        )
+        cfg = MiaConfig(**settings)  # every other option sets the field of its name
+        models = cfg.num_models
         with opt.progress_bar("training models", progress) as hook:
-            res = run_mia(cfg, progress=lambda i: hook((i + 1) / num_models, f"model {i + 1} of {num_models}"))
+            res = run_mia(cfg, progress=lambda i: hook((i + 1) / models, f"model {i + 1} of {models}"))
     except (ValueError, TypeError) as err:
         option = _MIA_OPTIONS.get(str(err).split(" ", 1)[0])
         if option is None:
@@ -332,8 +304,8 @@ def mia_run(
         out["accountant_epsilon"] = res.accountant_epsilon
         opt.echo_json(out)
         return
-    click.echo(f"accountant epsilon (delta={delta:g}): {res.accountant_epsilon:.4g}")
+    click.echo(f"accountant epsilon (delta={cfg.delta:g}): {res.accountant_epsilon:.4g}")
     for n, e in res.estimates:
-        click.echo(f"{n:<6} {method} [{e.lower:.4f}, {e.upper:.4f}] point {e.point:.4f}")
+        click.echo(f"{n:<6} {cfg.method} [{e.lower:.4f}, {e.upper:.4f}] point {e.point:.4f}")
     for n, reason in res.no_evidence:
         click.echo(f"{n:<6} {reason}")
