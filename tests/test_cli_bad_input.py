@@ -37,52 +37,42 @@ BASES: dict[str, list[str]] = {
 # options whose values are swapped out by a case (they exclude another option of the base)
 EXCLUSIVE = {("account", "--target-epsilon"): "-s", ("account", "--epochs"): "--steps"}
 
-# hand-written cases: (command, arguments to add or replace, the option the error must name)
+# hand-written bad values: (command, option) -> values the base arguments get for that option; the error must name
+# the option. Text options (their type cannot say what is bad), and values bad only next to the base arguments.
+BAD_VALUES: dict[tuple[str, str], list[str]] = {
+    ("audit-ldp", "--epsilon"): ["abc", "-1", "nan", "inf", "1,2", ""],
+    ("audit-ldp", "--k"): ["1", "2.5", "1e30", "x"],
+    ("ldp simulate", "--distribution"): ["nofile.csv:col", "gauss"],
+    ("ldp heavy-hitters", "--distribution"): ["uniform", "missing.csv:key"],
+    ("ldp range", "--domain"): ["0", "abc", "1.5", "1e30", "8,8"],  # a list needs --protocol hio
+    ("mf optimize", "--participations"): ["3"],  # 16 steps are not 3 epochs
+    ("mf optimize", "--min-sep"): ["17"],
+    ("mf compare", "--min-sep"): ["17"],
+    ("account-report", "--batch-size"): ["2000"],
+    ("account-report", "--epochs"): ["1e300"],
+    ("mia-run", "--canaries"): ["5000"],
+    ("poison", "--protocol"): ["XYZ"],
+    ("poison", "--targets"): ["11"],  # more targets than items
+    ("poison", "--target-items"): ["1,x", "10"],  # 10: outside [0, k)
+    ("poison", "--distribution"): ["gauss", "missing.csv:col"],
+}
+
+# hand-written cases of several arguments: (command, arguments to add or replace, the option the error must name)
 MANUAL: list[tuple[str, list[str], str]] = [
-    ("audit-ldp", ["--epsilon", "abc"], "--epsilon"),
-    ("audit-ldp", ["--epsilon", "-1"], "--epsilon"),
-    ("audit-ldp", ["--epsilon", "nan"], "--epsilon"),
-    ("audit-ldp", ["--epsilon", "inf"], "--epsilon"),
-    ("audit-ldp", ["--epsilon", "1,2"], "--epsilon"),
-    ("audit-ldp", ["--epsilon", ""], "--epsilon"),
-    ("audit-ldp", ["--k", "1"], "--k"),
-    ("audit-ldp", ["--k", "2.5"], "--k"),
-    ("audit-ldp", ["--k", "1e30"], "--k"),
-    ("audit-ldp", ["--k", "x"], "--k"),
     ("audit-ldp", ["--grid", "--k", "2,x"], "--k"),
     ("audit-ldp", ["--json", "--csv", "out.csv"], "--csv"),
-    ("ldp simulate", ["--distribution", "nofile.csv:col"], "--distribution"),
-    ("ldp simulate", ["--distribution", "gauss"], "--distribution"),
-    ("ldp heavy-hitters", ["--distribution", "uniform"], "--distribution"),
-    ("ldp heavy-hitters", ["--distribution", "missing.csv:key"], "--distribution"),
-    ("ldp range", ["--domain", "0"], "--domain"),
-    ("ldp range", ["--domain", "abc"], "--domain"),
-    ("ldp range", ["--domain", "1.5"], "--domain"),
-    ("ldp range", ["--domain", "1e30"], "--domain"),
-    ("ldp range", ["--domain", "8,8"], "--domain"),  # a list needs --protocol hio
     ("ldp range", ["--protocol", "hio", "--domain", "512,512"], "--domain"),  # product too large
     ("mf optimize", ["--strategy", "sqrt", "--bands", "4"], "--bands"),
     ("mf optimize", ["--strategy", "banded", "--buffers", "2"], "--buffers"),
     ("mf optimize", ["--strategy", "sqrt", "--nu", "0.5"], "--nu"),
     ("mf optimize", ["--strategy", "dense", "--error", "max"], "--error"),
     ("mf optimize", ["--strategy", "banded", "--bands", "17"], "--bands"),
-    ("mf optimize", ["--participations", "3"], "--participations"),  # 16 steps are not 3 epochs
-    ("mf optimize", ["--min-sep", "17"], "--min-sep"),
     ("mf optimize", ["--strategy", "dense", "--n", "5000"], "--n"),
-    ("mf compare", ["--min-sep", "17"], "--min-sep"),
     ("account", ["--epochs", "1e300", "-q", "1e-300"], "--epochs"),  # more than 2^53 steps
-    ("account-report", ["--batch-size", "2000"], "--batch-size"),
-    ("account-report", ["--epochs", "1e300"], "--epochs"),
     ("mia-run", ["--models", "3", "--shadow", "4"], "--models"),
-    ("mia-run", ["--canaries", "5000"], "--canaries"),
-    ("poison", ["--protocol", "XYZ"], "--protocol"),
-    ("poison", ["--targets", "11"], "--targets"),  # more targets than items
-    ("poison", ["--target-items", "1,x"], "--target-items"),
-    ("poison", ["--target-items", "10"], "--target-items"),  # outside [0, k)
-    ("poison", ["--distribution", "gauss"], "--distribution"),
-    ("poison", ["--distribution", "missing.csv:col"], "--distribution"),
     ("estimate-eps", ["--tp", "0", "--fp", "0", "--tn", "0", "--fn", "0"], "--tp"),  # no evidence
     ("estimate-eps", ["--tp", "9", "--fp", "7", "--tn", "0", "--fn", "0"], "--tp"),  # a constant test
+    *((path, [option, value], option) for (path, option), values in BAD_VALUES.items() for value in values),
 ]
 
 COMMAND_NAMES = sorted(BASES)

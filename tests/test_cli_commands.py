@@ -295,7 +295,7 @@ def test_progress_goes_to_stderr_and_json_stays_clean():
 
 
 def test_account_hooks_reach_the_accountants(monkeypatch):
-    import dpkit.cli.account as account_cli
+    import dpkit.cli.options as cli_options
 
     seen: list[float] = []
 
@@ -309,7 +309,7 @@ def test_account_hooks_reach_the_accountants(monkeypatch):
         def __exit__(self, *exc):
             return False
 
-    monkeypatch.setattr(account_cli, "progress_bar", Recorder)
+    monkeypatch.setattr(cli_options, "progress_bar", Recorder)
     result = run("account", "-q", "0.01", "-e", "2", "--steps", "1000", "-d", "1e-5")
     assert result.exit_code == 0, result.output
     assert seen and seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and seen[0] >= 0.0

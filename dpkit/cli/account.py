@@ -17,19 +17,7 @@ from collections.abc import Mapping
 import click
 
 from dpkit.accountants.events import MAX_COUNT
-from dpkit.cli.options import (
-    OPEN_UNIT,
-    POSITIVE,
-    PROBABILITY,
-    checked_option,
-    choice_option,
-    command,
-    count_option,
-    echo_json,
-    json_option,
-    progress_bar,
-    progress_option,
-)
+from dpkit.cli import options as opt
 
 RELATIONS = ("add_or_remove", "replace_one")
 
@@ -55,47 +43,47 @@ class _Query:
 
 
 # ------------------------------------------------------------ the commands
-@command("account", "Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.")
-@checked_option(
+@opt.command("account", "Epsilon of a DP-SGD run, or the noise multiplier for a target epsilon.")
+@opt.checked_option(
     "--sampling-rate",
     "-q",
-    type=PROBABILITY,
+    type=opt.PROBABILITY,
     required=True,
     help="Poisson sampling probability q per step (expected batch size / dataset size).",
 )
-@checked_option(
+@opt.checked_option(
     "--noise-multiplier",
     "-s",
-    type=POSITIVE,
+    type=opt.POSITIVE,
     help="Noise std / L2 sensitivity under the chosen relation (DP-SGD: std / clipping norm under "
     "add_or_remove, half that under replace_one). Give this to get epsilon.",
 )
-@checked_option(
+@opt.checked_option(
     "--target-epsilon",
     "-e",
-    type=POSITIVE,
+    type=opt.POSITIVE,
     help="Target epsilon. Give this (instead of --noise-multiplier) to get the noise multiplier.",
 )
-@count_option("--steps", "-t", minimum=1, maximum=MAX_COUNT, help="Number of steps.")
-@checked_option(
-    "--epochs", type=POSITIVE, help="Number of epochs, instead of --steps: steps = ceil(epochs / sampling rate)."
+@opt.count_option("--steps", "-t", minimum=1, maximum=MAX_COUNT, help="Number of steps.")
+@opt.checked_option(
+    "--epochs", type=opt.POSITIVE, help="Number of epochs, instead of --steps: steps = ceil(epochs / sampling rate)."
 )
-@checked_option("--delta", "-d", type=OPEN_UNIT, required=True, help="Target delta.")
-@choice_option(
+@opt.checked_option("--delta", "-d", type=opt.OPEN_UNIT, required=True, help="Target delta.")
+@opt.choice_option(
     "--accountant",
     "-a",
     choices=["rdp", "pld", "both"],
     default="both",
     help="Which accountant(s) to use.",
 )
-@choice_option(
+@opt.choice_option(
     "--neighbouring-relation",
     choices=RELATIONS,
     default="add_or_remove",
     help="Neighbouring datasets: one record added or removed, or one replaced.",
 )
-@json_option("Print one JSON object with the inputs and the results.")
-@progress_option()
+@opt.json_option("Print one JSON object with the inputs and the results.")
+@opt.progress_option()
 def account(
     sampling_rate: float,
     noise_multiplier: float | None,
@@ -147,7 +135,7 @@ def account(
     sigmas: dict[str, float] = {}
     results = {}
     try:
-        with progress_bar("accounting", progress) as hook:
+        with opt.progress_bar("accounting", progress) as hook:
             report = Progress(hook)
             for i, name in enumerate(names):
                 part = report.part(i / len(names), (i + 1) / len(names))
@@ -203,7 +191,7 @@ def _print_json(accountant: str, names: list[str], results, sigmas: dict[str, fl
     if lower:
         out["epsilon_lower"] = per_accountant({n: results[n].epsilon_lower for n in lower})
         out["discretization_error"] = per_accountant({n: results[n].discretization_error for n in lower})
-    echo_json(out)
+    opt.echo_json(out)
 
 
 def _print_text(names: list[str], results, sigmas: dict[str, float], query: _Query) -> None:
@@ -229,14 +217,14 @@ def _print_text(names: list[str], results, sigmas: dict[str, float], query: _Que
             click.echo(f"  {compare_noise(sigmas['rdp'], sigmas['pld'])}")
 
 
-@command("account-report", "Accounting report for a CIFAR-10-sized DP-SGD run.")
-@count_option("--dataset-size", minimum=1, maximum=MAX_COUNT, default=50_000, help="Number of training records N.")
-@count_option(
+@opt.command("account-report", "Accounting report for a CIFAR-10-sized DP-SGD run.")
+@opt.count_option("--dataset-size", minimum=1, maximum=MAX_COUNT, default=50_000, help="Number of training records N.")
+@opt.count_option(
     "--batch-size", minimum=1, maximum=MAX_COUNT, default=256, help="Expected batch size (q = batch size / N), <= N."
 )
-@checked_option("--epochs", type=POSITIVE, default=100.0, help="Number of epochs (steps = ceil(epochs / q)).")
-@checked_option("--delta", type=OPEN_UNIT, default=1e-5, help="Target delta.")
-@progress_option()
+@opt.checked_option("--epochs", type=opt.POSITIVE, default=100.0, help="Number of epochs (steps = ceil(epochs / q)).")
+@opt.checked_option("--delta", type=opt.OPEN_UNIT, default=1e-5, help="Target delta.")
+@opt.progress_option()
 def account_report(dataset_size: int, batch_size: int, epochs: float, delta: float, progress: bool | None) -> None:
     """Print an accounting report for a CIFAR-10-sized DP-SGD run.
 
@@ -257,7 +245,7 @@ def account_report(dataset_size: int, batch_size: int, epochs: float, delta: flo
     start = time.perf_counter()
     try:
         setting = DpSgdSetting(dataset_size=dataset_size, batch_size=batch_size, epochs=epochs, delta=delta)
-        with progress_bar("accounting report", progress) as hook:
+        with opt.progress_bar("accounting report", progress) as hook:
             text = render_report(setting, progress=hook)
     except (ValueError, TypeError, OverflowError) as err:
         raise click.UsageError(str(err)) from None

@@ -18,25 +18,7 @@ from dpkit import accountants, audits, mechanisms
 from dpkit.accountants import validation
 from dpkit.audits.ldp import ATTACKS, LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, audit, results_frame, run_grid
 from dpkit.audits.ldp.targets import resolve
-from dpkit.cli.options import (
-    EXIT_FINDING,
-    EXIT_TARGET_FAILED,
-    HALF_OPEN_UNIT,
-    OPEN_UNIT,
-    POSITIVE,
-    TargetFailure,
-    checked_option,
-    choice_option,
-    command,
-    count_option,
-    csv_option,
-    echo_json,
-    json_option,
-    plot_option,
-    progress_option,
-    save_figure,
-    seed_option,
-)
+from dpkit.cli import options as opt
 
 __all__ = ["audit_ldp"]
 
@@ -82,18 +64,20 @@ def _raised_in_dpkit(err: BaseException) -> bool:
     return not frames or frames[-1].filename.startswith(_DPKIT_CODE)
 
 
-def _target_failure(target: str, err: BaseException) -> TargetFailure:
+def _target_failure(target: str, err: BaseException) -> opt.TargetFailure:
     frames = traceback.extract_tb(err.__traceback__)
     where = f" (raised at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     message = str(err).splitlines()[0] if str(err) else ""
-    return TargetFailure(f"the audited target {target} failed while running: {type(err).__name__}: {message}{where}")
+    return opt.TargetFailure(
+        f"the audited target {target} failed while running: {type(err).__name__}: {message}{where}"
+    )
 
 
-@command(
+@opt.command(
     "audit-ldp",
     "Audit an LDP randomizer: an empirical lower bound on its epsilon.",
-    (EXIT_FINDING, "a violation: the lower bound exceeds the claimed epsilon"),
-    (EXIT_TARGET_FAILED, "the audited target raised an error while it ran"),
+    (opt.EXIT_FINDING, "a violation: the lower bound exceeds the claimed epsilon"),
+    (opt.EXIT_TARGET_FAILED, "the audited target raised an error while it ran"),
     success="no violation",
 )
 @click.argument("target")
@@ -110,17 +94,17 @@ def _target_failure(target: str, err: BaseException) -> TargetFailure:
     default=None,
     help=f"Domain size, in [2, 2^32]. With --grid: a comma list [default there: {','.join(map(str, LDP_AUDITOR_KS))}].",
 )
-@checked_option("--delta", type=HALF_OPEN_UNIT, default=0.0, help="Claimed delta (approximate LDP).")
-@count_option(
+@opt.checked_option("--delta", type=opt.HALF_OPEN_UNIT, default=0.0, help="Claimed delta (approximate LDP).")
+@opt.count_option(
     "--trials",
     minimum=1,
     maximum=MAX_TRIALS,
     help="Trials per input [default: 1e6 for dpkit, 5e4 for the anchors' per-user Python clients, 1e5 for callables].",
 )
-@checked_option(
-    "--confidence", type=OPEN_UNIT, default=0.99, help="Joint confidence of the lower bound over all tests."
+@opt.checked_option(
+    "--confidence", type=opt.OPEN_UNIT, default=0.99, help="Joint confidence of the lower bound over all tests."
 )
-@choice_option(
+@opt.choice_option(
     "--attack",
     "attacks",
     choices=ATTACKS,
@@ -128,29 +112,31 @@ def _target_failure(target: str, err: BaseException) -> TargetFailure:
     multiple=True,
     help="Tests to run (repeatable) [default: all].",
 )
-@count_option(
+@opt.count_option(
     "--tau",
     minimum=1,
     maximum=10**6,
     default=10,
     help="Longitudinal protocols: reports per user (constant value, memo reused).",
 )
-@checked_option(
-    "--eps-1", "eps_1", type=POSITIVE, help="Longitudinal protocols: single-report epsilon [default: epsilon / 2]."
+@opt.checked_option(
+    "--eps-1", "eps_1", type=opt.POSITIVE, help="Longitudinal protocols: single-report epsilon [default: epsilon / 2]."
 )
-@count_option("--d", "d", minimum=1, maximum=1000, default=3, help="Multidimensional protocols: number of attributes.")
-@choice_option(
+@opt.count_option(
+    "--d", "d", minimum=1, maximum=1000, default=3, help="Multidimensional protocols: number of attributes."
+)
+@opt.choice_option(
     "--scope",
     choices=["tuple", "attribute"],
     default="tuple",
     help="Multidimensional protocols: change every attribute or attribute 0 only.",
 )
 @click.option("--grid", is_flag=True, help="Run over a grid of epsilon and k and print a table.")
-@seed_option("Seed of the trials (a grid uses seed + index per setting).")
-@json_option("Print JSON (one object; a list with --grid).")
-@csv_option()
-@plot_option("Save a chart of epsilon lower bound vs claimed epsilon.")
-@progress_option()
+@opt.seed_option("Seed of the trials (a grid uses seed + index per setting).")
+@opt.json_option("Print JSON (one object; a list with --grid).")
+@opt.csv_option()
+@opt.plot_option("Save a chart of epsilon lower bound vs claimed epsilon.")
+@opt.progress_option()
 def audit_ldp(
     target,
     epsilon_text,
@@ -229,7 +215,7 @@ def audit_ldp(
     frame = results_frame(results)
     if as_json:
         objs = [r.to_dict() for r in results]
-        echo_json(objs if grid else objs[0], indent=2)
+        opt.echo_json(objs if grid else objs[0], indent=2)
     elif grid:
         cols = ["target", "k", "epsilon_claimed", "epsilon_lower_bound", "cap", "trials", "violation", "seconds"]
         click.echo(frame[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
@@ -253,7 +239,7 @@ def audit_ldp(
     if plot_path:
         _plot(frame, plot_path)
     if any(r.violation for r in results):
-        raise SystemExit(EXIT_FINDING)
+        raise SystemExit(opt.EXIT_FINDING)
 
 
 def _plot(frame, path: str) -> None:
@@ -269,4 +255,4 @@ def _plot(frame, path: str) -> None:
         ax.set_title(str(frame["target"].iloc[0]))
         ax.legend()
 
-    save_figure(draw, path, figsize=(6, 4.5))
+    opt.save_figure(draw, path, figsize=(6, 4.5))

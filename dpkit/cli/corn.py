@@ -8,18 +8,7 @@ from __future__ import annotations
 
 import click
 
-from dpkit.cli.options import (
-    OPEN_UNIT,
-    POSITIVE,
-    PROBABILITY,
-    checked_option,
-    choice_option,
-    command,
-    count_option,
-    echo_json,
-    json_option,
-    seed_option,
-)
+from dpkit.cli import options as opt
 
 __all__ = ["corn_dsgd", "TOPOLOGIES"]
 
@@ -29,20 +18,24 @@ MAX_AGENTS = 64  # the semidefinite programs grow fast: 32 agents take ~15 s, 64
 EXIT_MISSING_EXTRA = 1
 
 
-@command(
+@opt.command(
     "corn-dsgd",
     "Noise variance after one gossip step: LDP vs DECOR vs CorN on a graph.",
     (EXIT_MISSING_EXTRA, "cvxpy (the corn extra) is not installed"),
 )
-@choice_option("--topology", choices=TOPOLOGIES, default="ring")
-@count_option("--agents", minimum=2, maximum=MAX_AGENTS, default=16, help="Number of agents (time grows fast with it).")
-@checked_option("--epsilon", type=POSITIVE, required=True, help="Target epsilon of the whole run.")
-@checked_option("--delta", type=OPEN_UNIT, default=1e-5, help="Target delta.")
-@count_option("--rounds", minimum=1, maximum=10**7, default=5000, help="Gossip rounds of the run.")
-@checked_option("--clip-norm", type=POSITIVE, default=0.1, help="Per-sample clipping norm C.")
-@checked_option("--edge-probability", type=PROBABILITY, default=0.5, help="Erdos-Renyi: probability of each edge.")
-@seed_option("Seed of the Erdos-Renyi graph.")
-@json_option("Print one JSON object {ldp, decor, corn, seconds, ...}.")
+@opt.choice_option("--topology", choices=TOPOLOGIES, default="ring")
+@opt.count_option(
+    "--agents", minimum=2, maximum=MAX_AGENTS, default=16, help="Number of agents (time grows fast with it)."
+)
+@opt.checked_option("--epsilon", type=opt.POSITIVE, required=True, help="Target epsilon of the whole run.")
+@opt.checked_option("--delta", type=opt.OPEN_UNIT, default=1e-5, help="Target delta.")
+@opt.count_option("--rounds", minimum=1, maximum=10**7, default=5000, help="Gossip rounds of the run.")
+@opt.checked_option("--clip-norm", type=opt.POSITIVE, default=0.1, help="Per-sample clipping norm C.")
+@opt.checked_option(
+    "--edge-probability", type=opt.PROBABILITY, default=0.5, help="Erdos-Renyi: probability of each edge."
+)
+@opt.seed_option("Seed of the Erdos-Renyi graph.")
+@opt.json_option("Print one JSON object {ldp, decor, corn, seconds, ...}.")
 def corn_dsgd(topology, agents, epsilon, delta, rounds, clip_norm, edge_probability, seed, as_json):
     """Compare the privacy noise of decentralized SGD after one gossip step, trace(W Sigma W^T), for independent
     noise (LDP), pairwise-cancelling noise (DECOR) and optimized correlated noise (CorN), each calibrated so that
@@ -87,7 +80,7 @@ def corn_dsgd(topology, agents, epsilon, delta, rounds, clip_norm, edge_probabil
         **out,
     }
     if as_json:
-        echo_json(result)
+        opt.echo_json(result)
         return
     click.echo(
         f"noise variance after one gossip step ({topology}, {agents} agents, epsilon={epsilon:g}, delta={delta:g}, "

@@ -8,7 +8,8 @@ usage-error convention).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import click
 import numpy as np
@@ -25,25 +26,8 @@ from dpkit.audits import (
 )
 from dpkit.audits.bayesian import DEFAULT_MAX_EPS
 from dpkit.audits.scores import SELECTIONS
+from dpkit.cli import options as opt
 from dpkit.cli.mia_harness import MiaConfig
-from dpkit.cli.options import (
-    HALF_OPEN_UNIT,
-    NONNEGATIVE,
-    OPEN_UNIT,
-    POSITIVE,
-    Real,
-    checked_option,
-    choice_option,
-    command,
-    count_option,
-    echo_json,
-    json_option,
-    plot_option,
-    progress_bar,
-    progress_option,
-    save_figure,
-    seed_option,
-)
 
 __all__ = ["estimate_eps", "mia_run", "plot_posterior"]
 
@@ -55,7 +39,7 @@ def _max_eps(name: str, value: float) -> float:
     return validation.check_range(name, validation.check_positive(name, value), 0.0, MAX_EPS_LIMIT)
 
 
-MAX_EPS = Real(_max_eps, f"(0, {MAX_EPS_LIMIT:g}]")
+MAX_EPS = opt.Real(_max_eps, f"(0, {MAX_EPS_LIMIT:g}]")
 
 
 def _estimates_json(estimates: Iterable[tuple[str, EpsilonEstimate]]) -> dict[str, dict[str, float]]:
@@ -121,14 +105,14 @@ def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
 
-    save_figure(draw, path, figsize=(7, 4), dpi=100)
+    opt.save_figure(draw, path, figsize=(7, 4), dpi=100)
 
 
-@command("estimate-eps", "Epsilon interval from membership-inference attack results.")
-@count_option("--tp", maximum=MAX_SAMPLES, help="True positives (members guessed 'member').")
-@count_option("--fp", maximum=MAX_SAMPLES, help="False positives (non-members guessed 'member').")
-@count_option("--tn", maximum=MAX_SAMPLES, help="True negatives.")
-@count_option("--fn", maximum=MAX_SAMPLES, help="False negatives.")
+@opt.command("estimate-eps", "Epsilon interval from membership-inference attack results.")
+@opt.count_option("--tp", maximum=MAX_SAMPLES, help="True positives (members guessed 'member').")
+@opt.count_option("--fp", maximum=MAX_SAMPLES, help="False positives (non-members guessed 'member').")
+@opt.count_option("--tn", maximum=MAX_SAMPLES, help="True negatives.")
+@opt.count_option("--fn", maximum=MAX_SAMPLES, help="False negatives.")
 @click.option(
     "--scores",
     "scores_path",
@@ -136,44 +120,44 @@ def plot_posterior(post: EpsilonPosterior, est: dict[str, EpsilonEstimate], path
     default=None,
     help="CSV with columns is_member (0/1) and score (higher = member), instead of counts.",
 )
-@checked_option("--delta", type=HALF_OPEN_UNIT, default=0.0, help="Delta.")
-@checked_option("--alpha", type=OPEN_UNIT, default=0.05, help="Significance: intervals at level 1 - alpha.")
-@choice_option("--method", choices=[*METHODS, "all"], default="all")
-@choice_option(
+@opt.checked_option("--delta", type=opt.HALF_OPEN_UNIT, default=0.0, help="Delta.")
+@opt.checked_option("--alpha", type=opt.OPEN_UNIT, default=0.05, help="Significance: intervals at level 1 - alpha.")
+@opt.choice_option("--method", choices=[*METHODS, "all"], default="all")
+@opt.choice_option(
     "--sided",
     choices=["two-sided", "lower"],
     default="two-sided",
     help="'lower': one-sided lower bounds at level 1 - alpha (upper = inf).",
 )
-@checked_option(
+@opt.checked_option(
     "--max-eps",
     type=MAX_EPS,
     default=DEFAULT_MAX_EPS,
     help="Largest epsilon the Bayesian method resolves (an upper end of inf means beyond it).",
 )
-@choice_option(
+@opt.choice_option(
     "--selection",
     choices=SELECTIONS,
     default="holdout",
     help="With --scores: threshold chosen on a held-out split, or the best of --num-thresholds "
     "with a Bonferroni correction.",
 )
-@checked_option(
+@opt.checked_option(
     "--holdout-fraction",
-    type=OPEN_UNIT,
+    type=opt.OPEN_UNIT,
     default=0.5,
     help="With --scores --selection holdout: fraction used to choose the threshold.",
 )
-@count_option(
+@opt.count_option(
     "--num-thresholds",
     minimum=1,
     maximum=10**6,
     default=20,
     help="With --scores: number of candidate thresholds (the Bonferroni K for --selection best).",
 )
-@seed_option("Seed of the holdout split.")
-@json_option("Print one JSON object {method: {lower, upper, point}}.")
-@plot_option("Write the posterior density of epsilon with the intervals marked.")
+@opt.seed_option("Seed of the holdout split.")
+@opt.json_option("Print one JSON object {method: {lower, upper, point}}.")
+@opt.plot_option("Write the posterior density of epsilon with the intervals marked.")
 def estimate_eps(
     tp,
     fp,
@@ -239,7 +223,7 @@ def estimate_eps(
         plot_posterior(post, est, plot_path)
 
     if as_json:
-        echo_json(_estimates_json(est.items()))
+        opt.echo_json(_estimates_json(est.items()))
         return
     c = counts
     click.echo(f"counts: TP={c.tp} FP={c.fp} TN={c.tn} FN={c.fn}  delta={delta:g}  level={1 - alpha:g} ({sided})")
@@ -268,51 +252,34 @@ _MIA_OPTIONS = {
     "delta": "--delta",
     "alpha": "--alpha",
 }
+MAX_MIA_COUNT = 10**5
 
 
-@command("mia-run", "Audit dpkit's DP-SGD with a membership-inference harness (experimental).")
-@checked_option("--noise-multiplier", type=NONNEGATIVE, default=1.0, help="DP-SGD noise multiplier (0: not private).")
-@checked_option("--max-grad-norm", type=POSITIVE, default=1.0, help="Clipping norm.")
-@count_option("--epochs", minimum=1, maximum=10**5, default=MiaConfig.epochs, help="Training epochs per model.")
-@count_option(
-    "--models",
-    "num_models",
-    minimum=3,
-    maximum=10**5,
-    default=MiaConfig.num_models,
-    help="Models trained, shadows included (at least --shadow + 1).",
+def _config_count(field: str, *, minimum: int, help: str) -> Callable:
+    """The ``mia-run`` option setting the whole-number field ``field`` of MiaConfig, with the field's default."""
+    return opt.count_option(
+        _MIA_OPTIONS[field], field, minimum=minimum, maximum=MAX_MIA_COUNT, default=getattr(MiaConfig, field), help=help
+    )
+
+
+@opt.command("mia-run", "Audit dpkit's DP-SGD with a membership-inference harness (experimental).")
+@opt.checked_option(
+    "--noise-multiplier", type=opt.NONNEGATIVE, default=1.0, help="DP-SGD noise multiplier (0: not private)."
 )
-@count_option(
-    "--shadow", "num_shadow", minimum=2, maximum=10**5, default=MiaConfig.num_shadow, help="Shadow models (LiRA)."
+@opt.checked_option("--max-grad-norm", type=opt.POSITIVE, default=1.0, help="Clipping norm.")
+@_config_count("epochs", minimum=1, help="Training epochs per model.")
+@_config_count("num_models", minimum=3, help="Models trained, shadows included (at least --shadow + 1).")
+@_config_count("num_shadow", minimum=2, help="Shadow models (LiRA).")
+@_config_count(
+    "num_canaries", minimum=1, help="Mislabelled canaries per model (at most the held-out digits, about 360)."
 )
-@count_option(
-    "--canaries",
-    "num_canaries",
-    minimum=1,
-    maximum=10**5,
-    default=MiaConfig.num_canaries,
-    help="Mislabelled canaries per model (at most the held-out digits, about 360).",
-)
-@checked_option("--delta", type=HALF_OPEN_UNIT, default=1e-5, help="Delta.")
-@checked_option("--alpha", type=OPEN_UNIT, default=0.05, help="Significance.")
-@choice_option("--method", choices=METHODS, default="bayes")
-@seed_option("Seed of the canaries, the membership bits and the training.")
-@json_option("Print one JSON object {attack: {lower, upper, point} or {error}, accountant_epsilon}.")
-@progress_option()
-def mia_run(
-    noise_multiplier,
-    max_grad_norm,
-    epochs,
-    num_models,
-    num_shadow,
-    num_canaries,
-    delta,
-    alpha,
-    method,
-    seed,
-    as_json,
-    progress,
-) -> None:
+@opt.checked_option("--delta", type=opt.HALF_OPEN_UNIT, default=1e-5, help="Delta.")
+@opt.checked_option("--alpha", type=opt.OPEN_UNIT, default=0.05, help="Significance.")
+@opt.choice_option("--method", choices=METHODS, default="bayes")
+@opt.seed_option("Seed of the canaries, the membership bits and the training.")
+@opt.json_option("Print one JSON object {attack: {lower, upper, point} or {error}, accountant_epsilon}.")
+@opt.progress_option()
+def mia_run(as_json: bool, progress: bool | None, **settings: Any) -> None:
     """Train small private models on digits with mislabelled canaries, attack them (loss and LiRA), and compare
     the estimated epsilon interval with the accountant's epsilon.
 
@@ -322,20 +289,10 @@ def mia_run(
     from dpkit.cli.mia_harness import run_mia
 
     try:
-        cfg = MiaConfig(
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm,
-            epochs=epochs,
-            num_models=num_models,
-            num_shadow=num_shadow,
-            num_canaries=num_canaries,
-            delta=delta,
-            alpha=alpha,
-            method=method,
-            seed=seed,
-        )
-        with progress_bar("training models", progress) as hook:
-            res = run_mia(cfg, progress=lambda i: hook((i + 1) / num_models, f"model {i + 1} of {num_models}"))
+        cfg = MiaConfig(**settings)  # every other option sets the field of its name
+        models = cfg.num_models
+        with opt.progress_bar("training models", progress) as hook:
+            res = run_mia(cfg, progress=lambda i: hook((i + 1) / models, f"model {i + 1} of {models}"))
     except (ValueError, TypeError) as err:
         option = _MIA_OPTIONS.get(str(err).split(" ", 1)[0])
         if option is None:
@@ -345,10 +302,10 @@ def mia_run(
         out: dict[str, object] = dict(_estimates_json(res.estimates))
         out.update({name: {"error": reason} for name, reason in res.no_evidence})
         out["accountant_epsilon"] = res.accountant_epsilon
-        echo_json(out)
+        opt.echo_json(out)
         return
-    click.echo(f"accountant epsilon (delta={delta:g}): {res.accountant_epsilon:.4g}")
+    click.echo(f"accountant epsilon (delta={cfg.delta:g}): {res.accountant_epsilon:.4g}")
     for n, e in res.estimates:
-        click.echo(f"{n:<6} {method} [{e.lower:.4f}, {e.upper:.4f}] point {e.point:.4f}")
+        click.echo(f"{n:<6} {cfg.method} [{e.lower:.4f}, {e.upper:.4f}] point {e.point:.4f}")
     for n, reason in res.no_evidence:
         click.echo(f"{n:<6} {reason}")

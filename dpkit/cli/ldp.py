@@ -14,6 +14,7 @@ import time
 import click
 import numpy as np
 
+from dpkit.cli import options as opt
 from dpkit.cli.ldp_common import (
     distribution_option,
     domain_option,
@@ -29,17 +30,6 @@ from dpkit.cli.ldp_common import (
 )
 from dpkit.cli.ldp_heavy_hitters import heavy_hitters
 from dpkit.cli.ldp_range import range_command
-from dpkit.cli.options import (
-    choice_option,
-    command,
-    echo_json,
-    json_option,
-    plot_option,
-    progress_bar,
-    progress_option,
-    save_figure,
-    seed_option,
-)
 from dpkit.mechanisms.frequency_oracles import FREQUENCY_ORACLES, make_oracle
 
 PROTOCOLS = (*FREQUENCY_ORACLES, "ADP")
@@ -64,22 +54,22 @@ def ldp() -> None:
     themselves and simulated here."""
 
 
-@command("simulate", "Simulate a frequency oracle: estimated vs true frequencies, MSE, analytic variance.")
-@choice_option("--protocol", choices=PROTOCOLS, default="OLH")
+@opt.command("simulate", "Simulate a frequency oracle: estimated vs true frequencies, MSE, analytic variance.")
+@opt.choice_option("--protocol", choices=PROTOCOLS, default="OLH")
 @domain_option(MAX_K)
 @epsilon_option()
 @users_option()
 @distribution_option("zipf")
-@seed_option()
-@choice_option(
+@opt.seed_option()
+@opt.choice_option(
     "--postprocess",
     choices=("none", "clip", "norm-sub", "ibu"),
     default="none",
     help="Post-processing of the estimates (MSE is always of the raw estimator).",
 )
-@json_option("Print one JSON object.")
-@plot_option("Save a bar plot of the true and estimated frequencies.")
-@progress_option()
+@opt.json_option("Print one JSON object.")
+@opt.plot_option("Save a bar plot of the true and estimated frequencies.")
+@opt.progress_option()
 def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, plot_path, progress):
     """Run n clients and the server, compare the estimates with the true frequencies.
 
@@ -108,7 +98,7 @@ def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, 
         hist[:] += np.bincount(values, minlength=k)
 
     t0 = time.perf_counter()
-    with progress_bar(f"simulating {oracle.name}", progress) as hook:
+    with opt.progress_bar(f"simulating {oracle.name}", progress) as hook:
         state = simulate_chunks(n, sample, oracle.perturb_aggregate, observe, rng, hook)
     raw = oracle.estimate(state)
     seconds = time.perf_counter() - t0
@@ -128,7 +118,7 @@ def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, 
     if plot_path:
         _plot(plot_path, f_true, shown, out)
     if as_json:
-        echo_json(out)
+        opt.echo_json(out)
         return
     click.echo(f"{oracle!r}: n={n}, k={k}, epsilon={epsilon:g} ({oracle.name}, {oracle.privacy_event()})")
     top = np.argsort(-f_true)[: min(k, 10)]
@@ -155,7 +145,7 @@ def _plot(path, f_true, est, out):
         ax.set_title(f"{out['protocol']} k={out['k']} eps={out['epsilon']:g} n={out['n']}: MSE {out['mse']:.3g}")
         ax.legend()
 
-    save_figure(draw, path, figsize=(8, 3.5), dpi=100)
+    opt.save_figure(draw, path, figsize=(8, 3.5), dpi=100)
 
 
 for _command in (simulate, heavy_hitters, range_command):

@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from dpkit.accountants import validation
-from dpkit.cli.options import Real, checked_option, count_option
+from dpkit.cli import options as opt
 
 __all__ = [
     "CHUNK",
@@ -44,19 +44,22 @@ def _ldp_epsilon(name: str, value: float) -> float:
 
 
 def epsilon_option(required: bool = True) -> Callable:
-    return checked_option(
-        "--epsilon", type=Real(_ldp_epsilon, f"(0, {MAX_EPSILON:g}]"), required=required, help="Epsilon-LDP per user."
+    return opt.checked_option(
+        "--epsilon",
+        type=opt.Real(_ldp_epsilon, f"(0, {MAX_EPSILON:g}]"),
+        required=required,
+        help="Epsilon-LDP per user.",
     )
 
 
 def users_option(default: int = 100_000, maximum: int = MAX_USERS) -> Callable:
-    return count_option(
+    return opt.count_option(
         "--n", "n", minimum=1, maximum=maximum, default=default, help="Number of users (synthetic data)."
     )
 
 
 def domain_option(maximum: int) -> Callable:
-    return count_option(
+    return opt.count_option(
         "--k", "k", minimum=2, maximum=maximum, help="Domain size (default for FILE:COLUMN: its categories)."
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 import click
 import numpy as np
 
+from dpkit.cli import options as opt
 from dpkit.cli.ldp_common import (
     epsilon_option,
     load_column,
@@ -21,7 +22,6 @@ from dpkit.cli.ldp_common import (
     users_option,
     zipf_frequencies,
 )
-from dpkit.cli.options import choice_option, command, count_option, echo_json, json_option, seed_option
 
 __all__ = ["heavy_hitters", "PROTOCOLS"]
 
@@ -83,10 +83,12 @@ def _protocol(name: str, bits: int, epsilon: float, top: int):
         ) from None
 
 
-@command("heavy-hitters", "Find the top-k keys under LDP (PEM, SFP, TreeHist, TAP): F1, NCR, speed.")
-@choice_option("--protocol", choices=PROTOCOLS, default="pem")
-@count_option("--bits", minimum=1, maximum=64, default=32, help="Bits per key m.")
-@count_option("--top", minimum=1, maximum=MAX_TOP, default=10, help="How many heavy hitters k to find (at most 2^m).")
+@opt.command("heavy-hitters", "Find the top-k keys under LDP (PEM, SFP, TreeHist, TAP): F1, NCR, speed.")
+@opt.choice_option("--protocol", choices=PROTOCOLS, default="pem")
+@opt.count_option("--bits", minimum=1, maximum=64, default=32, help="Bits per key m.")
+@opt.count_option(
+    "--top", minimum=1, maximum=MAX_TOP, default=10, help="How many heavy hitters k to find (at most 2^m)."
+)
 @epsilon_option()
 @users_option(default=100_000, maximum=MAX_USERS)
 @click.option(
@@ -96,15 +98,15 @@ def _protocol(name: str, bits: int, epsilon: float, top: int):
     help="zipf (Zipf(1.1) over max(1000, 10 k) random m-bit keys), or FILE:COLUMN of a CSV (integers in "
     "[0, 2^m) as keys, other values hashed to m bits).",
 )
-@count_option(
+@opt.count_option(
     "--parties",
     minimum=1,
     maximum=1000,
     default=4,
     help="TAP: the users are split among this many parties uniformly at random.",
 )
-@seed_option()
-@json_option("Print one JSON object: heavy_hitters, true_top_k, f1, ncr, seconds, users_per_second, ...")
+@opt.seed_option()
+@opt.json_option("Print one JSON object: heavy_hitters, true_top_k, f1, ncr, seconds, users_per_second, ...")
 def heavy_hitters(protocol, bits, top, epsilon, n, distribution, parties, seed, as_json):
     """Run a heavy-hitter protocol on n users' m-bit keys and score its top-k against the true top-k.
 
@@ -158,7 +160,7 @@ def heavy_hitters(protocol, bits, top, epsilon, n, distribution, parties, seed, 
         **speed(n, seconds),
     }
     if as_json:
-        echo_json(out)
+        opt.echo_json(out)
         return
     click.echo(f"{out['protocol']}: n={n}, {bits}-bit keys, top {top}, epsilon={epsilon:g} ({proto.privacy_event()})")
     true_set = set(out["true_top_k"])

@@ -15,17 +15,8 @@ import time
 import click
 import numpy as np
 
+from dpkit.cli import options as opt
 from dpkit.cli.ldp_common import epsilon_option, simulate_chunks, speed, speed_line, users_option, zipf_frequencies
-from dpkit.cli.options import (
-    choice_option,
-    command,
-    count_option,
-    echo_json,
-    json_option,
-    progress_bar,
-    progress_option,
-    seed_option,
-)
 
 __all__ = ["PROTOCOLS", "range_command"]
 
@@ -97,8 +88,8 @@ def _box_sums(freq: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return total
 
 
-@command("range", "Range queries under LDP (Flat, HH, HaarHRR, HIO): MSE vs analytic variance.")
-@choice_option("--protocol", choices=PROTOCOLS, default="hh")
+@opt.command("range", "Range queries under LDP (Flat, HH, HaarHRR, HIO): MSE vs analytic variance.")
+@opt.choice_option("--protocol", choices=PROTOCOLS, default="hh")
 @click.option(
     "--domain",
     "domain_text",
@@ -109,19 +100,19 @@ def _box_sums(freq: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 )
 @epsilon_option()
 @users_option()
-@count_option(
+@opt.count_option(
     "--queries",
     minimum=1,
     maximum=100_000,
     default=1000,
     help="Random ranges answered (MSE and variance are averaged over them).",
 )
-@choice_option(
+@opt.choice_option(
     "--distribution", choices=("zipf", "uniform"), default="zipf", help="The users' values (HIO: each attribute)."
 )
-@seed_option()
-@json_option("Print one JSON object: mse, analytic_variance, seconds, users_per_second, ...")
-@progress_option()
+@opt.seed_option()
+@opt.json_option("Print one JSON object: mse, analytic_variance, seconds, users_per_second, ...")
+@opt.progress_option()
 def range_command(protocol, domain_text, epsilon, n, queries, distribution, seed, as_json, progress):
     """Answer random range queries [a, b] with an LDP range protocol and compare the MSE with the analytic variance.
 
@@ -150,7 +141,7 @@ def range_command(protocol, domain_text, epsilon, n, queries, distribution, seed
         hist.reshape(-1)[:] += np.bincount(flat, minlength=hist.size)
 
     t0 = time.perf_counter()
-    with progress_bar(f"simulating {proto.name}", progress) as hook:
+    with opt.progress_bar(f"simulating {proto.name}", progress) as hook:
         state = simulate_chunks(n, sample, proto.perturb_aggregate, observe, rng, hook)
     boxes = _random_boxes(domains, queries, np.random.default_rng([seed, 1]))
     asked = boxes if protocol == "hio" else boxes[:, 0, :]
@@ -175,7 +166,7 @@ def range_command(protocol, domain_text, epsilon, n, queries, distribution, seed
         **speed(n, seconds),
     }
     if as_json:
-        echo_json(out)
+        opt.echo_json(out)
         return
     click.echo(f"{proto!r}: n={n}, domain {'x'.join(map(str, domains))}, epsilon={epsilon:g} ({proto.privacy_event()})")
     click.echo(

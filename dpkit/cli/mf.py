@@ -26,17 +26,7 @@ from collections.abc import Callable
 import click
 import numpy as np
 
-from dpkit.cli.options import (
-    HALF_OPEN_UNIT,
-    checked_option,
-    choice_option,
-    command,
-    count_option,
-    echo_json,
-    json_option,
-    progress_bar,
-    progress_option,
-)
+from dpkit.cli import options as opt
 
 __all__ = ["FAMILIES", "mf"]
 
@@ -145,17 +135,17 @@ def _evaluate(family: str, n: int, participation, **options) -> dict:
 
 def _setting_options(f):
     """``--n``, ``--participations`` and ``--min-sep``: the setting both commands take."""
-    f = count_option(
+    f = opt.count_option(
         "--min-sep", minimum=1, maximum=MAX_STEPS, help="Min-separation B: an example's steps are at least B apart."
     )(f)
-    f = count_option(
+    f = opt.count_option(
         "--participations",
         minimum=1,
         maximum=MAX_STEPS,
         help="Times one example may take part: alone, K epochs in a fixed order (n a multiple of K); with "
         "--min-sep, at most K steps.",
     )(f)
-    return count_option("--n", "n", minimum=1, maximum=MAX_STEPS, required=True, help="Number of steps.")(f)
+    return opt.count_option("--n", "n", minimum=1, maximum=MAX_STEPS, required=True, help="Number of steps.")(f)
 
 
 @click.group(short_help="Matrix-factorization (correlated-noise) strategies: optimize one, compare them all.")
@@ -167,17 +157,17 @@ def mf() -> None:
     """
 
 
-@command("optimize", "Build or optimize one strategy and print its error and sensitivity.")
-@choice_option("--strategy", "family", choices=FAMILIES, default="blt")
+@opt.command("optimize", "Build or optimize one strategy and print its error and sensitivity.")
+@opt.choice_option("--strategy", "family", choices=FAMILIES, default="blt")
 @_setting_options
-@count_option("--bands", minimum=1, maximum=MAX_STEPS, help="banded: number of bands [default: separation].")
-@count_option("--buffers", minimum=0, maximum=64, help="blt: number of buffers [default: optimized].")
-@checked_option("--nu", type=HALF_OPEN_UNIT, help="nu: its parameter [default: the best of a grid].")
-@choice_option(
+@opt.count_option("--bands", minimum=1, maximum=MAX_STEPS, help="banded: number of bands [default: separation].")
+@opt.count_option("--buffers", minimum=0, maximum=64, help="blt: number of buffers [default: optimized].")
+@opt.checked_option("--nu", type=opt.HALF_OPEN_UNIT, help="nu: its parameter [default: the best of a grid].")
+@opt.choice_option(
     "--error", choices=("mean", "max"), default="mean", help="The error the optimizer minimizes (times sensitivity^2)."
 )
-@json_option("Print one JSON object: rmse, max_rmse, mean_error, max_error, sensitivity, seconds, ...")
-@progress_option()
+@opt.json_option("Print one JSON object: rmse, max_rmse, mean_error, max_error, sensitivity, seconds, ...")
+@opt.progress_option()
 def optimize(family, n, participations, min_sep, bands, buffers, nu, error, as_json, progress):
     """Build the strategy of one family for n steps (optimizing it where the family is optimized) and print its
     figures. The family names map to dpkit.mechanisms.matrix_factorization's registry: identity -> dp-sgd,
@@ -189,10 +179,10 @@ def optimize(family, n, participations, min_sep, bands, buffers, nu, error, as_j
       dpkit mf optimize --strategy banded --n 1000 --min-sep 100 --bands 64 --json
     """
     participation = _participation(n, participations, min_sep)
-    with progress_bar(f"{family} strategy", progress) as hook:
+    with opt.progress_bar(f"{family} strategy", progress) as hook:
         row = _evaluate(family, n, participation, bands=bands, buffers=buffers, nu=nu, error=error, progress=hook)
     if as_json:
-        echo_json(row)
+        opt.echo_json(row)
         return
     exact = "exact" if row["sensitivity_exact"] else "upper bound"
     for label, value in (
@@ -209,10 +199,10 @@ def optimize(family, n, participations, min_sep, bands, buffers, nu, error, as_j
         click.echo(f"{label:<14} {value}")
 
 
-@command("compare", "Every strategy family for one setting, in a table.")
+@opt.command("compare", "Every strategy family for one setting, in a table.")
 @_setting_options
-@json_option("Print one JSON object {n, participation, results: {family: figures}}.")
-@progress_option()
+@opt.json_option("Print one JSON object {n, participation, results: {family: figures}}.")
+@opt.progress_option()
 def compare(n, participations, min_sep, as_json, progress):
     """Build every strategy family for one setting (default options, mean error) and print their figures side by
     side, best rmse first. A family that cannot serve the setting (dense under min-separation, a size beyond its
@@ -224,7 +214,7 @@ def compare(n, participations, min_sep, as_json, progress):
     """
     participation = _participation(n, participations, min_sep)
     rows, skipped = [], {}
-    with progress_bar("strategies", progress) as hook:
+    with opt.progress_bar("strategies", progress) as hook:
         for i, family in enumerate(FAMILIES):
             hook(i / len(FAMILIES), family)
             try:
@@ -234,7 +224,7 @@ def compare(n, participations, min_sep, as_json, progress):
         hook(1.0, "done")
     rows.sort(key=lambda r: r["rmse"])
     if as_json:
-        echo_json(
+        opt.echo_json(
             {
                 "n": n,
                 "participation": participation.describe(),

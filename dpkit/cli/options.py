@@ -11,6 +11,9 @@ and exit codes.
 * Output: :func:`echo_json` (inf / NaN as the strings "inf" / "nan"), :func:`progress_bar` (a tqdm bar on stderr fed
   by the accountants' ``progress=`` hooks), :func:`save_figure`.
 
+The command modules import it as one name, ``from dpkit.cli import options as opt``, and write
+``@opt.count_option(...)``, ``opt.POSITIVE``, ``opt.echo_json(out)``.
+
 This module imports click and dpkit's argument checks only, so ``dpkit account`` starts without numpy's heavier
 neighbours (tqdm and matplotlib are imported when a bar or a figure is made).
 """

@@ -12,6 +12,7 @@ import json
 
 import click
 
+from dpkit.cli import options as opt
 from dpkit.cli.ldp_common import (
     distribution_option,
     domain_option,
@@ -19,15 +20,6 @@ from dpkit.cli.ldp_common import (
     parse_distribution,
     users_option,
     zipf_frequencies,
-)
-from dpkit.cli.options import (
-    HALF_OPEN_UNIT,
-    checked_option,
-    choice_option,
-    command,
-    count_option,
-    json_option,
-    seed_option,
 )
 
 __all__ = ["poison"]
@@ -49,9 +41,9 @@ def _checked(option: str, check):
         raise _bad(option, str(err)) from None
 
 
-@command("poison", "Measure a data-poisoning attack on an LDP frequency oracle.")
+@opt.command("poison", "Measure a data-poisoning attack on an LDP frequency oracle.")
 @click.option("--protocol", default="OUE", show_default=True, help="A frequency oracle (GRR, OUE, OLH, ...) or 'all'.")
-@choice_option(
+@opt.choice_option(
     "--attack",
     choices=ATTACK_CHOICES,
     default="mga",
@@ -59,19 +51,21 @@ def _checked(option: str, check):
 )
 @domain_option(MAX_K)
 @epsilon_option()
-@count_option("--targets", minimum=1, default=10, help="Number R of target items, drawn at random (R <= k).")
+@opt.count_option("--targets", minimum=1, default=10, help="Number R of target items, drawn at random (R <= k).")
 @click.option("--target-items", default=None, help="Comma-separated target items in [0, k) (instead of --targets).")
-@checked_option("--fake-fraction", "beta", type=HALF_OPEN_UNIT, default=0.05, help="beta = m/(n + m), fake users.")
+@opt.checked_option(
+    "--fake-fraction", "beta", type=opt.HALF_OPEN_UNIT, default=0.05, help="beta = m/(n + m), fake users."
+)
 @users_option(maximum=10**9)
 @distribution_option("uniform")
-@choice_option(
+@opt.choice_option(
     "--defense",
     choices=DEFENSE_CHOICES,
     default="none",
     help="normalize: Norm-Sub on the estimates; detect: remove the reports the protocol's detector flags.",
 )
-@seed_option()
-@json_option()
+@opt.seed_option()
+@opt.json_option()
 def poison(protocol, attack, k, epsilon, targets, target_items, beta, n, distribution, defense, seed, as_json):
     """Simulate n genuine users and m fake ones; report the gain on the targets (simulated and closed form)."""
     import numpy as np

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dpkit.cli.options import choice_option, command, count_option, plot_option, save_figure, seed_option
+from dpkit.cli import options as opt
 from dpkit.datasets import load_digits
 from dpkit.privacy_engine import PrivacyEngine
 
@@ -168,7 +168,7 @@ def write_plot(results: list[dict[str, Any]], path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="lower right")
 
-    save_figure(draw, path, figsize=(5.5, 3.8))
+    opt.save_figure(draw, path, figsize=(5.5, 3.8))
 
 
 def run_train_demo(
@@ -217,12 +217,12 @@ def run_train_demo(
     return results
 
 
-@command("train-demo", "Train a small CNN on digits privately vs non-private; plot privacy vs utility.")
-@count_option("--epochs", minimum=1, maximum=10_000, default=15, help="Training epochs.")
-@plot_option("Where to write the privacy-utility plot.", default="privacy_utility.png")
-@choice_option("--accountant", choices=("pld", "rdp"), default="pld")
-@seed_option("Seed of data split, model and noise.")
-@count_option(
+@opt.command("train-demo", "Train a small CNN on digits privately vs non-private; plot privacy vs utility.")
+@opt.count_option("--epochs", minimum=1, maximum=10_000, default=15, help="Training epochs.")
+@opt.plot_option("Where to write the privacy-utility plot.", default="privacy_utility.png")
+@opt.choice_option("--accountant", choices=("pld", "rdp"), default="pld")
+@opt.seed_option("Seed of data split, model and noise.")
+@opt.count_option(
     "--nproc",
     minimum=1,
     maximum=64,
