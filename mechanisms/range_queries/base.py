@@ -31,7 +31,7 @@ import numpy as np
 from dpkit.accountants import DpEvent, PureDpEvent
 from dpkit.mechanisms import GRR, SupportCounts, choose_protocol, make_oracle
 from dpkit.mechanisms._validation import check_chunk_size, check_rng, check_values, set_domain_epsilon, set_fields
-from dpkit.mechanisms.base import CompositeState, check_key, merge_stream
+from dpkit.mechanisms.base import CompositeState, Keyed, check_key, merge_stream
 from dpkit.mechanisms.frequency_oracles.grr import grr_pq
 
 __all__ = [
@@ -164,7 +164,7 @@ def population_variance(F: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------- base protocol
-class LevelSampledProtocol:
+class LevelSampledProtocol(Keyed):
     """Shared client/server machinery; subclasses define ``oracles`` (one per level, frequency-oracle API) and
     ``_node_index(values, level)`` (the node of each value at that level).
 
@@ -189,10 +189,6 @@ class LevelSampledProtocol:
     @property
     def num_levels(self) -> int:
         return len(self.oracles)
-
-    @property
-    def key(self) -> str:
-        return repr(self)
 
     def _sample_levels(self, n: int, rng: np.random.Generator) -> np.ndarray:
         h = self.num_levels
