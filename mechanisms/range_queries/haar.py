@@ -43,7 +43,7 @@ from dpkit.mechanisms._validation import (
     set_fields,
 )
 from dpkit.mechanisms.base import Keyed, check_frequencies, check_state_of, merge_stream
-from dpkit.mechanisms.range_queries.base import DomainProtocol, RangeState, check_distribution
+from dpkit.mechanisms.range_queries.base import RangeState, TreeProtocol, check_distribution
 
 __all__ = ["HaarHRR", "HaarLevel", "walsh_hadamard"]
 
@@ -143,7 +143,7 @@ class HaarLevel(Keyed):
 
 
 @dataclass(frozen=True)
-class HaarHRR(DomainProtocol):
+class HaarHRR(TreeProtocol):
     """HaarHRR range queries over [0, domain) (see the module docstring: algorithm, variance bound, guarantee).
 
     Reports (``perturb``): a tuple of h arrays (levels 1..h), each 2 r + [y = +1] for the users of that level.
@@ -152,9 +152,6 @@ class HaarHRR(DomainProtocol):
     domain: int
     epsilon: float
     name = "HaarHRR"
-    oracles: tuple = field(init=False, repr=False, compare=False, default=())
-    height: int = field(init=False, repr=False, compare=False, default=0)
-    leaves: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
         self._init_domain()
