@@ -37,7 +37,7 @@ from functools import cached_property
 from dpkit.accountants import DpEvent, RandomizedResponseEvent, SelfComposedEvent
 from dpkit.accountants.validation import check_probability
 from dpkit.mechanisms._validation import check_epsilon, set_fields
-from dpkit.mechanisms.frequency_oracles.grr import GRR
+from dpkit.mechanisms.frequency_oracles.grr import GRR, RandomizedResponseOracle
 from dpkit.mechanisms.frequency_oracles.local_hashing import LocalHashing
 from dpkit.mechanisms.frequency_oracles.unary_encoding import UnaryEncoding
 
@@ -76,15 +76,10 @@ class ApproximateLdp:
         set_fields(self, delta=delta)
 
 
-class ApproximateRandomizedResponse(ApproximateLdp):
+class ApproximateRandomizedResponse(ApproximateLdp, RandomizedResponseOracle):
     """AGRR's probabilities over ``m = _outputs()`` outputs (k for AGRR, g for local hashing), mixed in before the
     pure family: p = (e^eps + (m - 1) delta)/(e^eps + m - 1), q = (1 - delta)/(e^eps + m - 1), so p - e^eps q = delta;
     the channel is m-ary randomized response at ln(p / q), which is its ``privacy_event()``."""
-
-    epsilon: float
-
-    def _outputs(self) -> int:
-        raise NotImplementedError
 
     @cached_property
     def p(self) -> float:
@@ -115,9 +110,6 @@ class AGRR(ApproximateRandomizedResponse, GRR):
 
     delta: float = field(kw_only=True)
     name = "AGRR"
-
-    def _outputs(self) -> int:
-        return self.k
 
 
 @dataclass(frozen=True)
@@ -187,9 +179,6 @@ class ApproximateLocalHashing(ApproximateRandomizedResponse, LocalHashing):
         if not self.g:  # AOLH's g, from the checked delta (checked first, as in every variant)
             set_fields(self, g=aolh_g(self.epsilon, check_ldp_delta("delta", self.delta)))
         super().__post_init__()
-
-    def _outputs(self) -> int:
-        return self.g
 
 
 @dataclass(frozen=True)
