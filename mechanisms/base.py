@@ -40,6 +40,7 @@ from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
 
 __all__ = [
     "SupportCounts",
+    "Keyed",
     "FrequencyOracle",
     "PureFrequencyOracle",
     "check_state_fields",
@@ -234,7 +235,18 @@ class CompositeState:
 
 
 # ---------------------------------------------------------------------------------------------- interface
-class FrequencyOracle(ABC):
+class Keyed:
+    """A protocol whose states carry its ``key``, its identity: its class and every parameter (``repr``). A state
+    is merged with and read by only the protocol of its key (:func:`check_key`)."""
+
+    @property
+    def key(self) -> str:
+        """The protocol's identity in its states: its class and every parameter (``repr``); states of different
+        keys do not merge and are not estimated from."""
+        return repr(self)
+
+
+class FrequencyOracle(Keyed, ABC):
     """A local-DP frequency oracle: the interface every protocol implements (see the module docstring).
 
     Subclasses are frozen dataclasses with (at least) the fields ``k`` and ``epsilon``; they implement the abstract
@@ -259,12 +271,6 @@ class FrequencyOracle(ABC):
     name: ClassVar[str] = "FO"
     default_chunk: ClassVar[int] = 1 << 18  # users per chunk for chunked helpers
     count_dtype: ClassVar[type[np.number]] = np.int64  # dtype of the state's counts
-
-    @property
-    def key(self) -> str:
-        """The protocol's identity in a :class:`SupportCounts`: its class and every parameter (``repr``); states of
-        different keys do not merge and are not estimated from."""
-        return repr(self)
 
     # ---------------------------------------------------------------- client
     def perturb(self, values: ArrayLike, rng: np.random.Generator) -> np.ndarray:

@@ -35,7 +35,7 @@ from scipy.special import log_ndtr
 from dpkit.accountants import DpEvent, GaussianEvent
 from dpkit.accountants.validation import check_positive, check_probability, check_range
 from dpkit.mechanisms._validation import check_count, check_rng
-from dpkit.mechanisms.base import SupportCounts
+from dpkit.mechanisms.base import Keyed, SupportCounts
 
 __all__ = [
     "GAUSSIAN_CALIBRATIONS",
@@ -129,7 +129,7 @@ def gaussian_sigma(calibration: str, epsilon: float, delta: float, sensitivity: 
 
 
 @dataclass(frozen=True)
-class BoundedGaussian:
+class BoundedGaussian(Keyed):
     """The local Gaussian mechanism on one number per user in [lower, upper]: report y = x + N(0, sigma^2).
 
     Guarantee: (epsilon, delta)-LDP for one user's value under replacement by any other value of [lower, upper]
@@ -171,10 +171,6 @@ class BoundedGaussian:
     @cached_property
     def sigma(self) -> float:
         return gaussian_sigma(self.calibration, self.epsilon, self.delta, self.sensitivity)
-
-    @property
-    def key(self) -> str:
-        return repr(self)
 
     # ---------------------------------------------------------------- client
     def perturb(self, values: ArrayLike, rng: np.random.Generator) -> np.ndarray:

@@ -35,19 +35,10 @@ from typing import Any
 import numpy as np
 
 from dpkit.audits.poisoning.scores import n_items, report_scores
+from dpkit.mechanisms import frequency_oracles as fo
 from dpkit.mechanisms import hashing
 from dpkit.mechanisms.base import FrequencyOracle, PureFrequencyOracle
 from dpkit.mechanisms.bernoulli import bernoulli_matrix
-from dpkit.mechanisms.frequency_oracles import (
-    GRR,
-    SHE,
-    THE,
-    HadamardResponse,
-    HadamardResponseGeneral,
-    LocalHashing,
-    SubsetSelection,
-    UnaryEncoding,
-)
 
 __all__ = ["FakeReports", "rpa", "ria", "mga", "ATTACKS", "pure_scores", "uniform_subsets", "ones_padding"]
 
@@ -101,39 +92,39 @@ def rpa(proto: FrequencyOracle, targets: np.ndarray, m: int, rng: np.random.Gene
     raise TypeError(f"no RPA registered for {type(proto).__name__}")
 
 
-@rpa.register(GRR)
-def _rpa_grr(proto: GRR, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
+@rpa.register(fo.GRR)
+def _rpa_grr(proto: fo.GRR, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
     return FakeReports(rng.integers(0, proto.k, size=m), pure_scores(proto, np.full(proto.k, 1.0 / proto.k)))
 
 
-@rpa.register(UnaryEncoding)
-def _rpa_ue(proto: UnaryEncoding, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
+@rpa.register(fo.UnaryEncoding)
+def _rpa_ue(proto: fo.UnaryEncoding, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
     return FakeReports(bernoulli_matrix((m, proto.k), 0.5, rng), pure_scores(proto, np.full(proto.k, 0.5)))
 
 
-@rpa.register(LocalHashing)
-def _rpa_lh(proto: LocalHashing, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
+@rpa.register(fo.LocalHashing)
+def _rpa_lh(proto: fo.LocalHashing, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
     a, b = hashing.draw_hash_params(m, rng)
     y = rng.integers(0, proto.g, size=m).astype(np.uint64)
     return FakeReports(np.stack([a, b, y], axis=1), np.zeros(proto.k))  # P(H(v) = y) = 1/g = q*
 
 
-@rpa.register(SubsetSelection)
-def _rpa_ss(proto: SubsetSelection, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
+@rpa.register(fo.SubsetSelection)
+def _rpa_ss(proto: fo.SubsetSelection, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
     reports = uniform_subsets(np.arange(proto.k), proto.omega, m, rng)
     return FakeReports(reports, pure_scores(proto, np.full(proto.k, proto.omega / proto.k)))
 
 
-@rpa.register(SHE)
-@rpa.register(THE)
-def _rpa_he(proto: SHE | THE, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
+@rpa.register(fo.SHE)
+@rpa.register(fo.THE)
+def _rpa_he(proto: fo.SHE | fo.THE, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
     # the noise of no item: E y_v = 0 (SHE), P(y_v > theta) = q* (THE); either way E phi_v = 0
     return FakeReports(rng.laplace(0.0, 2.0 / proto.epsilon, size=(m, proto.k)), np.zeros(proto.k))
 
 
-@rpa.register(HadamardResponse)
-@rpa.register(HadamardResponseGeneral)
-def _rpa_hr(proto: HadamardResponse | HadamardResponseGeneral, targets, m, rng) -> FakeReports:
+@rpa.register(fo.HadamardResponse)
+@rpa.register(fo.HadamardResponseGeneral)
+def _rpa_hr(proto: fo.HadamardResponse | fo.HadamardResponseGeneral, targets, m, rng) -> FakeReports:
     # a uniform output is in C_v with probability 1/2 (HR), and in C_v or in the rest of v's block equally often
     # (HR-general): E phi_v = 0
     return FakeReports(rng.integers(0, proto.K, size=m), np.zeros(proto.k))
@@ -156,8 +147,8 @@ def mga(proto: FrequencyOracle, targets: np.ndarray, m: int, rng: np.random.Gene
     raise TypeError(f"no MGA registered for {type(proto).__name__}")
 
 
-@mga.register(GRR)
-def _mga_grr(proto: GRR, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
+@mga.register(fo.GRR)
+def _mga_grr(proto: fo.GRR, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
     r = len(targets)
     return FakeReports(rng.choice(targets, size=m), pure_scores(proto, _indicator(proto.k, targets, 1.0 / r, 0.0)))
 
@@ -167,9 +158,9 @@ def ones_padding(k: int, r: int, ones: float) -> float:
     return min(max((ones - r) / (k - r), 0.0), 1.0) if k > r else 0.0
 
 
-@mga.register(UnaryEncoding)
+@mga.register(fo.UnaryEncoding)
 def _mga_ue(
-    proto: UnaryEncoding, targets: np.ndarray, m: int, rng: np.random.Generator, padding: str | None = "mean"
+    proto: fo.UnaryEncoding, targets: np.ndarray, m: int, rng: np.random.Generator, padding: str | None = "mean"
 ) -> FakeReports:
     """Every target bit set. ``padding`` makes the number of ones look honest (genuine mean p + (k - 1) q):
     'mean' sets each non-target bit with probability (p + (k - 1) q - r)/(k - r); 'exact' sets exactly
@@ -260,9 +251,9 @@ def search_hash_functions(
     return aby[:, 0], aby[:, 1], aby[:, 2], int(hits.max()), share
 
 
-@mga.register(LocalHashing)
+@mga.register(fo.LocalHashing)
 def _mga_lh(
-    proto: LocalHashing, targets: np.ndarray, m: int, rng: np.random.Generator, n_hashes: int = 1 << 20,
+    proto: fo.LocalHashing, targets: np.ndarray, m: int, rng: np.random.Generator, n_hashes: int = 1 << 20,
     pool: int = 1024, objective: str = "targets",
 ) -> FakeReports:  # fmt: skip
     """Search ``n_hashes`` random hash functions for the most targets in one bucket (:func:`search_hash_functions`);
@@ -280,8 +271,8 @@ def _mga_lh(
     return FakeReports(reports, pure_scores(proto, p_fake), info)
 
 
-@mga.register(SubsetSelection)
-def _mga_ss(proto: SubsetSelection, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
+@mga.register(fo.SubsetSelection)
+def _mga_ss(proto: fo.SubsetSelection, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
     """A subset of min(r, omega) targets, filled with uniform non-targets when r < omega."""
     k, w, r = proto.k, proto.omega, len(targets)
     if r >= w:
@@ -294,8 +285,8 @@ def _mga_ss(proto: SubsetSelection, targets: np.ndarray, m: int, rng: np.random.
     return FakeReports(reports.astype(np.int64), pure_scores(proto, p_fake))
 
 
-@mga.register(THE)
-def _mga_the(proto: THE, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
+@mga.register(fo.THE)
+def _mga_the(proto: fo.THE, targets: np.ndarray, m: int, rng: np.random.Generator) -> FakeReports:
     """theta + 1/2 on the targets, theta - 1/2 elsewhere: support exactly T."""
     th = float(proto.theta)  # type: ignore[arg-type]  # resolved by THE.__post_init__
     reports = np.full((m, proto.k), th - 0.5)
@@ -303,9 +294,9 @@ def _mga_the(proto: THE, targets: np.ndarray, m: int, rng: np.random.Generator) 
     return FakeReports(reports, pure_scores(proto, _indicator(proto.k, targets, 1.0, 0.0)))
 
 
-@mga.register(SHE)
+@mga.register(fo.SHE)
 def _mga_she(
-    proto: SHE, targets: np.ndarray, m: int, rng: np.random.Generator, bound: float | None = None
+    proto: fo.SHE, targets: np.ndarray, m: int, rng: np.random.Generator, bound: float | None = None
 ) -> FakeReports:
     """SHE's server averages raw real reports: no report has the maximal gain (one fake report can move an
     estimate arbitrarily far). The fake users set every target coordinate to ``bound`` and the others to 0;
@@ -332,9 +323,9 @@ def _best_outputs(proto: Any, targets: np.ndarray, rng: np.random.Generator) -> 
     return cand[total >= top - 1e-9 * max(1.0, abs(top))], float(top)
 
 
-@mga.register(HadamardResponse)
-@mga.register(HadamardResponseGeneral)
-def _mga_hr(proto: HadamardResponse | HadamardResponseGeneral, targets, m, rng) -> FakeReports:
+@mga.register(fo.HadamardResponse)
+@mga.register(fo.HadamardResponseGeneral)
+def _mga_hr(proto: fo.HadamardResponse | fo.HadamardResponseGeneral, targets, m, rng) -> FakeReports:
     """Uniform among the outputs in the sets of the most targets (exhaustive over [K] up to 2^22 outputs)."""
     best, _ = _best_outputs(proto, targets, rng)
     reports = best[rng.integers(0, len(best), size=m)]

@@ -37,11 +37,12 @@ from functools import cached_property
 from dpkit.accountants import DpEvent, RandomizedResponseEvent, SelfComposedEvent
 from dpkit.accountants.validation import check_probability
 from dpkit.mechanisms._validation import check_epsilon, set_fields
-from dpkit.mechanisms.frequency_oracles.grr import GRR
+from dpkit.mechanisms.frequency_oracles.grr import GRR, RandomizedResponseOracle
 from dpkit.mechanisms.frequency_oracles.local_hashing import LocalHashing
 from dpkit.mechanisms.frequency_oracles.unary_encoding import UnaryEncoding
 
 __all__ = [
+    "ApproximateLdp",
     "ApproximateRandomizedResponse",
     "AGRR",
     "ASUE",
@@ -63,16 +64,22 @@ def _ratio_epsilon(p: float, q: float) -> float:
     return math.log(p) - math.log(q)
 
 
-class ApproximateRandomizedResponse:
+class ApproximateLdp:
+    """What every (epsilon, delta) variant adds to its pure family: the keyword-only ``delta``, checked in [0, 1)
+    before the family's own parameters and stored as a float after them (placed before the family in the bases)."""
+
+    delta: float
+
+    def __post_init__(self) -> None:
+        delta = check_ldp_delta("delta", self.delta)
+        super().__post_init__()  # type: ignore[misc]
+        set_fields(self, delta=delta)
+
+
+class ApproximateRandomizedResponse(ApproximateLdp, RandomizedResponseOracle):
     """AGRR's probabilities over ``m = _outputs()`` outputs (k for AGRR, g for local hashing), mixed in before the
     pure family: p = (e^eps + (m - 1) delta)/(e^eps + m - 1), q = (1 - delta)/(e^eps + m - 1), so p - e^eps q = delta;
     the channel is m-ary randomized response at ln(p / q), which is its ``privacy_event()``."""
-
-    epsilon: float
-    delta: float
-
-    def _outputs(self) -> int:
-        raise NotImplementedError
 
     @cached_property
     def p(self) -> float:
@@ -104,17 +111,9 @@ class AGRR(ApproximateRandomizedResponse, GRR):
     delta: float = field(kw_only=True)
     name = "AGRR"
 
-    def __post_init__(self) -> None:
-        delta = check_ldp_delta("delta", self.delta)
-        super().__post_init__()
-        set_fields(self, delta=delta)
-
-    def _outputs(self) -> int:
-        return self.k
-
 
 @dataclass(frozen=True)
-class ASUE(UnaryEncoding):
+class ASUE(ApproximateLdp, UnaryEncoding):
     """Approximate SUE: bit v ~ Bern(p), every other bit ~ Bern(q), q = 1 - p,
     p = (e^eps - sqrt(e^eps (1 - delta) + delta))/(e^eps - 1).
 
@@ -126,11 +125,6 @@ class ASUE(UnaryEncoding):
 
     delta: float = field(kw_only=True)
     name = "ASUE"
-
-    def __post_init__(self) -> None:
-        delta = check_ldp_delta("delta", self.delta)
-        super().__post_init__()
-        set_fields(self, delta=delta)
 
     @cached_property
     def p(self) -> float:
@@ -182,14 +176,9 @@ class ApproximateLocalHashing(ApproximateRandomizedResponse, LocalHashing):
     name = "ALH"
 
     def __post_init__(self) -> None:
-        delta = check_ldp_delta("delta", self.delta)
-        if not self.g:
-            set_fields(self, g=aolh_g(self.epsilon, delta))
+        if not self.g:  # AOLH's g, from the checked delta (checked first, as in every variant)
+            set_fields(self, g=aolh_g(self.epsilon, check_ldp_delta("delta", self.delta)))
         super().__post_init__()
-        set_fields(self, delta=delta)
-
-    def _outputs(self) -> int:
-        return self.g
 
 
 @dataclass(frozen=True)

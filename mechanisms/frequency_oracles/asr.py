@@ -128,12 +128,9 @@ def _ss(oracle: SubsetSelection) -> float:
 
 
 @expected_asr.register(UnaryEncoding)
-def _ue(oracle: UnaryEncoding) -> float:
-    return float(unary_asr(oracle.k, oracle.p, oracle.q))
-
-
 @expected_asr.register(THE)
-def _the(oracle: THE) -> float:
+def _unary(oracle: UnaryEncoding | THE) -> float:
+    """Unary encoding's bits (p, q) are its (p*, q*); THE's (p*, q*) are those of its threshold."""
     return float(unary_asr(oracle.k, oracle.p_star, oracle.q_star))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -14,7 +15,7 @@ from dpkit.mechanisms._validation import check_report_array, check_values
 from dpkit.mechanisms.base import PQOracle
 from dpkit.mechanisms.channels import grr_channel
 
-__all__ = ["GRR", "grr_perturb", "grr_pq"]
+__all__ = ["GRR", "RandomizedResponseOracle", "grr_perturb", "grr_pq"]
 
 
 def grr_pq(epsilon: float, k: int) -> tuple[float, float]:
@@ -32,8 +33,29 @@ def grr_perturb(values: np.ndarray, k: int, p: float, rng: np.random.Generator) 
     return np.where(keep, values, other)
 
 
+class RandomizedResponseOracle(PQOracle):
+    """A pure protocol whose channel is m-ary randomized response over its ``m = _outputs()`` outputs (GRR: the k
+    values; local hashing: the g buckets of the hashed value): p = e^eps/(e^eps + m - 1), q = 1/(e^eps + m - 1)
+    (:func:`grr_pq`). The approximate variants (:class:`~dpkit.mechanisms.frequency_oracles.approximate.AGRR`, ...)
+    move p and q over the same outputs."""
+
+    @abstractmethod
+    def _outputs(self) -> int:
+        """m: the number of outputs of the randomized response."""
+
+    @cached_property
+    def p(self) -> float:
+        """P(the randomized response keeps its input)."""
+        return grr_pq(self.epsilon, self._outputs())[0]
+
+    @cached_property
+    def q(self) -> float:
+        """P(the randomized response moves its input to a given other output)."""
+        return grr_pq(self.epsilon, self._outputs())[1]
+
+
 @dataclass(frozen=True)
-class GRR(PQOracle):
+class GRR(RandomizedResponseOracle):
     """Generalized randomized response (k-RR, direct encoding; Kairouz et al. 2016, Wang et al. USENIX Sec'17).
 
     Client: report v w.p. p = e^eps/(e^eps + k - 1), else a uniform other value (each w.p. q = 1/(e^eps + k - 1)).
@@ -48,13 +70,8 @@ class GRR(PQOracle):
     def __post_init__(self) -> None:
         self._set_k_epsilon()
 
-    @cached_property
-    def p(self) -> float:
-        return grr_pq(self.epsilon, self.k)[0]
-
-    @cached_property
-    def q(self) -> float:
-        return grr_pq(self.epsilon, self.k)[1]
+    def _outputs(self) -> int:
+        return self.k
 
     def _perturb(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return grr_perturb(values, self.k, self.p, rng)

@@ -19,6 +19,8 @@ from dpkit.mechanisms.postprocessing import postprocess as apply_postprocess
 
 __all__ = ["HadamardResponse", "HR", "HadamardResponseGeneral", "fwht"]
 
+MAX_DOMAIN = 2**31 - 1  # the largest k of both variants (HR: at most K = 2^31 outputs)
+
 
 @dataclass(frozen=True)
 class HadamardResponse(PureFrequencyOracle):
@@ -37,7 +39,7 @@ class HadamardResponse(PureFrequencyOracle):
     name = "HR"
 
     def __post_init__(self) -> None:
-        self._set_k_epsilon(2**31 - 1)
+        self._set_k_epsilon(MAX_DOMAIN)
 
     @cached_property
     def K(self) -> int:
@@ -126,7 +128,7 @@ class HadamardResponseGeneral(FrequencyOracle):
     name = "HR-general"
 
     def __post_init__(self) -> None:
-        self._set_k_epsilon(2**31 - 1)
+        self._set_k_epsilon(MAX_DOMAIN)
 
     @cached_property
     def B(self) -> int:

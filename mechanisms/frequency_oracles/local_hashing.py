@@ -11,14 +11,13 @@ from numpy.typing import ArrayLike
 from dpkit.accountants import DpEvent, RandomizedResponseEvent
 from dpkit.mechanisms import hashing
 from dpkit.mechanisms._validation import check_domain, set_fields
-from dpkit.mechanisms.base import PQOracle
-from dpkit.mechanisms.frequency_oracles.grr import grr_perturb, grr_pq
+from dpkit.mechanisms.frequency_oracles.grr import RandomizedResponseOracle, grr_perturb
 
 __all__ = ["LocalHashing", "BLH", "OLH"]
 
 
 @dataclass(frozen=True)
-class LocalHashing(PQOracle):
+class LocalHashing(RandomizedResponseOracle):
     """Local hashing with ``g`` buckets (Wang et al. USENIX Sec'17; BLH: g = 2; OLH: g = round(e^eps) + 1).
 
     Client: draw a hash function H from the universal family of :mod:`dpkit.mechanisms.hashing` (two uniform 64-bit
@@ -43,15 +42,9 @@ class LocalHashing(PQOracle):
         )
         set_fields(self, g=g)
 
-    @cached_property
-    def p(self) -> float:
-        """P(y = H(v)): GRR over [g] keeps the hashed value."""
-        return grr_pq(self.epsilon, self.g)[0]
-
-    @cached_property
-    def q(self) -> float:
-        """P(y = a given other bucket)."""
-        return grr_pq(self.epsilon, self.g)[1]
+    def _outputs(self) -> int:
+        """g: GRR over [g] reports the hashed value (p = P(y = H(v)), q = P(y = a given other bucket))."""
+        return self.g
 
     @cached_property
     def q_star(self) -> float:

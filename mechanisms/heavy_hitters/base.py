@@ -50,6 +50,7 @@ __all__ = [
     "split_groups",
     "KeyProtocol",
     "SupportCounts",
+    "check_client",
     "check_run",
     "chunk_source",
     "sum_states",
@@ -380,11 +381,16 @@ class KeyProtocol:
         )
 
 
-def check_run(values, rng, chunk_size, bits: int) -> tuple[np.ndarray, int]:
-    """The keys and the chunk size of a ``run`` (clients and server in one pass)."""
+def check_client(values, rng, bits: int) -> np.ndarray:
+    """The keys of a client call (``perturb``, ``run``): ``values`` as ``bits``-bit keys, then ``rng`` checked."""
     keys = check_keys("values", values, bits)
     check_rng(rng)
-    return keys, check_chunk_size("chunk_size", chunk_size) or 1 << 18
+    return keys
+
+
+def check_run(values, rng, chunk_size, bits: int) -> tuple[np.ndarray, int]:
+    """The keys and the chunk size of a ``run`` (clients and server in one pass)."""
+    return check_client(values, rng, bits), check_chunk_size("chunk_size", chunk_size) or 1 << 18
 
 
 def chunk_source(reports, parts: int) -> Callable[[], Iterable]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from dpkit.accountants import DpEvent
-from dpkit.mechanisms._validation import check_count, check_rng
+from dpkit.mechanisms._validation import check_count
 from dpkit.mechanisms.heavy_hitters import base
 
 __all__ = ["PEM", "prefix_schedule"]
@@ -87,8 +87,7 @@ class PEM(base.KeyProtocol):
     # ------------------------------------------------------------------------------------------- client
     def perturb(self, values, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         """Each user joins a random group and reports their prefix of that group's length (vectorized)."""
-        keys = base.check_keys("values", values, self.bits)
-        check_rng(rng)
+        keys = base.check_client(values, rng, self.bits)
         return self._perturb_levels(self.oracle, keys, self.lengths, rng)
 
     # ------------------------------------------------------------------------------------------- server

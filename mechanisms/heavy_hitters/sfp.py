@@ -35,7 +35,7 @@ import numpy as np
 
 from dpkit.accountants import ComposedEvent, DpEvent
 from dpkit.mechanisms import make_oracle
-from dpkit.mechanisms._validation import check_count, check_rng
+from dpkit.mechanisms._validation import check_count
 from dpkit.mechanisms.heavy_hitters import base
 
 __all__ = ["SFP", "public_hash"]
@@ -104,8 +104,7 @@ class SFP(base.KeyProtocol):
 
     # --------------------------------------------------------------------------------------------- client
     def perturb(self, values, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        keys = base.check_keys("values", values, self.bits)
-        check_rng(rng)
+        keys = base.check_client(values, rng, self.bits)
         pos = base.split_groups(len(keys), self.positions, rng)
         frag = tuple(self.fragments.perturb(self.items(keys[pos == i], i), rng) for i in range(self.positions))
         return (*frag, self.word_oracle.perturb(keys, rng))

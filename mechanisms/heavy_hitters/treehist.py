@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from dpkit.accountants import ComposedEvent, DpEvent
-from dpkit.mechanisms._validation import check_count, check_rng
+from dpkit.mechanisms._validation import check_count
 from dpkit.mechanisms.heavy_hitters import base
 from dpkit.mechanisms.heavy_hitters.pem import prefix_schedule
 
@@ -66,8 +66,7 @@ class TreeHist(base.KeyProtocol):
         return len(self.lengths)
 
     def perturb(self, values, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        keys = base.check_keys("values", values, self.bits)
-        check_rng(rng)
+        keys = base.check_client(values, rng, self.bits)
         pre = self._perturb_levels(self.prefix_oracle, keys, self.lengths, rng)
         return (*pre, self.word_oracle.perturb(keys, rng))
 

@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 
 from dpkit.accountants import DpEvent
 from dpkit.mechanisms._validation import check_domain, check_values
-from dpkit.mechanisms.base import CompositeState, SupportCounts, check_key, check_state_of, merge_stream
+from dpkit.mechanisms.base import CompositeState, Keyed, SupportCounts, check_key, check_state_of, merge_stream
 from dpkit.mechanisms.postprocessing import check_postprocess
 
 __all__ = ["MultidimensionalProtocol", "MultiState", "encode_dataframe", "check_domains"]
@@ -80,7 +80,7 @@ def check_domains(domain_sizes: Iterable[int]) -> tuple[int, ...]:
     return tuple(check_domain(f"domain_sizes[{i}]", k) for i, k in enumerate(sizes))
 
 
-class MultidimensionalProtocol(ABC):
+class MultidimensionalProtocol(Keyed, ABC):
     """A local-DP protocol for d categorical attributes (see the module docstring for the interface)."""
 
     domain_sizes: tuple[int, ...]
@@ -93,11 +93,6 @@ class MultidimensionalProtocol(ABC):
     @property
     def d(self) -> int:
         return len(self.domain_sizes)
-
-    @property
-    def key(self) -> str:
-        """The protocol's identity in a :class:`MultiState` (class and every parameter)."""
-        return repr(self)
 
     def attribute_key(self, i: int) -> str:
         """The key of attribute ``i``'s state (its oracle's, where the protocol runs one per attribute)."""

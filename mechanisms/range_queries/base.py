@@ -24,14 +24,14 @@ With ``f=None`` the variance is the usual f -> 0 form sum_l V*_l sum_v w_lv^2 (t
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from dpkit.accountants import DpEvent, PureDpEvent
 from dpkit.mechanisms import GRR, SupportCounts, choose_protocol, make_oracle
 from dpkit.mechanisms._validation import check_chunk_size, check_rng, check_values, set_domain_epsilon, set_fields
-from dpkit.mechanisms.base import CompositeState, check_key, merge_stream
+from dpkit.mechanisms.base import CompositeState, Keyed, check_key, merge_stream
 from dpkit.mechanisms.frequency_oracles.grr import grr_pq
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "sampling_variance",
     "LevelSampledProtocol",
     "DomainProtocol",
+    "TreeProtocol",
     "ADAPTIVE",
 ]
 
@@ -164,7 +165,7 @@ def population_variance(F: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------- base protocol
-class LevelSampledProtocol:
+class LevelSampledProtocol(Keyed):
     """Shared client/server machinery; subclasses define ``oracles`` (one per level, frequency-oracle API) and
     ``_node_index(values, level)`` (the node of each value at that level).
 
@@ -189,10 +190,6 @@ class LevelSampledProtocol:
     @property
     def num_levels(self) -> int:
         return len(self.oracles)
-
-    @property
-    def key(self) -> str:
-        return repr(self)
 
     def _sample_levels(self, n: int, rng: np.random.Generator) -> np.ndarray:
         h = self.num_levels
@@ -290,23 +287,30 @@ class LevelSampledProtocol:
 
 class DomainProtocol(LevelSampledProtocol):
     """A range protocol over the values [0, ``domain``) (flat, hierarchical histogram, HaarHRR): its ``domain`` and
-    ``epsilon`` checked, the users' values checked against the domain, and, for the trees, the height and the
-    B^height leaves of the padded domain, over which a range that ends at the domain's end is extended (the padding
-    holds no user)."""
+    ``epsilon`` checked and the users' values checked against the domain."""
 
     domain: int
-    height: int
-    leaves: int
 
     def _init_domain(self) -> None:
         set_domain_epsilon(self, "domain")
 
+    def _check_values(self, values) -> np.ndarray:
+        return check_values("values", values, self.domain)
+
+
+@dataclass(frozen=True)
+class TreeProtocol(DomainProtocol):
+    """A range protocol over a tree of branching B (hierarchical histogram, HaarHRR): its level ``oracles``, the
+    ``height`` and the B^height ``leaves`` of the padded domain (set by ``_init_tree``), over which a range that
+    ends at the domain's end is extended (the padding holds no user). Subclasses are frozen dataclasses."""
+
+    oracles: tuple = field(init=False, repr=False, compare=False, default=())
+    height: int = field(init=False, repr=False, compare=False, default=0)
+    leaves: int = field(init=False, repr=False, compare=False, default=0)
+
     def _init_tree(self, branching: int) -> None:
         h = n_levels_needed(self.domain, branching)
         set_fields(self, height=h, leaves=branching**h)
-
-    def _check_values(self, values) -> np.ndarray:
-        return check_values("values", values, self.domain)
 
     def _ends(self, queries) -> tuple[np.ndarray, np.ndarray]:
         """(a, e) of every range [a, b] of ``queries``, e = b + 1 exclusive, extended over the padding at the end."""

@@ -42,8 +42,8 @@ from dpkit.mechanisms._validation import (
     check_values,
     set_fields,
 )
-from dpkit.mechanisms.base import check_frequencies, check_state_of, merge_stream
-from dpkit.mechanisms.range_queries.base import DomainProtocol, RangeState, check_distribution
+from dpkit.mechanisms.base import Keyed, check_frequencies, check_state_of, merge_stream
+from dpkit.mechanisms.range_queries.base import RangeState, TreeProtocol, check_distribution
 
 __all__ = ["HaarHRR", "HaarLevel", "walsh_hadamard"]
 
@@ -61,7 +61,7 @@ def walsh_hadamard(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class HaarLevel:
+class HaarLevel(Keyed):
     """Hadamard randomized response for the m = 2^(l-1) coefficients of one Haar level (the client of HaarHRR).
 
     Input: u in [0, 2m), the half-node of the value (node j = u // 2, sign + for even u). Report: 2 r + [y = +1] in
@@ -77,10 +77,6 @@ class HaarLevel:
         object.__setattr__(self, "epsilon", check_epsilon("epsilon", self.epsilon))
         e = math.exp(self.epsilon)
         object.__setattr__(self, "p", e / (1 + e))
-
-    @property
-    def key(self) -> str:
-        return repr(self)
 
     def perturb(self, values, rng: np.random.Generator) -> np.ndarray:
         u = check_values("values", values, 2 * self.m)
@@ -147,7 +143,7 @@ class HaarLevel:
 
 
 @dataclass(frozen=True)
-class HaarHRR(DomainProtocol):
+class HaarHRR(TreeProtocol):
     """HaarHRR range queries over [0, domain) (see the module docstring: algorithm, variance bound, guarantee).
 
     Reports (``perturb``): a tuple of h arrays (levels 1..h), each 2 r + [y = +1] for the users of that level.
@@ -156,9 +152,6 @@ class HaarHRR(DomainProtocol):
     domain: int
     epsilon: float
     name = "HaarHRR"
-    oracles: tuple = field(init=False, repr=False, compare=False, default=())
-    height: int = field(init=False, repr=False, compare=False, default=0)
-    leaves: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
         self._init_domain()

@@ -27,15 +27,15 @@ epsilon-LDP for the user's value under replacement (any v -> any v'; unit of pri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from dpkit.mechanisms._validation import check_count, check_domain, check_epsilon, set_fields
 from dpkit.mechanisms.postprocessing import norm_sub
 from dpkit.mechanisms.range_queries.base import (
-    DomainProtocol,
     RangeState,
+    TreeProtocol,
     check_distribution,
     make_level_oracle,
     n_levels_needed,
@@ -92,7 +92,7 @@ def badic_decomposition(a: np.ndarray, e: np.ndarray, branching: int, height: in
 
 
 @dataclass(frozen=True)
-class HierarchicalHistogram(DomainProtocol):
+class HierarchicalHistogram(TreeProtocol):
     """Hierarchical histogram (HH) for range queries over [0, domain): B-ary tree, one level per user, any frequency
     oracle per level, Hay et al. consistency (optional Norm-Sub). See the module docstring for the algorithm, the
     variance and the guarantee (epsilon-LDP, unit: one user's value, neighbouring relation: replacement).
@@ -108,9 +108,6 @@ class HierarchicalHistogram(DomainProtocol):
     oracle: str = "ADP"
     consistency: bool = True
     name = "HH"
-    oracles: tuple = field(init=False, repr=False, compare=False, default=())
-    height: int = field(init=False, repr=False, compare=False, default=0)
-    leaves: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self):
         self._init_domain()

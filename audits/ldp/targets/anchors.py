@@ -114,7 +114,7 @@ class AnchorTarget(Target):
 
     def sample(self, which: int, n: int, rng: np.random.Generator) -> np.ndarray:
         self._seed(rng)
-        v = self.v1 if which == 0 else self.v2
+        v = self._value(which)
         f = self.client
         out = [f(v) for _ in range(n)]
         if self.proto_name in ("BLH", "OLH"):

@@ -43,6 +43,14 @@ class Target:
     def sample(self, which: int, n: int, rng: np.random.Generator) -> Any:
         raise NotImplementedError
 
+    def _value(self, which: int) -> Any:
+        """The input of a trial: ``v1`` (``which = 0``) or ``v2`` (``which = 1``)."""
+        return self.v1 if which == 0 else self.v2
+
+    def _values(self, which: int, n: int, dtype: Any) -> np.ndarray:
+        """The inputs of ``n`` trials of one user each: ``n`` copies of ``_value(which)``."""
+        return np.full(n, self._value(which), dtype=dtype)
+
     def statistic(self) -> Statistic | None:
         return None
 

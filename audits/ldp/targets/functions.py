@@ -33,7 +33,7 @@ class CallableTarget(Target):
         self._kind: str | None = None
 
     def sample(self, which: int, n: int, rng: np.random.Generator) -> np.ndarray:
-        v = self.v1 if which == 0 else self.v2
+        v = self._value(which)
         seed = int(rng.integers(0, 2**31 - 1))
         np.random.seed(seed)
         random.seed(seed)

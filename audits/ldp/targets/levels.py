@@ -45,8 +45,7 @@ class LevelTarget(Target):
         self.chunk_rows = rows_per_chunk(width)
 
     def sample(self, which: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-        v = self.v1 if which == 0 else self.v2
-        return tuple(self._sample(np.full(n, v, dtype=self._dtype), rng))
+        return tuple(self._sample(self._values(which, n, self._dtype), rng))
 
     def statistic(self) -> Statistic:
         return level_statistic(self.levels)

@@ -76,9 +76,8 @@ class LongitudinalTarget(Target):
         return {"protocol": repr(self.protocol), "tau": self.tau}
 
     def sample(self, which: int, n: int, rng: np.random.Generator) -> np.ndarray:
-        v = self.v1 if which == 0 else self.v2
         pop = self.population(self.protocol, n, rng)
-        values = np.full(n, v, dtype=np.int64)
+        values = self._values(which, n, np.int64)
         return np.stack([pop.report(values, rng) for _ in range(self.tau)], axis=1)
 
     def statistic(self) -> Statistic | None:

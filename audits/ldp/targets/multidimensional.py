@@ -58,7 +58,7 @@ class MultidimensionalTarget(Target):
         return {"protocol": repr(self.protocol), "scope": self.scope, "d": self.d}
 
     def sample(self, which: int, n: int, rng: np.random.Generator) -> Any:
-        v = np.asarray(self.v1 if which == 0 else self.v2, dtype=np.int64)
+        v = np.asarray(self._value(which), dtype=np.int64)
         return self.protocol.perturb(np.tile(v, (n, 1)), rng)
 
     def statistic(self) -> Statistic | None:

@@ -33,8 +33,7 @@ class NumericTarget(Target):
         self.k = int(k) if k is not None else 2
 
     def sample(self, which: int, n: int, rng: np.random.Generator) -> np.ndarray:
-        v = self.v1 if which == 0 else self.v2
-        return self.mechanism.perturb(np.full(n, v, dtype=np.float64), rng)
+        return self.mechanism.perturb(self._values(which, n, np.float64), rng)
 
     def statistic(self) -> Statistic:
         return numeric_statistic(self.mechanism, self.v1, self.v2)

@@ -38,8 +38,7 @@ class ProtocolTarget(Target):
         self.chunk_rows = rows_per_chunk(self.k)
 
     def sample(self, which: int, n: int, rng: np.random.Generator) -> np.ndarray:
-        v = self.v1 if which == 0 else self.v2
-        return self.protocol.perturb(np.full(n, v, dtype=np.int64), rng)
+        return self.protocol.perturb(self._values(which, n, np.int64), rng)
 
     def statistic(self) -> Statistic:
         return fo_statistic(self.protocol, self.v1, self.v2)
