@@ -1,10 +1,9 @@
 """BLAS threads for the optimizers.
 
 Their linear algebra is either tiny (n x buffers, n x bands) or one n x n eigendecomposition per step; multi-
-threaded BLAS gains little there and, on a CPU shared with other work, loses badly (measured at n = 1000 on two
-busy cores: the dense optimum 7 s single-threaded, 34 s with two OpenBLAS threads; a BLT 0.2 s vs 5 s). So the
-optimizers run BLAS single-threaded unless asked otherwise.
-"""
+threaded BLAS gains little there and, on a CPU shared with other work, loses badly (several times slower with two
+OpenBLAS threads than with one on a busy two-core machine: see benchmarks/README.md). So the optimizers run BLAS
+single-threaded unless asked otherwise."""
 
 from __future__ import annotations
 

@@ -170,7 +170,7 @@ def optimize_dense(
     """The optimal dense strategy (mean error) for single or (k, b) fixed-epoch participation; sensitivity 1.
 
     Stops when X(M) violates the constraints by at most ``tol`` (or L-BFGS converges). O(n^3) per iteration
-    (one eigendecomposition); tens of iterations at n = 1000 (about 7 s on one core). ``threads``: BLAS threads
+    (one eigendecomposition); tens of iterations at n = 1000 (timings: benchmarks/README.md). ``threads``: BLAS threads
     (None: unchanged; more threads help only on an otherwise idle machine).
     """
     participation = SingleParticipation() if participation is None else participation
