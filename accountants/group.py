@@ -185,6 +185,27 @@ _RULES: dict[type[ev.DpEvent], Callable[[ev.DpEvent, int], ev.DpEvent]] = {
 }
 
 
+#: An accountant's answer to "can you analyse the mixture of ``group_event(inner, j)`` over j <= trials?" (None if
+#: it can, else why not), called with (inner, trials, relation, a description of what the mixture is for).
+MixtureReason = Callable[[ev.DpEvent, int, ev.NeighbouringRelation, str], str | None]
+
+
+def poisson_group_reason(
+    event: ev.GroupEvent, relation: ev.NeighbouringRelation, mixture_reason: MixtureReason
+) -> str | None:
+    """None if an accountant whose mixtures ``mixture_reason`` vets can analyse ``event``, else why not.
+
+    ``event`` is analysed as the binomial mixture described above, which needs a Poisson-sampled sub-event (what
+    :func:`group_event` builds) and add/remove or replace-special neighbours.
+    """
+    sampled = event.event
+    if not isinstance(sampled, ev.PoissonSampledEvent):
+        return "GroupEvent wraps Poisson-sampled events only; build group events with group_event(event, k)"
+    if relation is ev.NeighbouringRelation.REPLACE_ONE:
+        return "group privacy of Poisson sampling is analysed under add/remove (or replace-special) neighbours"
+    return mixture_reason(sampled.event, event.group_size, relation, "a Poisson-sampled group")
+
+
 def group_privacy(accountant: PrivacyAccountant, group_size: int) -> PrivacyAccountant:
     """A new accountant (same kind, relation and options) whose ledger is ``accountant``'s rewritten by
     :func:`group_event`: its epsilons and deltas are the run's guarantee for any group of ``group_size`` records.

@@ -30,7 +30,7 @@ import numpy as np
 from dpkit.accountants import events as ev
 from dpkit.accountants import rdp_mechanisms as rm
 from dpkit.accountants.errors import UnsupportedEventError
-from dpkit.accountants.group import group_event
+from dpkit.accountants.group import group_event, poisson_group_reason
 from dpkit.accountants.privacy_loss import (
     DiscretePair,
     MixturePair,
@@ -145,11 +145,7 @@ def pair_reason(event: ev.DpEvent, relation: ev.NeighbouringRelation) -> str | N
             return None
         return _group_reason(event.event, event.sample_size, relation, "sampling with replacement")
     if isinstance(event, ev.GroupEvent):
-        if not isinstance(event.event, ev.PoissonSampledEvent):
-            return "GroupEvent wraps Poisson-sampled events only; build group events with group_event(event, k)"
-        if not add_remove:
-            return "group privacy of Poisson sampling is analysed under add/remove (or replace-special) neighbours"
-        return _group_reason(event.event.event, event.group_size, relation, "a Poisson-sampled group")
+        return poisson_group_reason(event, relation, _group_reason)
     if isinstance(event, ev.ZCDPEvent | ev.RepeatAndSelectEvent):
         return (
             f"{type(event).__name__} bounds Renyi divergences only and has no known dominating pair; use the RDP "

@@ -47,7 +47,7 @@ from dpkit.accountants import rdp_mechanisms as rm
 from dpkit.accountants._typing import FloatArray
 from dpkit.accountants.accountant import PrivacyAccountant, register_accountant
 from dpkit.accountants.errors import UnsupportedEventError
-from dpkit.accountants.group import group_event
+from dpkit.accountants.group import group_event, poisson_group_reason
 from dpkit.accountants.progress import ProgressHook
 from dpkit.accountants.validation import check_delta, check_nonnegative
 
@@ -346,12 +346,7 @@ def _atom_reason(event: ev.DpEvent, relation: ev.NeighbouringRelation) -> str | 
             return None
         return _group_mixture_reason(event.event, event.sample_size, relation, "sampling with replacement")
     if isinstance(event, ev.GroupEvent):
-        if not isinstance(event.event, ev.PoissonSampledEvent):
-            return "GroupEvent wraps Poisson-sampled events only; build group events with group_event(event, k)"
-        if not add_remove:
-            return "group privacy of Poisson sampling is analysed under add/remove (or replace-special) neighbours"
-        sampled = event.event
-        return _group_mixture_reason(sampled.event, event.group_size, relation, "a Poisson-sampled group")
+        return poisson_group_reason(event, relation, _group_mixture_reason)
     if isinstance(event, ev.RepeatAndSelectEvent):
         if _is_noop(event.event):
             return None
