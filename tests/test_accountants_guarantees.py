@@ -198,3 +198,15 @@ def test_group_of_poisson_sampled_gaussians_is_sound():
     assert acc.get_delta(e) * (1 + math.exp(e)) <= 1e-5 * (1 + 1e-9)
     with pytest.raises(UnsupportedEventError, match="replace"):
         group_privacy(PLDAccountant("replace_one").compose(ev.PoissonSampledEvent(0.1, ev.GaussianEvent(1.0))), 2)
+
+
+@pytest.mark.parametrize("kind", ["rdp", "pld"])
+def test_group_event_refusals_name_the_reason(kind):
+    # both accountants analyse a GroupEvent as the mixture over the group's sampled records: that needs a
+    # Poisson-sampled sub-event and add/remove (or replace-special) neighbours
+    sampled = ev.GroupEvent(ev.PoissonSampledEvent(0.1, ev.GaussianEvent(1.0)), 2)
+    with pytest.raises(UnsupportedEventError, match="Poisson-sampled events only"):
+        create_accountant(kind).compose(ev.GroupEvent(ev.GaussianEvent(1.0), 2))
+    with pytest.raises(UnsupportedEventError, match="under add/remove"):
+        create_accountant(kind, neighbouring_relation="replace_one").compose(sampled)
+    assert create_accountant(kind, neighbouring_relation="replace_special").compose(sampled).get_epsilon(1e-5) < 10
