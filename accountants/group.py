@@ -28,33 +28,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from dpkit.accountants import events as ev
 from dpkit.accountants.accountant import PrivacyAccountant
 from dpkit.accountants.errors import UnsupportedEventError
-from dpkit.accountants.events import (
-    MAX_EPSILON,
-    MAX_SAMPLE_SIZE,
-    MAX_SENSITIVITY,
-    MIN_SCALE,
-    ComposedEvent,
-    DiscreteGaussianEvent,
-    DiscreteLaplaceEvent,
-    DpEvent,
-    EpsilonDeltaEvent,
-    ExponentialMechanismEvent,
-    GaussianEvent,
-    GroupEvent,
-    LaplaceEvent,
-    NonPrivateEvent,
-    NoOpEvent,
-    PermuteAndFlipEvent,
-    PoissonSampledEvent,
-    PureDpEvent,
-    RandomizedResponseEvent,
-    RepeatAndSelectEvent,
-    SelfComposedEvent,
-    SingleEpochTreeAggregationEvent,
-    ZCDPEvent,
-)
 from dpkit.accountants.validation import check_count, check_delta
 
 __all__ = ["group_epsilon", "group_event", "group_privacy"]
@@ -62,65 +38,71 @@ __all__ = ["group_epsilon", "group_event", "group_privacy"]
 
 def _scaled_epsilon(epsilon: float, k: int) -> float | None:
     eps = epsilon * k
-    return eps if eps <= MAX_EPSILON else None
+    return eps if eps <= ev.MAX_EPSILON else None
 
 
-def _gaussian(e: DpEvent, k: int) -> DpEvent:
-    assert isinstance(e, GaussianEvent)
+def _gaussian(e: ev.DpEvent, k: int) -> ev.DpEvent:
+    assert isinstance(e, ev.GaussianEvent)
     sigma = e.noise_multiplier / k
-    return GaussianEvent(sigma) if sigma >= MIN_SCALE else NonPrivateEvent()
+    return ev.GaussianEvent(sigma) if sigma >= ev.MIN_SCALE else ev.NonPrivateEvent()
 
 
-def _laplace(e: DpEvent, k: int) -> DpEvent:
-    assert isinstance(e, LaplaceEvent)
+def _laplace(e: ev.DpEvent, k: int) -> ev.DpEvent:
+    assert isinstance(e, ev.LaplaceEvent)
     scale = e.scale / k
-    return LaplaceEvent(scale) if scale >= MIN_SCALE else NonPrivateEvent()
+    return ev.LaplaceEvent(scale) if scale >= ev.MIN_SCALE else ev.NonPrivateEvent()
 
 
-def _tree(e: DpEvent, k: int) -> DpEvent:
-    assert isinstance(e, SingleEpochTreeAggregationEvent)
+def _tree(e: ev.DpEvent, k: int) -> ev.DpEvent:
+    assert isinstance(e, ev.SingleEpochTreeAggregationEvent)
     sigma = e.noise_multiplier / k
-    return SingleEpochTreeAggregationEvent(sigma, e.step_counts) if sigma >= MIN_SCALE else NonPrivateEvent()
+    return ev.SingleEpochTreeAggregationEvent(sigma, e.step_counts) if sigma >= ev.MIN_SCALE else ev.NonPrivateEvent()
 
 
-def _check_sensitivity(e: DpEvent, d: int, k: int) -> None:
-    if d > MAX_SENSITIVITY:
+def _check_sensitivity(e: ev.DpEvent, d: int, k: int) -> None:
+    if d > ev.MAX_SENSITIVITY:
         raise UnsupportedEventError(
-            f"group_event: a group of {k} gives {e!r} a sensitivity above the limit {MAX_SENSITIVITY}"
+            f"group_event: a group of {k} gives {e!r} a sensitivity above the limit {ev.MAX_SENSITIVITY}"
         )
 
 
-def _discrete_gaussian(e: DpEvent, k: int) -> DpEvent:
-    assert isinstance(e, DiscreteGaussianEvent)
+def _discrete_gaussian(e: ev.DpEvent, k: int) -> ev.DpEvent:
+    assert isinstance(e, ev.DiscreteGaussianEvent)
     _check_sensitivity(e, e.sensitivity * k, k)
-    return DiscreteGaussianEvent(e.sigma, e.sensitivity * k)
+    return ev.DiscreteGaussianEvent(e.sigma, e.sensitivity * k)
 
 
-def _discrete_laplace(e: DpEvent, k: int) -> DpEvent:
-    assert isinstance(e, DiscreteLaplaceEvent)
+def _discrete_laplace(e: ev.DpEvent, k: int) -> ev.DpEvent:
+    assert isinstance(e, ev.DiscreteLaplaceEvent)
     d = e.sensitivity * k
     _check_sensitivity(e, d, k)
-    return DiscreteLaplaceEvent(e.noise_parameter, d) if e.noise_parameter * d <= MAX_EPSILON else NonPrivateEvent()
+    return (
+        ev.DiscreteLaplaceEvent(e.noise_parameter, d)
+        if e.noise_parameter * d <= ev.MAX_EPSILON
+        else ev.NonPrivateEvent()
+    )
 
 
-def _pure(e: DpEvent, k: int) -> DpEvent:
+def _pure(e: ev.DpEvent, k: int) -> ev.DpEvent:
     """Pure-DP mechanisms: epsilon x k; randomized response is any epsilon-DP mechanism for a group."""
-    assert isinstance(e, PureDpEvent | RandomizedResponseEvent | ExponentialMechanismEvent | PermuteAndFlipEvent)
+    assert isinstance(
+        e, ev.PureDpEvent | ev.RandomizedResponseEvent | ev.ExponentialMechanismEvent | ev.PermuteAndFlipEvent
+    )
     eps = _scaled_epsilon(e.epsilon, k)
     if eps is None:
-        return NonPrivateEvent()
-    if isinstance(e, ExponentialMechanismEvent | PermuteAndFlipEvent):
+        return ev.NonPrivateEvent()
+    if isinstance(e, ev.ExponentialMechanismEvent | ev.PermuteAndFlipEvent):
         return type(e)(eps)
-    return PureDpEvent(eps)
+    return ev.PureDpEvent(eps)
 
 
-def _epsilon_delta(e: DpEvent, k: int) -> DpEvent:
-    assert isinstance(e, EpsilonDeltaEvent)
+def _epsilon_delta(e: ev.DpEvent, k: int) -> ev.DpEvent:
+    assert isinstance(e, ev.EpsilonDeltaEvent)
     eps = _scaled_epsilon(e.epsilon, k)
     if eps is None:
-        return NonPrivateEvent()
+        return ev.NonPrivateEvent()
     if e.delta == 0:
-        return EpsilonDeltaEvent(eps, 0.0)
+        return ev.EpsilonDeltaEvent(eps, 0.0)
     # delta sum_{i<k} e^{i eps} = delta (e^{k eps} - 1) / (e^eps - 1), in logs; k delta when eps = 0
     log_sum = (
         math.log(k)
@@ -128,48 +110,50 @@ def _epsilon_delta(e: DpEvent, k: int) -> DpEvent:
         else k * e.epsilon + math.log(-math.expm1(-k * e.epsilon)) - math.log(math.expm1(e.epsilon))
     )
     log_delta = math.log(e.delta) + log_sum
-    return EpsilonDeltaEvent(eps, math.exp(log_delta)) if log_delta < 0 else NonPrivateEvent()
+    return ev.EpsilonDeltaEvent(eps, math.exp(log_delta)) if log_delta < 0 else ev.NonPrivateEvent()
 
 
-def _zcdp(e: DpEvent, k: int) -> DpEvent:
-    assert isinstance(e, ZCDPEvent)
+def _zcdp(e: ev.DpEvent, k: int) -> ev.DpEvent:
+    assert isinstance(e, ev.ZCDPEvent)
     if e.xi > 0:
         raise UnsupportedEventError(
             f"group_event cannot extend {e!r} to groups: group privacy of (xi, rho)-zCDP with xi > 0 has no "
             "bound implemented (Bun-Steinke 2016, Proposition 27 covers xi = 0)"
         )
     rho = e.rho * k * k
-    return ZCDPEvent(rho) if rho <= MAX_EPSILON else NonPrivateEvent()
+    return ev.ZCDPEvent(rho) if rho <= ev.MAX_EPSILON else ev.NonPrivateEvent()
 
 
-def group_event(event: DpEvent, group_size: int) -> DpEvent:
+def group_event(event: ev.DpEvent, group_size: int) -> ev.DpEvent:
     """An event whose single-record guarantee is ``event``'s guarantee for groups of ``group_size`` records.
 
     See the module docstring for the bound used for each mechanism; ``group_size = 1`` returns ``event``. Raises
     ``UnsupportedEventError`` (naming the event and the reason) where no sound group bound is implemented.
     """
-    if not isinstance(event, DpEvent):
+    if not isinstance(event, ev.DpEvent):
         raise TypeError(f"event must be a DpEvent, got {event!r}")
-    k = check_count("group_size", group_size, minimum=1, maximum=MAX_SAMPLE_SIZE)
+    k = check_count("group_size", group_size, minimum=1, maximum=ev.MAX_SAMPLE_SIZE)
     return _group(event, k)
 
 
-def _group(event: DpEvent, k: int) -> DpEvent:
-    if k == 1 or isinstance(event, NoOpEvent | NonPrivateEvent):
+def _group(event: ev.DpEvent, k: int) -> ev.DpEvent:
+    if k == 1 or isinstance(event, ev.NoOpEvent | ev.NonPrivateEvent):
         return event
-    if isinstance(event, SelfComposedEvent):
-        return SelfComposedEvent(_group(event.event, k), event.count)
-    if isinstance(event, ComposedEvent):
-        return ComposedEvent(tuple(_group(e, k) for e in event.events))
-    if isinstance(event, RepeatAndSelectEvent):
-        return RepeatAndSelectEvent(_group(event.event, k), event.mean, event.shape)
-    if isinstance(event, GroupEvent):
+    if isinstance(event, ev.SelfComposedEvent):
+        return ev.SelfComposedEvent(_group(event.event, k), event.count)
+    if isinstance(event, ev.ComposedEvent):
+        return ev.ComposedEvent(tuple(_group(e, k) for e in event.events))
+    if isinstance(event, ev.RepeatAndSelectEvent):
+        return ev.RepeatAndSelectEvent(_group(event.event, k), event.mean, event.shape)
+    if isinstance(event, ev.GroupEvent):
         size = event.group_size * k
-        if size > MAX_SAMPLE_SIZE:
-            raise UnsupportedEventError(f"group_event: a group of {size} records is above the limit {MAX_SAMPLE_SIZE}")
-        return GroupEvent(event.event, size)
-    if isinstance(event, PoissonSampledEvent):
-        return GroupEvent(event, k)
+        if size > ev.MAX_SAMPLE_SIZE:
+            raise UnsupportedEventError(
+                f"group_event: a group of {size} records is above the limit {ev.MAX_SAMPLE_SIZE}"
+            )
+        return ev.GroupEvent(event.event, size)
+    if isinstance(event, ev.PoissonSampledEvent):
+        return ev.GroupEvent(event, k)
     rule = _RULES.get(type(event))
     if rule is None:
         raise UnsupportedEventError(
@@ -186,19 +170,40 @@ _REFUSALS = {
     "SampledWithReplacementEvent": "no group bound for sampling with replacement is implemented",
 }
 
-_RULES: dict[type[DpEvent], Callable[[DpEvent, int], DpEvent]] = {
-    GaussianEvent: _gaussian,
-    LaplaceEvent: _laplace,
-    SingleEpochTreeAggregationEvent: _tree,
-    DiscreteGaussianEvent: _discrete_gaussian,
-    DiscreteLaplaceEvent: _discrete_laplace,
-    PureDpEvent: _pure,
-    RandomizedResponseEvent: _pure,
-    ExponentialMechanismEvent: _pure,
-    PermuteAndFlipEvent: _pure,
-    EpsilonDeltaEvent: _epsilon_delta,
-    ZCDPEvent: _zcdp,
+_RULES: dict[type[ev.DpEvent], Callable[[ev.DpEvent, int], ev.DpEvent]] = {
+    ev.GaussianEvent: _gaussian,
+    ev.LaplaceEvent: _laplace,
+    ev.SingleEpochTreeAggregationEvent: _tree,
+    ev.DiscreteGaussianEvent: _discrete_gaussian,
+    ev.DiscreteLaplaceEvent: _discrete_laplace,
+    ev.PureDpEvent: _pure,
+    ev.RandomizedResponseEvent: _pure,
+    ev.ExponentialMechanismEvent: _pure,
+    ev.PermuteAndFlipEvent: _pure,
+    ev.EpsilonDeltaEvent: _epsilon_delta,
+    ev.ZCDPEvent: _zcdp,
 }
+
+
+#: An accountant's answer to "can you analyse the mixture of ``group_event(inner, j)`` over j <= trials?" (None if
+#: it can, else why not), called with (inner, trials, relation, a description of what the mixture is for).
+MixtureReason = Callable[[ev.DpEvent, int, ev.NeighbouringRelation, str], str | None]
+
+
+def poisson_group_reason(
+    event: ev.GroupEvent, relation: ev.NeighbouringRelation, mixture_reason: MixtureReason
+) -> str | None:
+    """None if an accountant whose mixtures ``mixture_reason`` vets can analyse ``event``, else why not.
+
+    ``event`` is analysed as the binomial mixture described above, which needs a Poisson-sampled sub-event (what
+    :func:`group_event` builds) and add/remove or replace-special neighbours.
+    """
+    sampled = event.event
+    if not isinstance(sampled, ev.PoissonSampledEvent):
+        return "GroupEvent wraps Poisson-sampled events only; build group events with group_event(event, k)"
+    if relation is ev.NeighbouringRelation.REPLACE_ONE:
+        return "group privacy of Poisson sampling is analysed under add/remove (or replace-special) neighbours"
+    return mixture_reason(sampled.event, event.group_size, relation, "a Poisson-sampled group")
 
 
 def group_privacy(accountant: PrivacyAccountant, group_size: int) -> PrivacyAccountant:
@@ -210,7 +215,7 @@ def group_privacy(accountant: PrivacyAccountant, group_size: int) -> PrivacyAcco
     """
     if not isinstance(accountant, PrivacyAccountant):
         raise TypeError(f"accountant must be a PrivacyAccountant, got {accountant!r}")
-    k = check_count("group_size", group_size, minimum=1, maximum=MAX_SAMPLE_SIZE)
+    k = check_count("group_size", group_size, minimum=1, maximum=ev.MAX_SAMPLE_SIZE)
     out = accountant.fresh()
     for event, count in accountant._ledger:
         out.compose(_group(event, k), count)
@@ -239,7 +244,7 @@ def group_epsilon(accountant: PrivacyAccountant, group_size: int, delta: float, 
     """
     if not isinstance(accountant, PrivacyAccountant):
         raise TypeError(f"accountant must be a PrivacyAccountant, got {accountant!r}")
-    k = check_count("group_size", group_size, minimum=1, maximum=MAX_SAMPLE_SIZE)
+    k = check_count("group_size", group_size, minimum=1, maximum=ev.MAX_SAMPLE_SIZE)
     delta = check_delta("delta", delta)
     points = check_count("points", points, minimum=2, maximum=100_000)
     base = accountant.get_epsilon(delta)

@@ -41,55 +41,30 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from dpkit.accountants import events as ev
 from dpkit.accountants import rdp_analysis as ra
 from dpkit.accountants import rdp_mechanisms as rm
 from dpkit.accountants._typing import FloatArray
 from dpkit.accountants.accountant import PrivacyAccountant, register_accountant
 from dpkit.accountants.errors import UnsupportedEventError
-from dpkit.accountants.events import (
-    ComposedEvent,
-    DiscreteGaussianEvent,
-    DiscreteLaplaceEvent,
-    DpEvent,
-    EpsilonDeltaEvent,
-    ExponentialMechanismEvent,
-    GaussianEvent,
-    GroupEvent,
-    LaplaceEvent,
-    MixtureOfGaussiansEvent,
-    NeighbouringRelation,
-    NonPrivateEvent,
-    NoOpEvent,
-    PermuteAndFlipEvent,
-    PoissonSampledEvent,
-    PureDpEvent,
-    RandomizedResponseEvent,
-    RepeatAndSelectEvent,
-    SampledWithoutReplacementEvent,
-    SampledWithReplacementEvent,
-    SelfComposedEvent,
-    SingleEpochTreeAggregationEvent,
-    ZCDPEvent,
-    flatten,
-)
-from dpkit.accountants.group import group_event
+from dpkit.accountants.group import group_event, poisson_group_reason
 from dpkit.accountants.progress import ProgressHook
 from dpkit.accountants.validation import check_delta, check_nonnegative
 
 __all__ = ["RDPAccountant"]
 
 
-def _effective_gaussian_sigma(event: DpEvent) -> float | None:
+def _effective_gaussian_sigma(event: ev.DpEvent) -> float | None:
     """sigma of the single Gaussian equivalent to ``event`` if it is a composition of Gaussians, else None.
 
     Gaussians with noise multipliers sigma_i on the same input compose to a Gaussian with
     sigma = (sum_i sigma_i^-2)^(-1/2) (exactly: the sufficient statistic of the outputs is one Gaussian).
     """
     parts: list[tuple[float, int]] = []
-    for atom, count in flatten(event):
-        if isinstance(atom, NoOpEvent):
+    for atom, count in ev.flatten(event):
+        if isinstance(atom, ev.NoOpEvent):
             continue
-        if not isinstance(atom, GaussianEvent):
+        if not isinstance(atom, ev.GaussianEvent):
             return None
         parts.append((atom.noise_multiplier, count))
     if not parts:
@@ -101,64 +76,64 @@ def _effective_gaussian_sigma(event: DpEvent) -> float | None:
     return m / math.sqrt(math.fsum(c * (m / sigma) ** 2 for sigma, c in parts))
 
 
-def _is_noop(event: DpEvent) -> bool:
-    return all(isinstance(atom, NoOpEvent) for atom, _ in flatten(event))
+def _is_noop(event: ev.DpEvent) -> bool:
+    return all(isinstance(atom, ev.NoOpEvent) for atom, _ in ev.flatten(event))
 
 
-def _rr_epsilon(event: DpEvent) -> tuple[float, int] | None:
+def _rr_epsilon(event: ev.DpEvent) -> tuple[float, int] | None:
     """(epsilon, k) of events whose tight pair is k-ary randomized response (pure DP: binary)."""
-    if isinstance(event, RandomizedResponseEvent):
+    if isinstance(event, ev.RandomizedResponseEvent):
         return event.epsilon, event.num_buckets
-    if isinstance(event, PureDpEvent | PermuteAndFlipEvent):
+    if isinstance(event, ev.PureDpEvent | ev.PermuteAndFlipEvent):
         return event.epsilon, 2
-    if isinstance(event, EpsilonDeltaEvent) and event.delta == 0:
+    if isinstance(event, ev.EpsilonDeltaEvent) and event.delta == 0:
         return event.epsilon, 2
     return None
 
 
-def _discrete_log_pair(event: DpEvent) -> tuple[FloatArray, FloatArray] | None:
+def _discrete_log_pair(event: ev.DpEvent) -> tuple[FloatArray, FloatArray] | None:
     """Log-probabilities of a finite tight pair of the event (randomized response, pure DP, discrete Laplace)."""
     rr = _rr_epsilon(event)
     if rr is not None:
         return ra.randomized_response_outcome_classes(*rr)
-    if isinstance(event, DiscreteLaplaceEvent):
+    if isinstance(event, ev.DiscreteLaplaceEvent):
         return rm.discrete_laplace_log_pair(event.noise_parameter, event.sensitivity)
     return None
 
 
-def _pure_of_atom(event: DpEvent) -> float:
+def _pure_of_atom(event: ev.DpEvent) -> float:
     """Pure-DP epsilon of an unsampled atom (inf if it has none)."""
-    if isinstance(event, NoOpEvent):
+    if isinstance(event, ev.NoOpEvent):
         return 0.0
-    if isinstance(event, LaplaceEvent):
+    if isinstance(event, ev.LaplaceEvent):
         return 1.0 / event.scale
     rr = _rr_epsilon(event)
     if rr is not None:
         return rr[0]
-    if isinstance(event, ExponentialMechanismEvent):
+    if isinstance(event, ev.ExponentialMechanismEvent):
         return event.epsilon
-    if isinstance(event, DiscreteLaplaceEvent):
+    if isinstance(event, ev.DiscreteLaplaceEvent):
         return event.noise_parameter * event.sensitivity
-    if isinstance(event, ZCDPEvent) and event.rho == 0 and event.xi == 0:
+    if isinstance(event, ev.ZCDPEvent) and event.rho == 0 and event.xi == 0:
         return 0.0
-    if isinstance(event, MixtureOfGaussiansEvent) and max(event.sensitivities) == 0:
+    if isinstance(event, ev.MixtureOfGaussiansEvent) and max(event.sensitivities) == 0:
         return 0.0
     return math.inf
 
 
-def _relation_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
+def _relation_reason(event: ev.DpEvent, relation: ev.NeighbouringRelation) -> str | None:
     """Why ``event`` cannot be analysed under ``relation`` (whatever its parameters), or None."""
-    if isinstance(event, MixtureOfGaussiansEvent) and relation is NeighbouringRelation.REPLACE_ONE:
+    if isinstance(event, ev.MixtureOfGaussiansEvent) and relation is ev.NeighbouringRelation.REPLACE_ONE:
         return (
             "a mixture of Gaussians describes add/remove neighbours (the mixture is the side with the record); use "
             "neighbouring_relation='add_or_remove' or 'replace_special'"
         )
-    if isinstance(event, SingleEpochTreeAggregationEvent) and relation is NeighbouringRelation.ADD_OR_REMOVE:
+    if isinstance(event, ev.SingleEpochTreeAggregationEvent) and relation is ev.NeighbouringRelation.ADD_OR_REMOVE:
         return (
             "tree aggregation is analysed under replace-special or replace-one neighbours (adding a record shifts "
             "the others to other leaves); use neighbouring_relation='replace_special'"
         )
-    if isinstance(event, EpsilonDeltaEvent) and event.delta > 0:
+    if isinstance(event, ev.EpsilonDeltaEvent) and event.delta > 0:
         return (
             "an (epsilon, delta) guarantee with delta > 0 has infinite Renyi divergence; use the PLD accountant "
             "(create_accountant('pld')), which composes it exactly"
@@ -178,7 +153,7 @@ class RDPAccountant(PrivacyAccountant):
 
     def __init__(
         self,
-        neighbouring_relation: NeighbouringRelation | str = NeighbouringRelation.ADD_OR_REMOVE,
+        neighbouring_relation: ev.NeighbouringRelation | str = ev.NeighbouringRelation.ADD_OR_REMOVE,
         orders: npt.ArrayLike | None = None,
     ) -> None:
         super().__init__(neighbouring_relation)
@@ -196,42 +171,46 @@ class RDPAccountant(PrivacyAccountant):
         return {"orders": list(self._orders_key)} if self._custom_orders else {}
 
     # ------------------------------------------------------------------ support
-    def _supports_atom(self, event: DpEvent) -> str | None:
+    def _supports_atom(self, event: ev.DpEvent) -> str | None:
         return _atom_reason(event, self.neighbouring_relation)
 
     # ------------------------------------------------------------------ RDP of atoms
-    def _atom_rdp(self, event: DpEvent) -> FloatArray:
+    def _atom_rdp(self, event: ev.DpEvent) -> FloatArray:
         return _cached_atom_rdp(event, self._orders_key, self.neighbouring_relation)
 
-    def _pure_epsilon(self, event: DpEvent) -> float:
+    def _pure_epsilon(self, event: ev.DpEvent) -> float:
         """D_infinity of an atom: its pure-DP epsilon (inf if it has none)."""
         return _pure_epsilon(event)
 
-    def _total_pure(self, atoms: list[tuple[DpEvent, int]]) -> float:
+    def _total_pure(self, atoms: list[tuple[ev.DpEvent, int]]) -> float:
         parts = [count * self._pure_epsilon(event) for event, count in atoms]
         return math.fsum(parts) if all(math.isfinite(p) for p in parts) else math.inf
 
-    def _total_rdp(self, atoms: list[tuple[DpEvent, int]]) -> FloatArray:
+    def _total_rdp(self, atoms: list[tuple[ev.DpEvent, int]]) -> FloatArray:
         total = np.zeros_like(self._orders)
         for event, count in atoms:
             total = total + count * self._atom_rdp(event)
         return total
 
     # ------------------------------------------------------------------ conversion
-    def _epsilon_and_order(self, atoms: list[tuple[DpEvent, int]], delta: float) -> tuple[float, float]:
+    def _epsilon_and_order(self, atoms: list[tuple[ev.DpEvent, int]], delta: float) -> tuple[float, float]:
         eps, order = ra.rdp_to_epsilon(self._orders, self._total_rdp(atoms), delta)
         pure = self._total_pure(atoms)
         return (pure, math.inf) if pure < eps else (eps, order)
 
-    def _delta_and_order(self, atoms: list[tuple[DpEvent, int]], epsilon: float) -> tuple[float, float]:
+    def _delta_and_order(self, atoms: list[tuple[ev.DpEvent, int]], epsilon: float) -> tuple[float, float]:
         if epsilon >= self._total_pure(atoms):
             return 0.0, math.inf
         return ra.rdp_to_delta(self._orders, self._total_rdp(atoms), epsilon)
 
-    def _epsilon(self, atoms: list[tuple[DpEvent, int]], delta: float, progress: ProgressHook | None = None) -> float:
+    def _epsilon(
+        self, atoms: list[tuple[ev.DpEvent, int]], delta: float, progress: ProgressHook | None = None
+    ) -> float:
         return self._epsilon_and_order(atoms, delta)[0]  # fast: no progress to report
 
-    def _delta(self, atoms: list[tuple[DpEvent, int]], epsilon: float, progress: ProgressHook | None = None) -> float:
+    def _delta(
+        self, atoms: list[tuple[ev.DpEvent, int]], epsilon: float, progress: ProgressHook | None = None
+    ) -> float:
         return self._delta_and_order(atoms, epsilon)[0]
 
     # ------------------------------------------------------------------ conveniences
@@ -247,7 +226,7 @@ class RDPAccountant(PrivacyAccountant):
         """
         delta = check_delta("delta", delta)
         atoms = self.atoms()
-        if any(isinstance(e, NonPrivateEvent) for e, _ in atoms):
+        if any(isinstance(e, ev.NonPrivateEvent) for e, _ in atoms):
             return math.inf, math.nan
         if not atoms:
             return 0.0, math.nan
@@ -257,45 +236,45 @@ class RDPAccountant(PrivacyAccountant):
         """``(delta, optimal order)`` of the ledger at ``epsilon``."""
         epsilon = check_nonnegative("epsilon", epsilon)
         atoms = self.atoms()
-        if any(isinstance(e, NonPrivateEvent) for e, _ in atoms):
+        if any(isinstance(e, ev.NonPrivateEvent) for e, _ in atoms):
             return 1.0, math.nan
         if not atoms:
             return 0.0, math.nan
         return self._delta_and_order(atoms, epsilon)
 
 
-def _contains_sampling(event: DpEvent) -> bool:
-    if isinstance(event, PoissonSampledEvent | SampledWithoutReplacementEvent | SampledWithReplacementEvent):
+def _contains_sampling(event: ev.DpEvent) -> bool:
+    if isinstance(event, ev.PoissonSampledEvent | ev.SampledWithoutReplacementEvent | ev.SampledWithReplacementEvent):
         return True
-    if isinstance(event, GroupEvent | RepeatAndSelectEvent):
+    if isinstance(event, ev.GroupEvent | ev.RepeatAndSelectEvent):
         return _contains_sampling(event.event)
-    if isinstance(event, SelfComposedEvent):
+    if isinstance(event, ev.SelfComposedEvent):
         return _contains_sampling(event.event)
-    if isinstance(event, ComposedEvent):
+    if isinstance(event, ev.ComposedEvent):
         return any(_contains_sampling(e) for e in event.events)
     return False
 
 
 _UNSAMPLED = (
-    GaussianEvent,
-    LaplaceEvent,
-    RandomizedResponseEvent,
-    PureDpEvent,
-    ZCDPEvent,
-    DiscreteGaussianEvent,
-    DiscreteLaplaceEvent,
-    ExponentialMechanismEvent,
-    PermuteAndFlipEvent,
-    EpsilonDeltaEvent,
-    MixtureOfGaussiansEvent,
-    SingleEpochTreeAggregationEvent,
+    ev.GaussianEvent,
+    ev.LaplaceEvent,
+    ev.RandomizedResponseEvent,
+    ev.PureDpEvent,
+    ev.ZCDPEvent,
+    ev.DiscreteGaussianEvent,
+    ev.DiscreteLaplaceEvent,
+    ev.ExponentialMechanismEvent,
+    ev.PermuteAndFlipEvent,
+    ev.EpsilonDeltaEvent,
+    ev.MixtureOfGaussiansEvent,
+    ev.SingleEpochTreeAggregationEvent,
 )
 
 
-def _composite_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
+def _composite_reason(event: ev.DpEvent, relation: ev.NeighbouringRelation) -> str | None:
     """Reason the RDP accountant cannot analyse any atom of ``event`` (a composition), or None."""
-    for atom, _ in flatten(event):
-        if isinstance(atom, NoOpEvent | NonPrivateEvent):
+    for atom, _ in ev.flatten(event):
+        if isinstance(atom, ev.NoOpEvent | ev.NonPrivateEvent):
             continue
         reason = _atom_reason(atom, relation)
         if reason is not None:
@@ -303,7 +282,7 @@ def _composite_reason(event: DpEvent, relation: NeighbouringRelation) -> str | N
     return None
 
 
-def _group_mixture_reason(inner: DpEvent, trials: int, relation: NeighbouringRelation, what: str) -> str | None:
+def _group_mixture_reason(inner: ev.DpEvent, trials: int, relation: ev.NeighbouringRelation, what: str) -> str | None:
     """Can the binomial mixture of ``group_event(inner, j)``, j <= trials, be analysed?"""
     if _contains_sampling(inner):
         return f"nested subsampling inside {what} is not supported by the RDP accountant"
@@ -314,21 +293,21 @@ def _group_mixture_reason(inner: DpEvent, trials: int, relation: NeighbouringRel
     return _composite_reason(largest, relation)
 
 
-def _sampled_reason(inner: DpEvent, handled: str, hint: str = "") -> str:
+def _sampled_reason(inner: ev.DpEvent, handled: str, hint: str = "") -> str:
     """Why the sampled ``inner`` (not one the RDP accountant handles) is refused: nested sampling, or its type."""
     if _contains_sampling(inner):
         return "nested subsampling is not supported by the RDP accountant"
     return f"the RDP accountant handles {handled} only, not {type(inner).__name__}{hint}"
 
 
-def _atom_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
+def _atom_reason(event: ev.DpEvent, relation: ev.NeighbouringRelation) -> str | None:
     """None if the RDP accountant analyses the (non-composition) ``event`` under ``relation``, else why not."""
-    add_remove = relation is not NeighbouringRelation.REPLACE_ONE  # add/remove or replace-special
-    if isinstance(event, NoOpEvent | NonPrivateEvent):
+    add_remove = relation is not ev.NeighbouringRelation.REPLACE_ONE  # add/remove or replace-special
+    if isinstance(event, ev.NoOpEvent | ev.NonPrivateEvent):
         return None
     if isinstance(event, _UNSAMPLED):
         return _relation_reason(event, relation)
-    if isinstance(event, PoissonSampledEvent):
+    if isinstance(event, ev.PoissonSampledEvent):
         inner = event.event
         if _is_noop(inner):
             return None
@@ -347,8 +326,8 @@ def _atom_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
             "Poisson sampling of Gaussian, randomized-response, pure-DP and discrete Laplace events",
             "; use the PLD accountant (create_accountant('pld'))",
         )
-    if isinstance(event, SampledWithoutReplacementEvent):
-        if relation is not NeighbouringRelation.REPLACE_ONE:
+    if isinstance(event, ev.SampledWithoutReplacementEvent):
+        if relation is not ev.NeighbouringRelation.REPLACE_ONE:
             return (
                 "the sampling-without-replacement RDP bound (Wang-Balle-Kasiviswanathan 2019) is for "
                 "replace-one neighbours; use neighbouring_relation='replace_one' or Poisson sampling"
@@ -357,8 +336,8 @@ def _atom_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
         if event.sample_size == 0 or _is_noop(inner) or _effective_gaussian_sigma(inner) is not None:
             return None
         return _sampled_reason(inner, "sampling without replacement of Gaussian events")
-    if isinstance(event, SampledWithReplacementEvent):
-        if relation is not NeighbouringRelation.REPLACE_ONE:
+    if isinstance(event, ev.SampledWithReplacementEvent):
+        if relation is not ev.NeighbouringRelation.REPLACE_ONE:
             return (
                 "sampling with replacement is analysed under replace-one neighbours (under add/remove the dataset "
                 "size, hence every record's chance of being drawn, changes); use neighbouring_relation='replace_one'"
@@ -366,54 +345,49 @@ def _atom_reason(event: DpEvent, relation: NeighbouringRelation) -> str | None:
         if event.sample_size == 0:
             return None
         return _group_mixture_reason(event.event, event.sample_size, relation, "sampling with replacement")
-    if isinstance(event, GroupEvent):
-        if not isinstance(event.event, PoissonSampledEvent):
-            return "GroupEvent wraps Poisson-sampled events only; build group events with group_event(event, k)"
-        if not add_remove:
-            return "group privacy of Poisson sampling is analysed under add/remove (or replace-special) neighbours"
-        sampled = event.event
-        return _group_mixture_reason(sampled.event, event.group_size, relation, "a Poisson-sampled group")
-    if isinstance(event, RepeatAndSelectEvent):
+    if isinstance(event, ev.GroupEvent):
+        return poisson_group_reason(event, relation, _group_mixture_reason)
+    if isinstance(event, ev.RepeatAndSelectEvent):
         if _is_noop(event.event):
             return None
         return _composite_reason(event.event, relation)
     return f"the RDP accountant does not support {type(event).__name__}"
 
 
-def _pure_epsilon(event: DpEvent) -> float:
+def _pure_epsilon(event: ev.DpEvent) -> float:
     """D_infinity of an atom the RDP accountant supports: its pure-DP epsilon (inf if it has none)."""
-    if isinstance(event, PoissonSampledEvent):
+    if isinstance(event, ev.PoissonSampledEvent):
         if _is_noop(event.event):
             return 0.0
         inner = _pure_of_atom(event.event) if _discrete_log_pair(event.event) is not None else math.inf
         return ra.log_mixture_epsilon(event.sampling_probability, inner) if math.isfinite(inner) else math.inf
-    if isinstance(event, SampledWithoutReplacementEvent) and (event.sample_size == 0 or _is_noop(event.event)):
+    if isinstance(event, ev.SampledWithoutReplacementEvent) and (event.sample_size == 0 or _is_noop(event.event)):
         return 0.0
-    if isinstance(event, SampledWithReplacementEvent):
+    if isinstance(event, ev.SampledWithReplacementEvent):
         if event.sample_size == 0:
             return 0.0
         return _composite_pure(group_event(event.event, event.sample_size))
-    if isinstance(event, GroupEvent) and isinstance(event.event, PoissonSampledEvent):
+    if isinstance(event, ev.GroupEvent) and isinstance(event.event, ev.PoissonSampledEvent):
         return _composite_pure(group_event(event.event.event, event.group_size))
-    if isinstance(event, RepeatAndSelectEvent):
+    if isinstance(event, ev.RepeatAndSelectEvent):
         return 0.0 if _is_noop(event.event) else math.inf
     return _pure_of_atom(event)
 
 
-def _composite_pure(event: DpEvent) -> float:
-    parts = [c * _pure_epsilon(a) for a, c in flatten(event) if not isinstance(a, NoOpEvent)]
+def _composite_pure(event: ev.DpEvent) -> float:
+    parts = [c * _pure_epsilon(a) for a, c in ev.flatten(event) if not isinstance(a, ev.NoOpEvent)]
     return math.fsum(parts) if all(math.isfinite(p) for p in parts) else math.inf
 
 
-def _composite_rdp(event: DpEvent, orders: FloatArray, relation: NeighbouringRelation) -> FloatArray:
+def _composite_rdp(event: ev.DpEvent, orders: FloatArray, relation: ev.NeighbouringRelation) -> FloatArray:
     total = np.zeros_like(orders)
-    for atom, count in flatten(event):
+    for atom, count in ev.flatten(event):
         total = total + count * _compute_atom_rdp(atom, orders, relation)
     return total
 
 
 def _group_mixture_rdp(
-    inner: DpEvent, trials: int, p: float, orders: FloatArray, relation: NeighbouringRelation
+    inner: ev.DpEvent, trials: int, p: float, orders: FloatArray, relation: ev.NeighbouringRelation
 ) -> FloatArray:
     """RDP of the mixture over J ~ Binomial(trials, p), J revealed, of ``group_event(inner, J)`` (J = 0: nothing).
 
@@ -435,39 +409,39 @@ def _group_mixture_rdp(
 
 
 @lru_cache(maxsize=1024)
-def _cached_atom_rdp(event: DpEvent, orders_key: tuple[float, ...], relation: NeighbouringRelation) -> FloatArray:
+def _cached_atom_rdp(event: ev.DpEvent, orders_key: tuple[float, ...], relation: ev.NeighbouringRelation) -> FloatArray:
     """RDP curve of one event on the given orders (read-only; cached, since calibration re-asks often)."""
     rdp = _compute_atom_rdp(event, np.array(orders_key), relation)
     rdp.flags.writeable = False
     return rdp
 
 
-def _compute_atom_rdp(event: DpEvent, orders: FloatArray, relation: NeighbouringRelation) -> FloatArray:
-    if isinstance(event, NoOpEvent):
+def _compute_atom_rdp(event: ev.DpEvent, orders: FloatArray, relation: ev.NeighbouringRelation) -> FloatArray:
+    if isinstance(event, ev.NoOpEvent):
         return np.zeros_like(orders)
-    if isinstance(event, NonPrivateEvent):
+    if isinstance(event, ev.NonPrivateEvent):
         return np.full_like(orders, np.inf)
-    if isinstance(event, GaussianEvent):
+    if isinstance(event, ev.GaussianEvent):
         return ra.rdp_gaussian(event.noise_multiplier, orders)
-    if isinstance(event, LaplaceEvent):
+    if isinstance(event, ev.LaplaceEvent):
         return ra.rdp_laplace(event.scale, orders)
-    if isinstance(event, ZCDPEvent):
+    if isinstance(event, ev.ZCDPEvent):
         return rm.rdp_zcdp(event.rho, event.xi, orders)
-    if isinstance(event, DiscreteGaussianEvent):
+    if isinstance(event, ev.DiscreteGaussianEvent):
         return rm.rdp_discrete_gaussian(event.sigma, event.sensitivity, orders)
-    if isinstance(event, ExponentialMechanismEvent):
+    if isinstance(event, ev.ExponentialMechanismEvent):
         return rm.rdp_exponential_mechanism(event.epsilon, orders)
-    if isinstance(event, SingleEpochTreeAggregationEvent):
+    if isinstance(event, ev.SingleEpochTreeAggregationEvent):
         return event.depth * ra.rdp_gaussian(event.noise_multiplier, orders)
-    if isinstance(event, MixtureOfGaussiansEvent):
+    if isinstance(event, ev.MixtureOfGaussiansEvent):
         return rm.rdp_mixture_of_gaussians(event.standard_deviation, event.sensitivities, event.probabilities, orders)
     pair = _discrete_log_pair(event)
     if pair is not None:
         # an eps-DP mechanism has D_alpha <= eps at every order; the cap only removes rounding noise
         return np.minimum(ra._rdp_discrete_log(pair[0], pair[1], orders), _pure_of_atom(event))
-    if isinstance(event, PoissonSampledEvent):
+    if isinstance(event, ev.PoissonSampledEvent):
         return _poisson_rdp(event, orders, relation)
-    if isinstance(event, SampledWithoutReplacementEvent):
+    if isinstance(event, ev.SampledWithoutReplacementEvent):
         inner = event.event
         if event.sample_size == 0 or _is_noop(inner):
             return np.zeros_like(orders)
@@ -475,27 +449,27 @@ def _compute_atom_rdp(event: DpEvent, orders: FloatArray, relation: Neighbouring
         if sigma is None:  # guarded by _supports_atom
             raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")
         return ra.rdp_sampled_without_replacement_gaussian(event.source_dataset_size, event.sample_size, sigma, orders)
-    if isinstance(event, SampledWithReplacementEvent):
+    if isinstance(event, ev.SampledWithReplacementEvent):
         if event.sample_size == 0:
             return np.zeros_like(orders)
         p = 1.0 / event.source_dataset_size
         return _group_mixture_rdp(event.event, event.sample_size, p, orders, relation)
-    if isinstance(event, GroupEvent) and isinstance(event.event, PoissonSampledEvent):
+    if isinstance(event, ev.GroupEvent) and isinstance(event.event, ev.PoissonSampledEvent):
         sampled = event.event
         return _group_mixture_rdp(sampled.event, event.group_size, sampled.sampling_probability, orders, relation)
-    if isinstance(event, RepeatAndSelectEvent):
+    if isinstance(event, ev.RepeatAndSelectEvent):
         inner_rdp = _composite_rdp(event.event, orders, relation)
         return rm.rdp_repeat_and_select(orders, inner_rdp, event.mean, event.shape, _composite_pure(event.event))
     raise ValueError(f"RDPAccountant cannot compute the RDP of {event!r}")  # guarded by _supports_atom
 
 
-def _poisson_rdp(event: PoissonSampledEvent, orders: FloatArray, relation: NeighbouringRelation) -> FloatArray:
+def _poisson_rdp(event: ev.PoissonSampledEvent, orders: FloatArray, relation: ev.NeighbouringRelation) -> FloatArray:
     q, inner = event.sampling_probability, event.event
     if _is_noop(inner):
         return np.zeros_like(orders)
     sigma = _effective_gaussian_sigma(inner)
     if sigma is not None:
-        if relation is NeighbouringRelation.REPLACE_ONE:
+        if relation is ev.NeighbouringRelation.REPLACE_ONE:
             if q == 1.0:
                 return ra.rdp_gaussian(sigma, orders)
             return rm.rdp_poisson_gaussian_replace_one(q, sigma, orders)

@@ -11,48 +11,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpkit.accountants import (
-    ComposedEvent,
-    DiscreteGaussianEvent,
-    DiscreteLaplaceEvent,
-    EpsilonDeltaEvent,
-    ExponentialMechanismEvent,
-    GaussianEvent,
-    GroupEvent,
-    LaplaceEvent,
-    MixtureOfGaussiansEvent,
-    NeighbouringRelation,
-    NoOpEvent,
-    PermuteAndFlipEvent,
     PLDAccountant,
-    PoissonSampledEvent,
     PrivacyAccountant,
     PrivacyBudget,
-    PureDpEvent,
-    RandomizedResponseEvent,
     RDPAccountant,
-    RepeatAndSelectEvent,
-    SampledWithoutReplacementEvent,
-    SampledWithReplacementEvent,
-    SelfComposedEvent,
-    SingleEpochTreeAggregationEvent,
-    ZCDPEvent,
     calibrate_count,
     calibrate_noise,
     calibrate_noise_multiplier,
     calibrate_steps,
     create_accountant,
-    dpsgd_event,
-    event_from_dict,
-    event_from_json,
     group_epsilon,
     group_event,
     group_privacy,
 )
-from dpkit.accountants.events import MAX_COUNT, MAX_EPSILON, MIN_SCALE
+from dpkit.accountants import events as ev
 
 NAN, INF = math.nan, math.inf
 TINY = sys.float_info.min * sys.float_info.epsilon
-STEP = PoissonSampledEvent(0.01, GaussianEvent(1.0))
+STEP = ev.PoissonSampledEvent(0.01, ev.GaussianEvent(1.0))
 
 
 def _budget():
@@ -90,68 +66,77 @@ def _without(d, path):
 # (label, call, parameter name that the message must contain)
 CASES = [
     # ---------------------------------------------------------------- events
-    *[(f"gaussian {v!r}", lambda v=v: GaussianEvent(v), "noise_multiplier") for v in (NAN, INF, 0, -1, 1e-300, 1e300)],
-    ("gaussian str", lambda: GaussianEvent("1"), "noise_multiplier"),
-    ("gaussian bool", lambda: GaussianEvent(True), "noise_multiplier"),
-    *[(f"laplace {v!r}", lambda v=v: LaplaceEvent(v), "scale") for v in (NAN, INF, 0, -2, 1e-300, None)],
-    *[(f"pure {v!r}", lambda v=v: PureDpEvent(v), "epsilon") for v in (NAN, INF, 0, -1, 1e300, [1])],
-    ("rr epsilon", lambda: RandomizedResponseEvent(NAN, 3), "epsilon"),
-    *[(f"rr k {v!r}", lambda v=v: RandomizedResponseEvent(1.0, v), "num_buckets") for v in (1, 2.5, 2**60, "3", NAN)],
     *[
-        (f"poisson q {v!r}", lambda v=v: PoissonSampledEvent(v, STEP), "sampling_probability")
+        (f"gaussian {v!r}", lambda v=v: ev.GaussianEvent(v), "noise_multiplier")
+        for v in (NAN, INF, 0, -1, 1e-300, 1e300)
+    ],
+    ("gaussian str", lambda: ev.GaussianEvent("1"), "noise_multiplier"),
+    ("gaussian bool", lambda: ev.GaussianEvent(True), "noise_multiplier"),
+    *[(f"laplace {v!r}", lambda v=v: ev.LaplaceEvent(v), "scale") for v in (NAN, INF, 0, -2, 1e-300, None)],
+    *[(f"pure {v!r}", lambda v=v: ev.PureDpEvent(v), "epsilon") for v in (NAN, INF, 0, -1, 1e300, [1])],
+    ("rr epsilon", lambda: ev.RandomizedResponseEvent(NAN, 3), "epsilon"),
+    *[
+        (f"rr k {v!r}", lambda v=v: ev.RandomizedResponseEvent(1.0, v), "num_buckets")
+        for v in (1, 2.5, 2**60, "3", NAN)
+    ],
+    *[
+        (f"poisson q {v!r}", lambda v=v: ev.PoissonSampledEvent(v, STEP), "sampling_probability")
         for v in (NAN, 0, 1.5, -0.1)
     ],
-    ("poisson event", lambda: PoissonSampledEvent(0.1, "gauss"), "event"),
-    ("swor n", lambda: SampledWithoutReplacementEvent(0, 0, GaussianEvent(1.0)), "source_dataset_size"),
-    ("swor m", lambda: SampledWithoutReplacementEvent(10, 11, GaussianEvent(1.0)), "sample_size"),
-    ("swor huge n", lambda: SampledWithoutReplacementEvent(2**60, 1, GaussianEvent(1.0)), "source_dataset_size"),
-    *[(f"self count {v!r}", lambda v=v: SelfComposedEvent(STEP, v), "count") for v in (-1, 1.5, 2**53 + 1, NAN, "2")],
-    ("self event", lambda: SelfComposedEvent(3, 2), "event"),
-    ("composed not a list", lambda: ComposedEvent(5), "events"),
-    ("composed entry", lambda: ComposedEvent([STEP, "x"]), "events[1]"),
-    *[(f"dpsgd steps {v!r}", lambda v=v: dpsgd_event(1.0, 0.01, v), "steps") for v in (-1, 2**60, 0.5, None)],
-    ("dpsgd sigma", lambda: dpsgd_event(NAN, 0.01, 10), "noise_multiplier"),
-    ("dpsgd q", lambda: dpsgd_event(1.0, 0.0, 10), "sampling_probability"),
-    ("relation", lambda: NeighbouringRelation.parse("swap"), "neighbouring_relation"),
-    # ---------------------------------------------------------------- further events
-    *[(f"zcdp rho {v!r}", lambda v=v: ZCDPEvent(v), "rho") for v in (NAN, INF, -0.1, 1e300, "1", None, True)],
-    *[(f"zcdp xi {v!r}", lambda v=v: ZCDPEvent(0.1, v), "xi") for v in (NAN, -1.0, INF)],
-    *[(f"dg sigma {v!r}", lambda v=v: DiscreteGaussianEvent(v), "sigma") for v in (NAN, INF, 0, -1, 1e300, "2")],
+    ("poisson event", lambda: ev.PoissonSampledEvent(0.1, "gauss"), "event"),
+    ("swor n", lambda: ev.SampledWithoutReplacementEvent(0, 0, ev.GaussianEvent(1.0)), "source_dataset_size"),
+    ("swor m", lambda: ev.SampledWithoutReplacementEvent(10, 11, ev.GaussianEvent(1.0)), "sample_size"),
+    ("swor huge n", lambda: ev.SampledWithoutReplacementEvent(2**60, 1, ev.GaussianEvent(1.0)), "source_dataset_size"),
     *[
-        (f"dg sensitivity {v!r}", lambda v=v: DiscreteGaussianEvent(1.0, v), "sensitivity")
+        (f"self count {v!r}", lambda v=v: ev.SelfComposedEvent(STEP, v), "count")
+        for v in (-1, 1.5, 2**53 + 1, NAN, "2")
+    ],
+    ("self event", lambda: ev.SelfComposedEvent(3, 2), "event"),
+    ("composed not a list", lambda: ev.ComposedEvent(5), "events"),
+    ("composed entry", lambda: ev.ComposedEvent([STEP, "x"]), "events[1]"),
+    *[(f"dpsgd steps {v!r}", lambda v=v: ev.dpsgd_event(1.0, 0.01, v), "steps") for v in (-1, 2**60, 0.5, None)],
+    ("dpsgd sigma", lambda: ev.dpsgd_event(NAN, 0.01, 10), "noise_multiplier"),
+    ("dpsgd q", lambda: ev.dpsgd_event(1.0, 0.0, 10), "sampling_probability"),
+    ("relation", lambda: ev.NeighbouringRelation.parse("swap"), "neighbouring_relation"),
+    # ---------------------------------------------------------------- further events
+    *[(f"zcdp rho {v!r}", lambda v=v: ev.ZCDPEvent(v), "rho") for v in (NAN, INF, -0.1, 1e300, "1", None, True)],
+    *[(f"zcdp xi {v!r}", lambda v=v: ev.ZCDPEvent(0.1, v), "xi") for v in (NAN, -1.0, INF)],
+    *[(f"dg sigma {v!r}", lambda v=v: ev.DiscreteGaussianEvent(v), "sigma") for v in (NAN, INF, 0, -1, 1e300, "2")],
+    *[
+        (f"dg sensitivity {v!r}", lambda v=v: ev.DiscreteGaussianEvent(1.0, v), "sensitivity")
         for v in (0, -1, 1.5, 10**7, NAN, "1")
     ],
-    *[(f"dl a {v!r}", lambda v=v: DiscreteLaplaceEvent(v, 1), "noise_parameter") for v in (NAN, INF, 0, -1, None)],
-    ("dl sensitivity", lambda: DiscreteLaplaceEvent(1.0, 0), "sensitivity"),
-    ("dl epsilon", lambda: DiscreteLaplaceEvent(1e99, 100), "epsilon"),
-    *[(f"em {v!r}", lambda v=v: ExponentialMechanismEvent(v), "epsilon") for v in (NAN, INF, 0, -1, 1e300, [1])],
-    *[(f"pf {v!r}", lambda v=v: PermuteAndFlipEvent(v), "epsilon") for v in (NAN, 0, -1)],
-    *[(f"ed delta {v!r}", lambda v=v: EpsilonDeltaEvent(1.0, v), "delta") for v in (NAN, INF, -1e-9, 1.0, 1.5, "0")],
-    *[(f"ed epsilon {v!r}", lambda v=v: EpsilonDeltaEvent(v, 1e-6), "epsilon") for v in (NAN, INF, -1, 1e300)],
-    ("mog sigma", lambda: MixtureOfGaussiansEvent(0.0, (1.0,), (1.0,)), "standard_deviation"),
-    ("mog weights sum", lambda: MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (0.5, 0.6)), "sum to 1"),
-    ("mog weight negative", lambda: MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (1.0, -0.5)), "probabilities[1]"),
-    ("mog weight nan", lambda: MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (NAN, 1.0)), "probabilities[0]"),
-    ("mog sensitivity negative", lambda: MixtureOfGaussiansEvent(1.0, (-1.0,), (1.0,)), "sensitivities[0]"),
-    ("mog sensitivity inf", lambda: MixtureOfGaussiansEvent(1.0, (INF,), (1.0,)), "sensitivities[0]"),
-    ("mog lengths", lambda: MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (1.0,)), "same length"),
-    ("mog empty", lambda: MixtureOfGaussiansEvent(1.0, (), ()), "sensitivities"),
-    ("mog not a list", lambda: MixtureOfGaussiansEvent(1.0, 1.0, (1.0,)), "sensitivities"),
-    ("mog entry type", lambda: MixtureOfGaussiansEvent(1.0, ("1",), (1.0,)), "sensitivities[0]"),
-    ("mog huge", lambda: MixtureOfGaussiansEvent(1.0, (0.0,) * 20000, (5e-5,) * 20000), "sensitivities"),
-    ("swr n", lambda: SampledWithReplacementEvent(0, 1, GaussianEvent(1.0)), "source_dataset_size"),
-    ("swr m", lambda: SampledWithReplacementEvent(10, -1, GaussianEvent(1.0)), "sample_size"),
-    ("swr m huge", lambda: SampledWithReplacementEvent(10, 10**9, GaussianEvent(1.0)), "sample_size"),
-    ("swr event", lambda: SampledWithReplacementEvent(10, 1, 1.0), "event"),
-    *[(f"ras mean {v!r}", lambda v=v: RepeatAndSelectEvent(STEP, v, 1.0), "mean") for v in (NAN, 0.5, INF, "2")],
-    *[(f"ras shape {v!r}", lambda v=v: RepeatAndSelectEvent(STEP, 2.0, v), "shape") for v in (NAN, -1.0, "1", None)],
-    ("ras event", lambda: RepeatAndSelectEvent("x", 2.0, 1.0), "event"),
-    ("tree sigma", lambda: SingleEpochTreeAggregationEvent(-1.0, (10,)), "noise_multiplier"),
-    ("tree steps", lambda: SingleEpochTreeAggregationEvent(1.0, (10, -1)), "step_counts[1]"),
-    ("tree steps empty", lambda: SingleEpochTreeAggregationEvent(1.0, ()), "step_counts"),
-    ("tree steps type", lambda: SingleEpochTreeAggregationEvent(1.0, "10"), "step_counts"),
-    ("group size", lambda: GroupEvent(STEP, 0), "group_size"),
-    ("group event", lambda: GroupEvent(None, 2), "event"),
+    *[(f"dl a {v!r}", lambda v=v: ev.DiscreteLaplaceEvent(v, 1), "noise_parameter") for v in (NAN, INF, 0, -1, None)],
+    ("dl sensitivity", lambda: ev.DiscreteLaplaceEvent(1.0, 0), "sensitivity"),
+    ("dl epsilon", lambda: ev.DiscreteLaplaceEvent(1e99, 100), "epsilon"),
+    *[(f"em {v!r}", lambda v=v: ev.ExponentialMechanismEvent(v), "epsilon") for v in (NAN, INF, 0, -1, 1e300, [1])],
+    *[(f"pf {v!r}", lambda v=v: ev.PermuteAndFlipEvent(v), "epsilon") for v in (NAN, 0, -1)],
+    *[(f"ed delta {v!r}", lambda v=v: ev.EpsilonDeltaEvent(1.0, v), "delta") for v in (NAN, INF, -1e-9, 1.0, 1.5, "0")],
+    *[(f"ed epsilon {v!r}", lambda v=v: ev.EpsilonDeltaEvent(v, 1e-6), "epsilon") for v in (NAN, INF, -1, 1e300)],
+    ("mog sigma", lambda: ev.MixtureOfGaussiansEvent(0.0, (1.0,), (1.0,)), "standard_deviation"),
+    ("mog weights sum", lambda: ev.MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (0.5, 0.6)), "sum to 1"),
+    ("mog weight negative", lambda: ev.MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (1.0, -0.5)), "probabilities[1]"),
+    ("mog weight nan", lambda: ev.MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (NAN, 1.0)), "probabilities[0]"),
+    ("mog sensitivity negative", lambda: ev.MixtureOfGaussiansEvent(1.0, (-1.0,), (1.0,)), "sensitivities[0]"),
+    ("mog sensitivity inf", lambda: ev.MixtureOfGaussiansEvent(1.0, (INF,), (1.0,)), "sensitivities[0]"),
+    ("mog lengths", lambda: ev.MixtureOfGaussiansEvent(1.0, (0.0, 1.0), (1.0,)), "same length"),
+    ("mog empty", lambda: ev.MixtureOfGaussiansEvent(1.0, (), ()), "sensitivities"),
+    ("mog not a list", lambda: ev.MixtureOfGaussiansEvent(1.0, 1.0, (1.0,)), "sensitivities"),
+    ("mog entry type", lambda: ev.MixtureOfGaussiansEvent(1.0, ("1",), (1.0,)), "sensitivities[0]"),
+    ("mog huge", lambda: ev.MixtureOfGaussiansEvent(1.0, (0.0,) * 20000, (5e-5,) * 20000), "sensitivities"),
+    ("swr n", lambda: ev.SampledWithReplacementEvent(0, 1, ev.GaussianEvent(1.0)), "source_dataset_size"),
+    ("swr m", lambda: ev.SampledWithReplacementEvent(10, -1, ev.GaussianEvent(1.0)), "sample_size"),
+    ("swr m huge", lambda: ev.SampledWithReplacementEvent(10, 10**9, ev.GaussianEvent(1.0)), "sample_size"),
+    ("swr event", lambda: ev.SampledWithReplacementEvent(10, 1, 1.0), "event"),
+    *[(f"ras mean {v!r}", lambda v=v: ev.RepeatAndSelectEvent(STEP, v, 1.0), "mean") for v in (NAN, 0.5, INF, "2")],
+    *[(f"ras shape {v!r}", lambda v=v: ev.RepeatAndSelectEvent(STEP, 2.0, v), "shape") for v in (NAN, -1.0, "1", None)],
+    ("ras event", lambda: ev.RepeatAndSelectEvent("x", 2.0, 1.0), "event"),
+    ("tree sigma", lambda: ev.SingleEpochTreeAggregationEvent(-1.0, (10,)), "noise_multiplier"),
+    ("tree steps", lambda: ev.SingleEpochTreeAggregationEvent(1.0, (10, -1)), "step_counts[1]"),
+    ("tree steps empty", lambda: ev.SingleEpochTreeAggregationEvent(1.0, ()), "step_counts"),
+    ("tree steps type", lambda: ev.SingleEpochTreeAggregationEvent(1.0, "10"), "step_counts"),
+    ("group size", lambda: ev.GroupEvent(STEP, 0), "group_size"),
+    ("group event", lambda: ev.GroupEvent(None, 2), "event"),
     ("group_event size", lambda: group_event(STEP, 1.5), "group_size"),
     ("group_event event", lambda: group_event("x", 2), "event"),
     ("group_privacy accountant", lambda: group_privacy("acc", 2), "accountant"),
@@ -160,40 +145,42 @@ CASES = [
     ("group_epsilon size", lambda: group_epsilon(RDPAccountant().compose(STEP), NAN, 1e-5), "group_size"),
     (
         "dict mixture not a list",
-        lambda: event_from_dict({**MixtureOfGaussiansEvent(1.0, (1.0,), (1.0,)).to_dict(), "probabilities": 1.0}),
+        lambda: ev.event_from_dict({**ev.MixtureOfGaussiansEvent(1.0, (1.0,), (1.0,)).to_dict(), "probabilities": 1.0}),
         "probabilities",
     ),
     (
         "dict mixture nested list",
-        lambda: event_from_dict({**MixtureOfGaussiansEvent(1.0, (1.0,), (1.0,)).to_dict(), "probabilities": [[1]]}),
+        lambda: ev.event_from_dict(
+            {**ev.MixtureOfGaussiansEvent(1.0, (1.0,), (1.0,)).to_dict(), "probabilities": [[1]]}
+        ),
         "probabilities",
     ),
     # ---------------------------------------------------------------- event loaders
-    ("json not text", lambda: event_from_json(3), "text"),
-    ("json invalid", lambda: event_from_json("{"), "text"),
-    ("json truncated", lambda: event_from_json(STEP.to_json()[:-5]), "text"),
-    ("json list", lambda: event_from_json("[1, 2]"), "event"),
-    ("json nan", lambda: event_from_json('{"type": "gaussian", "noise_multiplier": NaN}'), "noise_multiplier"),
-    ("dict no type", lambda: event_from_dict({"noise_multiplier": 1.0}), "type"),
-    ("dict type not str", lambda: event_from_dict({"type": ["gaussian"]}), "type"),
-    ("dict unknown type", lambda: event_from_dict({"type": "teleport"}), "type"),
-    ("dict missing key", lambda: event_from_dict({"type": "gaussian"}), "noise_multiplier"),
+    ("json not text", lambda: ev.event_from_json(3), "text"),
+    ("json invalid", lambda: ev.event_from_json("{"), "text"),
+    ("json truncated", lambda: ev.event_from_json(STEP.to_json()[:-5]), "text"),
+    ("json list", lambda: ev.event_from_json("[1, 2]"), "event"),
+    ("json nan", lambda: ev.event_from_json('{"type": "gaussian", "noise_multiplier": NaN}'), "noise_multiplier"),
+    ("dict no type", lambda: ev.event_from_dict({"noise_multiplier": 1.0}), "type"),
+    ("dict type not str", lambda: ev.event_from_dict({"type": ["gaussian"]}), "type"),
+    ("dict unknown type", lambda: ev.event_from_dict({"type": "teleport"}), "type"),
+    ("dict missing key", lambda: ev.event_from_dict({"type": "gaussian"}), "noise_multiplier"),
     (
         "dict missing default key",
-        lambda: event_from_dict({"type": "randomized_response", "epsilon": 1.0}),
+        lambda: ev.event_from_dict({"type": "randomized_response", "epsilon": 1.0}),
         "num_buckets",
     ),
-    ("dict unknown key", lambda: event_from_dict({**GaussianEvent(1.0).to_dict(), "x": 1}), "unknown keys"),
+    ("dict unknown key", lambda: ev.event_from_dict({**ev.GaussianEvent(1.0).to_dict(), "x": 1}), "unknown keys"),
     (
         "dict nested bad",
-        lambda: event_from_dict(_with(STEP.to_dict(), ["event", "noise_multiplier"], -1)),
+        lambda: ev.event_from_dict(_with(STEP.to_dict(), ["event", "noise_multiplier"], -1)),
         "event.event",
     ),
-    ("dict nested not a dict", lambda: event_from_dict(_with(STEP.to_dict(), ["event"], 1.0)), "event.event"),
-    ("dict events not a list", lambda: event_from_dict({"type": "composed", "events": 3}), "events"),
+    ("dict nested not a dict", lambda: ev.event_from_dict(_with(STEP.to_dict(), ["event"], 1.0)), "event.event"),
+    ("dict events not a list", lambda: ev.event_from_dict({"type": "composed", "events": 3}), "events"),
     (
         "dict number is a dict",
-        lambda: event_from_dict({"type": "gaussian", "noise_multiplier": {}}),
+        lambda: ev.event_from_dict({"type": "gaussian", "noise_multiplier": {}}),
         "noise_multiplier",
     ),
     # ---------------------------------------------------------------- accountants
@@ -214,7 +201,7 @@ CASES = [
             ("count -1", (STEP, -1), "count"),
             ("count 1.5", (STEP, 1.5), "count"),
             ("count huge", (STEP, 2**60), "count"),
-            ("total huge", (SelfComposedEvent(STEP, 2**40), 2**40), "count"),
+            ("total huge", (ev.SelfComposedEvent(STEP, 2**40), 2**40), "count"),
         ]
     ],
     *[
@@ -265,7 +252,9 @@ CASES = [
     (
         "state unsupported event",
         lambda: PLDAccountant().load_state_dict(
-            _with(PLDAccountant().state_dict(), ["ledger"], [[SampledWithoutReplacementEvent(9, 3, STEP).to_dict(), 1]])
+            _with(
+                PLDAccountant().state_dict(), ["ledger"], [[ev.SampledWithoutReplacementEvent(9, 3, STEP).to_dict(), 1]]
+            )
         ),
         "ledger[0][0]",
     ),
@@ -284,16 +273,19 @@ CASES = [
     ("noise make_event", lambda: calibrate_noise(3, 1.0, 1e-5), "make_event"),
     ("noise make_event returns", lambda: calibrate_noise(lambda s: "x", 1.0, 1e-5, "rdp"), "make_event"),
     *[
-        (f"noise target {v!r}", lambda v=v: calibrate_noise(GaussianEvent, v, 1e-5), "target_epsilon")
+        (f"noise target {v!r}", lambda v=v: calibrate_noise(ev.GaussianEvent, v, 1e-5), "target_epsilon")
         for v in (NAN, INF, 0, -1, "3")
     ],
-    *[(f"noise delta {v!r}", lambda v=v: calibrate_noise(GaussianEvent, 1.0, v), "delta") for v in (NAN, 0, 1, None)],
-    ("noise rtol", lambda: calibrate_noise(GaussianEvent, 1.0, 1e-5, rtol=NAN), "rtol"),
-    ("noise guess", lambda: calibrate_noise(GaussianEvent, 1.0, 1e-5, guess=0), "guess"),
-    ("noise growth", lambda: calibrate_noise(GaussianEvent, 1.0, 1e-5, growth=1.0), "growth"),
-    ("noise max_noise", lambda: calibrate_noise(GaussianEvent, 1.0, 1e-5, max_noise=INF), "max_noise"),
-    ("noise accountant", lambda: calibrate_noise(GaussianEvent, 1.0, 1e-5, accountant="magic"), "accountant"),
-    ("noise needs too much", lambda: calibrate_noise(GaussianEvent, 1e-9, 1e-5, "rdp", max_noise=10), "max_noise"),
+    *[
+        (f"noise delta {v!r}", lambda v=v: calibrate_noise(ev.GaussianEvent, 1.0, v), "delta")
+        for v in (NAN, 0, 1, None)
+    ],
+    ("noise rtol", lambda: calibrate_noise(ev.GaussianEvent, 1.0, 1e-5, rtol=NAN), "rtol"),
+    ("noise guess", lambda: calibrate_noise(ev.GaussianEvent, 1.0, 1e-5, guess=0), "guess"),
+    ("noise growth", lambda: calibrate_noise(ev.GaussianEvent, 1.0, 1e-5, growth=1.0), "growth"),
+    ("noise max_noise", lambda: calibrate_noise(ev.GaussianEvent, 1.0, 1e-5, max_noise=INF), "max_noise"),
+    ("noise accountant", lambda: calibrate_noise(ev.GaussianEvent, 1.0, 1e-5, accountant="magic"), "accountant"),
+    ("noise needs too much", lambda: calibrate_noise(ev.GaussianEvent, 1e-9, 1e-5, "rdp", max_noise=10), "max_noise"),
     ("count fn", lambda: calibrate_count(None, 1.0), "epsilon_for_count"),
     ("count target", lambda: calibrate_count(lambda n: n, NAN), "target_epsilon"),
     ("count max_count", lambda: calibrate_count(lambda n: n, 1.0, max_count=0), "max_count"),
@@ -341,25 +333,25 @@ def test_bad_input_gets_an_error_naming_the_parameter(call, name):
 
 def test_limits_are_stated_in_the_errors():
     with pytest.raises(ValueError, match=r"\[1e-100, 1e\+100\]"):
-        GaussianEvent(1e-300)
-    with pytest.raises(ValueError, match=str(MAX_COUNT)):
-        SelfComposedEvent(STEP, MAX_COUNT + 1)
+        ev.GaussianEvent(1e-300)
+    with pytest.raises(ValueError, match=str(ev.MAX_COUNT)):
+        ev.SelfComposedEvent(STEP, ev.MAX_COUNT + 1)
 
 
 # ---------------------------------------------------------------------------- documented results at the limits
 @pytest.mark.parametrize("kind", ["rdp", "pld"])
 def test_extreme_but_valid_inputs_compute(kind):
     events = [
-        GaussianEvent(MIN_SCALE),
-        GaussianEvent(1e100),
-        LaplaceEvent(MIN_SCALE),
-        PureDpEvent(MAX_EPSILON),
-        RandomizedResponseEvent(1.0, MAX_COUNT),
-        PoissonSampledEvent(1e-300, GaussianEvent(1.0)),
-        PoissonSampledEvent(0.5, PureDpEvent(MAX_EPSILON)),
+        ev.GaussianEvent(ev.MIN_SCALE),
+        ev.GaussianEvent(1e100),
+        ev.LaplaceEvent(ev.MIN_SCALE),
+        ev.PureDpEvent(ev.MAX_EPSILON),
+        ev.RandomizedResponseEvent(1.0, ev.MAX_COUNT),
+        ev.PoissonSampledEvent(1e-300, ev.GaussianEvent(1.0)),
+        ev.PoissonSampledEvent(0.5, ev.PureDpEvent(ev.MAX_EPSILON)),
     ]
     for event in events:
-        for count in (1, MAX_COUNT):
+        for count in (1, ev.MAX_COUNT):
             acc = create_accountant(kind).compose(event, count)
             for delta in (0.5, 1e-5, TINY):
                 eps = acc.get_epsilon(delta)
@@ -367,7 +359,7 @@ def test_extreme_but_valid_inputs_compute(kind):
             for eps in (0.0, 1.0, 1e300):
                 assert 0 <= acc.get_delta(eps) <= 1
     # Non-private: the documented results
-    acc = create_accountant(kind).compose(dpsgd_event(0, 0.01, 10))
+    acc = create_accountant(kind).compose(ev.dpsgd_event(0, 0.01, 10))
     assert acc.get_epsilon(1e-5) == INF and acc.get_delta(1e6) == 1.0
     assert create_accountant(kind).get_epsilon(1e-5) == 0.0  # empty ledger
 
@@ -394,18 +386,18 @@ def test_state_loads_do_not_leak_through_the_budget_object():
 floats = st.floats
 
 base_events = st.one_of(
-    st.builds(GaussianEvent, floats(1e-3, 1e3)),
-    st.builds(LaplaceEvent, floats(1e-3, 1e3)),
-    st.builds(PureDpEvent, floats(1e-6, 50)),
-    st.builds(RandomizedResponseEvent, floats(1e-6, 50), st.integers(2, 10**6)),
-    st.just(NoOpEvent()),
+    st.builds(ev.GaussianEvent, floats(1e-3, 1e3)),
+    st.builds(ev.LaplaceEvent, floats(1e-3, 1e3)),
+    st.builds(ev.PureDpEvent, floats(1e-6, 50)),
+    st.builds(ev.RandomizedResponseEvent, floats(1e-6, 50), st.integers(2, 10**6)),
+    st.just(ev.NoOpEvent()),
 )
-sampled = st.builds(PoissonSampledEvent, floats(1e-9, 1.0, exclude_min=True), base_events)
+sampled = st.builds(ev.PoissonSampledEvent, floats(1e-9, 1.0, exclude_min=True), base_events)
 events = st.recursive(
     st.one_of(base_events, sampled),
     lambda inner: st.one_of(
-        st.builds(SelfComposedEvent, inner, st.integers(0, 10**6)),
-        st.builds(ComposedEvent, st.lists(inner, max_size=4).map(tuple)),
+        st.builds(ev.SelfComposedEvent, inner, st.integers(0, 10**6)),
+        st.builds(ev.ComposedEvent, st.lists(inner, max_size=4).map(tuple)),
     ),
     max_leaves=6,
 )
@@ -413,31 +405,31 @@ pld_ledgers = st.lists(st.tuples(st.one_of(base_events, sampled), st.integers(1,
 
 
 further_events = st.one_of(
-    st.builds(ZCDPEvent, floats(0, 1e3), floats(0, 1e3)),
-    st.builds(DiscreteGaussianEvent, floats(1e-3, 1e3), st.integers(1, 10**6)),
-    st.builds(DiscreteLaplaceEvent, floats(1e-3, 10), st.integers(1, 1000)),
-    st.builds(ExponentialMechanismEvent, floats(1e-6, 50)),
-    st.builds(PermuteAndFlipEvent, floats(1e-6, 50)),
-    st.builds(EpsilonDeltaEvent, floats(0, 50), floats(0, 1, exclude_max=True)),
+    st.builds(ev.ZCDPEvent, floats(0, 1e3), floats(0, 1e3)),
+    st.builds(ev.DiscreteGaussianEvent, floats(1e-3, 1e3), st.integers(1, 10**6)),
+    st.builds(ev.DiscreteLaplaceEvent, floats(1e-3, 10), st.integers(1, 1000)),
+    st.builds(ev.ExponentialMechanismEvent, floats(1e-6, 50)),
+    st.builds(ev.PermuteAndFlipEvent, floats(1e-6, 50)),
+    st.builds(ev.EpsilonDeltaEvent, floats(0, 50), floats(0, 1, exclude_max=True)),
     st.integers(1, 5).flatmap(
         lambda n: st.builds(
-            lambda s, cs, ws: MixtureOfGaussiansEvent(s, cs, tuple(w / sum(ws) for w in ws)),
+            lambda s, cs, ws: ev.MixtureOfGaussiansEvent(s, cs, tuple(w / sum(ws) for w in ws)),
             floats(1e-3, 1e3),
             st.lists(floats(0, 1e3), min_size=n, max_size=n).map(tuple),
             st.lists(floats(0.01, 1.0), min_size=n, max_size=n),
         )
     ),
     st.builds(
-        SingleEpochTreeAggregationEvent, floats(1e-3, 1e3), st.lists(st.integers(0, 10**6), min_size=1).map(tuple)
+        ev.SingleEpochTreeAggregationEvent, floats(1e-3, 1e3), st.lists(st.integers(0, 10**6), min_size=1).map(tuple)
     ),
 )
 wrapped_events = st.one_of(
     further_events,
-    st.builds(SampledWithReplacementEvent, st.integers(1, 10**9), st.integers(0, 10**6), further_events),
-    st.builds(RepeatAndSelectEvent, further_events, floats(1, 1e6), st.one_of(floats(0, 100), st.just(INF))),
+    st.builds(ev.SampledWithReplacementEvent, st.integers(1, 10**9), st.integers(0, 10**6), further_events),
+    st.builds(ev.RepeatAndSelectEvent, further_events, floats(1, 1e6), st.one_of(floats(0, 100), st.just(INF))),
     st.builds(
-        GroupEvent,
-        st.builds(PoissonSampledEvent, floats(1e-9, 1.0, exclude_min=True), further_events),
+        ev.GroupEvent,
+        st.builds(ev.PoissonSampledEvent, floats(1e-9, 1.0, exclude_min=True), further_events),
         st.integers(1, 100),
     ),
 )
@@ -446,15 +438,15 @@ wrapped_events = st.one_of(
 @given(wrapped_events)
 def test_further_events_json_round_trip(event):
     text = event.to_json()
-    assert event_from_json(text) == event
-    assert hash(event_from_json(text)) == hash(event)
-    assert event_from_dict(json.loads(json.dumps(event.to_dict()))) == event
+    assert ev.event_from_json(text) == event
+    assert hash(ev.event_from_json(text)) == hash(event)
+    assert ev.event_from_dict(json.loads(json.dumps(event.to_dict()))) == event
 
 
 @given(events)
 def test_event_json_round_trip(event):
-    assert event_from_json(event.to_json()) == event
-    assert event_from_dict(json.loads(json.dumps(event.to_dict()))) == event
+    assert ev.event_from_json(event.to_json()) == event
+    assert ev.event_from_dict(json.loads(json.dumps(event.to_dict()))) == event
 
 
 @given(pld_ledgers, st.sampled_from(["rdp", "pld"]))

@@ -7,28 +7,21 @@ from typing import ClassVar
 import pytest
 
 from dpkit.accountants import (
-    DpEvent,
-    GaussianEvent,
-    LaplaceEvent,
     PLDAccountant,
-    PoissonSampledEvent,
-    PureDpEvent,
-    RandomizedResponseEvent,
     RDPAccountant,
     UnsupportedEventError,
     available_accountants,
     create_accountant,
-    dpsgd_event,
-    register_event,
 )
+from dpkit.accountants import events as ev
 from dpkit.accountants.accountant import PrivacyAccountant
 
 DELTA = 1e-5
 
 
-@register_event
+@ev.register_event
 @dataclasses.dataclass(frozen=True)
-class _MysteryEvent(DpEvent):
+class _MysteryEvent(ev.DpEvent):
     """An event no accountant knows."""
 
     kind: ClassVar[str] = "test_mystery"
@@ -44,7 +37,7 @@ def test_registry():
 
 @pytest.mark.parametrize("name", ["rdp", "pld"])
 def test_unknown_events_fail_closed(name):
-    acc = create_accountant(name).compose(GaussianEvent(2.0))
+    acc = create_accountant(name).compose(ev.GaussianEvent(2.0))
     before = acc.get_epsilon(DELTA)
     assert not acc.supports(_MysteryEvent())
     with pytest.raises(UnsupportedEventError):
@@ -56,7 +49,7 @@ def test_unknown_events_fail_closed(name):
 @pytest.mark.parametrize("sigma", [0.6, 1.0, 2.0])
 @pytest.mark.parametrize("steps", [100, 1000, 10000])
 def test_pld_never_above_rdp(q, sigma, steps):
-    event = dpsgd_event(sigma, q, steps)
+    event = ev.dpsgd_event(sigma, q, steps)
     pld = PLDAccountant().compose(event).get_epsilon(DELTA)
     rdp = RDPAccountant().compose(event).get_epsilon(DELTA)
     assert pld <= rdp
@@ -65,11 +58,11 @@ def test_pld_never_above_rdp(q, sigma, steps):
 @pytest.mark.parametrize(
     "event",
     [
-        GaussianEvent(1.0),
-        LaplaceEvent(1.0),
-        PureDpEvent(0.5),
-        RandomizedResponseEvent(1.0, 4),
-        PoissonSampledEvent(0.1, RandomizedResponseEvent(2.0, 3)),
+        ev.GaussianEvent(1.0),
+        ev.LaplaceEvent(1.0),
+        ev.PureDpEvent(0.5),
+        ev.RandomizedResponseEvent(1.0, 4),
+        ev.PoissonSampledEvent(0.1, ev.RandomizedResponseEvent(2.0, 3)),
     ],
     ids=lambda e: type(e).__name__,
 )
@@ -81,7 +74,7 @@ def test_pld_never_above_rdp_other_mechanisms(event):
 
 @pytest.mark.parametrize("name", ["rdp", "pld"])
 def test_state_round_trip(name):
-    acc = create_accountant(name).compose(dpsgd_event(1.0, 0.01, 100)).compose(PureDpEvent(0.1), 3)
+    acc = create_accountant(name).compose(ev.dpsgd_event(1.0, 0.01, 100)).compose(ev.PureDpEvent(0.1), 3)
     state = json.loads(json.dumps(acc.state_dict()))
     restored = PrivacyAccountant.from_state_dict(state)
     assert type(restored) is type(acc)
@@ -92,8 +85,8 @@ def test_state_round_trip(name):
 
 @pytest.mark.parametrize("name", ["rdp", "pld"])
 def test_epsilon_if_does_not_record(name):
-    acc = create_accountant(name).compose(dpsgd_event(1.0, 0.01, 100))
+    acc = create_accountant(name).compose(ev.dpsgd_event(1.0, 0.01, 100))
     ledger = acc.ledger
-    more = acc.epsilon_if(PoissonSampledEvent(0.01, GaussianEvent(1.0)), DELTA, 100)
+    more = acc.epsilon_if(ev.PoissonSampledEvent(0.01, ev.GaussianEvent(1.0)), DELTA, 100)
     assert acc.ledger == ledger
-    assert more == pytest.approx(create_accountant(name).compose(dpsgd_event(1.0, 0.01, 200)).get_epsilon(DELTA))
+    assert more == pytest.approx(create_accountant(name).compose(ev.dpsgd_event(1.0, 0.01, 200)).get_epsilon(DELTA))

@@ -5,36 +5,20 @@ import math
 
 import pytest
 
-from dpkit.accountants import (
-    ComposedEvent,
-    GaussianEvent,
-    LaplaceEvent,
-    NeighbouringRelation,
-    NonPrivateEvent,
-    NoOpEvent,
-    PLDAccountant,
-    PoissonSampledEvent,
-    PureDpEvent,
-    RandomizedResponseEvent,
-    SampledWithoutReplacementEvent,
-    SelfComposedEvent,
-    dpsgd_event,
-    event_from_dict,
-    event_from_json,
-)
-from dpkit.accountants.events import flatten, run_length
+from dpkit.accountants import PLDAccountant
+from dpkit.accountants import events as ev
 
 EVENTS = [
-    NoOpEvent(),
-    NonPrivateEvent(),
-    GaussianEvent(1.5),
-    LaplaceEvent(0.5),
-    RandomizedResponseEvent(1.0, 5),
-    PureDpEvent(0.1),
-    PoissonSampledEvent(0.01, GaussianEvent(1.0)),
-    SampledWithoutReplacementEvent(1000, 10, GaussianEvent(2.0)),
-    SelfComposedEvent(PoissonSampledEvent(0.01, GaussianEvent(1.0)), 100),
-    ComposedEvent([GaussianEvent(1.0), SelfComposedEvent(LaplaceEvent(1.0), 3)]),
+    ev.NoOpEvent(),
+    ev.NonPrivateEvent(),
+    ev.GaussianEvent(1.5),
+    ev.LaplaceEvent(0.5),
+    ev.RandomizedResponseEvent(1.0, 5),
+    ev.PureDpEvent(0.1),
+    ev.PoissonSampledEvent(0.01, ev.GaussianEvent(1.0)),
+    ev.SampledWithoutReplacementEvent(1000, 10, ev.GaussianEvent(2.0)),
+    ev.SelfComposedEvent(ev.PoissonSampledEvent(0.01, ev.GaussianEvent(1.0)), 100),
+    ev.ComposedEvent([ev.GaussianEvent(1.0), ev.SelfComposedEvent(ev.LaplaceEvent(1.0), 3)]),
 ]
 
 
@@ -42,27 +26,27 @@ EVENTS = [
 def test_json_round_trip(event):
     text = event.to_json()
     json.loads(text)  # valid JSON
-    assert event_from_json(text) == event
-    assert hash(event_from_dict(event.to_dict())) == hash(event)
+    assert ev.event_from_json(text) == event
+    assert hash(ev.event_from_dict(event.to_dict())) == hash(event)
 
 
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: GaussianEvent(0), "noise_multiplier"),
-        (lambda: GaussianEvent(-1), "noise_multiplier"),
-        (lambda: GaussianEvent(float("nan")), "noise_multiplier"),
-        (lambda: GaussianEvent(math.inf), "noise_multiplier"),
-        (lambda: LaplaceEvent(0), "scale"),
-        (lambda: PureDpEvent(-0.1), "epsilon"),
-        (lambda: RandomizedResponseEvent(1.0, 1), "num_buckets"),
-        (lambda: PoissonSampledEvent(0, GaussianEvent(1)), "sampling_probability"),
-        (lambda: PoissonSampledEvent(1.01, GaussianEvent(1)), "sampling_probability"),
-        (lambda: PoissonSampledEvent(float("nan"), GaussianEvent(1)), "sampling_probability"),
-        (lambda: SampledWithoutReplacementEvent(10, 11, GaussianEvent(1)), "sample_size"),
-        (lambda: SelfComposedEvent(GaussianEvent(1), -1), "count"),
-        (lambda: dpsgd_event(1.0, 0.01, -5), "steps"),
-        (lambda: NeighbouringRelation.parse("swap"), "neighbouring_relation"),
+        (lambda: ev.GaussianEvent(0), "noise_multiplier"),
+        (lambda: ev.GaussianEvent(-1), "noise_multiplier"),
+        (lambda: ev.GaussianEvent(float("nan")), "noise_multiplier"),
+        (lambda: ev.GaussianEvent(math.inf), "noise_multiplier"),
+        (lambda: ev.LaplaceEvent(0), "scale"),
+        (lambda: ev.PureDpEvent(-0.1), "epsilon"),
+        (lambda: ev.RandomizedResponseEvent(1.0, 1), "num_buckets"),
+        (lambda: ev.PoissonSampledEvent(0, ev.GaussianEvent(1)), "sampling_probability"),
+        (lambda: ev.PoissonSampledEvent(1.01, ev.GaussianEvent(1)), "sampling_probability"),
+        (lambda: ev.PoissonSampledEvent(float("nan"), ev.GaussianEvent(1)), "sampling_probability"),
+        (lambda: ev.SampledWithoutReplacementEvent(10, 11, ev.GaussianEvent(1)), "sample_size"),
+        (lambda: ev.SelfComposedEvent(ev.GaussianEvent(1), -1), "count"),
+        (lambda: ev.dpsgd_event(1.0, 0.01, -5), "steps"),
+        (lambda: ev.NeighbouringRelation.parse("swap"), "neighbouring_relation"),
     ],
 )
 def test_bad_input_names_the_parameter(make, match):
@@ -72,36 +56,36 @@ def test_bad_input_names_the_parameter(make, match):
 
 def test_error_message_gives_value_and_range():
     with pytest.raises(ValueError) as info:
-        PoissonSampledEvent(1.5, GaussianEvent(1.0))
+        ev.PoissonSampledEvent(1.5, ev.GaussianEvent(1.0))
     assert "1.5" in str(info.value) and "(0, 1]" in str(info.value)
 
 
 def test_events_need_events():
     with pytest.raises(TypeError, match="event"):
-        PoissonSampledEvent(0.1, 3.0)
+        ev.PoissonSampledEvent(0.1, 3.0)
     with pytest.raises(ValueError, match="unknown event type"):
-        event_from_dict({"type": "teleport"})
+        ev.event_from_dict({"type": "teleport"})
 
 
 def test_flatten_and_run_length():
-    step = PoissonSampledEvent(0.01, GaussianEvent(1.0))
-    tail = SelfComposedEvent(ComposedEvent([step, NoOpEvent()]), 5)
-    ledger = ComposedEvent([SelfComposedEvent(step, 10), step, tail])
-    pairs = list(flatten(ledger))
+    step = ev.PoissonSampledEvent(0.01, ev.GaussianEvent(1.0))
+    tail = ev.SelfComposedEvent(ev.ComposedEvent([step, ev.NoOpEvent()]), 5)
+    ledger = ev.ComposedEvent([ev.SelfComposedEvent(step, 10), step, tail])
+    pairs = list(ev.flatten(ledger))
     assert sum(c for e, c in pairs if e == step) == 16
-    assert run_length(pairs) == [(step, 16), (NoOpEvent(), 5)]
+    assert ev.run_length(pairs) == [(step, 16), (ev.NoOpEvent(), 5)]
 
 
 def test_dpsgd_event_with_zero_noise_is_non_private():
-    event = dpsgd_event(0.0, 0.01, 10)
-    assert event == SelfComposedEvent(NonPrivateEvent(), 10)
+    event = ev.dpsgd_event(0.0, 0.01, 10)
+    assert event == ev.SelfComposedEvent(ev.NonPrivateEvent(), 10)
     assert math.isinf(PLDAccountant().compose(event).get_epsilon(1e-5))
     assert PLDAccountant().compose(event).get_delta(100.0) == 1.0
 
 
 def test_accountant_state_round_trip_through_json():
     acc = PLDAccountant(value_discretization_interval=2e-4)
-    acc.compose(dpsgd_event(1.0, 0.01, 100)).compose(LaplaceEvent(3.0), 2)
+    acc.compose(ev.dpsgd_event(1.0, 0.01, 100)).compose(ev.LaplaceEvent(3.0), 2)
     state = json.loads(json.dumps(acc.state_dict()))
     restored = PLDAccountant.from_state_dict(state)
     assert restored.value_discretization_interval == 2e-4

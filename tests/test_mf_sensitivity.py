@@ -7,32 +7,19 @@ import itertools
 import numpy as np
 import pytest
 
-from dpkit.mechanisms.matrix_factorization import (
-    BufferedToeplitz,
-    ColumnNormalizedBanded,
-    DenseStrategy,
-    FixedEpoch,
-    Identity,
-    MinSeparation,
-    SingleParticipation,
-    ToeplitzStrategy,
-    optimize_banded_toeplitz,
-    optimize_blt,
-    optimize_dense,
-    sensitivity_from_gram,
-)
+from dpkit.mechanisms import matrix_factorization as mf
 from dpkit.mechanisms.matrix_factorization import sensitivity as sens_mod
 from dpkit.mechanisms.matrix_factorization import toeplitz as tp
 
 N = 10
 SCHEMAS = [
-    SingleParticipation(),
-    FixedEpoch(2, 5),
-    FixedEpoch(5, 2),
-    MinSeparation(1, max_participations=3),
-    MinSeparation(2, max_participations=3),
-    MinSeparation(3),
-    MinSeparation(4, max_participations=2),
+    mf.SingleParticipation(),
+    mf.FixedEpoch(2, 5),
+    mf.FixedEpoch(5, 2),
+    mf.MinSeparation(1, max_participations=3),
+    mf.MinSeparation(2, max_participations=3),
+    mf.MinSeparation(3),
+    mf.MinSeparation(4, max_participations=2),
 ]
 
 
@@ -68,19 +55,19 @@ def _strategies():
     mixed = np.tril(rng.normal(size=(N, N))) + 3 * np.eye(N)
     positive = np.tril(rng.uniform(0.1, 1.0, size=(N, N))) + np.eye(N)
     return {
-        "identity": Identity(N),
-        "sqrt": ToeplitzStrategy.square_root(N),
-        "nu": ToeplitzStrategy.nu_dp_ftrl(N, 0.2),
-        "banded-toeplitz-3": optimize_banded_toeplitz(N, 3),
-        "banded-sqrt-4": ToeplitzStrategy.banded_square_root(N, 4),
-        "toeplitz-signed": ToeplitzStrategy(np.array([1.0, -0.6, 0.3, 0.5]), N),
-        "banded-random-2": ColumnNormalizedBanded(rng.uniform(-1, 1, (N, 2)) + np.array([2.0, 0.0])),
-        "banded-random-4": ColumnNormalizedBanded(rng.uniform(0.2, 1, (N, 4))),
-        "blt": optimize_blt(N, MinSeparation(2, max_participations=3), buffers=2),
-        "blt-given": BufferedToeplitz.from_buf_decay_pair([0.9, 0.5], [0.7, 0.2], N),
-        "dense-mixed": DenseStrategy(mixed),
-        "dense-positive": DenseStrategy(positive),
-        "dense-optimum": optimize_dense(N, FixedEpoch(2, 5)),
+        "identity": mf.Identity(N),
+        "sqrt": mf.ToeplitzStrategy.square_root(N),
+        "nu": mf.ToeplitzStrategy.nu_dp_ftrl(N, 0.2),
+        "banded-toeplitz-3": mf.optimize_banded_toeplitz(N, 3),
+        "banded-sqrt-4": mf.ToeplitzStrategy.banded_square_root(N, 4),
+        "toeplitz-signed": mf.ToeplitzStrategy(np.array([1.0, -0.6, 0.3, 0.5]), N),
+        "banded-random-2": mf.ColumnNormalizedBanded(rng.uniform(-1, 1, (N, 2)) + np.array([2.0, 0.0])),
+        "banded-random-4": mf.ColumnNormalizedBanded(rng.uniform(0.2, 1, (N, 4))),
+        "blt": mf.optimize_blt(N, mf.MinSeparation(2, max_participations=3), buffers=2),
+        "blt-given": mf.BufferedToeplitz.from_buf_decay_pair([0.9, 0.5], [0.7, 0.2], N),
+        "dense-mixed": mf.DenseStrategy(mixed),
+        "dense-positive": mf.DenseStrategy(positive),
+        "dense-optimum": mf.optimize_dense(N, mf.FixedEpoch(2, 5)),
     }
 
 
@@ -102,20 +89,20 @@ def test_sensitivity_against_brute_force(name, schema):
 def test_exact_where_the_theory_says(schema):
     for name in ("identity", "sqrt", "nu", "banded-toeplitz-3", "banded-sqrt-4", "blt", "blt-given"):
         assert STRATEGIES[name].sensitivity(schema).exact, name
-    if not isinstance(schema, MinSeparation):  # a non-negative Gram matrix: exact on fixed patterns
+    if not isinstance(schema, mf.MinSeparation):  # a non-negative Gram matrix: exact on fixed patterns
         assert STRATEGIES["dense-positive"].sensitivity(schema).exact
     banded = STRATEGIES["banded-random-4"]
     if 4 <= schema.separation(N):
         assert banded.sensitivity(schema).exact
-    if isinstance(schema, FixedEpoch) and schema.epochs == 2:
+    if isinstance(schema, mf.FixedEpoch) and schema.epochs == 2:
         assert STRATEGIES["dense-optimum"].sensitivity(schema).squared == pytest.approx(1.0, rel=1e-12)
 
 
 def test_mixed_signs_give_a_bound_not_an_estimate():
     s = STRATEGIES["dense-mixed"]
-    sens = s.sensitivity(MinSeparation(1, max_participations=3))
+    sens = s.sensitivity(mf.MinSeparation(1, max_participations=3))
     assert not sens.exact and "upper bound" in sens.method
-    assert sens.squared >= brute_force_squared(s.strategy_matrix(), MinSeparation(1, max_participations=3))
+    assert sens.squared >= brute_force_squared(s.strategy_matrix(), mf.MinSeparation(1, max_participations=3))
 
 
 def test_vector_contributions_below_the_bound():
@@ -123,7 +110,7 @@ def test_vector_contributions_below_the_bound():
     rng = np.random.default_rng(0)
     for name in ("dense-mixed", "toeplitz-signed", "banded-random-2"):
         C = STRATEGIES[name].strategy_matrix()
-        for schema in (FixedEpoch(5, 2), MinSeparation(2, max_participations=3)):
+        for schema in (mf.FixedEpoch(5, 2), mf.MinSeparation(2, max_participations=3)):
             bound = STRATEGIES[name].sensitivity(schema).squared
             patterns = list(schema.patterns(N))
             for _ in range(300):
@@ -158,11 +145,11 @@ def test_toeplitz_formula_matches_gram_for_longer_n():
     c = tp.nu_dp_ftrl_coef(n, 0.05)
     C = tp.materialize_lower_triangular(c)
     for sep, k in ((7, 5), (10, None), (1, 3)):
-        schema = MinSeparation(sep, max_participations=k)
+        schema = mf.MinSeparation(sep, max_participations=k)
         exact = tp.minsep_sensitivity_squared(c, n, sep, k)
         pi = np.arange(0, n, sep)[: schema.participations(n)]
         assert exact == pytest.approx(np.sum(C[:, pi].sum(axis=1) ** 2), rel=1e-12)
-        assert sensitivity_from_gram(C.T @ C, schema).squared >= exact * (1 - 1e-12)
+        assert mf.sensitivity_from_gram(C.T @ C, schema).squared >= exact * (1 - 1e-12)
 
 
 def test_toeplitz_formula_refuses_other_coefficients():
@@ -174,7 +161,7 @@ def test_toeplitz_formula_refuses_other_coefficients():
 
 def test_banded_formula_refuses_overlapping_columns():
     with pytest.raises(ValueError, match="bands=4 exceeds the separation 2"):
-        sens_mod.banded_sensitivity(np.ones(N), 4, MinSeparation(2))
-    s = ColumnNormalizedBanded.default(N, 4)
-    brute = brute_force_squared(s.strategy_matrix(), MinSeparation(2))
-    assert s.sensitivity(MinSeparation(2)).squared >= brute * (1 - 1e-12)
+        sens_mod.banded_sensitivity(np.ones(N), 4, mf.MinSeparation(2))
+    s = mf.ColumnNormalizedBanded.default(N, 4)
+    brute = brute_force_squared(s.strategy_matrix(), mf.MinSeparation(2))
+    assert s.sensitivity(mf.MinSeparation(2)).squared >= brute * (1 - 1e-12)

@@ -16,16 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dpkit.accountants import BudgetExceededError, GaussianEvent, calibrate_noise, calibrate_noise_multiplier
-from dpkit.mechanisms.matrix_factorization import (
-    BufferedToeplitz,
-    ColumnNormalizedBanded,
-    FixedEpoch,
-    Identity,
-    MinSeparation,
-    SingleParticipation,
-    ToeplitzStrategy,
-    optimize_dense,
-)
+from dpkit.mechanisms import matrix_factorization as mf
 from dpkit.mf_data import CyclicBatchSampler
 from dpkit.mf_optimizer import CorrelatedNoise, MFOptimizer
 from dpkit.noise import GaussianNoise
@@ -47,16 +38,16 @@ def blt(n, buffers):
     """A BLT with c_0 = 1 >= c_1 >= ... >= 0 (so its sensitivity has the exact Toeplitz formula)."""
     decay = [0.9, 0.6, 0.3][:buffers]
     scale = [0.2, 0.15, 0.1][:buffers]
-    return BufferedToeplitz(np.array(decay), np.array(scale), n)
+    return mf.BufferedToeplitz(np.array(decay), np.array(scale), n)
 
 
 def strategies(n):
     return {
-        "identity": Identity(n),
-        "sqrt": ToeplitzStrategy.square_root(n),
-        "banded": ColumnNormalizedBanded.default(n, 3),
+        "identity": mf.Identity(n),
+        "sqrt": mf.ToeplitzStrategy.square_root(n),
+        "banded": mf.ColumnNormalizedBanded.default(n, 3),
         "blt": blt(n, 2),
-        "dense": optimize_dense(n, FixedEpoch(n // 4, 4)),
+        "dense": mf.optimize_dense(n, mf.FixedEpoch(n // 4, 4)),
     }
 
 
@@ -168,7 +159,7 @@ def test_noise_covariance_over_seeds_matches_the_strategy(name):
     # widen: many independent coordinates per seed
     Y = np.concatenate(rows, axis=1)  # (n, seeds * d)
     assert Y.shape[1] == seeds * D * out
-    sens = strategy.sensitivity(FixedEpoch(n // 4, 4)).value
+    sens = strategy.sensitivity(mf.FixedEpoch(n // 4, 4)).value
     inv = strategy.noising_matrix()
     expected = (sigma * clip * sens / 6.0) ** 2 * inv @ inv.T
     samples = Y.shape[1]
@@ -196,14 +187,14 @@ def test_streamed_noise_equals_the_materialized_product(name):
     train(m, o, loader, n, rec)
     got = torch.stack(rec).numpy()
     Z = _stream_draws(11, n, D, torch.float64)
-    sens = strategy.sensitivity(FixedEpoch(n // 4, 4)).value
+    sens = strategy.sensitivity(mf.FixedEpoch(n // 4, 4)).value
     want = 0.9 * 1.0 * sens / 6.0 * (strategy.noising_matrix() @ Z)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_memory_is_the_strategys_not_n_by_params():
     """The optimizer keeps at most noise_memory (BLT: buffers; banded: bands - 1) model-sized vectors."""
-    for strategy, most in ((blt(12, 3), 3), (ColumnNormalizedBanded.default(12, 3), 2), (Identity(12), 0)):
+    for strategy, most in ((blt(12, 3), 3), (mf.ColumnNormalizedBanded.default(12, 3), 2), (mf.Identity(12), 0)):
         _, m, o, loader = make(strategy)
         sizes = []
         for x, y in loader:
@@ -252,7 +243,7 @@ def test_groups_do_not_move_when_an_example_is_removed():
 
 
 def test_cyclic_poisson_loader_samples_group_t_mod_bands():
-    strategy = ColumnNormalizedBanded.default(16, 4)
+    strategy = mf.ColumnNormalizedBanded.default(16, 4)
     engine, m, o, loader = make(CorrelatedNoise(strategy, cyclic_poisson=True), batch=3)
     sampler = loader.batch_sampler
     assert sampler.sample_rate == pytest.approx(3 * 4 / N)
@@ -278,7 +269,7 @@ def test_calibration_and_budget_use_the_whole_runs_event():
 
 
 def test_amplified_banded_run_is_calibrated_as_dp_sgd_over_n_over_bands_steps():
-    strategy = ColumnNormalizedBanded.default(16, 4)
+    strategy = mf.ColumnNormalizedBanded.default(16, 4)
     engine, m, o, loader = make(
         CorrelatedNoise(strategy, cyclic_poisson=True), batch=3, target_epsilon=2.0, target_delta=1e-5, epochs=16 / 8
     )
@@ -382,16 +373,16 @@ def _refused(noise, match, **kwargs):
 @pytest.mark.parametrize(
     ("noise", "kwargs", "match"),
     [
-        (Identity(18), {}, r"noise.strategy.n=18 must be k x b"),  # b = 4 does not divide 18
-        (Identity(16), {"target_epsilon": 1.0, "target_delta": 1e-5, "epochs": 3}, r"epochs=3.0 x 4 steps .*n=16"),
-        (CorrelatedNoise(Identity(16), FixedEpoch(4, 5)), {}, r"participation.steps_per_epoch=5"),
-        (CorrelatedNoise(Identity(16), FixedEpoch(2, 4)), {}, r"epochs x steps_per_epoch.*!= n=16"),
-        (CorrelatedNoise(Identity(16), MinSeparation(4, 2)), {}, r"max_participations=2"),
-        (CorrelatedNoise(Identity(16), MinSeparation(3)), {}, r"min_sep=3"),
-        (CorrelatedNoise(Identity(16), SingleParticipation()), {}, r"single participation"),
-        (CorrelatedNoise(ToeplitzStrategy.square_root(16), cyclic_poisson=True), {}, r"must be banded"),
-        (CorrelatedNoise(ColumnNormalizedBanded.default(16, 8), cyclic_poisson=True), {}, r"batch_size=6"),
-        (Identity(16), {"engine_kwargs": {"secure_rng": True}}, r"secure_rng"),
+        (mf.Identity(18), {}, r"noise.strategy.n=18 must be k x b"),  # b = 4 does not divide 18
+        (mf.Identity(16), {"target_epsilon": 1.0, "target_delta": 1e-5, "epochs": 3}, r"epochs=3.0 x 4 steps .*n=16"),
+        (CorrelatedNoise(mf.Identity(16), mf.FixedEpoch(4, 5)), {}, r"participation.steps_per_epoch=5"),
+        (CorrelatedNoise(mf.Identity(16), mf.FixedEpoch(2, 4)), {}, r"epochs x steps_per_epoch.*!= n=16"),
+        (CorrelatedNoise(mf.Identity(16), mf.MinSeparation(4, 2)), {}, r"max_participations=2"),
+        (CorrelatedNoise(mf.Identity(16), mf.MinSeparation(3)), {}, r"min_sep=3"),
+        (CorrelatedNoise(mf.Identity(16), mf.SingleParticipation()), {}, r"single participation"),
+        (CorrelatedNoise(mf.ToeplitzStrategy.square_root(16), cyclic_poisson=True), {}, r"must be banded"),
+        (CorrelatedNoise(mf.ColumnNormalizedBanded.default(16, 8), cyclic_poisson=True), {}, r"batch_size=6"),
+        (mf.Identity(16), {"engine_kwargs": {"secure_rng": True}}, r"secure_rng"),
         ("blt", {}, r"noise must be None, a Strategy"),
     ],
 )
@@ -403,13 +394,13 @@ def test_correlated_noise_checks_its_fields():
     with pytest.raises(TypeError, match="noise.strategy"):
         CorrelatedNoise("blt")
     with pytest.raises(ValueError, match="noise.participation must be None with cyclic_poisson"):
-        CorrelatedNoise(Identity(4), FixedEpoch(1, 4), cyclic_poisson=True)
+        CorrelatedNoise(mf.Identity(4), mf.FixedEpoch(1, 4), cyclic_poisson=True)
 
 
 def test_min_separation_and_single_participation_schemas_train():
     for noise, steps in (
-        (CorrelatedNoise(blt(10, 2), MinSeparation(4)), 10),
-        (CorrelatedNoise(ToeplitzStrategy.square_root(4), SingleParticipation()), 4),
+        (CorrelatedNoise(blt(10, 2), mf.MinSeparation(4)), 10),
+        (CorrelatedNoise(mf.ToeplitzStrategy.square_root(4), mf.SingleParticipation()), 4),
     ):
         engine, m, o, loader = make(noise)
         train(m, o, loader, steps)
