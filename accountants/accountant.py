@@ -197,7 +197,7 @@ class PrivacyAccountant(abc.ABC):
     def load_state_dict(self, state: dict[str, Any], name: str = "state") -> None:
         """Restore the ledger from :meth:`state_dict`'s output; refuses (changing nothing) any state that is not
         exactly such an output for this kind of accountant, relation and options."""
-        _check_state_keys(state, name)
+        _check_state_keys(name, state)
         if state["accountant"] != self.name:
             raise ValueError(f"{name} is for accountant {state['accountant']!r}, not {self.name!r}")
         relation = NeighbouringRelation.parse(state["neighbouring_relation"])
@@ -230,7 +230,7 @@ class PrivacyAccountant(abc.ABC):
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], name: str = "state") -> PrivacyAccountant:
         """A new accountant (of the kind, relation and options the state names) holding the state's ledger."""
-        _check_state_keys(state, name)
+        _check_state_keys(name, state)
         options = state["options"]
         if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
             raise TypeError(f"{name}.options must be a dict of keyword arguments, got {options!r}")
@@ -248,7 +248,7 @@ class PrivacyAccountant(abc.ABC):
         return f"{type(self).__name__}({self.neighbouring_relation.value}, {len(self._ledger)} ledger entries)"
 
 
-def _check_state_keys(state: object, name: str) -> None:
+def _check_state_keys(name: str, state: object) -> None:
     if not isinstance(state, dict):
         raise TypeError(f"{name} must be a dict from state_dict(), got {type(state).__name__}")
     if set(state) != _STATE_KEYS:

@@ -158,7 +158,7 @@ class RDPAccountant(PrivacyAccountant):
     ) -> None:
         super().__init__(neighbouring_relation)
         self._custom_orders = orders is not None
-        arr = ra.DEFAULT_ORDERS if orders is None else ra.check_orders(orders)
+        arr = ra.DEFAULT_ORDERS if orders is None else ra.check_orders("orders", orders)
         self._orders = np.array(arr, dtype=float)
         self._orders.flags.writeable = False
         self._orders_key = tuple(self._orders.tolist())

@@ -71,8 +71,8 @@ _INT_CHUNK = 4096
 
 
 # --------------------------------------------------------------------------------------------- validation
-def check_orders(orders: npt.ArrayLike, name: str = "orders") -> FloatArray:
-    """Renyi orders as a 1-D float array; each must be a finite number > 1."""
+def check_orders(name: str, orders: npt.ArrayLike) -> FloatArray:
+    """Renyi orders ``name`` as a 1-D float array; each must be a finite number > 1."""
     if isinstance(orders, str | bytes):
         raise TypeError(f"{name} must be a sequence of real numbers > 1, got {orders!r}")
     try:
@@ -91,7 +91,7 @@ def check_orders(orders: npt.ArrayLike, name: str = "orders") -> FloatArray:
     return arr
 
 
-def _check_rdp(rdp: npt.ArrayLike, orders: FloatArray, name: str = "rdp") -> FloatArray:
+def _check_rdp(name: str, rdp: npt.ArrayLike, orders: FloatArray) -> FloatArray:
     try:
         arr = np.atleast_1d(np.asarray(rdp, dtype=float))
     except (TypeError, ValueError):
@@ -131,7 +131,7 @@ def rdp_gaussian(noise_multiplier: float, orders: npt.ArrayLike = DEFAULT_ORDERS
     [M17], Proposition 7. Symmetric, so it holds in both directions of any neighbouring relation.
     """
     sigma = check_positive("noise_multiplier", noise_multiplier)
-    orders = check_orders(orders)
+    orders = check_orders("orders", orders)
     return orders / (2.0 * sigma * sigma)
 
 
@@ -312,7 +312,7 @@ def rdp_poisson_gaussian(q: float, noise_multiplier: float, orders: npt.ArrayLik
     """
     q = check_probability("q", q)
     sigma = check_positive("noise_multiplier", noise_multiplier)
-    orders = check_orders(orders)
+    orders = check_orders("orders", orders)
     if q == 1.0:
         return orders / (2.0 * sigma * sigma)
     out = np.empty_like(orders)
@@ -337,7 +337,7 @@ def rdp_laplace(scale: float, orders: npt.ArrayLike = DEFAULT_ORDERS) -> FloatAr
     near alpha = 1).
     """
     b = check_positive("scale", scale)
-    orders = check_orders(orders)
+    orders = check_orders("orders", orders)
     eps = 1.0 / b
     a = orders
     return np.maximum(eps + np.log1p((a - 1) / (2 * a - 1) * np.expm1(-(2 * a - 1) * eps)) / (a - 1), 0.0)
@@ -372,7 +372,7 @@ def rdp_discrete(p: npt.ArrayLike, q_: npt.ArrayLike, orders: npt.ArrayLike = DE
     q_ = _check_distribution("q_", q_)
     if p.shape != q_.shape:
         raise ValueError(f"p and q_ must have the same length, got {p.size} and {q_.size}")
-    orders = check_orders(orders)
+    orders = check_orders("orders", orders)
     with np.errstate(divide="ignore"):
         return _rdp_discrete_log(np.log(p), np.log(q_), orders)
 
@@ -482,7 +482,7 @@ def rdp_sampled_without_replacement_gaussian(
     if m > n:
         raise ValueError(f"m must be in [0, n={n}], got {m}")
     sigma = check_positive("noise_multiplier", noise_multiplier)
-    orders = check_orders(orders)
+    orders = check_orders("orders", orders)
     gauss = orders / (2.0 * sigma * sigma)
     if m == 0:
         return np.zeros_like(orders)
@@ -514,8 +514,8 @@ def rdp_to_epsilon(orders: npt.ArrayLike, rdp: npt.ArrayLike, delta: float) -> t
     Bretagnolle-Huber, and KL <= D_alpha). Orders with infinite RDP are skipped; if all are infinite the
     result is (inf, nan).
     """
-    orders = check_orders(orders)
-    rdp = _check_rdp(rdp, orders)
+    orders = check_orders("orders", orders)
+    rdp = _check_rdp("rdp", rdp, orders)
     delta = check_delta("delta", delta)
     finite = np.isfinite(rdp)
     if not finite.any():
@@ -535,8 +535,8 @@ def rdp_to_delta(orders: npt.ArrayLike, rdp: npt.ArrayLike, epsilon: float) -> t
     minimized over orders and capped at 1; also delta <= sqrt(1 - exp(-rdp(alpha))) (Bretagnolle-Huber
     total-variation bound, valid for every epsilon >= 0). Infinite RDP entries give delta 1.
     """
-    orders = check_orders(orders)
-    rdp = _check_rdp(rdp, orders)
+    orders = check_orders("orders", orders)
+    rdp = _check_rdp("rdp", rdp, orders)
     eps = check_nonnegative("epsilon", epsilon)
     a = orders
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
