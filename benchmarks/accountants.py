@@ -19,7 +19,6 @@ depend on what else runs; no timing is taken then).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from typing import Any
@@ -236,20 +235,18 @@ def measure(cells, rounds, memory, threads) -> dict[str, Any]:
 def main(argv=None) -> None:
     if harness.child_main(argv, {"pair": pair_task, "memory": memory_task}):
         return
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    harness.add_common_args(p, "one query cell (q=0.01, sigma=1, T=1000) and one calibration (target 3)")
+    p = harness.parser(__doc__, "one query cell (q=0.01, sigma=1, T=1000) and one calibration (target 3)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per query cell")
     p.add_argument("--calibration-rounds", type=int, default=3, help="interleaved rounds per calibration")
     p.add_argument("--no-memory", action="store_true", help="skip the memory processes")
     args = p.parse_args(argv)
     cells = grid(args.quick)
-    run = harness.Run("accountants", args.out_dir, args.threads, anchors=("opacus", "dp-accounting"))
+    run = harness.Run("accountants", args, __doc__, anchors=("opacus", "dp-accounting"))
     rounds = {"queries": args.rounds, "calibrations": args.calibration_rounds}
     results = measure(cells, rounds, not args.no_memory, args.threads)
     run.finish(
         {"delta": DELTA, "accountants": list(ACCOUNTANTS), **results},
         settings={
-            "quick": args.quick,
             "rounds": rounds,
             "memory": not args.no_memory,
             "pairs": [list(pair) for pair in PAIRS],
@@ -257,7 +254,6 @@ def main(argv=None) -> None:
             "one_round_after_s": ONE_ROUND_AFTER_S,
             "grid": cells,
         },
-        method=harness.method_text(__doc__),
     )
 
 

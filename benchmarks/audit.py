@@ -25,7 +25,6 @@ Findings: randomizers broken the way real libraries broke (``dpkit.audits.ldp.br
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -203,8 +202,7 @@ def findings_task(trials: int, threads: int) -> list[dict]:
 def main(argv=None) -> None:
     if harness.child_main(argv, {"pair": pair_task, "memory": memory_task, "findings": findings_task}):
         return
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    harness.add_common_args(ap, "k in {2, 25}, epsilon in {0.5, 1, 4}, 2e4 trials; small pairs (a smoke test)")
+    ap = harness.parser(__doc__, "k in {2, 25}, epsilon in {0.5, 1, 4}, 2e4 trials; small pairs (a smoke test)")
     ap.add_argument("--trials", type=int, default=None, help="grid trials per input (1e6; --quick: 2e4)")
     ap.add_argument("--workers", type=int, default=2, help="grid processes (one thread each)")
     ap.add_argument("--csv", default=None, help="also write the grid's rows to this CSV file")
@@ -220,7 +218,7 @@ def main(argv=None) -> None:
     trials = a.trials or (20_000 if a.quick else 1_000_000)
     if a.quick:
         a.pair_trials, a.anchor_calls, a.rounds = 10_000, 1_000, 1
-    run = harness.Run("audit", a.out_dir, a.threads, anchors=tuple(ANCHORS.values()))
+    run = harness.Run("audit", a, __doc__, anchors=tuple(ANCHORS.values()))
 
     harness.say(f"[audit] grid: {len(PROTOCOLS) * len(ks) * len(eps)} settings, {trials} trials per input")
     rows, wall = run_grid(PROTOCOLS, ks, eps, trials, a.workers)
@@ -256,10 +254,8 @@ def main(argv=None) -> None:
         harness.say(f"[audit] pair process: dpkit / {anchor}")
         task = {"kind": "pair", "anchor": anchor, "cells": cells, "trials": a.pair_trials, "calls": a.anchor_calls,
                 "rounds": a.rounds, "threads": a.threads}  # fmt: skip
-        try:
-            res = harness.run_child(__file__, task, threads=a.threads)
-        except harness.ChildFailed as exc:
-            harness.say(f"    failed: {exc}")
+        res = harness.try_child(__file__, task, threads=a.threads)
+        if res is None:
             continue
         dp = {(r["protocol"], r["k"]): r["calls_per_s"] for r in res if r["library"] == "dpkit"}
         for r in res:
@@ -292,7 +288,6 @@ def main(argv=None) -> None:
     run.finish(
         {"grid": grid, "pairs": pairs, "memory": memory, "findings": findings, "anchor_distributions": ANCHORS},
         settings={
-            "quick": a.quick,
             "protocols": list(PROTOCOLS),
             "k": list(ks),
             "epsilons": list(eps),
@@ -308,7 +303,6 @@ def main(argv=None) -> None:
             "findings_trials": a.findings_trials,
             "full_grid_calls_per_protocol": 2 * 1_000_000 * len(KS) * len(EPSILONS),
         },
-        method=harness.method_text(__doc__),
     )
 
 

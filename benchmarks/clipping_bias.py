@@ -27,7 +27,6 @@ regularised training loss; the non-private optimum's own accuracy and loss are t
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import warnings
@@ -176,8 +175,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv=None) -> None:
     if harness.child_main(argv, {"cell": cell_task, "reference": reference_task}):
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    harness.add_common_args(ap, "C1 in {0.1, 1}, one seed (a smoke test)")
+    ap = harness.parser(__doc__, "C1 in {0.1, 1}, one seed (a smoke test)")
     ap.add_argument("--c1", type=float, nargs="+", default=[0.01, 0.1, 1.0, 10.0], help="clipping norms C1")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epsilon", type=float, default=2.0)
@@ -189,7 +187,7 @@ def main(argv=None) -> None:
     if args.quick:
         args.c1, args.seeds = [0.1, 1.0], 1
     settings = {"epsilon": args.epsilon, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
-    run = harness.Run("clipping_bias", args.out_dir, args.threads)
+    run = harness.Run("clipping_bias", args, __doc__)
     reference = harness.run_child(__file__, {"kind": "reference", "threads": args.threads}, threads=args.threads)
     harness.say(f"[clipping_bias] non-private optimum: test accuracy {reference['test_accuracy']:.3f}")
     cells = []
@@ -206,7 +204,6 @@ def main(argv=None) -> None:
     run.finish(
         {"reference": reference, "cells": cells},
         settings={
-            "quick": args.quick,
             "c1": args.c1,
             "seeds": args.seeds,
             "delta": DELTA,
@@ -214,7 +211,6 @@ def main(argv=None) -> None:
             "methods": args.methods,
             **settings,
         },  # fmt: skip
-        method=harness.method_text(__doc__),
     )
 
 

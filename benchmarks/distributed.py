@@ -18,7 +18,6 @@ with its shard). Times are rank 0's, medians over rounds, per step.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -135,8 +134,7 @@ def timing_task(procs: int, cfg: dict[str, Any], threads: int) -> dict[str, Any]
 def main(argv=None) -> None:
     if harness.child_main(argv, {"timing": timing_task}):
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    harness.add_common_args(ap, "W = 1 and 2, width 128, batch 64, 2 rounds of 3 steps (a smoke test)")
+    ap = harness.parser(__doc__, "W = 1 and 2, width 128, batch 64, 2 rounds of 3 steps (a smoke test)")
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2, 4], help="numbers of processes W")
     ap.add_argument("--width", type=int, default=512, help="hidden width of the MLP")
     ap.add_argument("--features", type=int, default=256)
@@ -148,15 +146,13 @@ def main(argv=None) -> None:
         args.procs, args.width, args.batch, args.steps, args.rounds = [1, 2], 128, 64, 3, 2
     cfg = {"width": args.width, "features": args.features, "batch": args.batch, "steps": args.steps,
            "rounds": args.rounds}  # fmt: skip
-    run = harness.Run("distributed", args.out_dir, args.threads)
+    run = harness.Run("distributed", args, __doc__)
     rows = []
     for procs in args.procs:
         harness.say(f"[distributed] W = {procs}: both steps in the same {procs} process(es)")
         task = {"kind": "timing", "procs": procs, "cfg": cfg, "threads": args.threads}
-        try:
-            res = harness.run_child(__file__, task, threads=args.threads)
-        except harness.ChildFailed as exc:
-            harness.say(f"    failed: {exc}")
+        res = harness.try_child(__file__, task, threads=args.threads)
+        if res is None:
             continue
         rows.append(res)
         s = res["seconds"]
@@ -168,8 +164,7 @@ def main(argv=None) -> None:
         )
     run.finish(
         {"results": rows},
-        settings={"quick": args.quick, **cfg, "procs": args.procs, "model": "MLP", "backend": "gloo", "device": "cpu"},
-        method=harness.method_text(__doc__),
+        settings={**cfg, "procs": args.procs, "model": "MLP", "backend": "gloo", "device": "cpu"},
     )
 
 

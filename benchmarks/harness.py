@@ -15,11 +15,13 @@ Method, the same in every script:
 * Results go to ``benchmarks/results/<name>.json`` with the machine, the load average before and after, versions,
   dpkit's git commit and whether the tree was dirty, the thread settings and the exact command.
 
-A script calls :func:`child_main` first thing in ``main``; its parent starts children with :func:`run_child`.
+A script calls :func:`child_main` first thing in ``main``, then takes its options from :func:`parser`; its parent
+starts children with :func:`run_child` (or :func:`try_child`) and writes the results with :class:`Run`.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import math
@@ -129,6 +131,17 @@ def child_main(argv: Sequence[str] | None, tasks: Mapping[str, Callable[..., Any
     result = tasks[task.pop("kind")](**task)
     print(_RESULT_TAG + json.dumps(clean(result)), flush=True)
     return True
+
+
+def try_child(
+    script: str | Path, task: Mapping[str, Any], *, threads: int = THREADS, label: str = "    "
+) -> dict[str, Any] | None:
+    """:func:`run_child`, or None after saying ``<label>failed: <why>`` (the caller skips that cell)."""
+    try:
+        return run_child(script, task, threads=threads)
+    except ChildFailed as exc:
+        say(f"{label}failed: {exc}")
+        return None
 
 
 def set_torch_threads_if_loaded(threads: int) -> None:
@@ -309,13 +322,17 @@ BASE_PACKAGES = ("dpkit", "numpy", "scipy", "pandas", "torch")
 class Run:
     """One benchmark run: metadata taken at the start and at the end, and the JSON file written at the end.
 
-    ``Run(name, args, anchors=("opacus",))``; ``run.write(results, settings=..., method=...)`` -> the file's path.
+    ``Run(name, args, __doc__, anchors=("opacus",))`` with the options of :func:`parser` in ``args`` and the
+    script's docstring (its method, stored with the results); ``run.write(results, settings=...)`` -> the file's
+    path (``settings`` gets ``quick`` first).
     """
 
-    def __init__(self, name: str, out_dir: str | Path | None, threads: int, anchors: Iterable[str] = ()) -> None:
+    def __init__(self, name: str, args: argparse.Namespace, doc: str | None, anchors: Iterable[str] = ()) -> None:
         self.name = name
-        self.out_dir = Path(out_dir) if out_dir else RESULTS
-        self.threads = threads
+        self.out_dir = Path(args.out_dir) if args.out_dir else RESULTS
+        self.threads = args.threads
+        self.quick = args.quick
+        self.method = method_text(doc)
         self.anchors = tuple(anchors)
         self.started = _dt.datetime.now(_dt.timezone.utc)
         self.load_before = os.getloadavg()
@@ -337,13 +354,13 @@ class Run:
             "git": {**self.git_before, "changed_during_run": git_state() != self.git_before},
         }
 
-    def write(self, results: Mapping[str, Any], *, settings: Mapping[str, Any], method: str) -> Path:
+    def write(self, results: Mapping[str, Any], *, settings: Mapping[str, Any]) -> Path:
         doc = {
             "benchmark": self.name,
             "schema": 1,
             "meta": self.meta(),
-            "settings": dict(settings),
-            "method": method,
+            "settings": {"quick": self.quick, **settings},
+            "method": self.method,
             **results,
         }
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -351,11 +368,11 @@ class Run:
         path.write_text(json.dumps(clean(doc), indent=1) + "\n")
         return path
 
-    def finish(self, results: Mapping[str, Any], *, settings: Mapping[str, Any], method: str) -> Path:
+    def finish(self, results: Mapping[str, Any], *, settings: Mapping[str, Any]) -> Path:
         """Write the results file, print its tables, say where it is."""
         import tables
 
-        path = self.write(results, settings=settings, method=method)
+        path = self.write(results, settings=settings)
         print(tables.render_file(path))
         shown = os.path.relpath(path)
         say(f"wrote {path if shown.startswith('..') else shown}")
@@ -375,11 +392,22 @@ def clean(obj: Any) -> Any:
     return obj
 
 
-def add_common_args(parser: Any, quick_help: str) -> None:
-    """``--quick``, ``--threads``, ``--out-dir``: the options every benchmark script has."""
-    parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--threads", type=int, default=THREADS, help="threads of every measuring process (2)")
-    parser.add_argument("--out-dir", default=None, help=f"where <name>.json goes (default {RESULTS.relative_to(ROOT)})")
+def parser(doc: str | None, quick_help: str) -> argparse.ArgumentParser:
+    """A script's parser: the first paragraph of its docstring as description, and the options every benchmark
+    script has: ``--quick`` (``quick_help`` says what it runs), ``--threads``, ``--out-dir``."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--threads", type=int, default=THREADS, help="threads of every measuring process (2)")
+    ap.add_argument("--out-dir", default=None, help=f"where <name>.json goes (default {RESULTS.relative_to(ROOT)})")
+    return ap
+
+
+def add_oracle_grid(ap: argparse.ArgumentParser, protocols: Sequence[str]) -> None:
+    """``--k``, ``--epsilon``, ``--protocols``: the grid of the frequency-oracle benchmarks (domain sizes, one
+    epsilon, the protocols among ``protocols``)."""
+    ap.add_argument("--k", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--epsilon", type=float, default=1.0)
+    ap.add_argument("--protocols", nargs="+", default=list(protocols), choices=list(protocols))
 
 
 def say(*parts: object) -> None:

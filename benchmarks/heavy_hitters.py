@@ -25,7 +25,6 @@ of one run on ``--n`` users in a fresh process.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import harness
@@ -168,11 +167,9 @@ def measure(protocols, *, bits, k, epsilon, n, anchor_n, rounds, memory, threads
     pairs, scale, mem = [], [], []
     for p in protocols if anchors else []:
         harness.say(f"[heavy-hitters] pair process: {p}, dpkit / pure-LDP on {anchor_n:,} users")
-        try:
-            rows = harness.run_child(__file__, {"kind": "pair", "protocol": p, "n": anchor_n, "rounds": rounds,
-                                                "seed": 0, **common}, threads=threads)  # fmt: skip
-        except harness.ChildFailed as exc:
-            harness.say(f"    failed: {exc}")
+        rows = harness.try_child(__file__, {"kind": "pair", "protocol": p, "n": anchor_n, "rounds": rounds,
+                                            "seed": 0, **common}, threads=threads)  # fmt: skip
+        if rows is None:
             continue
         for r in rows:
             r["users_per_s"] = harness.ratio(r["n"], r["seconds"]["median"])
@@ -182,11 +179,9 @@ def measure(protocols, *, bits, k, epsilon, n, anchor_n, rounds, memory, threads
     jobs = [(p, "OLH") for p in protocols] + ([("SFP", "HR")] if "SFP" in protocols else [])
     for p, fo in jobs:
         harness.say(f"[heavy-hitters] dpkit {p}{' (HR fragments)' if fo == 'HR' else ''} on {n:,} users")
-        try:
-            res = harness.run_child(__file__, {"kind": "scale", "protocol": p, "n": n, "rounds": rounds, "seed": 1,
-                                               "fragment_oracle": fo, **common}, threads=threads)  # fmt: skip
-        except harness.ChildFailed as exc:
-            harness.say(f"    failed: {exc}")
+        res = harness.try_child(__file__, {"kind": "scale", "protocol": p, "n": n, "rounds": rounds, "seed": 1,
+                                           "fragment_oracle": fo, **common}, threads=threads)  # fmt: skip
+        if res is None:
             continue
         res.update(protocol=p, fragment_oracle=fo if p == "SFP" else None, n=n)
         res["users_per_s"] = harness.ratio(n, res["seconds"]["median"])
@@ -206,8 +201,7 @@ def main(argv=None) -> None:
     tasks = {"pair": pair_task, "scale": scale_task, "memory": memory_task}
     if harness.child_main(argv, tasks):
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    harness.add_common_args(ap, "1e3 / 1e5 users, 1 round (a smoke test)")
+    ap = harness.parser(__doc__, "1e3 / 1e5 users, 1 round (a smoke test)")
     ap.add_argument("--bits", type=int, default=10, help="key length in bits (pure-LDP's cost grows as 2^bits)")
     ap.add_argument("--k", type=int, default=8, help="the top-k to find")
     ap.add_argument("--epsilon", type=float, default=4.0)
@@ -220,7 +214,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.anchor_n, args.rounds = 100_000, 1_000, 1
-    run = harness.Run("heavy_hitters", args.out_dir, args.threads, anchors=(ANCHOR,))
+    run = harness.Run("heavy_hitters", args, __doc__, anchors=(ANCHOR,))
     results = measure(
         args.protocols,
         bits=args.bits,
@@ -236,7 +230,6 @@ def main(argv=None) -> None:
     run.finish(
         results,
         settings={
-            "quick": args.quick,
             "bits": args.bits,
             "k": args.k,
             "epsilon": args.epsilon,
@@ -247,7 +240,6 @@ def main(argv=None) -> None:
             "anchors": not args.no_anchors,
             "data": "Zipf(1.1) over 1000 random keys",
         },  # fmt: skip
-        method=harness.method_text(__doc__),
     )
 
 

@@ -23,7 +23,6 @@ the extra peak RSS of one end-to-end run over the RSS with its input values alre
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -154,10 +153,8 @@ def measure(cells, *, n, anchor_n, epsilon, rounds, anchors, memory_repeats, thr
     common = {"cells": cells, "n": n, "anchor_n": anchor_n, "epsilon": epsilon, "rounds": rounds, "threads": threads}
     for anchor in anchors or [None]:
         harness.say(f"[ldp] pair process: dpkit / {anchor or '(no anchor)'}")
-        try:
-            rows = harness.run_child(__file__, {"kind": "pair", "anchor": anchor, "seed": 0, **common}, threads=threads)
-        except harness.ChildFailed as exc:
-            harness.say(f"    failed: {exc}")
+        rows = harness.try_child(__file__, {"kind": "pair", "anchor": anchor, "seed": 0, **common}, threads=threads)
+        if rows is None:
             continue
         by_cell = {(r["protocol"], r["k"], r["library"]): r for r in rows}
         for r in rows:
@@ -192,13 +189,10 @@ def measure(cells, *, n, anchor_n, epsilon, rounds, anchors, memory_repeats, thr
 def main(argv=None) -> None:
     if harness.child_main(argv, {"pair": pair_task, "memory": memory_task}):
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    harness.add_common_args(ap, "k = 100, GRR and OUE, 1e5 / 2e3 users, 1 round (a smoke test)")
+    ap = harness.parser(__doc__, "k = 100, GRR and OUE, 1e5 / 2e3 users, 1 round (a smoke test)")
     ap.add_argument("--n", type=int, default=1_000_000, help="users for dpkit")
     ap.add_argument("--anchor-n", type=int, default=100_000, help="users for the anchors (OLH at k >= 1000: 1/10)")
-    ap.add_argument("--k", type=int, nargs="+", default=[100, 1000])
-    ap.add_argument("--epsilon", type=float, default=1.0)
-    ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    harness.add_oracle_grid(ap, PROTOCOLS)
     ap.add_argument("--no-anchors", action="store_true")
     ap.add_argument("--rounds", "--repeat", type=int, default=3, help="interleaved rounds per cell (medians)")
     ap.add_argument("--memory-repeats", type=int, default=1, help="fresh processes per memory figure (median)")
@@ -208,7 +202,7 @@ def main(argv=None) -> None:
         args.n, args.anchor_n, args.k, args.protocols, args.rounds = 100_000, 2_000, [100], ["GRR", "OUE"], 1
     cells = [[p, k] for k in args.k for p in args.protocols]
     anchors = [] if args.no_anchors else list(ANCHORS)
-    run = harness.Run("ldp", args.out_dir, args.threads, anchors=tuple(ANCHORS.values()))
+    run = harness.Run("ldp", args, __doc__, anchors=tuple(ANCHORS.values()))
     results = measure(
         cells,
         n=args.n,
@@ -222,7 +216,6 @@ def main(argv=None) -> None:
     run.finish(
         {"anchor_distributions": ANCHORS, **results},
         settings={
-            "quick": args.quick,
             "n": args.n,
             "anchor_n": args.anchor_n,
             "k": args.k,
@@ -233,7 +226,6 @@ def main(argv=None) -> None:
             "memory_repeats": 0 if args.no_memory else args.memory_repeats,
             "data": "Zipf(1.1)",
         },
-        method=harness.method_text(__doc__),
     )
 
 

@@ -25,7 +25,6 @@ overhead (MF - DP-SGD) within 10% of DP-SGD's noise cost.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -155,8 +154,7 @@ def noise_task(dim: int, buffers: int, rounds: int, threads: int) -> dict[str, A
 def main(argv=None) -> None:
     if harness.child_main(argv, {"optimize": optimize_task, "noise": noise_task}):
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    harness.add_common_args(ap, "n = 200, bands {4, 16}, dense n in {64, 128}, 1e5 parameters (a smoke test)")
+    ap = harness.parser(__doc__, "n = 200, bands {4, 16}, dense n in {64, 128}, 1e5 parameters (a smoke test)")
     ap.add_argument("--no-anchor", action="store_true", help="dpkit only (skip jax-privacy)")
     ap.add_argument("--dim", type=int, default=10_000_000, help="parameters of the noise-stream timing")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds of the noise-stream timing")
@@ -167,15 +165,13 @@ def main(argv=None) -> None:
     cells = [("blt", n, 1), ("blt", n, 10), *(("banded-toeplitz", n, b) for b in bands)]
     cells += [("dense", dn, k) for dn, k in dense]
     anchors = () if args.no_anchor else ("jax-privacy", "jax")
-    run = harness.Run("mf", args.out_dir, args.threads, anchors=anchors)
+    run = harness.Run("mf", args, __doc__, anchors=anchors)
     optimization = []
     for family, cn, param in cells:
         task = {"kind": "optimize", "family": family, "n": cn, "param": param, "anchor": not args.no_anchor,
                 "threads": args.threads}  # fmt: skip
-        try:
-            r = harness.run_child(__file__, task, threads=args.threads)
-        except harness.ChildFailed as exc:
-            harness.say(f"[mf] {family} n={cn} {param}: failed: {exc}")
+        r = harness.try_child(__file__, task, threads=args.threads, label=f"[mf] {family} n={cn} {param}: ")
+        if r is None:
             continue
         optimization.append(r)
         other = r.get("jax_privacy")
@@ -191,7 +187,6 @@ def main(argv=None) -> None:
     run.finish(
         {"optimization": optimization, "noise_stream": noise},
         settings={
-            "quick": args.quick,
             "n": n,
             "bands": bands,
             "dense": dense,
@@ -200,7 +195,6 @@ def main(argv=None) -> None:
             "anchor": not args.no_anchor,
             "target_rmse_ratio": TARGET_RMSE_RATIO,
         },  # fmt: skip
-        method=harness.method_text(__doc__),
     )
 
 

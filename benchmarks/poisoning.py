@@ -17,7 +17,6 @@ library for poisoning: the figures stand alone.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
@@ -79,20 +78,17 @@ def memory_task(protocol: str, k: int, n: int, epsilon: float, seed: int, thread
 def main(argv=None) -> None:
     if harness.child_main(argv, {"timing": timing_task, "memory": memory_task}):
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    harness.add_common_args(ap, "k = 100, GRR and OUE, 1e5 genuine and fake users, 1 round (a smoke test)")
+    ap = harness.parser(__doc__, "k = 100, GRR and OUE, 1e5 genuine and fake users, 1 round (a smoke test)")
     ap.add_argument("--n", type=int, default=1_000_000, help="genuine users")
     ap.add_argument("--m", type=int, default=1_000_000, help="fake users per attack timing")
-    ap.add_argument("--k", type=int, nargs="+", default=[100, 1000])
-    ap.add_argument("--epsilon", type=float, default=1.0)
-    ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    harness.add_oracle_grid(ap, PROTOCOLS)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per cell (medians)")
     ap.add_argument("--no-memory", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.m, args.k, args.protocols, args.rounds = 100_000, 100_000, [100], ["GRR", "OUE"], 1
     cells = [[p, k] for k in args.k for p in args.protocols]
-    run = harness.Run("poisoning", args.out_dir, args.threads)
+    run = harness.Run("poisoning", args, __doc__)
     harness.say(f"[poisoning] timing: {len(cells)} cell(s) in one fresh process")
     task = {"kind": "timing", "cells": cells, "n": args.n, "m": args.m, "epsilon": args.epsilon,
             "rounds": args.rounds, "seed": 0, "threads": args.threads}  # fmt: skip
@@ -104,16 +100,13 @@ def main(argv=None) -> None:
         for protocol, k in cells:
             mem_task = {"kind": "memory", "protocol": protocol, "k": k, "n": args.n, "epsilon": args.epsilon,
                         "seed": 1, "threads": args.threads}  # fmt: skip
-            try:
-                res = harness.run_child(__file__, mem_task, threads=args.threads)
-            except harness.ChildFailed as exc:
-                harness.say(f"    memory {protocol} k={k} failed: {exc}")
+            res = harness.try_child(__file__, mem_task, threads=args.threads, label=f"    memory {protocol} k={k} ")
+            if res is None:
                 continue
             memory.append({"protocol": protocol, "k": k, "n": args.n, "extra_peak_mb": res["extra_peak_mb"]})
     run.finish(
         {"timing": timing, "memory": memory},
         settings={
-            "quick": args.quick,
             "n": args.n,
             "m": args.m,
             "k": args.k,
@@ -124,7 +117,6 @@ def main(argv=None) -> None:
             "beta": 0.05,
             "data": "uniform",
         },
-        method=harness.method_text(__doc__),
     )
 
 

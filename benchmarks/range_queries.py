@@ -21,7 +21,6 @@ extra peak RSS of one collection at epsilon = 1 in a fresh process per protocol.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -130,10 +129,8 @@ def measure(protocols, epsilons, *, domain, n, queries, rounds, memory, threads)
             harness.say(f"[range] {LABELS[p]} at epsilon {eps:g}: {rounds} collection(s) of {n:,} users")
             task = {"kind": "cell", "protocol": p, "domain": domain, "epsilon": eps, "n": n, "queries": queries,
                     "rounds": rounds, "seed": 0, "threads": threads}  # fmt: skip
-            try:
-                c = harness.run_child(__file__, task, threads=threads)
-            except harness.ChildFailed as exc:
-                harness.say(f"    failed: {exc}")
+            c = harness.try_child(__file__, task, threads=threads)
+            if c is None:
                 continue
             c["users_per_s"] = harness.ratio(n, c["seconds"]["median"])
             harness.say(f"    {c['users_per_s']:,.0f} users/s; MSE at length 1: {c['mse'][0]:.3g}")
@@ -152,8 +149,7 @@ def measure(protocols, epsilons, *, domain, n, queries, rounds, memory, threads)
 def main(argv=None) -> None:
     if harness.child_main(argv, {"cell": cell_task, "memory": memory_task}):
         return
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    harness.add_common_args(ap, "domain 256, 1e5 users, epsilon 1, 1 round (a smoke test)")
+    ap = harness.parser(__doc__, "domain 256, 1e5 users, epsilon 1, 1 round (a smoke test)")
     ap.add_argument("--domain", type=int, default=1024)
     ap.add_argument("--n", type=int, default=1_000_000, help="users per collection")
     ap.add_argument("--epsilons", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0])
@@ -165,7 +161,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.domain, args.n, args.epsilons, args.rounds = 256, 100_000, [1.0], 1
-    run = harness.Run("range_queries", args.out_dir, args.threads)
+    run = harness.Run("range_queries", args, __doc__)
     results = measure(args.protocols, args.epsilons, domain=args.domain, n=args.n, queries=args.queries,
                       rounds=args.rounds, memory=not args.no_memory, threads=args.threads)  # fmt: skip
     figure = Path(args.plot) if args.plot else run.out_dir / "range_queries.png"
@@ -175,7 +171,6 @@ def main(argv=None) -> None:
     run.finish(
         {**results, "figure": figure.name},
         settings={
-            "quick": args.quick,
             "domain": args.domain,
             "n": args.n,
             "epsilons": args.epsilons,
@@ -184,7 +179,6 @@ def main(argv=None) -> None:
             "rounds": args.rounds,
             "data": "Cauchy(domain/2, domain/20), redrawn outside the domain",
         },  # fmt: skip
-        method=harness.method_text(__doc__),
     )
 
 

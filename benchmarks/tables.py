@@ -252,6 +252,17 @@ def _train_rows(doc):
     return [r for r in doc["rows"]]
 
 
+def _train_by_model(doc) -> dict[str, tuple[float | None, dict[str, dict]]]:
+    """{model: (the non-private step's median over its pair processes, {contender: row})}."""
+    by_model: dict[str, dict[str, dict]] = {}
+    for r in _train_rows(doc):
+        by_model.setdefault(r["model"], {})[r["contender"]] = r
+    return {
+        m: (med(r["nonprivate_s"]["median"] for r in rs.values() if "nonprivate_s" in r), rs)
+        for m, rs in by_model.items()
+    }
+
+
 def _train_cell(r, mem=True) -> str:
     if "error" in r:
         return "fails: " + r["error"]
@@ -264,12 +275,8 @@ def _train_cell(r, mem=True) -> str:
 def training_full(doc) -> str:
     labels = doc["labels"]
     contenders = [c for c in doc["settings"]["contenders"]]
-    by_model: dict[str, dict[str, dict]] = {}
-    for r in _train_rows(doc):
-        by_model.setdefault(r["model"], {})[r["contender"]] = r
     rows = []
-    for m, rs in by_model.items():
-        base = med(r["nonprivate_s"]["median"] for r in rs.values() if "nonprivate_s" in r)
+    for m, (base, rs) in _train_by_model(doc).items():
         rows.append([doc["models"][m], secs(base), *(_train_cell(rs[c]) if c in rs else "" for c in contenders)])
     mem_note = " and extra peak memory" if doc["settings"]["memory_repeats"] else ""
     out = [
@@ -307,12 +314,8 @@ def training_full(doc) -> str:
 
 
 def training_summary(doc) -> str:
-    by_model: dict[str, dict[str, dict]] = {}
-    for r in _train_rows(doc):
-        by_model.setdefault(r["model"], {})[r["contender"]] = r
     rows = []
-    for m, rs in by_model.items():
-        base = med(r["nonprivate_s"]["median"] for r in rs.values() if "nonprivate_s" in r)
+    for m, (base, rs) in _train_by_model(doc).items():
         ok_opacus = [r for c, r in rs.items() if c.startswith("opacus") and "error" not in r]
         best = min(ok_opacus, key=lambda r: r["x_time"]) if ok_opacus else None
         rows.append(

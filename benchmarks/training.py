@@ -25,7 +25,6 @@ Models are entries of ``MODELS`` (a label and a function returning ``(model, x, 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from collections.abc import Callable
@@ -371,8 +370,7 @@ def main(argv=None) -> None:
     tasks = {"pair": pair_task, "memory": memory_task}
     if harness.child_main(argv, tasks):
         return
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    harness.add_common_args(p, "MLP only, 3 rounds, 1 warm-up step, 1 memory process of 2 steps (a smoke test)")
+    p = harness.parser(__doc__, "MLP only, 3 rounds, 1 warm-up step, 1 memory process of 2 steps (a smoke test)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {','.join(MODELS)}")
     p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated")
     p.add_argument("--rounds", type=int, default=20)
@@ -392,7 +390,7 @@ def main(argv=None) -> None:
         bad = [v for v in value if v not in allowed]
         if bad:
             p.error(f"--{name}: {bad} not in {list(allowed)}")
-    run = harness.Run("training", args.out_dir, args.threads, anchors=("opacus",))
+    run = harness.Run("training", args, __doc__, anchors=("opacus",))
     rows = measure(
         models,
         contenders,
@@ -405,7 +403,6 @@ def main(argv=None) -> None:
     run.finish(
         {"models": {m: MODELS[m].label for m in models}, "labels": LABELS, "rows": rows},
         settings={
-            "quick": args.quick,
             "models": models,
             "contenders": contenders,
             "rounds": args.rounds,
@@ -416,7 +413,6 @@ def main(argv=None) -> None:
             "max_grad_norm": CLIP,
             "lr": LR,
         },
-        method=harness.method_text(__doc__),
     )
 
 

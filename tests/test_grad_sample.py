@@ -58,6 +58,7 @@ def test_linear_2d_and_3d(b, d_in, d_out, seq, seed):
     assert_matches(model, (torch.randn(shape),))
 
 
+@pytest.mark.parametrize("conv", [nn.Conv1d, nn.Conv2d])
 @SETTINGS
 @given(
     b=batch_sizes,
@@ -67,22 +68,11 @@ def test_linear_2d_and_3d(b, d_in, d_out, seq, seed):
     length=st.integers(3, 8),
     seed=st.integers(0, 99),
 )
-def test_conv1d(b, c_in, c_out, k, length, seed):
+def test_conv(conv, b, c_in, c_out, k, length, seed):
+    """Conv1d on ``[b, c_in, length]``, Conv2d on ``[b, c_in, 5, length]``."""
     torch.manual_seed(seed)
-    assert_matches(nn.Conv1d(c_in, c_out, k, padding=1), (torch.randn(b, c_in, length),))
-
-
-@SETTINGS
-@given(
-    b=batch_sizes,
-    c_in=st.integers(1, 3),
-    c_out=st.integers(1, 4),
-    k=st.integers(1, 3),
-    seed=st.integers(0, 99),
-)
-def test_conv2d(b, c_in, c_out, k, seed):
-    torch.manual_seed(seed)
-    assert_matches(nn.Conv2d(c_in, c_out, k, stride=1, padding=1), (torch.randn(b, c_in, 5, 6),))
+    spatial = (length,) if conv is nn.Conv1d else (5, length)
+    assert_matches(conv(c_in, c_out, k, padding=1), (torch.randn(b, c_in, *spatial),))
 
 
 @SETTINGS

@@ -223,20 +223,24 @@ def small(seed=0):
     return engine, m, o, dl, opt
 
 
+def backward(m, opt, x, y):
+    """``opt.zero_grad()``, then the backward pass of the batch's cross-entropy."""
+    opt.zero_grad()
+    nn.functional.cross_entropy(m(x), y).backward()
+
+
 def test_stepping_the_original_optimizer_is_refused():
     engine, m, o, dl, original = small()
     x, y = next(iter(dl))
     before = parameters_of(m)
-    original.zero_grad()
-    nn.functional.cross_entropy(m(x), y).backward()
+    backward(m, original, x, y)
     with pytest.raises(RuntimeError, match=r"SGD was made private by make_private: call step\(\) on .*DPOptimizer"):
         original.step()
     assert unchanged(m, before)
     o.step()  # the DP optimizer steps the wrapped one
     assert engine.steps == 1 and not all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
     engine.detach()  # a detached engine gives the optimizer back
-    original.zero_grad()
-    nn.functional.cross_entropy(m(x), y).backward()
+    backward(m, original, x, y)
     original.step()
 
 
@@ -272,8 +276,7 @@ def test_gradients_are_formed_at_the_step_and_exposed_after_it():
     engine, m, o, dl, _ = small()
     x, y = next(iter(dl))
     before = parameters_of(m)
-    o.zero_grad()
-    nn.functional.cross_entropy(m(x), y).backward()
+    backward(m, o, x, y)
     assert all(p.grad is None for p in m.parameters()), "between backward and step there is no .grad"
     assert float(torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)) == 0.0  # hence this finds nothing
     o.step()
@@ -310,8 +313,7 @@ def assert_unchanged(a, b):
 def trained(steps=3, seed=0):
     engine, m, o, dl, _ = small(seed)
     for _, (x, y) in zip(range(steps), dl, strict=False):
-        o.zero_grad()
-        nn.functional.cross_entropy(m(x), y).backward()
+        backward(m, o, x, y)
         o.step()
     return engine, m, o
 

@@ -51,6 +51,7 @@ from dpkit.distributed.randomness import (
     standard_normal,
     stream_seed,
 )
+from dpkit.distributed.run_state import check_same_run, check_state_tensor, checked_round, run_identity
 
 __all__ = ["CornConfig", "CornDSGD", "CorrelatedNoise", "corn_noise", "NEIGHBOURING_RELATION"]
 
@@ -231,9 +232,7 @@ class CornDSGD:
     def state_dict(self) -> dict:
         """Everything a resumed run needs (seeds included: keep checkpoints as secret as the data)."""
         return {
-            "config": dataclasses.asdict(self.config),
-            "local_agents": list(self.comm.local_agents),
-            "seed": self.seed,
+            **run_identity(self.config, self.comm.local_agents, self.seed),
             "sampler_seed": self.sampler_seed,
             "shared_seeds": dict(self.sampler.shared_seeds),
             "round": self.round,
@@ -242,21 +241,14 @@ class CornDSGD:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` output of a run with the same configuration, agents and covariance."""
-        if state.get("config") != dataclasses.asdict(self.config):
-            raise ValueError(f"state config {state.get('config')} does not match this run's {self.config}")
-        if list(state.get("local_agents", [])) != list(self.comm.local_agents) or state.get("seed") != self.seed:
-            raise ValueError("state was saved by a run with other agents or another seed")
+        check_same_run(state, self.config, self.comm.local_agents, self.seed, "agents")
         shared = {int(k): int(v) for k, v in state["shared_seeds"].items()}
         if set(shared) != set(self.sampler.shared_seeds):
             raise ValueError("state['shared_seeds'] does not cover this run's shared noise components")
-        rnd = check_count("state['round']", state["round"])
-        if rnd > self.config.rounds:
-            raise ValueError(f"state['round'] must be in [0, {self.config.rounds}], got {rnd}")
-        params = state["params"]
-        if not torch.is_tensor(params) or params.shape != self.params.shape:
-            raise ValueError(f"state['params'] must be a tensor of shape {tuple(self.params.shape)}")
+        rnd = checked_round(state, self.config.rounds)
+        check_state_tensor(state, "params", self.params)
         self.round = rnd
-        self.params = params.to(self.params).clone()
+        self.params = state["params"].to(self.params).clone()
         self.sampler_seed = int(state["sampler_seed"])
         self.sampler.shared_seeds = shared
 

@@ -59,6 +59,7 @@ from dpkit.distributed.accounting import calibrate_rounds, epsilon_of_rounds, ro
 from dpkit.distributed.comm import Communicator, SimulatedCommunicator
 from dpkit.distributed.per_sample import LossFn, clipped_segment_sums, per_sample_gradients
 from dpkit.distributed.randomness import NOISE_STREAM, standard_normal
+from dpkit.distributed.run_state import check_same_run, check_state_tensor, checked_round, run_identity
 
 __all__ = ["Diff2Config", "Diff2", "RoundInfo", "NEIGHBOURING_RELATION"]
 
@@ -275,9 +276,7 @@ class Diff2:
     def state_dict(self) -> dict:
         """Everything a resumed run needs (the seed included: keep checkpoints as secret as the data)."""
         return {
-            "config": dataclasses.asdict(self.config),
-            "local_agents": list(self.comm.local_agents),
-            "seed": self.seed,
+            **run_identity(self.config, self.comm.local_agents, self.seed),
             "round": self.round,
             "params": self.params.clone(),
             "previous": None if self.previous is None else self.previous.clone(),
@@ -287,17 +286,10 @@ class Diff2:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` output of a run with the same configuration, nodes and seed."""
-        if state.get("config") != dataclasses.asdict(self.config):
-            raise ValueError(f"state config {state.get('config')} does not match this run's {self.config}")
-        if list(state.get("local_agents", [])) != list(self.comm.local_agents) or state.get("seed") != self.seed:
-            raise ValueError("state was saved by a run with other nodes or another seed")
-        rnd = check_count("state['round']", state["round"])
-        if rnd > self.config.rounds:
-            raise ValueError(f"state['round'] must be in [0, {self.config.rounds}], got {rnd}")
+        check_same_run(state, self.config, self.comm.local_agents, self.seed, "nodes")
+        rnd = checked_round(state, self.config.rounds)
         for key in ("params", "estimator") + (("previous",) if rnd > 0 else ()):
-            value = state[key]
-            if not torch.is_tensor(value) or value.shape != self.params.shape:
-                raise ValueError(f"state[{key!r}] must be a tensor of shape {tuple(self.params.shape)}")
+            check_state_tensor(state, key, self.params)
         variance = check_nonnegative("state['estimator_noise_variance']", state["estimator_noise_variance"])
         self.round = rnd
         self.params = state["params"].to(self.params).clone()

@@ -59,21 +59,22 @@ from dpkit.grad_sample.engine import (
     flat_views,
     no_backward_error,
     register_engine,
+    replace_forward,
+    restore_forward,
+    step_batch_size,
 )
 from dpkit.grad_sample.layers import AnyRule, GradRecord, Instantiated, Prepared, Record, Tap, rule_for
 from dpkit.grad_sample.validation import sequence_first
 from dpkit.grad_sample.vmap_calls import (
-    RngState,
-    call_vmappable,
-    example_inputs,
+    RecordedCall,
     output_tensors,
     per_example_grads,
-    per_example_outputs,
+    replay_loss,
     rng_restored,
+    run_example,
     vmap_in_chunks,
 )
 
-_MISSING = object()
 # Stock layers whose position-wise children (Linear, LayerNorm) see their activations in their own layout: with
 # batch_first=False, sequence-first. (The attention and recurrent rules take either layout.)
 _SEQ_FIRST_CHILDREN = (nn.Transformer, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
@@ -113,10 +114,9 @@ class _Unit:
         self.names = names  # (name inside the module, index in engine.params)
         self.anchor = engine.params[names[0][1]]
         self.orig_forward: Any = None
-        self._prev_forward: Any = _MISSING
+        self._prev_forward: Any = None
 
     def install(self) -> None:
-        self._prev_forward = self.module.__dict__.get("forward", _MISSING)
         self.orig_forward = self.module.forward
         engine = self.engine
 
@@ -125,13 +125,10 @@ class _Unit:
                 return self.orig_forward(*args, **kwargs)
             return self.record(*args, **kwargs)
 
-        self.module.__dict__["forward"] = forward
+        self._prev_forward = replace_forward(self.module, forward)
 
     def uninstall(self) -> None:
-        if self._prev_forward is _MISSING:
-            self.module.__dict__.pop("forward", None)
-        else:
-            self.module.__dict__["forward"] = self._prev_forward
+        restore_forward(self.module, self._prev_forward)
 
     def record(self, *args, **kwargs):
         raise NotImplementedError
@@ -193,14 +190,9 @@ class _RuleUnit(_Unit):
 
 
 @dataclasses.dataclass
-class _Call:
-    leaves: list[Any]  # flattened (args, kwargs), tensors detached
-    spec: Any
-    batched: list[bool]
-    batch_size: int
-    rng_states: list[RngState]
-    records: list[GradRecord[None] | None]  # per tensor output (None: not differentiable)
-    batch_dims: list[int] = dataclasses.field(default_factory=list)  # per tensor output: where its batch is
+class _Call(RecordedCall):
+    # per tensor output: its gradient's record (None: not differentiable)
+    records: list[GradRecord[None] | None] = dataclasses.field(default_factory=list)
 
 
 class _FallbackUnit(_Unit):
@@ -214,9 +206,8 @@ class _FallbackUnit(_Unit):
         return {n: p.detach() for n, p in self.module.named_parameters()}
 
     def _run(self, call: _Call, params: dict[str, torch.Tensor], xs, one: bool = True) -> Any:
-        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs, one)
-        with self.engine.passthrough(), _reparametrize_module(self.module, params, tie_weights=True):
-            return call_vmappable(self.module, self.orig_forward, args, kwargs)
+        with self.engine.passthrough():
+            return run_example(self.module, self.orig_forward, call, params, xs, one)
 
     def record(self, *args, **kwargs):
         batch = self.engine.current_batch
@@ -228,7 +219,7 @@ class _FallbackUnit(_Unit):
                 f"whose first dimension is the batch ({batch} examples); the book-keeping engine needs batch-first "
                 "inputs. Use PrivacyEngine(grad_sample_engine='functorch') for this model"
             )
-        call = _Call([x.detach() if isinstance(x, torch.Tensor) else x for x in leaves], spec, batched, batch, [], [])
+        call = _Call([x.detach() if isinstance(x, torch.Tensor) else x for x in leaves], spec, batched, batch)
         params = self._detached()
         if batch == 0:
             a, k = tree_unflatten(leaves, spec)
@@ -272,11 +263,7 @@ class _FallbackUnit(_Unit):
         train = self._train()
         xs_all = [x for x, b in zip(call.leaves, call.batched, strict=True) if b]
         used = [k for k, _ in received]
-
-        def loss(p, gs, xs):
-            outs = per_example_outputs(self._run(call, {**base, **p}, xs), call.batch_dims)
-            return sum((outs[k] * g).sum() for k, g in zip(used, gs, strict=True))
-
+        loss = replay_loss(lambda p, xs: self._run(call, {**base, **p}, xs), call.batch_dims, used)
         grads = [r.output_grad.movedim(call.batch_dims[k], 0) for k, r in received]
         parts = []
         for index, sl in enumerate(self.engine.chunks(call.batch_size)):
@@ -411,15 +398,8 @@ class BookkeepingEngine(GradSampleEngine):
             self._stack.append(False)
             return
         if self._depth == 0:
-            tensors = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
-            if not tensors or tensors[0].dim() == 0:
-                self._stack.append(False)
-                raise ValueError(
-                    f"{type(module).__name__}.forward needs a tensor argument whose first dimension is the batch "
-                    "(the per-sample gradient engine splits the batch along it)"
-                )
             try:
-                self.check_model_input(tensors)
+                tensors = self.model_tensors(tree_flatten((args, kwargs))[0])
             except BaseException:
                 self._stack.append(False)  # the forward hook (always_call) pops it
                 raise
@@ -446,13 +426,8 @@ class BookkeepingEngine(GradSampleEngine):
 
     # ------------------------------------------------------------------ step
     def _step_batch(self) -> int:
-        sizes = sorted(set(self._batches))
-        if len(sizes) > 1:
-            raise RuntimeError(
-                f"the module was called on batches of different sizes {sizes} before one optimizer step; "
-                "per-example clipping needs one logical batch per step (call optimizer.step() after each batch)"
-            )
-        return sizes[0] if sizes else 0
+        size = step_batch_size(self._batches)
+        return 0 if size is None else size
 
     def _contributions(self, batch: int) -> dict[int, list[tuple[Prepared, str]]]:
         contrib: dict[int, list[tuple[Prepared, str]]] = {}

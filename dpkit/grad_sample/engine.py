@@ -60,6 +60,8 @@ _ATTACHED = "_dpkit_grad_sample_engine"
 
 LOSS_REDUCTIONS = ("mean", "sum")
 
+_NO_FORWARD = object()  # what replace_forward returns for a module without an instance-level forward
+
 
 def register_engine(name: str):
     """Class decorator: make ``create_engine(name, ...)`` build this engine."""
@@ -154,6 +156,34 @@ def flat_views(params: Sequence[torch.Tensor], out: torch.Tensor | None) -> tupl
     return out, views
 
 
+def replace_forward(module: nn.Module, forward: Any) -> Any:
+    """Install ``forward`` as ``module``'s instance-level forward (its type is kept); returns what
+    :func:`restore_forward` needs to put back the one it had (usually none)."""
+    previous = module.__dict__.get("forward", _NO_FORWARD)
+    module.__dict__["forward"] = forward
+    return previous
+
+
+def restore_forward(module: nn.Module, previous: Any) -> None:
+    """Undo :func:`replace_forward` (``previous``: what it returned)."""
+    if previous is _NO_FORWARD:
+        module.__dict__.pop("forward", None)
+    else:
+        module.__dict__["forward"] = previous
+
+
+def step_batch_size(sizes: Iterable[int]) -> int | None:
+    """The one batch size of the calls recorded for a step (None: no call); calls on batches of different sizes
+    are refused."""
+    distinct = sorted(set(sizes))
+    if len(distinct) > 1:
+        raise RuntimeError(
+            f"the module was called on batches of different sizes {distinct} before one optimizer step; "
+            "per-example clipping needs one logical batch per step (call optimizer.step() after each batch)"
+        )
+    return distinct[0] if distinct else None
+
+
 class DrawnBatchSource(Protocol):
     """What the engine checks each step against (:class:`~dpkit.data.PoissonDataLoader`)."""
 
@@ -226,6 +256,18 @@ class GradSampleEngine(abc.ABC):
                     "clipped row would not be one example and the privacy guarantee would not hold. To fix: "
                     f"{SEQUENCE_FIRST_FIX}"
                 )
+
+    def model_tensors(self, leaves: Iterable[Any]) -> list[torch.Tensor]:
+        """The tensors among the flattened arguments ``leaves`` of a call of the model; the first one's first
+        dimension is the batch (refused: no tensor, a 0-d first tensor, :meth:`check_model_input`)."""
+        tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+        if not tensors or tensors[0].dim() == 0:
+            raise ValueError(
+                f"{type(self.module).__name__}.forward needs a tensor argument whose first dimension is the batch "
+                "(the per-sample gradient engine splits the batch along it)"
+            )
+        self.check_model_input(tensors)
+        return tensors
 
     def check_step_batch(self, batch: int | None) -> None:
         """Refuse a step that clips over ``batch`` rows when the loader drew another number of examples."""

@@ -22,12 +22,12 @@ Gradients do not flow back to the module's inputs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from dpkit.grad_sample.clipping import ClippingPolicy
@@ -38,31 +38,25 @@ from dpkit.grad_sample.engine import (
     flat_views,
     no_backward_error,
     register_engine,
+    replace_forward,
+    restore_forward,
+    step_batch_size,
 )
 from dpkit.grad_sample.vmap_calls import (
-    RngState,
-    call_vmappable,
-    example_inputs,
+    RecordedCall,
     per_example_grads,
-    per_example_outputs,
+    replay_loss,
     rng_restored,
+    run_example,
     vmap_in_chunks,
 )
 
-_MISSING = object()
-
 
 @dataclasses.dataclass
-class _Call:
+class _Call(RecordedCall):
     """One forward call of the module recorded for the step."""
 
-    leaves: list[Any]  # flattened (args, kwargs), tensors detached
-    spec: Any
-    batched: list[bool]  # per leaf: has the batch dimension
-    batch_size: int
-    rng_states: list[RngState] = dataclasses.field(default_factory=list)  # one per physical chunk
     outputs: list[torch.Tensor | None] = dataclasses.field(default_factory=list)  # leaves the loss was built on
-    batch_dims: list[int] = dataclasses.field(default_factory=list)  # per tensor output: where its batch is
 
     def output_grads(self) -> list[torch.Tensor | None]:
         return [None if o is None else o.grad for o in self.outputs]
@@ -81,7 +75,7 @@ class FunctorchEngine(GradSampleEngine):
         super().__init__(module, params, **kwargs)
         self._calls: list[_Call] = []
         self._inside = False
-        self._prev_forward: Any = _MISSING
+        self._prev_forward: Any = None
         self._orig_forward: Callable[..., Any] = module.forward  # the module's forward as of attach()
 
     # ------------------------------------------------------------------ attach / detach
@@ -89,18 +83,14 @@ class FunctorchEngine(GradSampleEngine):
         if self.attached:
             return
         self._check_attachable()
-        self._prev_forward = self.module.__dict__.get("forward", _MISSING)
         self._orig_forward = self.module.forward
-        self.module.__dict__["forward"] = self._forward
+        self._prev_forward = replace_forward(self.module, self._forward)
         self._mark_attached(True)
 
     def detach(self) -> None:
         if not self.attached:
             return
-        if self._prev_forward is _MISSING:
-            del self.module.__dict__["forward"]
-        else:
-            self.module.__dict__["forward"] = self._prev_forward
+        restore_forward(self.module, self._prev_forward)
         self._mark_attached(False)
         self.clear()
 
@@ -115,31 +105,17 @@ class FunctorchEngine(GradSampleEngine):
     # ------------------------------------------------------------------ forward
     def _run(self, call: _Call, params: dict[str, torch.Tensor] | None, xs, one: bool = True) -> Any:
         """Run the module on one example (a batch of one; ``one=False``: on the few examples ``xs``)."""
-        args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs, one)
         self._inside = True
         try:
-            if params is None:
-                out = call_vmappable(self.module, self._orig_forward, args, kwargs)
-            else:
-                with _reparametrize_module(self.module, params, tie_weights=True):
-                    out = call_vmappable(self.module, self._orig_forward, args, kwargs)
+            return run_example(self.module, self._orig_forward, call, params, xs, one)
         finally:
             self._inside = False
-        return out
 
     def _forward(self, *args, **kwargs):
         if self._inside or not torch.is_grad_enabled():
             return self._orig_forward(*args, **kwargs)
         leaves, spec = tree_flatten((args, kwargs))
-        tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
-        if not tensors or tensors[0].dim() == 0:
-            raise ValueError(
-                f"{type(self.module).__name__}.forward needs a tensor argument whose first dimension is the "
-                "batch "
-                "(the per-sample gradient engine splits the batch along it)"
-            )
-        self.check_model_input(tensors)
-        batch = tensors[0].shape[0]
+        batch = self.model_tensors(leaves)[0].shape[0]
         batched = [isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == batch for x in leaves]
         leaves = [x.detach() if isinstance(x, torch.Tensor) else x for x in leaves]
         call = _Call(leaves, spec, batched, batch)
@@ -177,13 +153,7 @@ class FunctorchEngine(GradSampleEngine):
     # ------------------------------------------------------------------ per-example gradients
     def _calls_for_step(self) -> list[_Call]:
         calls = [c for c in self._calls if c.has_grad()]
-        sizes = sorted({c.batch_size for c in calls})
-        if len(sizes) > 1:
-            raise RuntimeError(
-                f"the module was called on batches of different sizes {sizes} before one optimizer step; "
-                "per-example clipping needs one logical batch per step (call optimizer.step() after each "
-                "batch)"
-            )
+        step_batch_size(c.batch_size for c in calls)
         return calls
 
     def _chunk_grads(self, calls: list[_Call], index: int, sl: slice) -> list[torch.Tensor]:
@@ -195,11 +165,7 @@ class FunctorchEngine(GradSampleEngine):
             used = [k for k, g in enumerate(gs_all) if g is not None]
             gs = tuple(g.movedim(call.batch_dims[k], 0)[sl] for k, g in enumerate(gs_all) if g is not None)
             xs = tuple(x[sl] for x, b in zip(call.leaves, call.batched, strict=True) if b)
-
-            def loss(p, gs, xs, call=call, used=used):
-                outs = per_example_outputs(self._run(call, p, xs), call.batch_dims)
-                return sum((outs[k] * g).sum() for k, g in zip(used, gs, strict=True))
-
+            loss = replay_loss(functools.partial(self._run, call), call.batch_dims, used)
             per = per_example_grads(loss, train, gs, xs, call.rng_states[index])
             grads = [per[n] for n in self.param_names]
             if self.loss_reduction == "mean":

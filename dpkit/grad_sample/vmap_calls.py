@@ -3,12 +3,13 @@
 Shared by the generic engine (:mod:`dpkit.grad_sample.functorch_engine`, the whole module) and the book-keeping
 engine's fallback (:mod:`dpkit.grad_sample.bookkeeping_engine`, one module subtree):
 
-* a recorded call is its flattened ``(args, kwargs)`` with a per-leaf flag "has the batch dimension";
-  :func:`example_inputs` rebuilds the arguments of ONE example, :func:`per_example_outputs` takes its outputs
-  without their batch dimension (:func:`batch_dims`: where the module keeps it, first or not);
+* a recorded call (:class:`RecordedCall`) is its flattened ``(args, kwargs)`` with a per-leaf flag "has the batch
+  dimension"; :func:`example_inputs` rebuilds the arguments of ONE example (:func:`run_example` runs the module on
+  them), :func:`per_example_outputs` takes its outputs without their batch dimension (:func:`batch_dims`: where the
+  module keeps it, first or not);
 * :func:`vmap_in_chunks` runs the call over the examples in physical chunks and saves the global RNG state before
   each chunk, so that :func:`per_example_grads` can replay the chunk with the same random draws (dropout masks)
-  when it forms ``vmap(grad(...))`` at the step;
+  when it forms ``vmap(grad(...))`` of :func:`replay_loss` at the step;
 * :func:`call_vmappable` runs a module's forward with the *vmappable forwards* registered for stock modules whose
   kernels have no vmap batching rule (:func:`register_vmappable_forward`: recurrent layers) in place of theirs.
 """
@@ -16,6 +17,7 @@ engine's fallback (:mod:`dpkit.grad_sample.bookkeeping_engine`, one module subtr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import grad, vmap
+from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 # Forwards computing what a stock module computes with ops torch.func can vmap: fn(module, *args, **kwargs).
@@ -96,6 +99,18 @@ def rng_restored() -> Iterator[None]:
         set_rng_state(saved)
 
 
+@dataclasses.dataclass
+class RecordedCall:
+    """One forward call of a module, kept for the per-example gradient pass."""
+
+    leaves: list[Any]  # flattened (args, kwargs), tensors detached
+    spec: Any
+    batched: list[bool]  # per leaf: has the batch dimension
+    batch_size: int
+    rng_states: list[RngState] = dataclasses.field(default_factory=list)  # one per physical chunk
+    batch_dims: list[int] = dataclasses.field(default_factory=list)  # per tensor output: where its batch is
+
+
 def example_inputs(
     leaves: Sequence[Any], spec: Any, batched: Sequence[bool], xs: Sequence[torch.Tensor], one: bool = True
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -108,6 +123,24 @@ def example_inputs(
         if b:
             leaves[i] = next(it).unsqueeze(0) if one else next(it)
     return tree_unflatten(leaves, spec)
+
+
+def run_example(
+    module: nn.Module,
+    forward: Callable[..., Any],
+    call: RecordedCall,
+    params: dict[str, torch.Tensor] | None,
+    xs: Sequence[torch.Tensor],
+    one: bool = True,
+) -> Any:
+    """``module``'s ``forward`` (:func:`call_vmappable`) on ONE example of ``call`` (``one=False``: on the few
+    examples ``xs``; see :func:`example_inputs`), with ``params`` in place of the module's parameters (None: its
+    own)."""
+    args, kwargs = example_inputs(call.leaves, call.spec, call.batched, xs, one)
+    if params is None:
+        return call_vmappable(module, forward, args, kwargs)
+    with _reparametrize_module(module, params, tie_weights=True):
+        return call_vmappable(module, forward, args, kwargs)
 
 
 def output_tensors(out: Any) -> list[torch.Tensor]:
@@ -213,6 +246,21 @@ def vmap_in_chunks(
         parts = [c[n].squeeze(d + 1).movedim(0, d) for c in chunk_outs]  # vmap stacked the examples first
         out_leaves[j] = parts[0] if len(parts) == 1 else torch.cat(parts, d)
     return out_leaves, meta["spec"], dims
+
+
+def replay_loss(
+    run: Callable[[dict[str, torch.Tensor], tuple[torch.Tensor, ...]], Any], batch_dims: Sequence[int], used: list[int]
+) -> Callable[..., torch.Tensor]:
+    """``loss(params, output_grads, xs)`` for :func:`per_example_grads`: ``sum_k <out_k, g_k>`` over the tensor
+    outputs ``used`` (those the loss reached, ``g_k`` their gradients) of ``run(params, xs)``, ONE example's call.
+    Its gradient in ``params`` is the example's gradient of the loss (chain rule: the loss is a sum or mean of
+    per-example terms)."""
+
+    def loss(params, output_grads, xs):
+        outs = per_example_outputs(run(params, xs), batch_dims)
+        return sum((outs[k] * g).sum() for k, g in zip(used, output_grads, strict=True))
+
+    return loss
 
 
 def per_example_grads(
