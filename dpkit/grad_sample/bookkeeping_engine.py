@@ -51,18 +51,8 @@ from torch import nn
 from torch.nn.utils.stateless import _reparametrize_module
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from dpkit.grad_sample import engine as shared
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import (
-    ClippedSum,
-    GradSampleEngine,
-    finite_rows,
-    flat_views,
-    no_backward_error,
-    register_engine,
-    replace_forward,
-    restore_forward,
-    step_batch_size,
-)
 from dpkit.grad_sample.layers import AnyRule, GradRecord, Instantiated, Prepared, Record, Tap, rule_for
 from dpkit.grad_sample.validation import sequence_first
 from dpkit.grad_sample.vmap_calls import (
@@ -125,10 +115,10 @@ class _Unit:
                 return self.orig_forward(*args, **kwargs)
             return self.record(*args, **kwargs)
 
-        self._prev_forward = replace_forward(self.module, forward)
+        self._prev_forward = shared.replace_forward(self.module, forward)
 
     def uninstall(self) -> None:
-        restore_forward(self.module, self._prev_forward)
+        shared.restore_forward(self.module, self._prev_forward)
 
     def record(self, *args, **kwargs):
         raise NotImplementedError
@@ -287,8 +277,8 @@ class _FallbackUnit(_Unit):
         return None if total is None else Instantiated(total)
 
 
-@register_engine("bookkeeping")
-class BookkeepingEngine(GradSampleEngine):
+@shared.register_engine("bookkeeping")
+class BookkeepingEngine(shared.GradSampleEngine):
     """Single-backward book-keeping engine with per-module torch.func fallback (see the module docstring)."""
 
     auto_priority = 0
@@ -426,7 +416,7 @@ class BookkeepingEngine(GradSampleEngine):
 
     # ------------------------------------------------------------------ step
     def _step_batch(self) -> int:
-        size = step_batch_size(self._batches)
+        size = shared.step_batch_size(self._batches)
         return 0 if size is None else size
 
     def _contributions(self, batch: int) -> dict[int, list[tuple[Prepared, str]]]:
@@ -454,18 +444,18 @@ class BookkeepingEngine(GradSampleEngine):
 
     def clipped_sum(
         self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0, residual: bool = False
-    ) -> ClippedSum:
+    ) -> shared.ClippedSum:
         batch = self._step_batch()
         self.check_step_batch(batch if self._batches else None)
-        flat, sums = flat_views(self.params, out)
-        rest = flat_views(self.params, None)[1] if residual else None  # what clipping removed
+        flat, sums = shared.flat_views(self.params, out)
+        rest = shared.flat_views(self.params, None)[1] if residual else None  # what clipping removed
         if batch == 0:
-            return ClippedSum(sums, 0, torch.zeros(0), flat, residual=rest)
+            return shared.ClippedSum(sums, 0, torch.zeros(0), flat, residual=rest)
         contrib = self._contributions(batch)
         if not contrib:
-            raise no_backward_error(batch)
+            raise shared.no_backward_error(batch)
         dtype, device = self.params[0].dtype, self.params[0].device
-        cols, shared = [], {}
+        cols, tied = [], {}
         for i in range(len(self.params)):
             parts = contrib.get(i, [])
             if not parts:
@@ -478,14 +468,14 @@ class BookkeepingEngine(GradSampleEngine):
                     (prep.per_sample(name).reshape(batch, -1) for prep, name in parts[1:]),
                     parts[0][0].per_sample(parts[0][1]).reshape(batch, -1),
                 )
-                shared[i] = g
+                tied[i] = g
                 cols.append((g * g).sum(1).to(dtype))
         scale = self._scale(batch)
         sq = torch.stack(cols, 1)
         if scale != 1.0:
             sq = sq * (scale * scale)
         total = sq.sum(1)
-        keep = finite_rows(total)
+        keep = shared.finite_rows(total)
         clip = policy.factors(sq)
         # (per-example weights [b, L], their sums): the clipped sum, and with ``residual`` what clipping removed
         weighted = [(clip * (scale * weight), sums)]
@@ -494,13 +484,13 @@ class BookkeepingEngine(GradSampleEngine):
         selected: dict[int, Prepared] = {}  # each layer's information restricted to the kept examples
         if keep is not None:  # examples with a NaN / inf gradient: their rows are removed before the sums
             weighted = [(f[keep], target) for f, target in weighted]
-            shared = {i: g[keep] for i, g in shared.items()}
+            tied = {i: g[keep] for i, g in tied.items()}
         for i, parts in contrib.items():
             if keep is not None and not len(weighted[0][0]):
                 break  # every example was left out: nothing to add
-            if i in shared:
+            if i in tied:
                 for f, target in weighted:
-                    target[i].view(-1).addmv_(shared[i].t(), f[:, i].contiguous().to(shared[i].dtype))
+                    target[i].view(-1).addmv_(tied[i].t(), f[:, i].contiguous().to(tied[i].dtype))
                 continue
             prep, name = parts[0]
             if keep is not None:
@@ -510,4 +500,4 @@ class BookkeepingEngine(GradSampleEngine):
             for f, target in weighted:
                 prep.accumulate(name, f[:, i].contiguous(), target[i])
         nonfinite = 0 if keep is None else batch - int(keep.sum())
-        return ClippedSum(sums, batch, total.sqrt(), flat, nonfinite, rest)
+        return shared.ClippedSum(sums, batch, total.sqrt(), flat, nonfinite, rest)

@@ -30,18 +30,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from dpkit.grad_sample import engine as shared
 from dpkit.grad_sample.clipping import ClippingPolicy
-from dpkit.grad_sample.engine import (
-    ClippedSum,
-    GradSampleEngine,
-    finite_rows,
-    flat_views,
-    no_backward_error,
-    register_engine,
-    replace_forward,
-    restore_forward,
-    step_batch_size,
-)
 from dpkit.grad_sample.vmap_calls import (
     RecordedCall,
     per_example_grads,
@@ -65,8 +55,8 @@ class _Call(RecordedCall):
         return any(g is not None for g in self.output_grads())
 
 
-@register_engine("functorch")
-class FunctorchEngine(GradSampleEngine):
+@shared.register_engine("functorch")
+class FunctorchEngine(shared.GradSampleEngine):
     """Generic exact engine (see the module docstring)."""
 
     auto_priority = 100  # always exact; slower than the book-keeping engine where that one applies
@@ -84,13 +74,13 @@ class FunctorchEngine(GradSampleEngine):
             return
         self._check_attachable()
         self._orig_forward = self.module.forward
-        self._prev_forward = replace_forward(self.module, self._forward)
+        self._prev_forward = shared.replace_forward(self.module, self._forward)
         self._mark_attached(True)
 
     def detach(self) -> None:
         if not self.attached:
             return
-        restore_forward(self.module, self._prev_forward)
+        shared.restore_forward(self.module, self._prev_forward)
         self._mark_attached(False)
         self.clear()
 
@@ -153,7 +143,7 @@ class FunctorchEngine(GradSampleEngine):
     # ------------------------------------------------------------------ per-example gradients
     def _calls_for_step(self) -> list[_Call]:
         calls = [c for c in self._calls if c.has_grad()]
-        step_batch_size(c.batch_size for c in calls)
+        shared.step_batch_size(c.batch_size for c in calls)
         return calls
 
     def _chunk_grads(self, calls: list[_Call], index: int, sl: slice) -> list[torch.Tensor]:
@@ -191,14 +181,14 @@ class FunctorchEngine(GradSampleEngine):
 
     def clipped_sum(
         self, policy: ClippingPolicy, out: torch.Tensor | None = None, weight: float = 1.0, residual: bool = False
-    ) -> ClippedSum:
+    ) -> shared.ClippedSum:
         calls = self._calls_for_step()
         self.check_step_batch(calls[0].batch_size if calls else None)
         unreached = max((c.batch_size for c in self._calls), default=0)
         if not calls and unreached:
-            raise no_backward_error(unreached)
-        flat, sums = flat_views(self.params, out)
-        rest = flat_views(self.params, None)[1] if residual else None  # what clipping removed
+            raise shared.no_backward_error(unreached)
+        flat, sums = shared.flat_views(self.params, out)
+        rest = shared.flat_views(self.params, None)[1] if residual else None  # what clipping removed
         norms = []
         nonfinite = 0
         for _, grads in self._chunks_of_step(calls):
@@ -207,7 +197,7 @@ class FunctorchEngine(GradSampleEngine):
             norms.append(total.sqrt())
             clip = policy.factors(sq)
             factors = clip * weight if weight != 1.0 else clip
-            keep = finite_rows(total)
+            keep = shared.finite_rows(total)
             if keep is not None:  # examples with a NaN / inf gradient: removed before the sum
                 nonfinite += len(keep) - int(keep.sum())
                 grads, factors, clip = [g[keep] for g in grads], factors[keep], clip[keep]
@@ -216,4 +206,4 @@ class FunctorchEngine(GradSampleEngine):
                 if rest is not None:
                     rest[i].add_(torch.tensordot(((1.0 - clip[:, i]) * weight).to(g.dtype), g, dims=1))
         batch = calls[0].batch_size if calls else 0
-        return ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0), flat, nonfinite, rest)
+        return shared.ClippedSum(sums, batch, torch.cat(norms) if norms else torch.zeros(0), flat, nonfinite, rest)
