@@ -33,16 +33,19 @@ steps).
 **Privacy: the authors' claim, not a guarantee this toolkit can verify.** Each step records ``PoissonSampledEvent(q,
 GaussianEvent(z))`` (the DP-SGD event of the noise multiplier z that the target epsilon, or the ``noise_multiplier``
 given, calls for) while the noise actually added is inflated by ``k = dice_noise_inflation(C1, C2) = sqrt(1 + 2 C2 /
-C1)``: the calibration of the authors' public code, which rests on their algorithm-specific Renyi-DP analysis of the
-joint public/hidden process (the paper's privacy theorem, whose exact statement and constants dpkit could not check;
-its proof is reported to use the asymptotic subsampled-Gaussian bound, not a tight accountant). dpkit's accountants
+C1)``: dpkit's default, after the paper's algorithm-specific Renyi-DP analysis of the joint public/hidden process
+(its privacy theorem, whose exact statement and constants dpkit could not check; its proof is reported to use the
+asymptotic subsampled-Gaussian bound, not a tight accountant). The authors' public code
+(github.com/564612540/DiceSGD) does not settle the factor either: one version draws two independent noises of std
+z C1 and z C2 (a factor sqrt(1 + (C2 / C1)^2)), a later one draws 2 z C with C1 = C2 = C, and its Opacus-based
+optimizer never feeds the error back (the stored error is written to a misspelt attribute). dpkit's accountants
 check the DP-SGD part only. What they cannot check is the hidden state: e depends on every past batch and on
 unclipped gradients, so the term ``clip(e_t, C2)`` of a released step can differ by up to 2 C2 between neighbouring
 datasets even when the differing example is not in the batch. The argument this toolkit can verify, a per-step
 sensitivity of C1 / B + 2 C2 on the averaged direction with no subsampling amplification, gives a far larger epsilon
-(:func:`dicesgd_worst_case_event`). Two further cautions: the authors' code applies C2 to the *summed* error (so its
-feedback on the mean is at most C2 / B, B times smaller than the paper's rule implemented here, with the same
-inflation factor), and its README still lists the noise calibration as work to do. The factor is a plain function
+(:func:`dicesgd_worst_case_event`). Two further cautions: the latest version of the authors' code applies C2 to the
+*summed* error (so its feedback on the mean is at most C2 / B, B times smaller than the paper's rule implemented
+here), and its README still lists the noise calibration as work to do. The factor is a plain function
 passed to ``make_private(error_feedback_noise_inflation=...)``: replace it when a checked bound is available.
 Neighbouring relation and unit: add/remove one training example.
 
@@ -76,9 +79,10 @@ NoiseInflation = Callable[[float, float], float]
 def dice_noise_inflation(max_grad_norm: float, error_feedback_clip: float) -> float:
     """``sqrt(1 + 2 C2 / C1)``: how much more noise DiceSGD adds than DP-SGD with the same noise multiplier.
 
-    The calibration of the authors' public code (arXiv 2311.14632): noise std ``z C1 sqrt(1 + 2 C2 / C1)`` on the
-    sum of clipped gradients, i.e. variance ``z^2 (C1^2 + 2 C1 C2)``, where z is DP-SGD's multiplier for the target.
-    Not verified by dpkit (see :mod:`dpkit.error_feedback`); pass another function of ``(C1, C2)`` to
+    Noise std ``z C1 sqrt(1 + 2 C2 / C1)`` on the sum of clipped gradients, i.e. variance ``z^2 (C1^2 + 2 C1 C2)``,
+    where z is DP-SGD's multiplier for the target: dpkit's default after the paper's privacy analysis (Zhang et al.,
+    ICLR 2024, arXiv 2311.14632), which the authors' code versions do not agree on. Not verified by dpkit (see
+    :mod:`dpkit.error_feedback`); pass another function of ``(C1, C2)`` to
     ``make_private(error_feedback_noise_inflation=...)`` to replace it.
     """
     c1 = check_positive("max_grad_norm", max_grad_norm)
