@@ -158,6 +158,34 @@ def _lstm(vocab=1000, d=128, hidden=128, layers=2, classes=10):
     return LSTMClassifier()
 
 
+def _tiny_bert(vocab=1000, seq=64, d=128, layers=2, heads=4, hidden=512, classes=10):
+    """Hugging Face BertForSequenceClassification built from a config (no download): 2 layers, d=128, 4 heads,
+    intermediate 512, dropout 0.1; token-type and broadcast position ids as the library makes them; the logits."""
+    import transformers
+    from torch import nn
+
+    config = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=d,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden,
+        max_position_embeddings=seq,
+        num_labels=classes,
+    )
+
+    @_by_name
+    class TinyBert(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = transformers.BertForSequenceClassification(config)
+
+        def forward(self, ids):
+            return self.bert(input_ids=ids).logits
+
+    return TinyBert()
+
+
 def _with_batch(make_module, make_x, classes=10):
     def build():
         import torch
@@ -181,6 +209,10 @@ MODELS: dict[str, Model] = {
     ),
     "lstm": Model(
         "stock nn.LSTM 2x hidden 128, seq 32, B=64", _with_batch(_lstm, lambda t: t.randint(0, 1000, (64, 32)))
+    ),
+    "bert": Model(
+        "Hugging Face tiny BERT 2x d=128, seq 64, B=64",
+        _with_batch(_tiny_bert, lambda t: t.randint(0, 1000, (64, 64))),
     ),
 }
 
