@@ -61,7 +61,8 @@ def _fields(cls: Any) -> set[str]:
 
 
 def _range(name: str, k: int, epsilon: float, oracle: str | None, branching: int | None, d: int, scope: str) -> Any:
-    cls, fields, kw = _RANGE[name], _fields(_RANGE[name]), {}
+    cls, fields = _RANGE[name], _fields(_RANGE[name])
+    kw: dict[str, Any] = {}
     for option, value in (("oracle", oracle), ("branching", branching)):
         if value is not None:
             if option not in fields:

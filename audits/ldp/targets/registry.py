@@ -22,7 +22,7 @@ from dpkit.mechanisms.base import FrequencyOracle
 from dpkit.mechanisms.heavy_hitters import PEM, SFP, TAP, CandidateHashing, TreeHist
 from dpkit.mechanisms.heavy_hitters.base import prefixes
 from dpkit.mechanisms.range_queries import HIO, HaarLevel
-from dpkit.mechanisms.range_queries.base import DomainProtocol, LevelSampledProtocol
+from dpkit.mechanisms.range_queries.base import DomainProtocol
 
 __all__ = ["audit_targets"]
 
@@ -51,7 +51,7 @@ def _candidates(protocol: CandidateHashing) -> list[Target]:
     return [ProtocolTarget(cast(Any, protocol), name=f"dpkit:{protocol.name}", k=CANDIDATE_K)]
 
 
-def _level_sampled(protocol: LevelSampledProtocol, v1: Any, v2: Any, k: int) -> list[Target]:
+def _level_sampled(protocol: Any, v1: Any, v2: Any, k: int) -> list[Target]:
     """The one target of a level-sampled protocol on inputs v1, v2 (values, or rows of attributes)."""
     node = lambda v, i: int(protocol._node_index(np.array([v]), i)[0])  # noqa: E731
     levels = [(fo, node(v1, i), node(v2, i)) for i, fo in enumerate(protocol.oracles)]
