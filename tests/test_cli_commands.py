@@ -357,11 +357,14 @@ def _simulated_frequencies(n, seed, k):
     return np.bincount(values, minlength=k) / n
 
 
-def test_simulate_pure_protocols_keep_delta_zero():
+def test_simulate_pure_protocols_keep_their_json_keys():
     out = run_json("ldp", "simulate", "--protocol", "OUE", "--k", "8", "--epsilon", "1", "--n", "2000")
-    assert out["delta"] == 0.0
     keys = {"protocol", "n", "k", "epsilon", "mse", "analytic_variance", "seconds", "users_per_second"}
-    assert keys <= set(out)  # the keys of before, delta added beside them
+    assert set(out) == keys  # delta (0) is added for the approximate protocols only
+    out = run_json(
+        "ldp", "simulate", "--protocol", "AOLH", "--k", "8", "--epsilon", "1", "--delta", "0.01", "--n", "2000"
+    )
+    assert set(out) == keys | {"delta"} and out["delta"] == 0.01
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,7 @@ def simulate(protocol, k, epsilon, delta, n, distribution, seed, postprocess, as
         "n": int(n),
         "k": int(k),
         "epsilon": float(epsilon),
-        "delta": float(delta),
+        **({"delta": float(delta)} if approximate else {}),  # the pure protocols' keys stay as they were
         "mse": mse,
         "analytic_variance": analytic,
         **speed(n, seconds),
