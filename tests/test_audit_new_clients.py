@@ -10,7 +10,7 @@ from dpkit.audits.ldp import LevelTarget, ProtocolTarget, audit, audit_targets
 from dpkit.audits.ldp.attacks import fo_statistic
 from dpkit.mechanisms import OUE
 from dpkit.mechanisms.heavy_hitters import PEM, SFP, TAP, CandidateHashing, TreeHist
-from dpkit.mechanisms.range_queries import HH, FlatRange, HaarHRR, HaarLevel
+from dpkit.mechanisms.range_queries import HH, HIO, FlatRange, HaarHRR, HaarLevel
 
 TRIALS = 20_000
 
@@ -26,6 +26,8 @@ PROTOCOLS = [
     SFP(12, 1.0, k=4, fragment_bits=4, hash_bits=4),
     SFP(12, 2.0, k=4, fragment_bits=4, hash_bits=4, fragment_oracle="OLH"),
     TAP(12, 1.0, k=4),
+    HIO(("a", "b"), (8, 5), 1.0, categorical=("b",), branching=2),  # adaptive: GRR and OLH layers
+    HIO(("a", "b", "c"), (4, 4, 4), 2.0, oracle="OUE"),
 ]
 
 
@@ -75,7 +77,30 @@ class _LeakyHaar(HaarLevel):
         return HaarLevel(self.m, 2 * self.epsilon).perturb(values, rng)
 
 
-@pytest.mark.parametrize("leaky", [_LeakyHashing(1.0), _LeakyHaar(4, 1.0)], ids=["candidate-hashing", "haar-level"])
+@dataclasses.dataclass(frozen=True)
+class _LeakyHIO(HIO):
+    """Claims HIO at epsilon but runs its layer oracles at 2 epsilon."""
+
+    def perturb(self, values, rng):
+        return HIO(self.columns, self.domains, 2 * self.epsilon, branching=self.branching, oracle="GRR").perturb(
+            values, rng
+        )
+
+
+def test_hio_target_uses_whole_rows():
+    (target,) = audit_targets(HIO(("a", "b"), (8, 5), 1.0, branching=2))
+    assert (target.v1, target.v2, target.k) == ((0, 0), (7, 4), 8)
+    assert len(target.levels) == 4 * 4 - 1  # every layer but the all-'*' one: levels (0..3) x (0..3) less (0, 0)
+    assert all(a != b for _, a, b in target.levels)  # the two rows fall in different cells of every layer
+    reports = target.sample(1, 1000, np.random.default_rng(0))
+    assert sum(len(r) for r in reports) == 1000  # one report per trial, at one layer
+
+
+@pytest.mark.parametrize(
+    "leaky",
+    [_LeakyHashing(1.0), _LeakyHaar(4, 1.0), _LeakyHIO(("a", "b"), (4, 4), 1.0, branching=2, oracle="GRR")],
+    ids=["candidate-hashing", "haar-level", "hio"],
+)
 def test_leaky_level_client_is_caught(leaky):
     r = audit(audit_targets(leaky)[0], TRIALS, seed=4)
     assert r.violation

@@ -334,3 +334,51 @@ def test_simulate_runs_in_chunks_with_progress(monkeypatch):
 def test_estimate_eps_no_evidence_is_named():
     result = run("estimate-eps", "--tp", "0", "--fp", "0", "--tn", "0", "--fn", "0")
     assert result.exit_code == 2 and "no evidence about epsilon" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("protocol", ["AGRR", "ASUE", "ABLH", "AOLH", "GM", "AGM"])
+def test_simulate_approximate_oracles_at_their_delta(protocol):
+    from dpkit.mechanisms import make_oracle
+
+    args = ("ldp", "simulate", "--protocol", protocol, "--k", "8", "--epsilon", "1", "--delta", "1e-4")
+    out = run_json(*args, "--n", "20000", "--seed", "3")
+    assert out["protocol"] == protocol and out["delta"] == 1e-4 and out["epsilon"] == 1.0
+    # the oracle the command ran is the API's at that delta: same analytic variance of the true frequencies
+    oracle = make_oracle(protocol, 8, 1.0, delta=1e-4)
+    assert out["analytic_variance"] > 0 and out["mse"] < 3 * out["analytic_variance"]
+    assert math.isclose(out["analytic_variance"], oracle.mean_variance(20000, _simulated_frequencies(20000, 3, 8)))
+
+
+def _simulated_frequencies(n, seed, k):
+    """The true frequencies ``ldp simulate`` draws (zipf, one chunk), to recompute its analytic variance."""
+    from dpkit.cli.ldp_common import zipf_frequencies
+
+    values = np.random.default_rng(seed).choice(k, size=n, p=zipf_frequencies(k))
+    return np.bincount(values, minlength=k) / n
+
+
+def test_simulate_pure_protocols_keep_their_json_keys():
+    out = run_json("ldp", "simulate", "--protocol", "OUE", "--k", "8", "--epsilon", "1", "--n", "2000")
+    keys = {"protocol", "n", "k", "epsilon", "mse", "analytic_variance", "seconds", "users_per_second"}
+    assert set(out) == keys  # delta (0) is added for the approximate protocols only
+    out = run_json(
+        "ldp", "simulate", "--protocol", "AOLH", "--k", "8", "--epsilon", "1", "--delta", "0.01", "--n", "2000"
+    )
+    assert set(out) == keys | {"delta"} and out["delta"] == 0.01
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--protocol", "OLH", "--delta", "1e-5"], ["must be 0 for --protocol OLH", "AGRR"]),
+        (["--protocol", "ADP", "--delta", "0.1"], ["must be 0 for --protocol ADP"]),
+        (["--protocol", "AGRR"], ["AGRR is (epsilon, delta)-LDP: give its delta"]),
+        (["--protocol", "agm", "--delta", "0"], ["AGM is (epsilon, delta)-LDP"]),
+    ],
+)
+def test_simulate_delta_must_fit_the_protocol(args, words):
+    result = run("ldp", "simulate", "--k", "8", "--epsilon", "1", "--n", "1000", *args)
+    assert result.exit_code == 2, result.output
+    assert "'--delta'" in result.output and "Traceback" not in result.output
+    for word in words:
+        assert word in result.output

@@ -94,7 +94,12 @@ def _target_failure(target: str, err: BaseException) -> opt.TargetFailure:
     default=None,
     help=f"Domain size, in [2, 2^32]. With --grid: a comma list [default there: {','.join(map(str, LDP_AUDITOR_KS))}].",
 )
-@opt.checked_option("--delta", type=opt.HALF_OPEN_UNIT, default=0.0, help="Claimed delta (approximate LDP).")
+@opt.checked_option(
+    "--delta",
+    type=opt.HALF_OPEN_UNIT,
+    default=0.0,
+    help="Claimed delta (approximate LDP: dpkit's (epsilon, delta)-LDP protocols and callables; 0 for the others).",
+)
 @opt.count_option(
     "--trials",
     minimum=1,
@@ -123,13 +128,26 @@ def _target_failure(target: str, err: BaseException) -> opt.TargetFailure:
     "--eps-1", "eps_1", type=opt.POSITIVE, help="Longitudinal protocols: single-report epsilon [default: epsilon / 2]."
 )
 @opt.count_option(
-    "--d", "d", minimum=1, maximum=1000, default=3, help="Multidimensional protocols: number of attributes."
+    "--d", "d", minimum=1, maximum=1000, default=3, help="Multidimensional protocols and HIO: number of attributes."
 )
 @opt.choice_option(
     "--scope",
     choices=["tuple", "attribute"],
     default="tuple",
     help="Multidimensional protocols: change every attribute or attribute 0 only.",
+)
+@opt.count_option(
+    "--bits",
+    minimum=1,
+    maximum=64,
+    help="Heavy-hitter clients (PEM, TAP, TreeHist, SFP): key length, keys in [0, 2^bits) [default: the fewest bits "
+    "holding [0, k)].",
+)
+@opt.count_option(
+    "--branching",
+    minimum=2,
+    maximum=MAX_K,
+    help="Range-query clients HH and HIO: tree branching [default: HH chooses by variance, HIO 5].",
 )
 @click.option("--grid", is_flag=True, help="Run over a grid of epsilon and k and print a table.")
 @opt.seed_option("Seed of the trials (a grid uses seed + index per setting).")
@@ -149,6 +167,8 @@ def audit_ldp(
     eps_1,
     d,
     scope,
+    bits,
+    branching,
     grid,
     seed,
     as_json,
@@ -159,9 +179,13 @@ def audit_ldp(
     """Audit TARGET: run its randomizer on two inputs, bound epsilon from below with Clopper-Pearson.
 
     TARGET is dpkit:PROTOCOL, multi-freq-ldpy:PROTOCOL, pure-ldp:PROTOCOL or package.module:callable (a function
-    of one value returning one report; declare --epsilon, --delta and --k). Exit status 1 when the lower bound
-    exceeds the claimed epsilon (a violation); an error raised by the target while it runs is exit status 3, never
-    a violation.
+    of one value returning one report; declare --epsilon, --delta and --k). dpkit:PROTOCOL names a frequency
+    oracle, a longitudinal or multidimensional protocol, a heavy-hitter client (PEM, TAP, TreeHist[prefix],
+    TreeHist[whole-key], SFP[fragment], SFP[whole-key]: TreeHist and SFP send two report families at epsilon / 2
+    each, audited one at a time; keys of --bits bits) or a range-query client (Flat, HH, HaarHRR, HIO over [0, k),
+    HIO with --d attributes; Flat[ORACLE], HH[ORACLE], HIO[ORACLE] choose the level oracle; HaarLevel,
+    CandidateHashing). Exit status 1 when the lower bound exceeds the claimed epsilon (a violation); an error
+    raised by the target while it runs is exit status 3, never a violation.
     """
     if as_json and csv_path:
         raise click.BadParameter("give --json or --csv, not both", param_hint="'--csv'")
@@ -181,8 +205,8 @@ def audit_ldp(
     options = {}
     if target.startswith("dpkit:"):
         options = {"tau": tau, "d": d, "scope": scope}
-        if eps_1 is not None:
-            options["eps_1"] = eps_1
+        given = {"eps_1": eps_1, "bits": bits, "branching": branching}
+        options.update({name: value for name, value in given.items() if value is not None})
     try:  # resolve once to validate TARGET (and the options) before any long run
         first = resolve(target, k=k_list[0], epsilon=eps_list[0], delta=delta, **options)
     except (ValueError, TypeError, OverflowError) as err:

@@ -30,9 +30,9 @@ from dpkit.cli.ldp_common import (
 )
 from dpkit.cli.ldp_heavy_hitters import heavy_hitters
 from dpkit.cli.ldp_range import range_command
-from dpkit.mechanisms.frequency_oracles import FREQUENCY_ORACLES, make_oracle
+from dpkit.mechanisms.frequency_oracles import APPROXIMATE_ORACLES, FREQUENCY_ORACLES, make_oracle
 
-PROTOCOLS = (*FREQUENCY_ORACLES, "ADP")
+PROTOCOLS = (*FREQUENCY_ORACLES, "ADP", *APPROXIMATE_ORACLES)
 MAX_K = 10**7  # the estimates are k numbers per state
 
 
@@ -58,6 +58,13 @@ def ldp() -> None:
 @opt.choice_option("--protocol", choices=PROTOCOLS, default="OLH")
 @domain_option(MAX_K)
 @epsilon_option()
+@opt.checked_option(
+    "--delta",
+    type=opt.HALF_OPEN_UNIT,
+    default=0.0,
+    help=f"Delta of the (epsilon, delta)-LDP protocols ({', '.join(APPROXIMATE_ORACLES)}), required > 0 for them; "
+    "0 for the others.",
+)
 @users_option()
 @distribution_option("zipf")
 @opt.seed_option()
@@ -70,11 +77,22 @@ def ldp() -> None:
 @opt.json_option("Print one JSON object.")
 @opt.plot_option("Save a bar plot of the true and estimated frequencies.")
 @opt.progress_option()
-def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, plot_path, progress):
+def simulate(protocol, k, epsilon, delta, n, distribution, seed, postprocess, as_json, plot_path, progress):
     """Run n clients and the server, compare the estimates with the true frequencies.
 
-    Synthetic users are drawn and aggregated a million at a time, so memory stays bounded at any --n.
+    Synthetic users are drawn and aggregated a million at a time, so memory stays bounded at any --n. The
+    (epsilon, delta)-LDP protocols (AGRR, ASUE, ABLH, AOLH, GM, AGM) run at the given --delta.
     """
+    approximate = protocol in APPROXIMATE_ORACLES
+    if approximate and delta == 0:
+        message = f"--protocol {protocol} is (epsilon, delta)-LDP: give its delta, in (0, 1)"
+        raise click.BadParameter(message, param_hint="'--delta'")
+    if not approximate and delta != 0:
+        raise click.BadParameter(
+            f"must be 0 for --protocol {protocol} (epsilon-LDP), got {delta:g}; a delta in (0, 1) is for "
+            f"{', '.join(APPROXIMATE_ORACLES)}",
+            param_hint="'--delta'",
+        )
     rng = np.random.default_rng(seed)
     labels = None
     source, column = parse_distribution(distribution)
@@ -89,9 +107,14 @@ def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, 
         n = len(codes)
         sample = replay(codes)
     try:
-        oracle = make_oracle(protocol, k, epsilon)
+        oracle = make_oracle(protocol, k, epsilon, **({"delta": delta} if approximate else {}))
     except (ValueError, TypeError, OverflowError) as err:
-        raise click.UsageError(f"--protocol {protocol} with --k {k} and --epsilon {epsilon:g}: {err}") from None
+        given = (
+            f"--k {k}, --epsilon {epsilon:g} and --delta {delta:g}"
+            if approximate
+            else f"--k {k} and --epsilon {epsilon:g}"
+        )
+        raise click.UsageError(f"--protocol {protocol} with {given}: {err}") from None
     hist = np.zeros(k, dtype=np.int64)
 
     def observe(values: np.ndarray) -> None:
@@ -111,6 +134,7 @@ def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, 
         "n": int(n),
         "k": int(k),
         "epsilon": float(epsilon),
+        **({"delta": float(delta)} if approximate else {}),  # the pure protocols' keys stay as they were
         "mse": mse,
         "analytic_variance": analytic,
         **speed(n, seconds),
@@ -120,7 +144,8 @@ def simulate(protocol, k, epsilon, n, distribution, seed, postprocess, as_json, 
     if as_json:
         opt.echo_json(out)
         return
-    click.echo(f"{oracle!r}: n={n}, k={k}, epsilon={epsilon:g} ({oracle.name}, {oracle.privacy_event()})")
+    delta_text = f", delta={delta:g}" if approximate else ""
+    click.echo(f"{oracle!r}: n={n}, k={k}, epsilon={epsilon:g}{delta_text} ({oracle.name}, {oracle.privacy_event()})")
     top = np.argsort(-f_true)[: min(k, 10)]
     click.echo(f"{'item':>12} {'true':>10} {'estimate':>10}")
     for v in top:

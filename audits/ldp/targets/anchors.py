@@ -43,12 +43,19 @@ class AnchorTarget(Target):
 
     The likelihood-ratio statistic and family attack are dpkit's for the same protocol (the claimed model:
     same p, q, g, theta); local-hashing reports carry the library's xxh32 seed and are hashed with xxh32 as the
-    library does. Imported only when the target is built.
+    library does. Imported only when the target is built. Both libraries' clients are epsilon-LDP (neither ships an
+    (epsilon, delta)-LDP frequency oracle), so ``delta`` must be 0: a nonzero one is refused before anything is
+    imported.
     """
 
     default_trials = ANCHOR_TRIALS
 
-    def __init__(self, library: str, protocol: str, k: int, epsilon: float):
+    def __init__(self, library: str, protocol: str, k: int, epsilon: float, delta: float = 0.0):
+        if delta != 0:
+            raise ValueError(
+                f"delta must be 0 for {library}:{protocol}, got {delta!r}: the anchor libraries' clients are "
+                "epsilon-LDP (neither ships an (epsilon, delta)-LDP frequency oracle)"
+            )
         if library not in ANCHOR_PROTOCOLS:
             raise ValueError(f"library must be one of {', '.join(ANCHOR_PROTOCOLS)}, got {library!r}")
         proto = protocol.upper()

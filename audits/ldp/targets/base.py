@@ -48,8 +48,10 @@ class Target:
         return self.v1 if which == 0 else self.v2
 
     def _values(self, which: int, n: int, dtype: Any) -> np.ndarray:
-        """The inputs of ``n`` trials of one user each: ``n`` copies of ``_value(which)``."""
-        return np.full(n, self._value(which), dtype=dtype)
+        """The inputs of ``n`` trials of one user each: ``n`` copies of ``_value(which)`` (a number, or a row such as
+        a tuple of attributes: then an (n, d) array)."""
+        value = self._value(which)
+        return np.full((n, *np.shape(value)), value, dtype=dtype)
 
     def statistic(self) -> Statistic | None:
         return None

@@ -4,7 +4,8 @@
 A one-report protocol gives one target at its epsilon. A protocol whose users send several reports (TreeHist, SFP:
 two at epsilon/2) gives one target per report family, each audited against its own share: by basic composition,
 no violation in any family means none of the shares is exceeded, which is what the protocol's epsilon rests on.
-Inputs: 0 and the largest value (domain - 1, or the all-ones key), which differ at every level.
+Inputs: 0 and the largest value (domain - 1, or the all-ones key; HIO: the rows of all-smallest and all-largest
+attribute values), which differ at every level.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dpkit.audits.ldp.targets.protocol import ProtocolTarget
 from dpkit.mechanisms.base import FrequencyOracle
 from dpkit.mechanisms.heavy_hitters import PEM, SFP, TAP, CandidateHashing, TreeHist
 from dpkit.mechanisms.heavy_hitters.base import prefixes
-from dpkit.mechanisms.range_queries import HaarLevel
+from dpkit.mechanisms.range_queries import HIO, HaarLevel
 from dpkit.mechanisms.range_queries.base import DomainProtocol
 
 __all__ = ["audit_targets"]
@@ -50,18 +51,28 @@ def _candidates(protocol: CandidateHashing) -> list[Target]:
     return [ProtocolTarget(cast(Any, protocol), name=f"dpkit:{protocol.name}", k=CANDIDATE_K)]
 
 
-@audit_targets.register(DomainProtocol)
-def _range(protocol: Any) -> list[Target]:
-    v1, v2 = 0, protocol.domain - 1
-    levels = [
-        (fo, int(protocol._node_index(np.array([v1]), i)[0]), int(protocol._node_index(np.array([v2]), i)[0]))
-        for i, fo in enumerate(protocol.oracles)
-    ]
+def _level_sampled(protocol: Any, v1: Any, v2: Any, k: int) -> list[Target]:
+    """The one target of a level-sampled protocol on inputs v1, v2 (values, or rows of attributes)."""
+    node = lambda v, i: int(protocol._node_index(np.array([v]), i)[0])  # noqa: E731
+    levels = [(fo, node(v1, i), node(v2, i)) for i, fo in enumerate(protocol.oracles)]
     width = max(int(getattr(fo, "k", 1)) for fo in protocol.oracles)
     return [
         LevelTarget(f"dpkit:{protocol.name}", protocol.perturb, levels, epsilon=protocol.epsilon,
-                    k=protocol.domain, v1=v1, v2=v2, width=width, params={"protocol": repr(protocol)})
+                    k=k, v1=v1, v2=v2, width=width, params={"protocol": repr(protocol)})
     ]  # fmt: skip
+
+
+@audit_targets.register(DomainProtocol)
+def _range(protocol: Any) -> list[Target]:
+    return _level_sampled(protocol, 0, protocol.domain - 1, protocol.domain)
+
+
+@audit_targets.register(HIO)
+def _hio(protocol: HIO) -> list[Target]:
+    """Rows (0, ..., 0) and (c_1 - 1, ..., c_d - 1): their cells differ in every layer (each layer refines some
+    attribute below the root, where the two ends of its domain fall in different nodes)."""
+    v1, v2 = tuple(0 for _ in protocol.domains), tuple(c - 1 for c in protocol.domains)
+    return _level_sampled(protocol, v1, v2, max(protocol.domains))
 
 
 def _prefix_levels(oracle, bits: int, lengths, v1: int, v2: int) -> list[tuple[Any, int, int]]:

@@ -6,10 +6,14 @@
   protocol (L-GRR, L-SUE, L-OUE, L-OSUE, L-SOUE, dBitFlipPM, LOLOHA; over ``tau`` reports of a constant value, with the
   memo kept in a :class:`dpkit.mechanisms.longitudinal.ClientPopulation`), or a multidimensional one
   (``RS+FD[GRR|OUE-z|OUE-r|SUE-z|SUE-r]``, ``SPL[FO]``, ``SMP[FO]``; ``d`` attributes of domain ``k``; ``scope``
-  'tuple' (all attributes change) or 'attribute' (attribute 0 changes)).
+  'tuple' (all attributes change) or 'attribute' (attribute 0 changes)), or a heavy-hitter or range-query client
+  (``PEM``, ``TAP``, ``TreeHist[prefix|whole-key]``, ``SFP[fragment|whole-key]`` over ``bits``-bit keys; ``Flat``,
+  ``HH``, ``HaarHRR``, ``HIO`` over [0, k) (HIO: ``d`` attributes), with an optional ``[ORACLE]`` and ``branching``;
+  ``HaarLevel``, ``CandidateHashing``; see :mod:`.clients`).
 * ``multi-freq-ldpy:NAME`` (GRR, SUE, OUE, BLH, OLH, SS, SHE, THE) and ``pure-ldp:NAME`` (GRR, SUE, OUE, BLH, OLH,
   SHE, THE): the library's own per-user client, imported only when asked. These are Python loops (far slower per
-  report), so their default is ``ANCHOR_TRIALS`` trials, not 1e6.
+  report), so their default is ``ANCHOR_TRIALS`` trials, not 1e6. Their clients are epsilon-LDP: a nonzero
+  ``delta`` is refused.
 * ``package.module:callable``: any function ``f(value) -> report`` (an int, or a length-k vector of bits or
   floats); the user declares epsilon, delta and k. Its event is chosen on a training split (no model is known).
 """
@@ -23,6 +27,7 @@ from typing import Any
 
 from dpkit.audits.ldp.targets.anchors import ANCHOR_PROTOCOLS, AnchorTarget
 from dpkit.audits.ldp.targets.base import Target
+from dpkit.audits.ldp.targets.clients import CLIENT_NAMES, client_target
 from dpkit.audits.ldp.targets.functions import CallableTarget
 from dpkit.audits.ldp.targets.longitudinal import LongitudinalTarget
 from dpkit.audits.ldp.targets.multidimensional import MultidimensionalTarget
@@ -81,6 +86,8 @@ def _dpkit(
     d: int = 3,
     scope: str = "tuple",
     calibration: str = "paper",
+    bits: int | None = None,
+    branching: int | None = None,
 ) -> Target:
     key = name.upper().replace("_", "-")
     approximate = {n.upper(): n for n in (*APPROXIMATE_ORACLES, *NUMERIC_NAMES)}
@@ -100,6 +107,9 @@ def _dpkit(
     if key in longs:
         proto = _longitudinal(LONGITUDINAL_PROTOCOLS[longs[key]], k, epsilon, eps_1, calibration)
         return LongitudinalTarget(proto, tau, name=f"dpkit:{longs[key]}")
+    client = client_target(name, k, epsilon, bits=bits, branching=branching, d=d, scope=scope)
+    if client is not None:
+        return client
     m = _MD.match(name.strip())
     if m:
         kind, fo = m.group(1).upper().replace("+", ""), m.group(2)
@@ -115,13 +125,14 @@ def _dpkit(
         else:
             md = (SPL if kind == "SPL" else SMP)(sizes, epsilon, fo.upper())
         return MultidimensionalTarget(md, scope=scope)
-    raise ValueError(f"unknown dpkit protocol {name!r}; choose one of {', '.join(dpkit_protocol_names())}")
+    names = ", ".join([*dpkit_protocol_names(), *CLIENT_NAMES])
+    raise ValueError(f"unknown dpkit protocol {name!r}; choose one of {names}")
 
 
 def resolve(spec: str, *, k: int, epsilon: float, delta: float = 0.0, **options: Any) -> Target:
     """Build a target from a TARGET string (see the module docstring). ``delta``: the claimed delta of a callable,
-    or of a dpkit (epsilon, delta)-LDP protocol (0 for the others). ``options``: eps_1, tau, d, scope, calibration
-    for dpkit protocols."""
+    or of a dpkit (epsilon, delta)-LDP protocol (0 for the others and for the anchors). ``options``: eps_1, tau, d,
+    scope, calibration, bits, branching for dpkit protocols."""
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(
             f"target must be dpkit:PROTOCOL, multi-freq-ldpy:PROTOCOL, pure-ldp:PROTOCOL or "
@@ -131,7 +142,7 @@ def resolve(spec: str, *, k: int, epsilon: float, delta: float = 0.0, **options:
     if prefix == "dpkit":
         return _dpkit(name, k, epsilon, delta, **options)
     if prefix in ANCHOR_PROTOCOLS:
-        return AnchorTarget(prefix, name, k, epsilon)
+        return AnchorTarget(prefix, name, k, epsilon, delta)
     try:
         module = importlib.import_module(prefix)
     except ImportError as err:
