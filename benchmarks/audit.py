@@ -3,8 +3,10 @@ randomizers the auditor catches.
 
 Grid (Arcolezi and Gambs, PoPETs 2024): 8 pure protocols (GRR, SS, SUE, OUE, THE, SHE, BLH, OLH) x k in
 {2, 25, 100, 200} x epsilon in {0.25, 0.5, 0.75, 1, 2, 4, 6, 10}, ``--trials`` per input (1e6 as in the paper),
-confidence 0.99, tests: the exact-model likelihood-ratio test (both directions) and LDP-Auditor's family attack
-(the ``lr-split`` test is left out, so the cost is the paper's 2 x trials randomizer calls per setting). Settings
+confidence 0.99 jointly over the 256 settings (each at 1 - 0.01 / 256, Bonferroni: at 0.99 per setting a correct
+protocol would show about 2.5 violations by chance), tests: the exact-model likelihood-ratio test (both
+directions) and LDP-Auditor's family attack (the ``lr-split`` test is left out, so the cost is the paper's
+2 x trials randomizer calls per setting). Settings
 run in ``--workers`` processes of one thread each; reported: wall and CPU time, calls per second, the largest
 worker's peak RSS (imports included).
 
@@ -38,15 +40,17 @@ KS = (2, 25, 100, 200)
 PAIR_CELLS = (("GRR", 25), ("GRR", 200), ("OUE", 25), ("OUE", 200))
 PAIR_EPSILON = 1.0
 ANCHORS = {"multi-freq-ldpy": "multi-freq-ldpy", "pure-LDP": "pure-ldp"}  # label -> distribution name
+CONFIDENCE = 0.99  # the grid's, jointly over all its settings
 
 
 # ---------------------------------------------------------------------------------------------- grid
 def _one_setting(args) -> dict[str, Any]:
-    name, k, eps, trials, seed = args
+    name, k, eps, trials, seed, confidence = args
     from dpkit.audits.ldp import audit, resolve
 
     with harness.Stopwatch() as sw:
-        r = audit(resolve(f"dpkit:{name}", k=k, epsilon=eps), trials, seed=seed, attacks=("lr", "family"))
+        target = resolve(f"dpkit:{name}", k=k, epsilon=eps)
+        r = audit(target, trials, confidence=confidence, seed=seed, attacks=("lr", "family"))
     lr = max((t.epsilon_lower_bound for t in r.tests if t.name.startswith("lr")), default=None)
     fam = next((t.epsilon_lower_bound for t in r.tests if t.name.startswith("family")), None)
     return {
@@ -57,6 +61,7 @@ def _one_setting(args) -> dict[str, Any]:
         "eps_lb_lr": lr,
         "eps_lb_family": fam,
         "cap": r.cap,
+        "confidence": r.confidence,
         "violation": bool(r.violation),
         "seconds": sw.wall,
         "cpu_seconds": sw.cpu,
@@ -70,9 +75,11 @@ def run_grid(protocols, ks, epsilons, trials, workers) -> tuple[list[dict], floa
 
     from tqdm import tqdm
 
-    settings = [
-        (p, k, e, trials, i) for i, (p, k, e) in enumerate((p, k, e) for p in protocols for k in ks for e in epsilons)
-    ]
+    from dpkit.audits.ldp import grid_confidence
+
+    cells = [(p, k, e) for p in protocols for k in ks for e in epsilons]
+    per_setting = grid_confidence(CONFIDENCE, len(cells))  # CONFIDENCE holds jointly over the whole grid
+    settings = [(p, k, e, trials, i, per_setting) for i, (p, k, e) in enumerate(cells)]
     settings.sort(key=lambda s: -s[1] * (1 if s[0] == "GRR" else 10))  # heaviest first: the workers end together
     os.environ.update(harness.thread_env(1))  # each worker one thread (spawned workers read it at start)
     ctx = multiprocessing.get_context("spawn")
@@ -293,7 +300,8 @@ def main(argv=None) -> None:
             "epsilons": list(eps),
             "trials": trials,
             "workers": a.workers,
-            "confidence": 0.99,
+            "confidence": CONFIDENCE,
+            "confidence_per_setting": rows[0]["confidence"],
             "attacks": ["lr", "family"],
             "pair_cells": cells,
             "pair_epsilon": PAIR_EPSILON,

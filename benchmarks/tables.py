@@ -426,9 +426,15 @@ def _grid_line(doc) -> str:
         f"Grid: {g['settings']} settings ({len(s['protocols'])} protocols x k in {s['k']} x epsilon in "
         f"{s['epsilons']}), {sci(g['trials'])} trials per input, {sci(g['randomizer_calls'])} randomizer calls in "
         f"{g['wall_s']:.3g} s wall on {g['workers']} worker(s) ({g['cpu_s']:.3g} s CPU: "
-        f"{rate(g['calls_per_cpu_s'])} calls per CPU second); {g['violations']} violation(s); largest worker's peak "
-        f"RSS {mb(g['max_worker_peak_rss_mb'])}."
+        f"{rate(g['calls_per_cpu_s'])} calls per CPU second); {g['violations']} violation(s) at confidence "
+        f"{s.get('confidence', 0.99):g}{_joint(s)}; largest worker's peak RSS {mb(g['max_worker_peak_rss_mb'])}."
     )
+
+
+def _joint(settings) -> str:
+    """How the grid's confidence is spread over its settings (older results: 0.99 per setting)."""
+    per = settings.get("confidence_per_setting")
+    return " per setting" if per is None else f" jointly over the grid (each setting at {per:.6g})"
 
 
 def _extrapolated(doc, cells, anchor: str) -> str:

@@ -54,7 +54,7 @@ from dpkit.mf_optimizer import CorrelatedNoise, MFOptimizer
 from dpkit.noise import GaussianNoise
 from dpkit.optimizer import DPOptimizer
 from dpkit.seeding import check_seed, new_seed
-from dpkit.training_plan import TrainingPlan, plan_training
+from dpkit.training_plan import EngineSettings, TrainingPlan, plan_training
 
 if TYPE_CHECKING:
     from dpkit.distributed.data_parallel import DataParallel
@@ -183,12 +183,14 @@ class PrivacyEngine:
             module,
             optimizer,
             data_loader,
-            accountant=self._accountant,
-            accountant_name=self.accountant_name,
-            grad_sample_engine=self.grad_sample_engine,
-            seed=self.seed,
-            seed_given=self._seed_given,
-            secure_rng=self.secure_rng,
+            EngineSettings(
+                self._accountant,
+                self.accountant_name,
+                self.grad_sample_engine,
+                self.seed,
+                self._seed_given,
+                self.secure_rng,
+            ),
             noise_multiplier=noise_multiplier,
             target_epsilon=target_epsilon,
             target_delta=target_delta,

@@ -301,17 +301,25 @@ class TrainingPlan:
     config: dict[str, Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    """What the ``PrivacyEngine`` brings to the plan: its accountant (and registry name), its per-sample gradient
+    engine's name, and its randomness (the seed, whether the user gave it, whether the OS CSPRNG is used)."""
+
+    accountant: PrivacyAccountant
+    accountant_name: str
+    grad_sample_engine: str
+    seed: int | None
+    seed_given: bool
+    secure_rng: bool
+
+
 def plan_training(
     module: nn.Module,
     optimizer: Optimizer,
     data_loader: DataLoader,
+    engine: EngineSettings,
     *,
-    accountant: PrivacyAccountant,
-    accountant_name: str,
-    grad_sample_engine: str,
-    seed: int | None,
-    seed_given: bool,
-    secure_rng: bool,
     noise_multiplier: float | None,
     target_epsilon: float | None,
     target_delta: float | None,
@@ -326,7 +334,8 @@ def plan_training(
     noise: Strategy | CorrelatedNoise | None,
 ) -> TrainingPlan:
     """Validate ``make_private``'s arguments, build the loader and calibrate the noise (see the module docs);
-    the engine's own settings (accountant, per-sample engine, seed) come as keywords. Changes nothing."""
+    ``engine``: the settings of the ``PrivacyEngine`` that plans. Changes nothing."""
+    seed, secure_rng = engine.seed, engine.secure_rng
     adaptive = adaptive_clipping(max_grad_norm)  # None for a fixed norm (a string other than "adaptive" raises)
     if adaptive is not None and clipping != "flat":
         raise ValueError(f"max_grad_norm='adaptive' needs clipping='flat' (one norm), got clipping={clipping!r}")
@@ -338,7 +347,7 @@ def plan_training(
                 "a DistributedDataParallel module trains with DP-SGD only: give it without max_grad_norm="
                 "'adaptive', error_feedback_clip or noise"
             )
-        seed = parallel.agree_seed(seed, seed_given, secure_rng)
+        seed = parallel.agree_seed(seed, engine.seed_given, secure_rng)
     checked = _check_arguments(
         inner,
         optimizer,
@@ -367,7 +376,7 @@ def plan_training(
         sampling = _Sampling(
             correlated.loader, correlated.sample_rate, correlated.expected_batch_size, correlated.steps_per_epoch
         )
-    sigma, budget = _noise_multiplier(checked.noise, sampling, accountant, correlated)
+    sigma, budget = _noise_multiplier(checked.noise, sampling, engine.accountant, correlated)
     mf_sens = 1.0 if correlated is None else correlated.sensitivity  # correlated noise scales by sens(C)
     check_noise_scale(sigma * mf_sens, checked.policy.sensitivity, sampling.expected_batch_size, checked.params)
     variant.check_noise(sigma, sampling.expected_batch_size, checked.params)
@@ -379,7 +388,7 @@ def plan_training(
         "clipping": clipping,
         "loss_reduction": loss_reduction,
         "poisson_sampling": poisson_sampling,
-        "accountant": accountant_name,
+        "accountant": engine.accountant_name,
         **variant.config,
     }
     if correlated is not None:
@@ -395,8 +404,8 @@ def plan_training(
                 "sensitivity": checked.policy.sensitivity,
                 "clipping": clipping,
                 "loss_reduction": loss_reduction,
-                "accountant": accountant_name,
-                "grad_sample_engine": grad_sample_engine,
+                "accountant": engine.accountant_name,
+                "grad_sample_engine": engine.grad_sample_engine,
                 "parameters": [tuple(p.shape) for p in checked.params],
                 "budget": None if budget is None else (budget.target_epsilon, budget.target_delta),
             },

@@ -7,13 +7,14 @@
 * :mod:`dpkit.audits.ldp.targets`: what is audited (dpkit protocols, multi-freq-ldpy, pure-LDP, any callable), and
   ``resolve`` of a TARGET string.
 * :mod:`dpkit.audits.ldp.game`: :func:`audit` -> :class:`AuditResult`.
-* :mod:`dpkit.audits.ldp.grid`: :func:`run_grid` over (epsilon, k); :func:`results_frame`.
+* :mod:`dpkit.audits.ldp.grid`: :func:`run_grid` over (epsilon, k), its confidence joint over the grid
+  (:func:`grid_confidence`); :func:`results_frame`.
 * :mod:`dpkit.audits.ldp.broken`: randomizers broken the way real libraries broke (regression fixtures).
 """
 
 from dpkit.audits.ldp.bounds import choose_event, cp_lower, cp_upper, epsilon_lower_bound, measurable_cap, side_level
 from dpkit.audits.ldp.game import ATTACKS, AuditResult, TestResult, audit
-from dpkit.audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, results_frame, run_grid
+from dpkit.audits.ldp.grid import LDP_AUDITOR_EPSILONS, LDP_AUDITOR_KS, grid_confidence, results_frame, run_grid
 from dpkit.audits.ldp.targets import (
     AnchorTarget,
     CallableTarget,
@@ -51,5 +52,6 @@ __all__ = [
     "resolve",
     "results_frame",
     "run_grid",
+    "grid_confidence",
     "side_level",
 ]

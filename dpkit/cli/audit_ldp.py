@@ -107,7 +107,10 @@ def _target_failure(target: str, err: BaseException) -> opt.TargetFailure:
     help="Trials per input [default: 1e6 for dpkit, 5e4 for the anchors' per-user Python clients, 1e5 for callables].",
 )
 @opt.checked_option(
-    "--confidence", type=opt.OPEN_UNIT, default=0.99, help="Joint confidence of the lower bound over all tests."
+    "--confidence",
+    type=opt.OPEN_UNIT,
+    default=0.99,
+    help="Joint confidence of the lower bound over all tests (with --grid: over every setting of the grid).",
 )
 @opt.choice_option(
     "--attack",
@@ -245,8 +248,8 @@ def audit_ldp(
         click.echo(frame[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
         n_bad = int(frame["violation"].sum())
         click.echo(
-            f"\n{len(results)} settings, confidence {confidence:g}: "
-            + (f"{n_bad} VIOLATION(S)" if n_bad else "no violation")
+            f"\n{len(results)} settings, confidence {confidence:g} jointly over the grid "
+            f"(each setting at {results[0].confidence:.6g}): " + (f"{n_bad} VIOLATION(S)" if n_bad else "no violation")
         )
     else:
         r = results[0]
