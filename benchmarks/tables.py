@@ -55,6 +55,11 @@ def secs(s: float | None) -> str:
     return f"{s:.3g} s"
 
 
+def duration(s: float) -> str:
+    """A long wall time in the unit that reads best: seconds, minutes or hours."""
+    return f"{s:.2g} s" if s < 60 else f"{s / 60:.2g} min" if s < 3600 else f"{s / 3600:.2g} h"
+
+
 def times(x: float | None) -> str:
     if x is None:
         return "n/a"
@@ -313,6 +318,12 @@ def training_full(doc) -> str:
     return "\n".join(out)
 
 
+def _opacus_none(rs) -> str:
+    """The fastest-Opacus cell when no Opacus mode ran: say whether they all failed."""
+    tried = [r for c, r in rs.items() if c.startswith("opacus")]
+    return "every mode fails (see benchmarks/README.md)" if tried else ""
+
+
 def training_summary(doc) -> str:
     rows = []
     for m, (base, rs) in _train_by_model(doc).items():
@@ -323,7 +334,7 @@ def training_summary(doc) -> str:
                 doc["models"][m],
                 secs(base),
                 _train_cell(rs["dpkit"]) if "dpkit" in rs else "",
-                f"{_train_cell(best)} ({best['contender'].split('_', 1)[1]})" if best else "",
+                f"{_train_cell(best)} ({best['contender'].split('_', 1)[1]})" if best else _opacus_none(rs),
                 _train_cell(rs["noise_floor"], mem=False) if "noise_floor" in rs else "",
             ]
         )
@@ -438,13 +449,13 @@ def _joint(settings) -> str:
 
 
 def _extrapolated(doc, cells, anchor: str) -> str:
-    """Hours one core would need for one protocol's 32 settings at 1e6 trials through ``anchor``'s client alone,
+    """Time one core would need for one protocol's 32 settings at 1e6 trials through ``anchor``'s client alone,
     per protocol measured (the median calls/s over its k's)."""
     per_protocol: dict[str, list[float]] = {}
     for (p, _), libs in cells.items():
         per_protocol.setdefault(p, []).extend(libs.get(anchor, {}).get("rates", []))
     calls = doc["settings"]["full_grid_calls_per_protocol"]
-    parts = [f"{p} ~{calls / r / 3600:.2g} h" for p, rs in per_protocol.items() if (r := med(rs))]
+    parts = [f"{p} ~{duration(calls / r)}" for p, rs in per_protocol.items() if (r := med(rs))]
     return ", ".join(parts) if parts else "n/a"
 
 
