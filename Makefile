@@ -37,8 +37,9 @@ typecheck: $(STAMP)
 	for d in accountants mechanisms audits; do ln -s "$(CURDIR)/$$d" $(TYPES)/dpkit/$$d; done
 	cd $(TYPES) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml --cache-dir $(CURDIR)/$(VENV)/mypy_cache dpkit
 
+# Two pytest workers, one thread each (pytest-xdist): the notebooks and the multi-process tests overlap.
 test: $(STAMP) lint
-	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2
 
 # The benchmarks (results in benchmarks/results/, more than an hour on a quiet 2-core machine), then the tables of
 # benchmarks/README.md and README.md. Each script sets OMP_WAIT_POLICY=PASSIVE and 2 threads in its processes.
