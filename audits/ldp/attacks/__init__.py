@@ -17,8 +17,9 @@ Two kinds, both vectorized over trials (one row of ``reports`` per trial):
 Both are registered per protocol class (``functools.singledispatch``): :mod:`.frequency_oracles` (one report),
 :mod:`.longitudinal` (tau reports of one user), :mod:`.multidimensional` (one report of a tuple), :mod:`.numeric`
 (one report of a bounded number); :mod:`.level_sampled` composes a level-sampled client's statistic and guess from
-its levels' (range queries, heavy hitters). A new protocol
-adds one registration of each next to its family's attacks, e.g.::
+its levels' (range queries, heavy hitters). A new protocol adds one registration of each next to its family's attacks
+(the exact distributions and guesses they are built from, ``pair_pmf``, ``trinomial_pmf``,
+``guess_uniform_from_support`` and the rest, are in :mod:`.statistic`), e.g.::
 
     @fo_statistic.register(MyOracle)
     def _my_statistic(proto: MyOracle, v1: int, v2: int) -> Statistic: ...
@@ -29,19 +30,7 @@ from dpkit.audits.ldp.attacks.level_sampled import level_family_attack, level_st
 from dpkit.audits.ldp.attacks.longitudinal import longitudinal_family_attack, longitudinal_statistic
 from dpkit.audits.ldp.attacks.multidimensional import multidimensional_family_attack, multidimensional_statistic
 from dpkit.audits.ldp.attacks.numeric import numeric_family_attack, numeric_statistic
-from dpkit.audits.ldp.attacks.statistic import (
-    HE_EDGES,
-    FamilyAttack,
-    Statistic,
-    gaussian_shift_statistic,
-    guess_uniform_from_support,
-    laplace_bin_pmf,
-    laplace_cdf,
-    logsumexp_ratio,
-    mixture_binomial_pmf,
-    pair_pmf,
-    trinomial_pmf,
-)
+from dpkit.audits.ldp.attacks.statistic import FamilyAttack, Statistic
 
 __all__ = [
     "Statistic",
@@ -56,13 +45,4 @@ __all__ = [
     "multidimensional_family_attack",
     "numeric_statistic",
     "numeric_family_attack",
-    "guess_uniform_from_support",
-    "laplace_bin_pmf",
-    "gaussian_shift_statistic",
-    "laplace_cdf",
-    "trinomial_pmf",
-    "mixture_binomial_pmf",
-    "pair_pmf",
-    "logsumexp_ratio",
-    "HE_EDGES",
 ]

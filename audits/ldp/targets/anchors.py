@@ -8,7 +8,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from dpkit.audits.ldp.attacks import FamilyAttack, Statistic, fo_family_attack, fo_statistic, guess_uniform_from_support
+from dpkit.audits.ldp.attacks import FamilyAttack, Statistic, fo_family_attack, fo_statistic
+from dpkit.audits.ldp.attacks.statistic import guess_uniform_from_support
 from dpkit.audits.ldp.targets.base import Target
 from dpkit.mechanisms.frequency_oracles import LocalHashing, make_oracle
 

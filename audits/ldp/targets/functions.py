@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dpkit.audits.ldp.attacks import HE_EDGES, FamilyAttack, Statistic, guess_uniform_from_support
+from dpkit.audits.ldp.attacks.statistic import HE_EDGES, FamilyAttack, Statistic, guess_uniform_from_support
 from dpkit.audits.ldp.targets.base import Target
 
 __all__ = ["CallableTarget"]
